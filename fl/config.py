@@ -1,0 +1,167 @@
+"""RunConfig: every knob of a federated run, validated, JSON round-trip.
+
+Validation happens once, up front, with messages a person can act on, so a
+bad setting never surfaces as a traceback halfway through a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fl.models import MODELS, check_model_params, get_spec
+from fl.strategies import AGGREGATIONS, ENSEMBLE_AGGREGATIONS
+
+DATASETS = ("iris", "wine", "breast_cancer", "digits", "xor", "synthetic", "csv")
+PARTITIONERS = ("iid", "dirichlet", "shards", "quantity")
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or inconsistent; str(e) says which and what to do."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers (network settings live elsewhere)."""
+
+    # data
+    dataset: str = "iris"
+    csv_path: str | None = None
+    target: str | None = None
+    n_samples: int = 1000  # synthetic and xor
+    n_features: int = 20  # synthetic
+    n_classes: int = 2  # synthetic
+    test_size: float = 0.2
+    val_size: float = 0.15  # taken only for stacking (the meta-learner's data)
+    standardize: bool = True
+    # split across clients
+    clients: int = 5
+    partition: str = "iid"
+    alpha: float = 0.5  # dirichlet
+    shards_per_client: int = 2  # shards
+    quantity_skew: float = 1.5  # quantity
+    min_samples: int = 2
+    # model and aggregation
+    model: str = "logreg"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    aggregation: str = "fedavg"
+    # rounds
+    rounds: int = 10
+    local_epochs: int = 1
+    learning_rate: float | None = None
+    fraction: float = 1.0
+    min_clients: int = 1
+    round_timeout: float = 60.0
+    seed: int = 0
+
+    # ------------------------------------------------------------------
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError on the first bad setting; return self when all is well."""
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        if self.dataset == "csv" and not (self.csv_path and self.target):
+            raise ConfigError("the csv dataset needs a file (csv_path / --csv) and a target column (--target)")
+        if self.partition not in PARTITIONERS:
+            raise ConfigError(f"unknown partition {self.partition!r}; choose one of: {', '.join(PARTITIONERS)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(MODELS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"unknown aggregation {self.aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
+        spec = get_spec(self.model)
+        if self.aggregation not in ENSEMBLE_AGGREGATIONS and not spec.averageable:
+            raise ConfigError(
+                f"{self.model} cannot be averaged (its fitted trees or neighbours have no common parameter "
+                f"shape); use aggregation 'stacking' or 'voting' instead"
+            )
+        _check_int("clients", self.clients, 1, 1000)
+        _check_int("rounds", self.rounds, 1, 10_000)
+        _check_int("local_epochs", self.local_epochs, 1, 1000)
+        _check_int("min_clients", self.min_clients, 1, 1000)
+        _check_int("min_samples", self.min_samples, 1, 1_000_000)
+        _check_int("shards_per_client", self.shards_per_client, 1, 1000)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_int("n_samples", self.n_samples, 20, 10_000_000)
+        _check_int("n_features", self.n_features, 2, 100_000)
+        _check_int("n_classes", self.n_classes, 2, 50)
+        if self.min_clients > self.clients:
+            raise ConfigError(f"min_clients ({self.min_clients}) cannot exceed the number of clients ({self.clients})")
+        _check_float("fraction", self.fraction, 0.0, 1.0, low_open=True)
+        _check_float("alpha", self.alpha, 0.0, 1e6, low_open=True)
+        _check_float("quantity_skew", self.quantity_skew, 0.0, 10.0)
+        _check_float("test_size", self.test_size, 0.0, 0.9, low_open=True, high_open=True)
+        _check_float("val_size", self.val_size, 0.0, 0.5, high_open=True)
+        _check_float("round_timeout", self.round_timeout, 0.0, 86_400.0, low_open=True)
+        if self.learning_rate is not None:
+            _check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
+        if self.aggregation == "stacking" and self.val_size <= 0:
+            raise ConfigError("stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)")
+        if self.test_size + self.effective_val_size >= 0.9:
+            raise ConfigError("test_size plus val_size must stay below 0.9, or no data is left for the clients")
+        if not isinstance(self.model_params, dict):
+            raise ConfigError("model_params must be a JSON object of hyperparameters")
+        try:
+            check_model_params(self.model, self.model_params)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whole fitted models travel instead of parameter arrays."""
+        return self.aggregation in ENSEMBLE_AGGREGATIONS
+
+    @property
+    def effective_rounds(self) -> int:
+        """Ensembles and round-free models (naive Bayes) are one-shot: one round says it all."""
+        return 1 if self.is_ensemble or get_spec(self.model).round_free else self.rounds
+
+    @property
+    def effective_val_size(self) -> float:
+        return self.val_size if self.aggregation == "stacking" else 0.0
+
+    # ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Build from a dict (e.g. a saved config.json); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError("a run config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo = "above" if low_open else "at least"
+        hi = "below" if high_open else "at most"
+        raise ConfigError(f"{name} must be {lo} {low:g} and {hi} {high:g}, got {value:g}")

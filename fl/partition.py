@@ -1,0 +1,182 @@
+"""Partitioners: how the training pool is split across federated clients.
+
+Every partitioner is a pure, seeded function of (labels, n_clients, settings),
+so a client process on another machine that knows "partition i of N" and the
+run's seed rebuilds exactly the rows the server's simulation would give it.
+`fl.data` re-exports everything here; import from there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["DataError", "PARTITIONERS", "partition", "label_distribution"]
+
+PARTITIONERS = ("iid", "dirichlet", "shards", "quantity")
+
+_DIRICHLET_TRIES = 100
+
+
+class DataError(ValueError):
+    """Bad data or data settings; str(e) is one clear sentence telling the user what to do.
+
+    Defined here (the lowest module of the data layer) so `fl.partition` needs
+    nothing from `fl.data`; `fl.data.DataError` is this same class.
+    """
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    """Reject floats, bools and out-of-range values with a sentence the UI can show."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise DataError(f"{name} must be a whole number, got {value!r}.")
+    if value < minimum:
+        raise DataError(f"{name} must be at least {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_float(value: object, name: str) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(out):
+        raise DataError(f"{name} must be a finite number, got {value!r}.")
+    return out
+
+
+def _top_up(parts: list[np.ndarray], min_samples: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Move random rows from the largest clients to clients below min_samples.
+
+    Callers guarantee n_clients * min_samples <= n_rows, so the largest client
+    always has rows to spare while some client is short; the loop ends.
+    """
+    parts = [np.asarray(p, dtype=np.int64) for p in parts]
+    while True:
+        sizes = np.array([len(p) for p in parts])
+        short = np.flatnonzero(sizes < min_samples)
+        if short.size == 0:
+            return parts
+        receiver = int(short[0])
+        donor = int(np.argmax(sizes))  # first largest: deterministic tie-break
+        k = int(rng.integers(len(parts[donor])))
+        parts[receiver] = np.append(parts[receiver], parts[donor][k])
+        parts[donor] = np.delete(parts[donor], k)
+
+
+def _iid(n: int, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+    return list(np.array_split(rng.permutation(n), n_clients))
+
+
+def _dirichlet(y: np.ndarray, n_clients: int, alpha: float, min_samples: int,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """Label skew of Hsu et al. (2019): each class is spread over clients by Dir(alpha)."""
+    class_rows = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    best: list[np.ndarray] | None = None
+    best_min = -1
+    for _ in range(_DIRICHLET_TRIES):
+        buckets: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+        for rows in class_rows:
+            p = rng.dirichlet(np.full(n_clients, alpha))
+            cuts = (np.cumsum(p)[:-1] * len(rows)).astype(np.int64)
+            for i, chunk in enumerate(np.split(rows, cuts)):
+                buckets[i].append(chunk)
+        parts = [np.concatenate(b) if b else np.empty(0, np.int64) for b in buckets]
+        smallest = min(len(p) for p in parts)
+        if smallest > best_min:
+            best, best_min = parts, smallest
+        if smallest >= min_samples:
+            break
+    assert best is not None
+    return _top_up(best, min_samples, rng)
+
+
+def _shards(y: np.ndarray, n_clients: int, shards_per_client: int, min_samples: int,
+            rng: np.random.Generator) -> list[np.ndarray]:
+    """McMahan et al. (2017) pathological split: few contiguous label shards per client."""
+    n_shards = n_clients * shards_per_client
+    if n_shards > len(y):
+        raise DataError(
+            f"{n_clients} clients x {shards_per_client} shards each need {n_shards} shards but there are "
+            f"only {len(y)} rows; use fewer clients or fewer shards per client.")
+    shuffled = rng.permutation(len(y))
+    by_label = shuffled[np.argsort(y[shuffled], kind="stable")]
+    shards = np.array_split(by_label, n_shards)
+    order = rng.permutation(n_shards)
+    parts = [np.concatenate([shards[s] for s in order[i * shards_per_client:(i + 1) * shards_per_client]])
+             for i in range(n_clients)]
+    return _top_up(parts, min_samples, rng)
+
+
+def _quantity(n: int, n_clients: int, skew: float, min_samples: int,
+              rng: np.random.Generator) -> list[np.ndarray]:
+    """Quantity skew: power-law client sizes, rows drawn IID, nobody below min_samples."""
+    weights = (np.arange(n_clients) + 1.0) ** -skew
+    weights = rng.permutation(weights / weights.sum())
+    spare = n - n_clients * min_samples
+    exact = weights * spare
+    sizes = np.floor(exact).astype(np.int64)
+    leftover = spare - int(sizes.sum())
+    # Largest remainders first; stable sort keeps ties deterministic.
+    sizes[np.argsort(-(exact - sizes), kind="stable")[:leftover]] += 1
+    sizes += min_samples
+    return list(np.split(rng.permutation(n), np.cumsum(sizes)[:-1]))
+
+
+def partition(y: np.ndarray, n_clients: int, method: str = "iid", *, alpha: float = 0.5,
+              shards_per_client: int = 2, quantity_skew: float = 1.5, min_samples: int = 2,
+              seed: int = 0) -> list[np.ndarray]:
+    """Split row indices of y across clients; disjoint, complete, seeded.
+
+    Returns one sorted int64 index array per client. Settings of other methods
+    (e.g. alpha for "iid") are ignored, so a config can carry them all.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"Labels must be a 1-D array, got shape {y.shape}.")
+    n_clients = _check_int(n_clients, "The number of clients", 1)
+    seed = _check_int(seed, "The seed", 0)
+    min_samples = _check_int(min_samples, "min_samples", 1)
+    if method not in PARTITIONERS:
+        raise DataError(f"Unknown partition method {method!r}; choose one of {', '.join(PARTITIONERS)}.")
+    n = len(y)
+    if n_clients * min_samples > n:
+        raise DataError(
+            f"{n} rows cannot give {n_clients} clients at least {min_samples} samples each; "
+            "use fewer clients or a larger dataset.")
+    rng = np.random.default_rng(seed)
+
+    if method == "iid":
+        parts = _iid(n, n_clients, rng)
+    elif method == "dirichlet":
+        alpha = _check_float(alpha, "The Dirichlet alpha")
+        if alpha <= 0:
+            raise DataError(f"The Dirichlet alpha must be greater than 0 (e.g. 0.1 to 10), got {alpha}.")
+        parts = _dirichlet(y, n_clients, alpha, min_samples, rng)
+    elif method == "shards":
+        shards_per_client = _check_int(shards_per_client, "shards_per_client", 1)
+        parts = _shards(y, n_clients, shards_per_client, min_samples, rng)
+    else:
+        quantity_skew = _check_float(quantity_skew, "quantity_skew")
+        if quantity_skew < 0:
+            raise DataError(f"quantity_skew must be 0 (equal sizes) or more, got {quantity_skew}.")
+        parts = _quantity(n, n_clients, quantity_skew, min_samples, rng)
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def label_distribution(y: np.ndarray, parts: list[np.ndarray], classes: list) -> np.ndarray:
+    """Counts of each class on each client, shape (n_clients, n_classes), for the heatmap.
+
+    Labels not in `classes` are not counted (they would have no column).
+    """
+    y = np.asarray(y)
+    column = {c: j for j, c in enumerate(classes)}
+    counts = np.zeros((len(parts), len(classes)), dtype=np.int64)
+    for i, rows in enumerate(parts):
+        values, freq = np.unique(y[np.asarray(rows, dtype=np.int64)], return_counts=True)
+        for v, f in zip(values.tolist(), freq.tolist()):
+            j = column.get(v)
+            if j is not None:
+                counts[i, j] = f
+    return counts

@@ -1,0 +1,302 @@
+"""The round loop: sample, fit, collect, check, aggregate, evaluate, report.
+
+It runs in the thread that calls ``run_rounds`` and talks to clients only
+through the FederatedServer (its registry and inbox), so it can be tested
+and reasoned about without thinking about sockets.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fl import blobs
+from fl.config import RunConfig
+from fl.metrics import score_classifier
+from fl.models import NamedArrays, expected_shapes, global_estimator, init_parameters
+from fl.protocol import Evaluate, EvaluateResult, Fit, FitResult, PeerClosed, ProtocolError
+from fl.server import FederatedServer, ServerStopped
+from fl.strategies import aggregate_parameters, stacking, voting
+
+METRIC_KEYS = ("accuracy", "loss", "f1_macro")
+
+
+@dataclass
+class ServerData:
+    """The server's own held-out data (raw features); never sent anywhere."""
+
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed
+    rounds: list[dict] = field(default_factory=list)
+    final_metrics: dict = field(default_factory=dict)
+    model: Any = None  # the final global model, predicting on raw features
+    error: str | None = None
+
+
+def fixed_scaler(stats: dict, n_features: int) -> StandardScaler:
+    """A StandardScaler holding given global statistics (no fitting on any split)."""
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(stats["mean"], dtype=np.float64)
+    scaler.scale_ = np.asarray(stats["scale"], dtype=np.float64)
+    scaler.var_ = scaler.scale_**2
+    scaler.n_features_in_ = n_features
+    scaler.n_samples_seen_ = 1
+    return scaler
+
+
+class RoundRunner:
+    """Drives the configured number of rounds on a bound FederatedServer."""
+
+    def __init__(self, server: FederatedServer, config: RunConfig, data: ServerData | None = None):
+        self.server = server
+        self.config = config
+        self.task = server.task
+        self.classes = self.task.classes_array
+        self.data = data
+        self.rng = np.random.default_rng(config.seed)
+        self.scaler = fixed_scaler(self.task.standardize, self.task.n_features) if self.task.standardize else None
+        self.global_arrays: NamedArrays | None = None
+        self.global_model: Any = None
+        self.rounds: list[dict] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return self.scaler.transform(X) if self.scaler is not None else X
+
+    def _sample(self) -> list[str]:
+        active = self.server.active_ids()
+        if not active:
+            return []
+        k = max(self.config.min_clients, math.ceil(self.config.fraction * len(active)))
+        k = min(k, len(active))
+        if k == len(active):
+            return active
+        return sorted(self.rng.choice(active, size=k, replace=False).tolist())
+
+    def _send(self, client_ids: list[str], make_msg: Any, status: str) -> tuple[list[str], dict[str, str]]:
+        """Send one message per client; those that cannot be reached fail at once."""
+        sent, failed = [], {}
+        for cid in client_ids:
+            slot = self.server.slot(cid)
+            if slot is None or slot.status == "gone":
+                failed[cid] = "gone before the round"
+                continue
+            try:
+                slot.conn.send(make_msg(cid))
+                sent.append(cid)
+            except (PeerClosed, OSError, ProtocolError) as exc:
+                failed[cid] = f"send failed: {exc}"
+        self.server.set_status(sent, status)
+        return sent, failed
+
+    def _collect(self, round_no: int, kind: type, waiting: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Results of ``kind`` for ``round_no`` until all arrived or the round timeout.
+
+        Results of other rounds are stragglers: counted and reported, never merged.
+        """
+        results: dict[str, Any] = {}
+        failures: dict[str, str] = {}
+        pending = set(waiting)
+        deadline = time.monotonic() + self.config.round_timeout
+        self.stragglers = getattr(self, "stragglers", 0)
+        while pending:
+            if self.server.stop_requested.is_set():
+                raise ServerStopped()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for cid in pending:
+                    failures[cid] = f"no answer within {self.config.round_timeout:g} s"
+                break
+            try:
+                item_kind, cid, payload = self.server.inbox.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
+            if item_kind == "gone":
+                if cid in pending:
+                    pending.discard(cid)
+                    failures[cid] = f"left mid-round: {payload}"
+                continue
+            if payload.round != round_no or not isinstance(payload, kind) or cid not in pending:
+                self.stragglers += 1
+                self.server.emit("straggler", client_id=cid, round=payload.round, open_round=round_no)
+                continue
+            pending.discard(cid)
+            results[cid] = payload
+        return results, failures
+
+    def _check_arrays(self, msg: FitResult) -> str | None:
+        """Why a parameter result cannot be merged, or None when it is fine."""
+        if msg.params is None:
+            return "sent no parameter arrays"
+        expected = expected_shapes(self.task.model, self.task.model_params, self.classes, self.task.n_features)
+        got = [(name, tuple(arr.shape)) for name, arr in msg.params]
+        if got != [(n, tuple(s)) for n, s in expected]:
+            return f"wrong arrays {got}, expected {[(n, tuple(s)) for n, s in expected]}"
+        if not all(np.all(np.isfinite(arr)) for _, arr in msg.params):
+            return "parameters are not finite"
+        if msg.n_samples < 1:
+            return "reported no samples"
+        return None
+
+    def _load_model(self, msg: FitResult) -> tuple[Any, str | None]:
+        if msg.blob is None:
+            return None, "sent no model blob"
+        try:
+            model = blobs.load_model(msg.blob)
+        except ProtocolError as exc:
+            return None, str(exc)
+        classes = np.asarray(getattr(model, "classes_", []))
+        if not hasattr(model, "predict") or not np.all(np.isin(classes, self.classes)):
+            return None, "model blob is not a classifier over the task's classes"
+        if getattr(model, "n_features_in_", self.task.n_features) != self.task.n_features:
+            return None, "model blob expects a different number of features"
+        return model, None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RunResult:
+        """Wait for clients, run every round, say bye. Never raises for client faults."""
+        status, error = "completed", None
+        try:
+            self.server.wait_for_clients(self.config.min_clients)
+            if not self.config.is_ensemble:
+                self.global_arrays = init_parameters(self.task.model, self.task.model_params, self.classes,
+                                                     self.task.n_features, self.config.seed)
+            for round_no in range(1, self.config.effective_rounds + 1):
+                self._one_round(round_no)
+        except ServerStopped:
+            status = "stopped"
+        except Exception as exc:  # a bug or an impossible state: report it, don't hang clients
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            self.server.emit("error", message=error)
+        final = {k: self.rounds[-1].get(k) for k in METRIC_KEYS} if self.rounds else {}
+        reason = {"completed": "run finished", "stopped": "run stopped"}.get(status, "server error")
+        self.server.close(reason, final_metrics=final)
+        model = self.final_model()
+        self.server.emit("done", status=status, final_metrics=final, error=error)
+        return RunResult(status=status, rounds=self.rounds, final_metrics=final, model=model, error=error)
+
+    def final_model(self) -> Any:
+        """The global model as one estimator on raw features (scaling included)."""
+        if self.global_model is None:
+            return None
+        if self.scaler is None:
+            return self.global_model
+        return Pipeline([("standardize", self.scaler), ("model", self.global_model)])
+
+    def _one_round(self, round_no: int) -> None:
+        started = time.monotonic()
+        sent0, recv0 = self.server.bytes_totals()
+        self.stragglers = 0
+        chosen = self._sample()
+        self.server.emit("round_start", round=round_no, clients=chosen)
+        config = {"local_epochs": self.config.local_epochs, "seed": self.config.seed + round_no,
+                  "return": "model" if self.config.is_ensemble else "parameters"}
+        if self.config.learning_rate is not None:
+            config["learning_rate"] = self.config.learning_rate
+        params = None if self.config.is_ensemble else self.global_arrays
+        sent, failures = self._send(chosen, lambda cid: Fit(round=round_no, config=config, params=params), "training")
+        results, late = self._collect(round_no, FitResult, sent)
+        failures.update(late)
+        accepted = self._accept_results(round_no, results, failures)
+        self.server.set_status(sent, "idle")
+        for cid, reason in sorted(failures.items()):
+            self.server.emit("failure", round=round_no, client_id=cid, reason=reason)
+        if accepted:
+            self._aggregate(accepted)
+        elif round_no == 1 and self.config.is_ensemble:
+            raise RuntimeError("no client returned a usable model")
+        metrics = self._evaluate(round_no)
+        sent1, recv1 = self.server.bytes_totals()
+        record = {
+            "round": round_no,
+            **{k: metrics.get(k) for k in METRIC_KEYS},
+            "n_fit_clients": len(accepted),
+            "n_failures": len(failures),
+            "n_stragglers": self.stragglers,
+            "duration_s": round(time.monotonic() - started, 4),
+            "bytes_sent": sent1 - sent0,
+            "bytes_received": recv1 - recv0,
+        }
+        self.rounds.append(record)
+        self.server.emit("round", **record)
+
+    def _accept_results(self, round_no: int, results: dict[str, FitResult],
+                        failures: dict[str, str]) -> list[tuple[str, Any, int]]:
+        """Check each result; report every client's numbers; keep the good ones (sorted by id)."""
+        accepted = []
+        for cid in sorted(results):
+            msg = results[cid]
+            if self.config.is_ensemble:
+                payload, problem = self._load_model(msg)
+            else:
+                problem = self._check_arrays(msg)
+                payload = [a for _, a in msg.params] if problem is None else None
+            slot = self.server.slot(cid)
+            self.server.emit(
+                "client_result", round=round_no, client_id=cid, n_samples=msg.n_samples,
+                status="ok" if problem is None else "rejected", reason=problem,
+                **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")},
+                bytes_sent=slot.conn.bytes_sent if slot else None,
+                bytes_received=slot.conn.bytes_received if slot else None,
+            )
+            if problem is not None:
+                failures[cid] = problem
+            else:
+                accepted.append((cid, payload, msg.n_samples))
+        return accepted
+
+    def _aggregate(self, accepted: list[tuple[str, Any, int]]) -> None:
+        if self.config.is_ensemble:
+            models = [m for _, m, _ in accepted]
+            counts = [n for _, _, n in accepted]
+            if self.config.aggregation == "stacking" and self.data is not None and self.data.X_val is not None:
+                self.global_model = stacking(models, self.classes, self._scale(self.data.X_val), self.data.y_val,
+                                             seed=self.config.seed)
+            else:
+                self.global_model = voting(models, counts, self.classes)
+            return
+        names = [n for n, _ in self.global_arrays]
+        merged = aggregate_parameters(self.task.model, self.config.aggregation,
+                                      [(arrays, n) for _, arrays, n in accepted])
+        self.global_arrays = list(zip(names, merged))
+        self.global_model = global_estimator(self.task.model, self.task.model_params, self.global_arrays,
+                                             self.classes, self.task.n_features)
+
+    def _evaluate(self, round_no: int) -> dict[str, float]:
+        """On the server's test split, or federated (sample-weighted client results)."""
+        if self.global_model is None:
+            return {k: math.nan for k in METRIC_KEYS}
+        if self.data is not None:
+            return score_classifier(self.global_model, self._scale(self.data.X_test), self.data.y_test, self.classes)
+        if self.config.is_ensemble:
+            blob = blobs.dump_model(self.global_model)
+            make = lambda cid: Evaluate(round=round_no, blob=blob)  # noqa: E731
+        else:
+            make = lambda cid: Evaluate(round=round_no, params=self.global_arrays)  # noqa: E731
+        sent, failures = self._send(self.server.active_ids(), make, "evaluating")
+        results, late = self._collect(round_no, EvaluateResult, sent)
+        self.server.set_status(sent, "idle")
+        total = sum(r.n_samples for r in results.values())
+        if total == 0:
+            return {k: math.nan for k in METRIC_KEYS}
+        out = {}
+        for key in METRIC_KEYS:
+            pairs = [(r.metrics.get(key), r.n_samples) for r in results.values()]
+            pairs = [(v, n) for v, n in pairs if isinstance(v, (int, float)) and math.isfinite(v)]
+            weight = sum(n for _, n in pairs)
+            out[key] = sum(v * n for v, n in pairs) / weight if weight else math.nan
+        return out

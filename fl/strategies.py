@@ -1,0 +1,100 @@
+"""Aggregation: small pure functions over client results, plus ensembles.
+
+A *result* is one client's parameter arrays and its sample count:
+``results: list[tuple[list[np.ndarray], int]]``. Every rule returns the new
+global arrays, in the same order and shapes. The functions never mutate
+their inputs and never look at which client sent what, so they are easy to
+check against hand-computed vectors (tests/test_strategies.py).
+
+Whole-model aggregations (``stacking``, ``voting``) turn fitted client models
+into one global estimator (see fl.ensemble).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fl.ensemble import SoftVotingEnsemble, StackingEnsemble
+
+Arrays = list[np.ndarray]
+Results = list[tuple[Arrays, int]]
+
+PARAMETER_AGGREGATIONS = ("fedavg",)
+ENSEMBLE_AGGREGATIONS = ("stacking", "voting")
+AGGREGATIONS = PARAMETER_AGGREGATIONS + ENSEMBLE_AGGREGATIONS
+
+
+def _check(results: Results) -> None:
+    if not results:
+        raise ValueError("no client results to aggregate")
+    first = [a.shape for a in results[0][0]]
+    for arrays, n in results:
+        if [a.shape for a in arrays] != first:
+            raise ValueError("client results disagree on array shapes")
+        if n < 0:
+            raise ValueError("a client reported a negative sample count")
+
+
+def fedavg(results: Results) -> Arrays:
+    """Sample-weighted mean per array (McMahan et al., 2017).
+
+    w = sum_k (n_k / n) * w_k. With every count zero, an unweighted mean.
+    """
+    _check(results)
+    counts = np.array([n for _, n in results], dtype=np.float64)
+    weights = counts / counts.sum() if counts.sum() > 0 else np.full(len(results), 1.0 / len(results))
+    return [
+        np.tensordot(weights, np.stack([arrays[i] for arrays, _ in results]).astype(np.float64), axes=1)
+        for i in range(len(results[0][0]))
+    ]
+
+
+def merge_gaussian_nb(results: Results) -> Arrays:
+    """Exact merge of Gaussian naive Bayes statistics, not an average.
+
+    Each result is ``[theta (k,d), var (k,d), class_count (k,)]`` with var the
+    per-class population variance. Per class c, over clients i:
+    n = sum n_i, mean = sum n_i mu_i / n,
+    var = sum n_i (v_i + mu_i^2) / n - mean^2 (the parallel-variance formula),
+    which equals the statistics of the pooled data exactly.
+    """
+    _check(results)
+    theta = np.stack([r[0][0] for r in results]).astype(np.float64)
+    var = np.stack([r[0][1] for r in results]).astype(np.float64)
+    counts = np.stack([r[0][2] for r in results]).astype(np.float64)  # (clients, k)
+    total = counts.sum(axis=0)  # (k,)
+    safe = np.where(total > 0, total, 1.0)[:, None]
+    w = counts[:, :, None]
+    mean = (w * theta).sum(axis=0) / safe
+    second = (w * (var + theta**2)).sum(axis=0) / safe
+    merged_var = np.maximum(second - mean**2, 0.0)
+    mean[total == 0] = 0.0
+    merged_var[total == 0] = 0.0
+    return [mean, merged_var, total]
+
+
+def aggregate_parameters(model: str, method: str, results: Results) -> Arrays:
+    """The global arrays for ``model`` under ``method``.
+
+    Gaussian naive Bayes statistics are merged exactly whatever averaging
+    rule is chosen, because averaging variances would be wrong.
+    """
+    if model == "gaussian_nb":
+        return merge_gaussian_nb(results)
+    if method == "fedavg":
+        return fedavg(results)
+    raise ValueError(f"unknown parameter aggregation {method!r}; known: {', '.join(PARAMETER_AGGREGATIONS)}")
+
+
+def voting(models: Sequence[Any], sample_counts: Sequence[int], classes: Sequence) -> SoftVotingEnsemble:
+    """Soft vote of the client models, weighted by their sample counts."""
+    return SoftVotingEnsemble(list(models), list(map(float, sample_counts)), list(classes)).fit()
+
+
+def stacking(models: Sequence[Any], classes: Sequence, X_val: np.ndarray, y_val: np.ndarray,
+             seed: int = 0) -> StackingEnsemble:
+    """A logistic-regression meta-learner over the client models' probabilities,
+    fit on the server's validation split (data no client model was trained on)."""
+    return StackingEnsemble(list(models), list(classes), random_state=seed).fit(X_val, y_val)

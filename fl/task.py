@@ -1,0 +1,75 @@
+"""The task a server hands every client in `welcome`: model, shapes, classes.
+
+It is the one source of truth for global shapes: clients build their models
+from it, never from the labels they happen to hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fl.models import get_spec
+
+
+@dataclass
+class Task:
+    model: str
+    model_params: dict
+    n_features: int
+    classes: list
+    feature_names: list[str] | None = None
+    preprocess: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model,
+            "model_params": _jsonable(self.model_params),
+            "n_features": int(self.n_features),
+            "classes": [_plain(c) for c in self.classes],
+        }
+        if self.feature_names is not None:
+            out["feature_names"] = list(self.feature_names)
+        if self.preprocess is not None:
+            out["preprocess"] = self.preprocess
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Task":
+        """Validate a task received from a server; ValueError says what is wrong."""
+        try:
+            task = cls(
+                model=str(data["model"]),
+                model_params=dict(data.get("model_params") or {}),
+                n_features=int(data["n_features"]),
+                classes=list(data["classes"]),
+                feature_names=list(data["feature_names"]) if data.get("feature_names") is not None else None,
+                preprocess=data.get("preprocess"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed task: {exc}") from None
+        get_spec(task.model)
+        if task.n_features < 1 or len(task.classes) < 2:
+            raise ValueError("task needs n_features >= 1 and at least two classes")
+        if task.feature_names is not None and len(task.feature_names) != task.n_features:
+            raise ValueError("task feature_names and n_features disagree")
+        return task
+
+    @property
+    def classes_array(self) -> np.ndarray:
+        return np.asarray(self.classes)
+
+    @property
+    def standardize(self) -> dict | None:
+        return (self.preprocess or {}).get("standardize")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> plain Python, for JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else _plain(v)) for k, v in params.items()}
