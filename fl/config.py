@@ -11,11 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from fl.data import DATASETS, PARTITIONERS
 from fl.models import MODELS, check_model_params, get_spec
 from fl.strategies import AGGREGATIONS, ENSEMBLE_AGGREGATIONS
-
-DATASETS = ("iris", "wine", "breast_cancer", "digits", "xor", "synthetic", "csv")
-PARTITIONERS = ("iid", "dirichlet", "shards", "quantity")
 
 
 class ConfigError(ValueError):

@@ -302,6 +302,17 @@ def features_from_frame(df: pd.DataFrame, feature_names: list[str]) -> np.ndarra
     return out
 
 
+def load_client_frame(csv_path: str, target: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """A client's CSV as (raw feature frame, labels, X, feature names).
+
+    X and the names are the client's own encoding; the raw frame lets it
+    rebuild X in any task's column order once the server says which.
+    """
+    df, y, _ = _split_target(_read_csv(csv_path, None), target)
+    X, names, _ = _frame_to_features(df)
+    return df, y, X, names
+
+
 def load_client_csv(csv_path: str, target: str,
                     feature_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A client's local CSV as (X, y, feature_names), built like load_dataset('csv') or in a given order."""

@@ -1,0 +1,8 @@
+"""``python -m fl simulate | server | client`` (see fl/cli.py)."""
+
+import sys
+
+from fl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The command line: ``python -m fl simulate | server | client``.
+
+Bad arguments exit with code 2 and one line on stderr that says what to fix.
+A run that starts but does not complete exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import sys
+from typing import Any, Sequence
+
+from fl.config import ConfigError, RunConfig
+from fl.data import DATASETS, PARTITIONERS, DataError, load_client_frame, load_dataset, make_federated_data
+from fl.models import MODELS
+from fl.strategies import AGGREGATIONS
+
+
+class UsageError(Exception):
+    """Exit 2 with this one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single 'error: ...' line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# ---------------------------------------------------------------------- flags
+def _add_data_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, required=required, help="built-in dataset, or csv")
+    g.add_argument("--csv", metavar="FILE", help="CSV file (with --target)")
+    g.add_argument("--target", metavar="COL", help="label column of the CSV")
+    g.add_argument("--n-samples", type=int, default=1000, help="rows for synthetic and xor (default 1000)")
+    g.add_argument("--n-features", type=int, default=20, help="features for synthetic (default 20)")
+    g.add_argument("--n-classes", type=int, default=2, help="classes for synthetic (default 2)")
+    g.add_argument("--test-size", type=float, default=0.2, help="server's held-out share (default 0.2)")
+    g.add_argument("--val-size", type=float, default=0.15, help="server's validation share, stacking only")
+    g.add_argument("--seed", type=int, default=0, help="seed for splits, sampling and training (default 0)")
+
+
+def _add_partition_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("partition")
+    g.add_argument("--partition", choices=PARTITIONERS, default="iid")
+    g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller = more skew)")
+    g.add_argument("--shards-per-client", type=int, default=2)
+    g.add_argument("--quantity-skew", type=float, default=1.5)
+    g.add_argument("--min-samples", type=int, default=2, help="smallest client partition")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and rounds")
+    g.add_argument("--model", choices=list(MODELS), default="logreg")
+    g.add_argument("--model-params", metavar="JSON", default="{}", help='hyperparameters, e.g. \'{"C": 0.5}\'')
+    g.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg")
+    g.add_argument("--rounds", type=int, default=10)
+    g.add_argument("--local-epochs", type=int, default=1)
+    g.add_argument("--learning-rate", type=float, default=None)
+    g.add_argument("--fraction", type=float, default=1.0, help="share of clients sampled per round")
+    g.add_argument("--min-clients", type=int, default=1, help="fewest clients in a round (server: to start)")
+    g.add_argument("--round-timeout", type=float, default=60.0, help="seconds to wait for results")
+    g.add_argument("--no-standardize", action="store_true", help="do not standardise features")
+    g.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client}", parser_class=OneLineParser)
+    sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
+    _add_data_flags(sim)
+    _add_partition_flags(sim)
+    _add_run_flags(sim)
+    sim.add_argument("--clients", type=int, default=5)
+
+    srv = sub.add_parser("server", help="host a run for client processes (prints 'listening on HOST:PORT')")
+    _add_data_flags(srv)
+    _add_partition_flags(srv)
+    _add_run_flags(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    srv.add_argument("--token", help="shared secret clients must present")
+    srv.add_argument("--max-clients", type=int, default=1000)
+    srv.add_argument("--wait", type=float, default=300.0, help="seconds to wait for --min-clients to join")
+    srv.add_argument("--classes", help="comma-separated labels, when the server has no data")
+    srv.add_argument("--features", type=int, help="number of features, when the server has no data")
+
+    cli = sub.add_parser("client", help="join a server with local data")
+    _add_data_flags(cli)
+    _add_partition_flags(cli)
+    cli.add_argument("--host", default="127.0.0.1")
+    cli.add_argument("--port", type=int, default=8080)
+    cli.add_argument("--token")
+    cli.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: from host and partition)")
+    cli.add_argument("--partition-id", type=int, help="take partition I of a built-in dataset ...")
+    cli.add_argument("--num-partitions", type=int, help="... split in N partitions")
+    cli.add_argument("--connect-timeout", type=float, default=60.0, help="keep retrying this long")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, clients: int) -> RunConfig:
+    try:
+        model_params = json.loads(args.model_params)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-params is not valid JSON ({exc.msg})") from None
+    dataset = args.dataset or ("csv" if args.csv else "iris")
+    config = RunConfig(
+        dataset=dataset, csv_path=args.csv, target=args.target, n_samples=args.n_samples,
+        n_features=args.n_features, n_classes=args.n_classes, test_size=args.test_size, val_size=args.val_size,
+        standardize=not args.no_standardize, clients=clients, partition=args.partition, alpha=args.alpha,
+        shards_per_client=args.shards_per_client, quantity_skew=args.quantity_skew, min_samples=args.min_samples,
+        model=args.model, model_params=model_params, aggregation=args.aggregation, rounds=args.rounds,
+        local_epochs=args.local_epochs, learning_rate=args.learning_rate, fraction=args.fraction,
+        min_clients=args.min_clients, round_timeout=args.round_timeout, seed=args.seed,
+    )
+    try:
+        return config.validate()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------- output
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def progress_printer(total_rounds: int):
+    """One line per round on stdout, flushed, plus joins/leaves/failures on stderr."""
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "round":
+            print(f"round {event['round']}/{total_rounds}  accuracy {_fmt(event.get('accuracy'))}  "
+                  f"loss {_fmt(event.get('loss'))}  f1 {_fmt(event.get('f1_macro'))}  "
+                  f"clients {event['n_fit_clients']} ({event['n_failures']} failed)  "
+                  f"{event['duration_s']:.2f} s", flush=True)
+        elif kind in ("join", "leave", "failure", "refused", "error"):
+            detail = {k: v for k, v in event.items() if k not in ("type", "t")}
+            sys.stderr.write(f"[{kind}] {detail}\n")  # one write: lines from threads never interleave
+            sys.stderr.flush()
+
+    return on_event
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fl import simulation
+
+    config = config_from_args(args, args.clients)
+    try:
+        handle = simulation.start(config, out_dir=args.out, on_event=progress_printer(config.effective_rounds))
+    except (DataError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        handle.wait()
+    except KeyboardInterrupt:
+        handle.stop()
+        handle.wait(5)
+    result = handle.result
+    return _finish(result)
+
+
+def _finish(result: Any) -> int:
+    if result is None:
+        print("run did not finish", file=sys.stderr)
+        return 1
+    final = result.final_metrics or {}
+    print(f"{result.status}: accuracy {_fmt(final.get('accuracy'))}  loss {_fmt(final.get('loss'))}  "
+          f"f1 {_fmt(final.get('f1_macro'))}", flush=True)
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+    return 0 if result.status == "completed" else 1
+
+
+def _server_data(args: argparse.Namespace, config: RunConfig):
+    """(task, ServerData|None) from the server's own data, or from --classes/--features."""
+    from fl.data import split_server_holdout, standardization_stats
+    from fl.rounds import ServerData
+    from fl.task import Task
+
+    if args.dataset or args.csv:
+        ds = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
+                          n_samples=config.n_samples, n_features=config.n_features,
+                          n_classes=config.n_classes, seed=config.seed)
+        split = split_server_holdout(ds, test_size=config.test_size, val_size=config.effective_val_size,
+                                     seed=config.seed)
+        preprocess = {"standardize": standardization_stats(split.X_train)} if config.standardize else None
+        task = Task(config.model, dict(config.model_params), ds.X.shape[1], list(ds.classes),
+                    list(ds.feature_names), preprocess)
+        has_val = len(split.X_val) > 0
+        return task, ServerData(split.X_test, split.y_test, split.X_val if has_val else None,
+                                split.y_val if has_val else None)
+    if not args.classes or not args.features:
+        raise UsageError("the server needs its own data (--dataset or --csv/--target) or, for federated "
+                         "evaluation, both --classes and --features")
+    if config.aggregation == "stacking":
+        raise UsageError("stacking needs a validation split on the server: give it --dataset or --csv")
+    from fl.data import normalize_labels
+
+    classes = sorted(set(normalize_labels([c.strip() for c in args.classes.split(",") if c.strip()]).tolist()))
+    if len(classes) < 2:
+        raise UsageError("--classes needs at least two labels, e.g. --classes 0,1")
+    return Task(config.model, dict(config.model_params), args.features, classes), None
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from fl.rounds import RoundRunner
+    from fl.runs import RunWriter, new_run_id
+    from fl.server import FederatedServer, ServerSettings
+
+    config = config_from_args(args, clients=max(args.min_clients, 1))
+    try:
+        task, data = _server_data(args, config)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    run_id = new_run_id()
+    writer = RunWriter(args.out, config.to_dict(), run_id) if args.out else None
+    printer = progress_printer(config.effective_rounds)
+
+    def sink(event: dict) -> None:
+        printer(event)
+        if writer is not None:
+            writer.on_event(event)
+
+    settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
+                              wait_for_clients=args.min_clients, join_timeout_s=args.wait)
+    server = FederatedServer(task, settings, on_event=sink, run_id=run_id)
+    try:
+        host, port = server.bind()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    print(f"listening on {host}:{port}", flush=True)
+    runner = RoundRunner(server, config, data)
+    try:
+        result = runner.run()
+    except KeyboardInterrupt:
+        server.stop()
+        return 1
+    if writer is not None:
+        writer.finish(result.status, model=result.model, error=result.error)
+    return _finish(result)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from fl.client import ClientSettings, FederatedClient, LocalData
+
+    if args.csv:
+        if not args.target:
+            raise UsageError("--csv needs --target COL, the label column")
+        try:
+            frame, y, X, names = load_client_frame(args.csv, args.target)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        local = LocalData(X=X, y=y, feature_names=names, frame=frame)
+        default_id = f"{socket.gethostname()}-csv"
+    elif args.dataset and args.partition_id is not None and args.num_partitions:
+        if not 0 <= args.partition_id < args.num_partitions:
+            raise UsageError(f"--partition-id must be between 0 and {args.num_partitions - 1}")
+        try:
+            ds = load_dataset(args.dataset, n_samples=args.n_samples, n_features=args.n_features,
+                              n_classes=args.n_classes, seed=args.seed)
+            fed = make_federated_data(ds, n_clients=args.num_partitions, partition_method=args.partition,
+                                      alpha=args.alpha, shards_per_client=args.shards_per_client,
+                                      quantity_skew=args.quantity_skew, min_samples=args.min_samples,
+                                      test_size=args.test_size, val_size=0.0, seed=args.seed)
+            X, y = fed.client_data(args.partition_id)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        local = LocalData(X=X, y=y, feature_names=list(ds.feature_names))
+        default_id = f"client_{args.partition_id:03d}"
+    else:
+        raise UsageError("a client needs its data: --csv FILE --target COL, or --dataset NAME "
+                         "--partition-id I --num-partitions N")
+    client_id = args.client_id or default_id
+    from fl.protocol import CLIENT_ID_PATTERN
+
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        raise UsageError(f"--client-id {client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
+    settings = ClientSettings(host=args.host, port=args.port, token=args.token,
+                              connect_timeout_s=args.connect_timeout)
+    result = FederatedClient(client_id, local, settings, seed=args.seed).run()
+    print(f"{client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client}[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,473 @@
+"""Wire protocol v1: length-prefixed frames of a JSON header plus raw arrays.
+
+This is the Python reference of the contract in docs/protocol.md. A frame is
+
+    magic "FLW1" | header_len u32 BE | body_len u64 BE | header JSON | body
+
+where the body holds C-contiguous little-endian arrays (six dtypes, nothing
+else) and optionally one opaque blob. Nothing here pickles or unpickles; a
+``skops`` blob stays bytes until fl.blobs loads it with an allow-list.
+
+A receiver never trusts a length it has not checked: magic and both lengths
+are checked before the header is read, the header before the body is
+allocated. Reading uses per-call socket timeouts so a silent peer costs at
+most ``Limits.frame_timeout_s`` once a frame has started.
+
+Typed messages live in fl/messages.py and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fl.messages import (  # re-exported: import them from fl.protocol
+    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MESSAGE_TYPES, PROTOCOL_VERSION, Bye, Error, Evaluate,
+    EvaluateResult, Fit, FitResult, Frame, Hello, Message, NamedArrays, PeerClosed, Ping, Pong,
+    ProtocolError, Welcome, json_safe, parse_message,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION", "MAGIC", "ALLOWED_DTYPES", "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_FRAME_TIMEOUT_S", "CLIENT_ID_PATTERN", "PREFIX_SIZE",
+    "BLOB_FORMAT_SKOPS", "NamedArrays", "ProtocolError", "PeerClosed", "Limits", "Frame",
+    "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
+    "Hello", "Welcome", "Fit", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
+    "Error", "Message", "MESSAGE_TYPES", "parse_message", "Connection",
+]
+
+MAGIC = b"FLW1"
+ALLOWED_DTYPES = ("<f8", "<f4", "<i8", "<i4", "|u1", "|b1")
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 256 << 20
+DEFAULT_FRAME_TIMEOUT_S = 30.0
+
+_PREFIX = struct.Struct(">4sIQ")  # magic, header_len, body_len
+PREFIX_SIZE = _PREFIX.size  # 16
+_DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+_CANONICAL = {("f", 8): "<f8", ("f", 4): "<f4", ("i", 8): "<i8", ("i", 4): "<i4",
+              ("u", 1): "|u1", ("b", 1): "|b1"}
+_MAX_NDIM = 32
+# Longest a single socket call blocks. Deadlines are re-checked between calls,
+# and a sender thread sharing the socket never waits longer than this per try.
+_POLL_S = 1.0
+# Largest slice handed to one send(): keeps TLS writes small enough to finish
+# within one socket timeout, so "no progress" really means a stalled peer.
+_SEND_CHUNK = 256 << 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a receiver accepts; checked before anything is allocated."""
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # max body_len
+    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S  # whole frame, from its first byte
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes < 1 or self.max_message_bytes < 0 or not self.frame_timeout_s > 0:
+            raise ValueError(f"invalid limits: {self}")
+
+
+# ----------------------------------------------------------------- encoding
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _canonical(arr: np.ndarray, name: str) -> tuple[str, np.ndarray]:
+    """Map an array to its wire dtype string, byte-swapping if needed."""
+    dt = arr.dtype
+    canon = _CANONICAL.get((dt.kind, dt.itemsize)) if dt.fields is None else None
+    if canon is None:
+        raise ProtocolError("dtype", f"array {name!r}: dtype {dt.str!r} is not one of {ALLOWED_DTYPES}")
+    if dt != _DTYPES[canon]:  # e.g. big-endian '>f8'
+        arr = arr.astype(_DTYPES[canon])
+    return canon, arr
+
+
+def encode_frame(header: dict, arrays: Iterable[tuple[str, np.ndarray]] = (),
+                 blob: bytes | None = None, blob_format: str = BLOB_FORMAT_SKOPS) -> list[bytes | memoryview]:
+    """Return the buffers of one frame, ready for send, without copying big arrays.
+
+    Fills ``header["arrays"]`` and ``header["blob"]`` in place (removes them
+    when there are no arrays / no blob). Contiguous arrays are sent from their
+    own memory; only non-contiguous or big-endian ones are copied.
+    """
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise ProtocolError("json", "header must be a dict with a string 'type'")
+    descs: list[dict] = []
+    buffers: list[bytes | memoryview] = []
+    body_len = 0
+    for name, arr in arrays:
+        if not isinstance(name, str):
+            raise ProtocolError("json", f"array name must be a string, got {name!r}")
+        canon, a = _canonical(np.asarray(arr), name)
+        if not a.flags.c_contiguous:
+            a = a.copy(order="C")  # not ascontiguousarray: that turns 0-d into 1-d
+        descs.append({"name": name, "dtype": canon, "shape": [int(s) for s in a.shape]})
+        if a.nbytes:
+            buffers.append(memoryview(a.reshape(-1).view(np.uint8)))
+        body_len += a.nbytes
+    header.pop("arrays", None)
+    header.pop("blob", None)
+    if descs:
+        header["arrays"] = descs
+    if blob is not None:
+        if not isinstance(blob_format, str) or not blob_format:
+            raise ProtocolError("blob", "blob_format must be a non-empty string")
+        view = memoryview(blob).cast("B")
+        header["blob"] = {"format": blob_format, "size": len(view)}
+        if len(view):
+            buffers.append(view)
+        body_len += len(view)
+    try:
+        raw = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":"),
+                         default=_json_default).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
+        raise ProtocolError("json", f"header is not strict JSON (use json_safe for metrics): {exc}") from None
+    if len(raw) > DEFAULT_MAX_HEADER_BYTES:
+        raise ProtocolError("header_too_large", f"header is {len(raw)} bytes, limit {DEFAULT_MAX_HEADER_BYTES}")
+    return [_PREFIX.pack(MAGIC, len(raw), body_len) + raw, *buffers]
+
+
+def frame_to_bytes(header: dict, arrays: Iterable[tuple[str, np.ndarray]] = (),
+                   blob: bytes | None = None, blob_format: str = BLOB_FORMAT_SKOPS) -> bytes:
+    """One frame as a single bytes object (copies; for tests and small frames)."""
+    return b"".join(encode_frame(header, arrays, blob, blob_format))
+
+
+# ----------------------------------------------------------------- decoding
+# _check_prefix -> _parse_header -> _build: shared by decode_frame and read_frame
+# so in-memory fuzzing exercises exactly the checks the socket path runs.
+
+_Layout = list[tuple[str, np.dtype, tuple[int, ...], int]]  # name, dtype, shape, nbytes
+
+
+def _check_prefix(prefix: bytes | bytearray | memoryview, limits: Limits) -> tuple[int, int]:
+    magic, header_len, body_len = _PREFIX.unpack(prefix)
+    if magic != MAGIC:
+        raise ProtocolError("magic", f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if header_len == 0:
+        raise ProtocolError("length", "header_len is 0; a header is at least '{}'")
+    if header_len > limits.max_header_bytes:
+        raise ProtocolError("header_too_large", f"header_len {header_len} > limit {limits.max_header_bytes}")
+    if body_len > limits.max_message_bytes:
+        raise ProtocolError("body_too_large", f"body_len {body_len} > limit {limits.max_message_bytes}")
+    return header_len, body_len
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError("json", f"non-finite number {text!r} in header")
+    return value
+
+
+def _reject_constant(text: str) -> Any:
+    raise ProtocolError("json", f"{text} is not JSON")
+
+
+def _parse_header(raw: bytes | bytearray | memoryview, body_len: int,
+                  limits: Limits) -> tuple[dict, _Layout, int | None]:
+    """Validate the header and its descriptors against body_len, before any body is read."""
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_float=_strict_float,
+                            parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError("json", f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise ProtocolError("json", "header must be a JSON object with a string 'type'")
+    descs = header.get("arrays")
+    if descs is None:
+        descs = []
+    if not isinstance(descs, list):
+        raise ProtocolError("json", "'arrays' must be a list")
+    layout: _Layout = []
+    total = 0
+    for d in descs:
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise ProtocolError("json", f"array descriptor needs a string 'name': {d!r:.200}")
+        name, dtype, shape = d["name"], d.get("dtype"), d.get("shape")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ProtocolError("dtype", f"array {name!r}: dtype {dtype!r:.40} not in {ALLOWED_DTYPES}")
+        if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+                or not all(type(s) is int and 0 <= s <= limits.max_message_bytes for s in shape)):
+            raise ProtocolError("shape", f"array {name!r}: shape {shape!r:.200} is not a list of "
+                                         f"at most {_MAX_NDIM} non-negative sizes")
+        nbytes = _DTYPES[dtype].itemsize
+        for s in shape:
+            nbytes *= s
+            if nbytes > limits.max_message_bytes:
+                raise ProtocolError("body_too_large", f"array {name!r} of shape {shape} exceeds "
+                                                      f"{limits.max_message_bytes} bytes")
+        layout.append((name, _DTYPES[dtype], tuple(shape), nbytes))
+        total += nbytes
+    blob_size = None
+    if header.get("blob") is not None:
+        b = header["blob"]
+        if (not isinstance(b, dict) or not isinstance(b.get("format"), str)
+                or type(b.get("size")) is not int or b["size"] < 0):
+            raise ProtocolError("blob", "'blob' must be {\"format\": str, \"size\": int >= 0}")
+        blob_size = b["size"]
+        total += blob_size
+    if total != body_len:
+        raise ProtocolError("length", f"arrays and blob need {total} bytes, body_len is {body_len}")
+    return header, layout, blob_size
+
+
+def _build(header: dict, layout: _Layout, blob_size: int | None,
+           body: bytes | bytearray | memoryview) -> Frame:
+    """Slice the body into arrays and the blob (a copy).
+
+    Arrays are views into the body (no copy) when their offset suits their
+    dtype; an unaligned one (after an odd-sized array) is copied, since some
+    compiled code refuses unaligned buffers.
+    """
+    arrays: NamedArrays = []
+    offset = 0
+    for name, dtype, shape, nbytes in layout:
+        if dtype.kind == "b" and nbytes and np.frombuffer(body, np.uint8, nbytes, offset).max() > 1:
+            raise ProtocolError("dtype", f"array {name!r}: bool bytes must be 0 or 1")
+        count = nbytes // dtype.itemsize
+        arr = np.frombuffer(body, dtype, count, offset).reshape(shape)
+        arrays.append((name, arr if arr.flags.aligned else arr.copy()))
+        offset += nbytes
+    blob = bytes(memoryview(body)[offset:offset + blob_size]) if blob_size is not None else None
+    return Frame(header=header, arrays=arrays, blob=blob)
+
+
+def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> Frame:
+    """Decode exactly one whole frame held in memory (tests, fuzzing).
+
+    Runs the same checks as read_frame; truncated or trailing bytes are a
+    ``length`` error. Arrays are views into ``data`` (read-only for bytes)
+    or, when unaligned, writable copies.
+    """
+    view = memoryview(data).cast("B")
+    if len(view) < PREFIX_SIZE:
+        raise ProtocolError("length", f"{len(view)} bytes is shorter than the {PREFIX_SIZE}-byte prefix")
+    header_len, body_len = _check_prefix(view[:PREFIX_SIZE], limits)
+    end = PREFIX_SIZE + header_len
+    if len(view) != end + body_len:
+        raise ProtocolError("length", f"frame declares {end + body_len} bytes, got {len(view)}")
+    header, layout, blob_size = _parse_header(view[PREFIX_SIZE:end], body_len, limits)
+    return _build(header, layout, blob_size, view[end:])
+
+
+# ------------------------------------------------------------------ sockets
+
+
+def _recv_first(sock: socket.socket, view: memoryview, idle_timeout: float | None) -> int:
+    """Wait up to idle_timeout for the first bytes of a frame; consume none on timeout."""
+    deadline = math.inf if idle_timeout is None else time.monotonic() + max(idle_timeout, 0.0)
+    while True:
+        sock.settimeout(min(max(deadline - time.monotonic(), 1e-3), _POLL_S))
+        try:
+            n = sock.recv_into(view, len(view))
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no frame within {idle_timeout} s") from None
+            continue
+        if n == 0:
+            raise PeerClosed("peer closed the connection")
+        return n
+
+
+def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
+    """Fill view completely (recv_into, no concatenation) before the deadline."""
+    got, size = 0, len(view)
+    while got < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProtocolError("timeout", "peer stalled mid-frame")
+        sock.settimeout(min(remaining, _POLL_S))
+        try:
+            n = sock.recv_into(view[got:], size - got)
+        except TimeoutError:
+            continue
+        if n == 0:
+            raise PeerClosed(f"peer closed the connection mid-frame ({got} of {size} bytes)")
+        got += n
+
+
+def read_frame(sock: socket.socket, limits: Limits = Limits(),
+               idle_timeout: float | None = None) -> tuple[Frame, int]:
+    """Read one frame; return it and the number of bytes it took (16 + header + body).
+
+    Waits up to ``idle_timeout`` (None: forever) for the first byte and raises
+    TimeoutError, consuming nothing, if none comes. From then on the whole
+    frame must arrive within ``limits.frame_timeout_s`` (else ProtocolError
+    "timeout"). EOF raises PeerClosed. The body is one bytearray and the
+    arrays are *writable* views into it (see _build): no copy of a 100 MB
+    model, at the price that all arrays of a frame keep the body alive.
+    Leaves the socket in timeout mode (never blocking), see _POLL_S.
+    """
+    prefix = memoryview(bytearray(PREFIX_SIZE))
+    got = _recv_first(sock, prefix, idle_timeout)
+    deadline = time.monotonic() + limits.frame_timeout_s
+    _recv_exact(sock, prefix[got:], deadline)
+    header_len, body_len = _check_prefix(prefix, limits)
+    raw_header = bytearray(header_len)
+    _recv_exact(sock, memoryview(raw_header), deadline)
+    header, layout, blob_size = _parse_header(raw_header, body_len, limits)
+    body = bytearray(body_len)  # allocated only now that body_len is proven consistent
+    _recv_exact(sock, memoryview(body), deadline)
+    return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
+
+
+def _send_buffers(sock: socket.socket, buffers: Iterable[bytes | memoryview], stall_timeout: float) -> int:
+    """Send every buffer fully; TimeoutError if no byte goes out for stall_timeout.
+
+    A loop of send() rather than sendall(): sendall's budget would be whatever
+    timeout the reader thread last set on the shared socket.
+    """
+    total = 0
+    for buf in buffers:
+        view = memoryview(buf).cast("B")
+        offset, last_progress = 0, time.monotonic()
+        while offset < len(view):
+            try:
+                offset += sock.send(view[offset:offset + _SEND_CHUNK])
+                last_progress = time.monotonic()
+                continue
+            except TimeoutError:
+                pass
+            except BlockingIOError:  # socket in non-blocking mode: wait here instead
+                select.select([], [sock], [], _POLL_S)
+            if time.monotonic() - last_progress > stall_timeout:
+                raise TimeoutError(f"peer accepted no data for {stall_timeout} s")
+        total += len(view)
+    return total
+
+
+def write_frame(sock: socket.socket, header: dict, arrays: Iterable[tuple[str, np.ndarray]] = (),
+                blob: bytes | None = None, blob_format: str = BLOB_FORMAT_SKOPS,
+                stall_timeout: float = DEFAULT_FRAME_TIMEOUT_S) -> int:
+    """Encode and send one frame; return bytes written.
+
+    Raises TimeoutError if the peer accepts nothing for ``stall_timeout``
+    (only detectable when the socket has a timeout, as Connection ensures).
+    """
+    return _send_buffers(sock, encode_frame(header, arrays, blob, blob_format), stall_timeout)
+
+
+class Connection:
+    """One socket, framed. send() is thread-safe (a lock); recv() is meant for one reader thread."""
+
+    def __init__(self, sock: socket.socket, limits: Limits = Limits()):
+        self.sock = sock
+        self.limits = limits
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.peer = self._peer_name(sock)
+        self._send_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._closed = False
+        # Timeout mode from the start: a send never blocks without bound.
+        sock.settimeout(_POLL_S)
+
+    @staticmethod
+    def _peer_name(sock: socket.socket) -> str:
+        try:
+            addr = sock.getpeername()
+        except OSError:
+            return "unknown"
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return f"{addr[0]}:{addr[1]}"
+        return str(addr) or "local"
+
+    def _gone(self, exc: OSError) -> PeerClosed:
+        if isinstance(exc, PeerClosed):
+            return exc
+        return PeerClosed(f"{self.peer}: {exc}")
+
+    def send(self, msg: Message) -> int:
+        """Send one message; PeerClosed if the peer is gone or stops reading.
+
+        After a failed send the stream may hold half a frame, so the
+        connection is closed.
+        """
+        header, arrays, blob = msg.to_frame()
+        buffers = encode_frame(header, arrays, blob, BLOB_FORMAT_SKOPS)
+        with self._send_lock:
+            if self._closed:
+                raise PeerClosed(f"{self.peer}: connection is closed")
+            try:
+                n = _send_buffers(self.sock, buffers, self.limits.frame_timeout_s)
+            except TimeoutError as exc:
+                self.close()
+                raise PeerClosed(f"{self.peer}: {exc}") from None
+            except OSError as exc:
+                self.close()
+                raise self._gone(exc) from None
+        with self._stats_lock:
+            self.bytes_sent += n
+        return n
+
+    def recv(self, idle_timeout: float | None = None) -> Message:
+        """Read and parse one message.
+
+        TimeoutError if nothing arrives within idle_timeout (the connection
+        stays usable); PeerClosed on EOF or reset; ProtocolError on a bad
+        frame, after which the stream position is lost: send_error + close.
+        """
+        if self._closed:
+            raise PeerClosed(f"{self.peer}: connection is closed")
+        try:
+            frame, n = read_frame(self.sock, self.limits, idle_timeout)
+        except (TimeoutError, PeerClosed):
+            raise
+        except OSError as exc:  # reset, TLS failure, socket closed under us (EBADF)
+            raise PeerClosed(f"{self.peer}: {exc}") from None
+        with self._stats_lock:
+            self.bytes_received += n
+        return parse_message(frame)
+
+    def send_error(self, code: str, message: str) -> None:
+        """Tell the peer why it is being dropped; best effort, never raises."""
+        try:
+            self.send(Error(code=code, message=message))
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Shut down and close the socket; idempotent, never raises.
+
+        shutdown() first so a reader blocked in recv on another thread wakes up.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        """True once close() ran (locally or after a failed send)."""
+        return self._closed
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Connection(peer={self.peer!r}, sent={self.bytes_sent}, received={self.bytes_received})"

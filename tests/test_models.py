@@ -1,0 +1,109 @@
+"""Model adapters: global shapes from the task, local training, skops blobs."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from fl import blobs
+from fl.models import AVERAGEABLE_MODELS, MODELS, LocalModel, check_model_params, expected_shapes, global_estimator, init_parameters
+from fl.protocol import ProtocolError
+
+CLASSES = np.arange(10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X - X.mean(0)) / (X.std(0) + 1e-9), y
+
+
+@pytest.mark.parametrize("name", AVERAGEABLE_MODELS)
+def test_client_missing_classes_returns_global_shapes(name, digits):
+    # Prepare: a client that holds only classes 0 and 1
+    X, y = digits
+    mask = y < 2
+    start = init_parameters(name, {}, CLASSES, 64, seed=0)
+    # Execute
+    model = LocalModel(name, {}, CLASSES, 64, seed=0).fit(X[mask], y[mask], global_arrays=start, epochs=2)
+    params = model.get_parameters()
+    # Assert
+    assert [(n, a.shape) for n, a in params] == [(n, tuple(s)) for n, s in expected_shapes(name, {}, CLASSES, 64)]
+    assert all(a.dtype == np.float64 and np.isfinite(a).all() for _, a in params)
+    est = global_estimator(name, {}, params, CLASSES, 64)
+    assert est.predict(X[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("name", ["logreg", "sgd", "mlp"])
+def test_local_training_improves_on_the_start(name, digits):
+    # Prepare
+    X, y = digits
+    start = init_parameters(name, {}, CLASSES, 64, seed=0)
+    before = global_estimator(name, {}, start, CLASSES, 64).score(X, y)
+    # Execute
+    model = LocalModel(name, {}, CLASSES, 64, seed=0).fit(X, y, global_arrays=start, epochs=3)
+    # Assert
+    assert model.train_metrics_["accuracy"] > before + 0.3
+
+
+def test_binary_linear_models_use_one_row_of_weights():
+    # Prepare / Execute
+    shapes = dict(expected_shapes("logreg", {}, [0, 1], 5))
+    # Assert: scikit-learn stores (1, n_features) for two classes
+    assert shapes == {"coef_": (1, 5), "intercept_": (1,)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_fits_whole_and_round_trips_as_a_skops_blob(name, digits):
+    # Prepare
+    X, y = digits
+    model = LocalModel(name, {"n_estimators": 5} if name in ("random_forest", "gradient_boosting") else {},
+                       CLASSES, 64, seed=0).fit(X[:300], y[:300], whole_model=True)
+    # Execute
+    loaded = blobs.load_model(blobs.dump_model(model.estimator_))
+    # Assert
+    np.testing.assert_array_equal(loaded.predict(X[:50]), model.estimator_.predict(X[:50]))
+
+
+def test_single_class_client_falls_back_instead_of_crashing(digits):
+    # Prepare: gradient boosting cannot fit one class
+    X, y = digits
+    mask = y == 3
+    # Execute
+    model = LocalModel("gradient_boosting", {}, CLASSES, 64).fit(X[mask], y[mask], whole_model=True)
+    # Assert
+    assert set(model.estimator_.predict(X[:10])) == {3}
+
+
+def test_knn_with_fewer_rows_than_neighbours(digits):
+    # Prepare
+    X, y = digits
+    # Execute
+    model = LocalModel("knn", {"n_neighbors": 50}, CLASSES, 64).fit(X[:10], y[:10])
+    # Assert
+    assert model.estimator_.n_neighbors == 10
+
+
+def test_untrusted_blob_is_rejected(digits):
+    # Prepare: a tree's skops file, checked against an empty allow-list
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = digits
+    blob = blobs.dump_model(DecisionTreeClassifier().fit(X[:50], y[:50]))
+    # Execute / Assert
+    with pytest.raises(ProtocolError) as info:
+        blobs.load_model(blob, trusted=())
+    assert info.value.code == "blob"
+
+
+def test_garbage_blob_is_a_protocol_error():
+    # Prepare / Execute / Assert
+    with pytest.raises(ProtocolError):
+        blobs.load_model(b"not a zip file at all")
+
+
+def test_unknown_hyperparameter_is_refused_with_its_name():
+    # Prepare / Execute / Assert
+    with pytest.raises(ValueError, match="n_trees"):
+        check_model_params("random_forest", {"n_trees": 5})
+    with pytest.raises(ValueError, match="unknown model"):
+        check_model_params("xgboost", {})
