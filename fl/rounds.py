@@ -269,7 +269,8 @@ class RoundRunner:
             else:
                 self.global_model = voting(models, counts, self.classes)
             return
-        names = [n for n, _ in self.global_arrays]
+        names = [n for n, _ in expected_shapes(self.task.model, self.task.model_params, self.classes,
+                                               self.task.n_features)]
         merged = aggregate_parameters(self.task.model, self.config.aggregation,
                                       [(arrays, n) for _, arrays, n in accepted])
         self.global_arrays = list(zip(names, merged))

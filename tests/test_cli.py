@@ -1,0 +1,154 @@
+"""The command line as users run it: separate server and client processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+
+from fl.data import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+class Processes:
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, *args: str) -> subprocess.Popen:
+        proc = _spawn(*args)
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def procs():
+    p = Processes()
+    yield p
+    p.close()
+
+
+def _listening_port(server: subprocess.Popen) -> int:
+    line = server.stdout.readline().strip()
+    assert line.startswith("listening on 127.0.0.1:"), line
+    return int(line.rsplit(":", 1)[1])
+
+
+def _federation(procs: Processes, out: Path, rounds: int = 5, extra_server=(), dataset="digits", n_clients=3):
+    server = procs.spawn("server_new.py", "--dataset", dataset, "--port", "0", "--min-clients", str(n_clients),
+                         "--rounds", str(rounds), "--seed", "0", "--wait", "60", "--out", str(out), *extra_server)
+    port = _listening_port(server)
+    clients = [procs.spawn("client_new.py", "--port", str(port), "--dataset", dataset, "--partition-id", str(i),
+                           "--num-partitions", str(n_clients), "--seed", "0") for i in range(n_clients)]
+    return server, clients
+
+
+def test_server_and_three_client_processes_are_reproducible(procs, tmp_path):
+    # Prepare / Execute: the same federation twice
+    columns = []
+    for attempt in range(2):
+        out = tmp_path / f"run{attempt}"
+        server, clients = _federation(procs, out)
+        stdout, stderr = server.communicate(timeout=120)
+        for c in clients:
+            c.wait(timeout=30)
+        assert server.returncode == 0, stderr
+        assert all(c.returncode == 0 for c in clients)
+        columns.append(pd.read_csv(out / "metrics.csv")["accuracy"].tolist())
+    # Assert
+    assert len(columns[0]) == 5 and columns[0] == columns[1]
+    assert columns[0][-1] > 0.9
+    assert stdout.count("round ") == 5  # one progress line per round
+    for name in ("config.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib"):
+        assert (out / name).exists(), name
+    metrics = pd.read_csv(out / "metrics.csv")
+    for col in ("round", "accuracy", "loss", "f1_macro", "n_fit_clients", "n_failures", "duration_s",
+                "bytes_sent", "bytes_received"):
+        assert col in metrics.columns
+    clients_csv = pd.read_csv(out / "clients.csv")
+    assert {"round", "client_id", "n_samples", "train_time_s", "train_loss", "train_accuracy"} <= set(clients_csv.columns)
+    assert len(clients_csv) == 15
+    ds = load_dataset("digits")
+    model = joblib.load(out / "model.joblib")
+    assert (model.predict(ds.X) == ds.y).mean() > 0.9  # raw feature rows in, labels out
+
+
+def test_killed_client_process_does_not_stop_the_run(procs, tmp_path):
+    # Prepare: large enough local data that a client spends its time training
+    out = tmp_path / "run"
+    server, clients = _federation(procs, out, rounds=6, dataset="digits",
+                                  extra_server=("--local-epochs", "50", "--round-timeout", "30"))
+    # Execute: kill one client once round 2 is done
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if line.startswith("round 2/"):
+            break
+    clients[2].send_signal(signal.SIGKILL)
+    stdout, stderr = server.communicate(timeout=120)
+    # Assert
+    assert server.returncode == 0, stderr
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) == 6
+    assert metrics["n_fit_clients"].iloc[-1] == 2
+    assert "client_002" in stderr  # reported as a failure or a leave
+
+
+def test_simulate_writes_the_run_store(tmp_path):
+    # Prepare / Execute
+    out = tmp_path / "sim"
+    proc = subprocess.run([sys.executable, "-m", "fl", "simulate", "--dataset", "iris", "--clients", "3",
+                           "--rounds", "3", "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("round ") == 3
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["simulate", "--model", "xgboost"], "invalid choice"),
+    (["simulate", "--model", "random_forest"], "stacking"),
+    (["simulate", "--clients", "0"], "clients"),
+    (["simulate", "--dataset", "iris", "--clients", "500"], "clients"),
+    (["simulate", "--model-params", "{oops"], "JSON"),
+    (["simulate", "--csv", "/nonexistent.csv", "--target", "y"], "CSV"),
+    (["client", "--port", "1"], "needs its data"),
+    (["server", "--port", "0"], "--classes"),
+    (["simulate", "--rounds", "many"], "invalid int"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, needle):
+    # Prepare / Execute
+    proc = subprocess.run([sys.executable, "-m", "fl", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    # Assert
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+
+
+def test_help_works_for_every_command():
+    for argv in (["--help"], ["simulate", "--help"], ["server", "--help"], ["client", "--help"]):
+        proc = subprocess.run([sys.executable, "-m", "fl", *argv], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and "usage" in proc.stdout
