@@ -24,9 +24,9 @@ from fl import blobs
 from fl.data import DataError, apply_standardization, features_from_frame
 from fl.metrics import score_classifier
 from fl.models import LocalModel, global_estimator
+from fl.connection import Connection
 from fl.protocol import (
     Bye,
-    Connection,
     Error,
     Evaluate,
     EvaluateResult,

@@ -23,7 +23,6 @@ import math
 import select
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ __all__ = [
     "BLOB_FORMAT_SKOPS", "NamedArrays", "ProtocolError", "PeerClosed", "Limits", "Frame",
     "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
     "Hello", "Welcome", "Fit", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
-    "Error", "Message", "MESSAGE_TYPES", "parse_message", "Connection",
+    "Error", "Message", "MESSAGE_TYPES", "parse_message",
 ]
 
 MAGIC = b"FLW1"
@@ -60,7 +59,7 @@ _CANONICAL = {("f", 8): "<f8", ("f", 4): "<f4", ("i", 8): "<i8", ("i", 4): "<i4"
 _MAX_NDIM = 32
 # Longest a single socket call blocks. Deadlines are re-checked between calls,
 # and a sender thread sharing the socket never waits longer than this per try.
-_POLL_S = 1.0
+POLL_S = 1.0
 # Largest slice handed to one send(): keeps TLS writes small enough to finish
 # within one socket timeout, so "no progress" really means a stalled peer.
 _SEND_CHUNK = 256 << 10
@@ -275,7 +274,7 @@ def _recv_first(sock: socket.socket, view: memoryview, idle_timeout: float | Non
     """Wait up to idle_timeout for the first bytes of a frame; consume none on timeout."""
     deadline = math.inf if idle_timeout is None else time.monotonic() + max(idle_timeout, 0.0)
     while True:
-        sock.settimeout(min(max(deadline - time.monotonic(), 1e-3), _POLL_S))
+        sock.settimeout(min(max(deadline - time.monotonic(), 1e-3), POLL_S))
         try:
             n = sock.recv_into(view, len(view))
         except TimeoutError:
@@ -294,7 +293,7 @@ def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProtocolError("timeout", "peer stalled mid-frame")
-        sock.settimeout(min(remaining, _POLL_S))
+        sock.settimeout(min(remaining, POLL_S))
         try:
             n = sock.recv_into(view[got:], size - got)
         except TimeoutError:
@@ -314,7 +313,7 @@ def read_frame(sock: socket.socket, limits: Limits = Limits(),
     "timeout"). EOF raises PeerClosed. The body is one bytearray and the
     arrays are *writable* views into it (see _build): no copy of a 100 MB
     model, at the price that all arrays of a frame keep the body alive.
-    Leaves the socket in timeout mode (never blocking), see _POLL_S.
+    Leaves the socket in timeout mode (never blocking), see POLL_S.
     """
     prefix = memoryview(bytearray(PREFIX_SIZE))
     got = _recv_first(sock, prefix, idle_timeout)
@@ -329,7 +328,7 @@ def read_frame(sock: socket.socket, limits: Limits = Limits(),
     return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
 
 
-def _send_buffers(sock: socket.socket, buffers: Iterable[bytes | memoryview], stall_timeout: float) -> int:
+def send_buffers(sock: socket.socket, buffers: Iterable[bytes | memoryview], stall_timeout: float) -> int:
     """Send every buffer fully; TimeoutError if no byte goes out for stall_timeout.
 
     A loop of send() rather than sendall(): sendall's budget would be whatever
@@ -347,7 +346,7 @@ def _send_buffers(sock: socket.socket, buffers: Iterable[bytes | memoryview], st
             except TimeoutError:
                 pass
             except BlockingIOError:  # socket in non-blocking mode: wait here instead
-                select.select([], [sock], [], _POLL_S)
+                select.select([], [sock], [], POLL_S)
             if time.monotonic() - last_progress > stall_timeout:
                 raise TimeoutError(f"peer accepted no data for {stall_timeout} s")
         total += len(view)
@@ -362,112 +361,13 @@ def write_frame(sock: socket.socket, header: dict, arrays: Iterable[tuple[str, n
     Raises TimeoutError if the peer accepts nothing for ``stall_timeout``
     (only detectable when the socket has a timeout, as Connection ensures).
     """
-    return _send_buffers(sock, encode_frame(header, arrays, blob, blob_format), stall_timeout)
+    return send_buffers(sock, encode_frame(header, arrays, blob, blob_format), stall_timeout)
 
 
-class Connection:
-    """One socket, framed. send() is thread-safe (a lock); recv() is meant for one reader thread."""
+def __getattr__(name: str) -> Any:
+    """``fl.protocol.Connection`` stays importable; it lives in fl/connection.py."""
+    if name == "Connection":
+        from fl.connection import Connection
 
-    def __init__(self, sock: socket.socket, limits: Limits = Limits()):
-        self.sock = sock
-        self.limits = limits
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.peer = self._peer_name(sock)
-        self._send_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._closed = False
-        # Timeout mode from the start: a send never blocks without bound.
-        sock.settimeout(_POLL_S)
-
-    @staticmethod
-    def _peer_name(sock: socket.socket) -> str:
-        try:
-            addr = sock.getpeername()
-        except OSError:
-            return "unknown"
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            return f"{addr[0]}:{addr[1]}"
-        return str(addr) or "local"
-
-    def _gone(self, exc: OSError) -> PeerClosed:
-        if isinstance(exc, PeerClosed):
-            return exc
-        return PeerClosed(f"{self.peer}: {exc}")
-
-    def send(self, msg: Message) -> int:
-        """Send one message; PeerClosed if the peer is gone or stops reading.
-
-        After a failed send the stream may hold half a frame, so the
-        connection is closed.
-        """
-        header, arrays, blob = msg.to_frame()
-        buffers = encode_frame(header, arrays, blob, BLOB_FORMAT_SKOPS)
-        with self._send_lock:
-            if self._closed:
-                raise PeerClosed(f"{self.peer}: connection is closed")
-            try:
-                n = _send_buffers(self.sock, buffers, self.limits.frame_timeout_s)
-            except TimeoutError as exc:
-                self.close()
-                raise PeerClosed(f"{self.peer}: {exc}") from None
-            except OSError as exc:
-                self.close()
-                raise self._gone(exc) from None
-        with self._stats_lock:
-            self.bytes_sent += n
-        return n
-
-    def recv(self, idle_timeout: float | None = None) -> Message:
-        """Read and parse one message.
-
-        TimeoutError if nothing arrives within idle_timeout (the connection
-        stays usable); PeerClosed on EOF or reset; ProtocolError on a bad
-        frame, after which the stream position is lost: send_error + close.
-        """
-        if self._closed:
-            raise PeerClosed(f"{self.peer}: connection is closed")
-        try:
-            frame, n = read_frame(self.sock, self.limits, idle_timeout)
-        except (TimeoutError, PeerClosed):
-            raise
-        except OSError as exc:  # reset, TLS failure, socket closed under us (EBADF)
-            raise PeerClosed(f"{self.peer}: {exc}") from None
-        with self._stats_lock:
-            self.bytes_received += n
-        return parse_message(frame)
-
-    def send_error(self, code: str, message: str) -> None:
-        """Tell the peer why it is being dropped; best effort, never raises."""
-        try:
-            self.send(Error(code=code, message=message))
-        except Exception:
-            pass
-
-    def close(self) -> None:
-        """Shut down and close the socket; idempotent, never raises.
-
-        shutdown() first so a reader blocked in recv on another thread wakes up.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
-            try:
-                step()
-            except OSError:
-                pass
-
-    @property
-    def closed(self) -> bool:
-        """True once close() ran (locally or after a failed send)."""
-        return self._closed
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Connection(peer={self.peer!r}, sent={self.bytes_sent}, received={self.bytes_received})"
+        return Connection
+    raise AttributeError(name)

@@ -19,9 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from fl.connection import Connection
 from fl.protocol import (
     PROTOCOL_VERSION,
-    Connection,
     Error,
     EvaluateResult,
     FitResult,

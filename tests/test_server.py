@@ -14,8 +14,8 @@ import pytest
 from fl.client import ClientSettings, FederatedClient, LocalData
 from fl.config import RunConfig
 from fl.data import load_dataset, make_federated_data
-from fl.protocol import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error, FitResult
-from fl.rounds import RoundRunner, ServerData
+from fl.protocol import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error
+from fl.rounds import RoundRunner
 from fl.server import FederatedServer, ServerSettings
 from fl.simulation import make_task, server_data
 
@@ -88,7 +88,6 @@ MALFORMED = {
     "header_too_large": _prefix(header_len=(1 << 20) + 1),
     "body_too_large": _prefix(body_len=(256 << 20) + 1),
     "json": _prefix(header_len=5) + b"{nope",
-    "dtype_object": frame_to_bytes({"type": "x"}) if False else None,  # filled below
 }
 
 
