@@ -16,13 +16,14 @@ from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
 from fl.csvdata import (
-    features_from_frame, frame_to_features, load_client_csv, normalize_labels, read_csv_bytes, split_target,
+    features_from_frame, frame_to_features, load_client_csv, load_client_frame, normalize_labels, read_csv_bytes,
+    split_target,
 )
 from fl.partition import PARTITIONERS, DataError, label_distribution, partition
 
 __all__ = [
     "DataError", "DATASETS", "PARTITIONERS", "Dataset", "load_dataset", "features_from_frame",
-    "load_client_csv", "normalize_labels", "Split", "split_server_holdout", "partition",
+    "load_client_csv", "load_client_frame", "normalize_labels", "Split", "split_server_holdout", "partition",
     "label_distribution", "standardization_stats", "apply_standardization", "FederatedData",
     "make_federated_data",
 ]
