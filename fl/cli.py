@@ -180,22 +180,11 @@ def _finish(result: Any) -> int:
 
 def _server_data(args: argparse.Namespace, config: RunConfig):
     """(task, ServerData|None) from the server's own data, or from --classes/--features."""
-    from fl.data import split_server_holdout, standardization_stats
-    from fl.rounds import ServerData
+    from fl.hosting import server_task_and_data
     from fl.task import Task
 
     if args.dataset or args.csv:
-        ds = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
-                          n_samples=config.n_samples, n_features=config.n_features,
-                          n_classes=config.n_classes, seed=config.seed)
-        split = split_server_holdout(ds, test_size=config.test_size, val_size=config.effective_val_size,
-                                     seed=config.seed)
-        preprocess = {"standardize": standardization_stats(split.X_train)} if config.standardize else None
-        task = Task(config.model, dict(config.model_params), ds.X.shape[1], list(ds.classes),
-                    list(ds.feature_names), preprocess)
-        has_val = len(split.X_val) > 0
-        return task, ServerData(split.X_test, split.y_test, split.X_val if has_val else None,
-                                split.y_val if has_val else None)
+        return server_task_and_data(config)
     if not args.classes or not args.features:
         raise UsageError("the server needs its own data (--dataset or --csv/--target) or, for federated "
                          "evaluation, both --classes and --features")

@@ -44,6 +44,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays in side files; NaN stays JSON-valid as null upstream."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -89,6 +96,11 @@ class RunWriter:
                 self._write_summary()
             elif kind == "client_result":
                 self._append_row("clients.csv", CLIENTS_COLUMNS, event)
+
+    def save_json(self, name: str, data: Any) -> None:
+        """A side file of the run (e.g. baselines.json, partition.json)."""
+        with self._lock:
+            (self.dir / name).write_text(json.dumps(data, indent=2, default=_json_default))
 
     def finish(self, status: str, model: Any = None, error: str | None = None, extra: dict | None = None) -> None:
         """Record the end of the run and save the final model."""

@@ -1,0 +1,50 @@
+"""Reference numbers that tell whether federating paid off.
+
+- centralized: the same model trained on the union of the clients' data
+  (what you could do if the data could be pooled);
+- local-only: each client's model trained on its own data alone, scored on
+  the same test split (what each client gets without federating).
+
+Both are scored on the server's held-out test split, like the global model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fl.config import RunConfig
+from fl.data import FederatedData, apply_standardization
+from fl.metrics import score_classifier
+from fl.models import LocalModel
+
+MAX_LOCAL_BASELINE_CLIENTS = 100
+
+
+def _fit_and_score(config: RunConfig, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                   classes: np.ndarray, seed: int) -> dict[str, float]:
+    model = LocalModel(config.model, config.model_params, classes, X.shape[1], seed=seed)
+    model.fit(X, y, whole_model=True)
+    return score_classifier(model.estimator_, X_test, y_test, classes)
+
+
+def compute_baselines(config: RunConfig, data: FederatedData, client_ids: list[str]) -> dict[str, Any]:
+    """Centralized and local-only baselines for a simulated run (seconds to a minute)."""
+    stats = data.stats if config.standardize else None
+    classes = np.asarray(data.dataset.classes)
+    X_test = apply_standardization(data.split.X_test, stats)
+    y_test = data.split.y_test
+    X_pool = apply_standardization(data.split.X_train, stats)
+    central = _fit_and_score(config, X_pool, data.split.y_train, X_test, y_test, classes, config.seed)
+    per_client: dict[str, float] = {}
+    rows = []
+    for i in range(min(len(data.parts), MAX_LOCAL_BASELINE_CLIENTS)):
+        X, y = data.client_data(i)
+        scores = _fit_and_score(config, apply_standardization(X, stats), y, X_test, y_test, classes, config.seed + i)
+        per_client[client_ids[i]] = scores["accuracy"]
+        rows.append(scores)
+    local = {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in ("accuracy", "loss", "f1_macro")}
+    local["per_client"] = per_client
+    return {"centralized": central, "local_only": local}

@@ -1,0 +1,69 @@
+"""Every run of this process, simulated or hosted, in one place.
+
+The dashboard keeps exactly one RunRegistry per process (Streamlit's
+``st.cache_resource``), so a rerun, a page switch, a second tab or a reload
+finds the same runs instead of starting them again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fl import hosting, simulation
+from fl.config import RunConfig
+from fl.runs import RunStore
+from fl.runstate import RunHandle
+from fl.server import ServerSettings
+
+
+class RunRegistry:
+    """Thread-safe map of run id -> RunHandle, backed by a RunStore on disk."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self._lock = threading.Lock()
+        self._handles: dict[str, RunHandle] = {}
+
+    def start(self, config: RunConfig) -> RunHandle:
+        """A simulated run with baselines; raises ConfigError/DataError/OSError up front."""
+        handle = simulation.start(config, store=self.store, with_baselines=True)
+        with self._lock:
+            self._handles[handle.run_id] = handle
+        return handle
+
+    def host(self, config: RunConfig, settings: ServerSettings) -> RunHandle:
+        """A hosted run for remote clients; raises ConfigError/DataError/OSError up front."""
+        handle = hosting.host(config, settings, store=self.store)
+        with self._lock:
+            self._handles[handle.run_id] = handle
+        return handle
+
+    def get(self, run_id: str | None) -> RunHandle | None:
+        with self._lock:
+            return self._handles.get(run_id) if run_id else None
+
+    def handles(self) -> list[RunHandle]:
+        """Newest first."""
+        with self._lock:
+            return sorted(self._handles.values(), key=lambda h: h.state.started_at, reverse=True)
+
+    def active(self, kind: str | None = None) -> list[RunHandle]:
+        return [h for h in self.handles() if not h.done and (kind is None or h.kind == kind)]
+
+    def stop(self, run_id: str) -> None:
+        handle = self.get(run_id)
+        if handle is not None:
+            handle.stop()
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        for handle in self.handles():
+            handle.stop()
+        for handle in self.handles():
+            handle.wait(timeout)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a finished run from memory (its files stay in the store)."""
+        with self._lock:
+            handle = self._handles.get(run_id)
+            if handle is not None and handle.done:
+                del self._handles[run_id]

@@ -1,0 +1,183 @@
+"""A run's live state and its handle, shared by simulated and hosted runs.
+
+RunState is fed by events from any thread (server, clients, baselines) and
+hands out deep-copied snapshots, so a page can read it while workers write.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fl.config import RunConfig
+from fl.data import FederatedData
+from fl.rounds import RoundRunner, RunResult, ServerData
+from fl.runs import RunWriter
+from fl.server import FederatedServer
+
+MAX_EVENTS_KEPT = 2000
+
+
+class RunState:
+    """The live state of one run, fed by events from any thread."""
+
+    def __init__(self, run_id: str, config: RunConfig, client_ids: list[str], n_samples: dict[str, int]):
+        self._lock = threading.Lock()
+        self.run_id = run_id
+        self.config = config
+        self.status = "starting"
+        self.started_at = time.time()
+        self.finished_at: float | None = None
+        self.error: str | None = None
+        self.address: tuple[str, int] | None = None
+        self.current_round = 0
+        self.total_rounds = config.effective_rounds
+        self.rounds: list[dict] = []
+        self.client_rows: list[dict] = []
+        self.events: list[dict] = []
+        self.final_metrics: dict = {}
+        self.baselines: dict | None = None
+        self.clients: dict[str, dict] = {
+            cid: {"client_id": cid, "status": "waiting", "n_samples": n_samples.get(cid), "rounds_trained": 0,
+                  "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None}
+            for cid in client_ids
+        }
+
+    def apply(self, event: dict) -> None:
+        kind = event.get("type")
+        with self._lock:
+            self.events.append(event)
+            if len(self.events) > MAX_EVENTS_KEPT:
+                del self.events[: len(self.events) - MAX_EVENTS_KEPT]
+            cid = event.get("client_id")
+            client = self.clients.setdefault(cid, {"client_id": cid, "status": "waiting", "rounds_trained": 0,
+                                                   "failures": 0}) if cid else None
+            if kind == "listening":
+                self.address = (event["host"], event["port"])
+                self.status = "waiting for clients"
+            elif kind == "join" and client is not None:
+                client.update(status="connected", n_samples=event.get("n_samples"))
+            elif kind == "leave" and client is not None:
+                client.update(status="gone", reason=event.get("reason"))
+            elif kind == "round_start":
+                self.status = "running"
+                self.current_round = event["round"]
+                for c in event.get("clients", []):
+                    if c in self.clients and self.clients[c]["status"] != "gone":
+                        self.clients[c]["status"] = "training"
+            elif kind == "client_result" and client is not None:
+                self.client_rows.append(event)
+                client.update(status="idle", last_accuracy=event.get("train_accuracy"),
+                              last_loss=event.get("train_loss"), bytes_sent=event.get("bytes_sent"),
+                              bytes_received=event.get("bytes_received"))
+                client["rounds_trained"] = client.get("rounds_trained", 0) + 1
+            elif kind == "failure" and client is not None:
+                client["failures"] = client.get("failures", 0) + 1
+                if client.get("status") == "training":
+                    client["status"] = "idle"
+            elif kind == "round":
+                self.rounds.append(event)
+                for c in self.clients.values():
+                    if c.get("status") == "training":
+                        c["status"] = "idle"
+            elif kind == "error":
+                self.error = event.get("message")
+            elif kind == "done":
+                self.status = event.get("status", "completed")
+                self.error = event.get("error") or self.error
+                self.final_metrics = event.get("final_metrics") or {}
+                self.finished_at = time.time()
+                for c in self.clients.values():
+                    c["status"] = "gone"
+
+    def set_baselines(self, baselines: dict) -> None:
+        with self._lock:
+            self.baselines = baselines
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy: the caller may keep and mutate it freely."""
+        with self._lock:
+            return copy.deepcopy({
+                "run_id": self.run_id, "config": self.config.to_dict(), "status": self.status,
+                "started_at": self.started_at, "finished_at": self.finished_at, "error": self.error,
+                "address": self.address, "round": self.current_round, "total_rounds": self.total_rounds,
+                "rounds": self.rounds, "clients": self.clients, "client_rows": self.client_rows,
+                "events": self.events, "final_metrics": self.final_metrics, "baselines": self.baselines,
+            })
+
+
+@dataclass
+class RunHandle:
+    """What ``start`` returns: live state, stop, wait, and the final result."""
+
+    run_id: str
+    config: RunConfig
+    state: RunState
+    data: FederatedData | None  # None for a hosted run: the clients' data is theirs
+    server: FederatedServer
+    kind: str = "simulation"  # simulation | hosted
+    threads: list[threading.Thread] = field(default_factory=list)
+    client_stop: threading.Event = field(default_factory=threading.Event)
+    result: RunResult | None = None
+    writer: RunWriter | None = None
+
+    def set_baselines(self, baselines: dict) -> None:
+        with self._lock:
+            self.baselines = baselines
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.state.snapshot()
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def start_rounds_now(self) -> None:
+        """Hosted runs: begin with the clients already here (at least min_clients)."""
+        self.server.start_now.set()
+
+    def stop(self) -> None:
+        """Graceful: the round in flight is abandoned, clients get bye, sockets close."""
+        self.server.stop()
+        self.client_stop.set()
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """Block until the run ends (or the timeout passes); returns the result or None."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        return self.result
+
+
+def event_sink(state: RunState, writer: RunWriter | None,
+               extra: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+    """One callback that feeds the live state, the run store and an optional listener."""
+
+    def sink(event: dict) -> None:
+        state.apply(event)
+        if writer is not None:
+            writer.on_event(event)
+        if extra is not None:
+            extra(event)
+
+    return sink
+
+
+def launch_rounds(handle: RunHandle, server_data: ServerData | None) -> None:
+    """Start the thread that drives the rounds and records the result."""
+
+    def drive() -> None:
+        result = RoundRunner(handle.server, handle.config, server_data).run()
+        if handle.writer is not None:
+            handle.writer.finish(result.status, model=result.model, error=result.error,
+                                 extra={"baselines": handle.state.baselines})
+        handle.result = result
+        handle.client_stop.set()
+
+    driver = threading.Thread(target=drive, name=f"fl-run-{handle.run_id}", daemon=True)
+    driver.start()
+    handle.threads.insert(0, driver)
