@@ -59,7 +59,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-params", metavar="JSON", default="{}", help='hyperparameters, e.g. \'{"C": 0.5}\'')
     g.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg")
     g.add_argument("--rounds", type=int, default=10)
-    g.add_argument("--local-epochs", type=int, default=1)
+    g.add_argument("--local-epochs", type=int, default=5, help="passes over local data per round (default 5)")
     g.add_argument("--learning-rate", type=float, default=None)
     g.add_argument("--fraction", type=float, default=1.0, help="share of clients sampled per round")
     g.add_argument("--min-clients", type=int, default=1, help="fewest clients in a round (server: to start)")

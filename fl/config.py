@@ -47,7 +47,7 @@ class RunConfig:
     aggregation: str = "fedavg"
     # rounds
     rounds: int = 10
-    local_epochs: int = 1
+    local_epochs: int = 5
     learning_rate: float | None = None
     fraction: float = 1.0
     min_clients: int = 1

@@ -1,0 +1,74 @@
+"""Clients: who is connected, how the data is split, each client's numbers."""
+
+import json
+
+import streamlit as st
+
+from ui import charts
+from ui.clients import client_rounds_frame, split_preview, status_table
+from ui.state import DRAFT_CONFIG, current_handle, store
+
+st.title("Clients")
+handle = current_handle(kind=None)
+
+
+def draw_split(summary) -> None:
+    if isinstance(summary, str):
+        st.error(f"This split cannot be made: {summary}")
+    elif summary:
+        st.plotly_chart(charts.label_heatmap(summary["counts"], summary["clients"], summary["classes"]),
+                        key="heatmap")
+
+
+def partition_of(run_id: str):
+    try:
+        path = store().load(run_id).path / "partition.json"
+        return json.loads(path.read_text()) if path.exists() else None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+if handle is None:
+    st.info("No run yet. This is how the data will be split with the settings on the Run page; "
+            "press Start there to train.")
+    draft = st.session_state.get(DRAFT_CONFIG)
+    if draft:
+        draw_split(split_preview(draft))
+    else:
+        st.caption("Open the Run page once to choose a dataset and a split.")
+    st.stop()
+
+st.caption(f"Run `{handle.run_id}` ({handle.kind})")
+
+
+def draw(snap: dict, key: str) -> None:
+    n_gone = sum(c.get("status") == "gone" for c in snap["clients"].values())
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Clients", len(snap["clients"]))
+    c2.metric("Rounds done", f"{len(snap['rounds'])} / {snap['total_rounds']}")
+    c3.metric("Gone", n_gone)
+    st.dataframe(status_table(snap["clients"]), hide_index=True)
+    rows = snap["client_rows"]
+    if rows:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.client_metric_figure(rows, "train_accuracy"), key=f"{key}-acc")
+        right.plotly_chart(charts.client_metric_figure(rows, "train_loss"), key=f"{key}-loss")
+    if snap["clients"]:
+        st.plotly_chart(charts.bytes_figure(snap["clients"]), key=f"{key}-bytes")
+    with st.expander("Every client, every round"):
+        st.dataframe(client_rounds_frame(rows), hide_index=True)
+
+
+if handle.kind == "simulation":
+    draw_split(partition_of(handle.run_id) or split_preview(handle.config.to_dict()))
+
+if handle.done:
+    draw(handle.snapshot(), "static")
+else:
+    @st.fragment(run_every=1.0)
+    def live() -> None:
+        if handle.done:
+            st.rerun(scope="app")
+        draw(handle.snapshot(), "live")
+
+    live()

@@ -1,0 +1,47 @@
+"""Helpers for AppTest page tests: isolated run store, bounded waiting, cleanup."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """Each test gets its own run store and registry; every run is stopped after."""
+    monkeypatch.setenv("FL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "runs"
+    from ui.state import _registry
+
+    _registry(str(tmp_path / "runs")).stop_all()
+    st.cache_resource.clear()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    return at
+
+
+def run_until(at: AppTest, done, timeout: float = 90.0, pause: float = 0.3) -> AppTest:
+    """Rerun the page until done(at) holds (what the live fragment does in a browser)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        if done(at):
+            return at
+        time.sleep(pause)
+    raise AssertionError("the page did not reach the expected state in time")
+
+
+def texts(elements) -> str:
+    return " ".join(str(e.value) for e in elements)

@@ -1,0 +1,34 @@
+"""The Clients page: split preview before a run, status and charts after."""
+
+from __future__ import annotations
+
+from tests.apptest_helpers import app_env, new_app, run_until, texts  # noqa: F401  (fixture)
+
+
+def test_before_a_run_the_split_is_previewed(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_partition").set_value("dirichlet").run()
+    # Execute
+    at.switch_page("pages/clients.py").run()
+    # Assert
+    assert not at.exception
+    assert "No run yet" in texts(at.info)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_after_a_run_clients_have_status_heatmap_and_metrics(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.slider(key="cfg_clients").set_value(4)
+    at.sidebar.slider(key="cfg_rounds").set_value(2)
+    at.sidebar.button(key="start_run").click().run()
+    run_until(at, lambda a: len(a.success) > 0)
+    # Execute
+    at.switch_page("pages/clients.py").run()
+    # Assert
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["Client"]) == [f"client_{i:03d}" for i in range(4)]
+    assert set(table["Rounds trained"]) == {2}
+    assert len(at.get("plotly_chart")) >= 4  # heatmap, accuracy, loss, bytes

@@ -1,0 +1,89 @@
+"""The Run page, driven by Streamlit's AppTest: start a run, watch it finish."""
+
+from __future__ import annotations
+
+from tests.apptest_helpers import app_env, new_app, run_until, texts  # noqa: F401  (fixture)
+
+
+def test_landing_page_explains_and_previews_the_split(app_env):
+    # Prepare / Execute
+    at = new_app()
+    # Assert
+    assert not at.exception
+    assert "Federated learning workbench" in texts(at.title)
+    assert any("How the data will be split" in s.value for s in at.subheader)
+    assert len(at.get("plotly_chart")) == 1  # the clients x classes heatmap
+
+
+def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.slider(key="cfg_clients").set_value(3)
+    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    at = run_until(at, lambda a: len(a.success) > 0)
+    # Assert
+    assert not at.exception and not at.error
+    assert "Finished 3 rounds" in texts(at.success)
+    labels = [m.label for m in at.metric]
+    assert {"Global accuracy", "Loss", "Macro F1", "Centralized", "Local only (mean)"} <= set(labels)
+    assert len(at.get("plotly_chart")) >= 3  # accuracy, loss, per-client
+    assert len(at.dataframe) >= 1
+    assert len(at.get("download_button")) == 3
+    assert (app_env).exists() and any(app_env.iterdir())  # the run store has it
+
+
+def test_rerun_and_new_session_do_not_restart_or_duplicate_a_run(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.slider(key="cfg_rounds").set_value(2)
+    at.sidebar.button(key="start_run").click().run()
+    run_until(at, lambda a: len(a.success) > 0)
+    # Execute: a fresh session (a reload) and a few reruns
+    other = new_app()
+    other.run()
+    # Assert: both see the one finished run; the store holds exactly one
+    assert "Finished 2 rounds" in texts(other.success)
+    from fl.runs import RunStore
+
+    assert len(RunStore(app_env).list()) == 1
+
+
+def test_impossible_split_shows_an_error_not_a_traceback(app_env):
+    # Prepare
+    at = new_app()
+    # Execute: 100 clients cannot each get 2 rows of iris' training split
+    at.sidebar.slider(key="cfg_clients").set_value(100).run()
+    at.sidebar.button(key="start_run").click().run()
+    # Assert
+    assert not at.exception
+    assert "cannot" in texts(at.error).lower()
+
+
+def test_unreadable_csv_shows_an_error(app_env, tmp_path):
+    # Prepare
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\x01\x02 not text")
+    at = new_app()
+    at.session_state["cfg_csv_path"] = str(bad)
+    # Execute
+    at.sidebar.selectbox(key="cfg_dataset").set_value("csv").run()
+    at.sidebar.button(key="start_run").click().run()
+    # Assert
+    assert not at.exception
+    assert len(at.error) >= 1
+
+
+def test_single_class_csv_target_is_refused_with_advice(app_env, tmp_path):
+    # Prepare
+    csv = tmp_path / "one.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i},{i * 2},yes\n" for i in range(40)))
+    at = new_app()
+    at.session_state["cfg_csv_path"] = str(csv)
+    # Execute
+    at.sidebar.selectbox(key="cfg_dataset").set_value("csv").run()
+    at.sidebar.button(key="start_run").click().run()
+    # Assert
+    assert not at.exception
+    assert "only one class" in texts(at.error)

@@ -1,0 +1,50 @@
+"""Pieces of the Clients page: status table, split preview, per-client charts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fl.config import ConfigError, RunConfig
+from fl.data import DataError
+from fl.simulation import client_id_for, partition_summary, prepare_data
+from ui.format import pct, size
+
+STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",
+                "evaluating": "🔵 evaluating", "idle": "⚪ idle", "gone": "⚫ gone"}
+
+
+def status_table(clients: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for cid in sorted(clients):
+        c = clients[cid]
+        rows.append({"Client": cid, "Status": STATUS_ICONS.get(c.get("status"), c.get("status")),
+                     "Samples": c.get("n_samples"), "Rounds trained": c.get("rounds_trained", 0),
+                     "Failures": c.get("failures", 0), "Last train accuracy": pct(c.get("last_accuracy")),
+                     "Sent": size(c.get("bytes_sent")), "Received": size(c.get("bytes_received"))})
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(show_spinner="Splitting the data…", max_entries=32)
+def split_preview(config_dict: dict[str, Any]) -> dict[str, Any] | str:
+    """The clients x classes counts a config would produce, or an error sentence.
+
+    Pure and seeded, so the preview is exactly the split a run will use.
+    """
+    try:
+        config = RunConfig.from_dict(config_dict).validate()
+        data = prepare_data(config)
+    except (ConfigError, DataError) as exc:
+        return str(exc)
+    return partition_summary(data, [client_id_for(i) for i in range(config.clients)])
+
+
+def client_rounds_frame(client_rows: list[dict]) -> pd.DataFrame:
+    if not client_rows:
+        return pd.DataFrame(columns=["round", "client_id", "train_accuracy", "train_loss", "train_time_s"])
+    df = pd.DataFrame(client_rows)
+    keep = [c for c in ("round", "client_id", "status", "n_samples", "train_accuracy", "train_loss",
+                        "train_time_s", "reason") if c in df]
+    return df[keep]

@@ -1,0 +1,40 @@
+"""Numbers rounded for people."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pct(value: Any) -> str:
+    """0.9312 -> '93.1%'; missing -> '–'."""
+    return f"{100 * value:.1f}%" if is_number(value) else "–"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if is_number(value) else "–"
+
+
+def size(n_bytes: Any) -> str:
+    if not is_number(n_bytes):
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n_bytes) < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return "–"
+
+
+def when(timestamp: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if is_number(timestamp) else "–"
+
+
+def duration(seconds: Any) -> str:
+    if not is_number(seconds):
+        return "–"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

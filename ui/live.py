@@ -1,0 +1,150 @@
+"""The live view of one run: progress, charts, tables, downloads.
+
+While the run goes, ``live_run`` redraws itself every second inside an
+``st.fragment(run_every=...)`` that only reads ``RunHandle.snapshot()``;
+worker threads never touch Streamlit. When the run ends the fragment asks
+for one full rerun, which draws the final, static view with downloads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fl.runstate import RunHandle
+from ui import charts
+from ui.format import duration, num, pct, size
+from ui.state import store
+
+REFRESH_SECONDS = 1.0
+
+
+def run_title(config: dict[str, Any]) -> str:
+    rounds = config.get("rounds")
+    return (f"{config.get('dataset')} · {config.get('model')} · {config.get('aggregation')} · "
+            f"{config.get('clients')} clients · {config.get('partition')} · {rounds} rounds")
+
+
+def progress(snap: dict) -> None:
+    total = max(1, snap["total_rounds"])
+    done = len(snap["rounds"])
+    status = snap["status"]
+    label = {"starting": "Starting…", "waiting for clients": "Waiting for clients to join…",
+             "running": f"Round {min(done + 1, total)} of {total} running", "completed": "Completed",
+             "stopped": "Stopped", "failed": "Failed"}.get(status, status)
+    st.progress(min(1.0, done / total), text=f"{label} · {done}/{total} rounds done")
+
+
+def headline(snap: dict) -> None:
+    """Big numbers: latest accuracy (change from last round), loss, F1, and the baselines."""
+    rounds = snap["rounds"]
+    last = rounds[-1] if rounds else {}
+    prev = rounds[-2] if len(rounds) > 1 else {}
+    base = snap.get("baselines") or {}
+    central = (base.get("centralized") or {}).get("accuracy")
+    local = (base.get("local_only") or {}).get("accuracy")
+    c = st.columns(5)
+    delta = (last.get("accuracy") - prev.get("accuracy")) if rounds and len(rounds) > 1 and \
+        isinstance(last.get("accuracy"), float) and isinstance(prev.get("accuracy"), float) else None
+    c[0].metric("Global accuracy", pct(last.get("accuracy")), f"{100 * delta:+.1f} pts" if delta is not None else None)
+    c[1].metric("Loss", num(last.get("loss")))
+    c[2].metric("Macro F1", num(last.get("f1_macro")))
+    c[3].metric("Centralized", pct(central), help="Same model trained on the union of the clients' data.")
+    c[4].metric("Local only (mean)", pct(local), help="Each client's model trained on its own data alone.")
+
+
+def charts_block(snap: dict, key: str) -> None:
+    rounds, base, total = snap["rounds"], snap.get("baselines"), snap["total_rounds"]
+    left, right = st.columns(2)
+    left.plotly_chart(charts.global_metric_figure(rounds, "accuracy", base, total), key=f"{key}-acc")
+    right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
+    if snap["client_rows"]:
+        st.plotly_chart(charts.client_metric_figure(snap["client_rows"], "train_accuracy"), key=f"{key}-clients")
+
+
+def tables_block(snap: dict) -> None:
+    tab_metrics, tab_events = st.tabs(["Metrics per round", "Event log"])
+    with tab_metrics:
+        st.dataframe(charts.metrics_table(snap["rounds"]), hide_index=True)
+    with tab_events:
+        st.dataframe(charts.events_table(snap["events"]), hide_index=True, height=300)
+
+
+def downloads(snap: dict, handle: RunHandle | None) -> None:
+    """Metrics CSV, config JSON and the final model (joblib)."""
+    run_id = snap["run_id"]
+    metrics_csv = pd.DataFrame(snap["rounds"]).drop(columns=["type", "t"], errors="ignore").to_csv(index=False)
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Metrics (CSV)", metrics_csv, file_name=f"{run_id}-metrics.csv", mime="text/csv",
+                       key=f"dl-metrics-{run_id}")
+    c2.download_button("Config (JSON)", json.dumps(snap["config"], indent=2), file_name=f"{run_id}-config.json",
+                       mime="application/json", key=f"dl-config-{run_id}")
+    model_bytes = _model_bytes(run_id)
+    c3.download_button("Model (joblib)", model_bytes or b"", file_name=f"{run_id}-model.joblib",
+                       mime="application/octet-stream", disabled=model_bytes is None, key=f"dl-model-{run_id}",
+                       help="The global model with its scaling: joblib.load(f).predict(raw_rows)")
+
+
+def _model_bytes(run_id: str) -> bytes | None:
+    try:
+        path = store().load(run_id).model_path
+    except (FileNotFoundError, ValueError):
+        return None
+    return path.read_bytes() if path is not None else None
+
+
+def final_summary(snap: dict) -> None:
+    status, final = snap["status"], snap.get("final_metrics") or {}
+    took = duration((snap.get("finished_at") or 0) - snap["started_at"]) if snap.get("finished_at") else "–"
+    if status == "completed":
+        st.success(f"Finished {len(snap['rounds'])} rounds in {took}: accuracy {pct(final.get('accuracy'))}, "
+                   f"loss {num(final.get('loss'))}, macro F1 {num(final.get('f1_macro'))}.")
+    elif status == "stopped":
+        st.warning(f"Stopped after {len(snap['rounds'])} rounds ({took}).")
+    else:
+        st.error(f"The run failed: {snap.get('error') or 'see the event log'}")
+    sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])
+    received = sum(r.get("bytes_received") or 0 for r in snap["rounds"])
+    st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. "
+               f"Only parameters or fitted models crossed the sockets.")
+
+
+def draw(snap: dict, handle: RunHandle | None, key: str) -> None:
+    """Everything about one run, from a snapshot."""
+    if snap["status"] in ("completed", "stopped", "failed"):
+        final_summary(snap)
+    else:
+        progress(snap)
+        if snap.get("error"):
+            st.warning(snap["error"])
+    headline(snap)
+    charts_block(snap, key)
+    tables_block(snap)
+    if snap["status"] in ("completed", "stopped", "failed"):
+        downloads(snap, handle)
+
+
+def show_run(handle: RunHandle) -> None:
+    """Live while running (fragment polling the snapshot), static once done."""
+    if handle.done:
+        draw(handle.snapshot(), handle, key=f"static-{handle.run_id}")
+        return
+
+    @st.fragment(run_every=REFRESH_SECONDS)
+    def live() -> None:
+        snap = handle.snapshot()
+        if handle.done:
+            st.rerun(scope="app")  # one full rerun draws the final view with downloads
+        draw(snap, handle, key=f"live-{handle.run_id}")
+
+    live()
+
+
+def to_csv_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue().encode()

@@ -1,0 +1,246 @@
+"""The run configuration widgets (Run page sidebar, Deploy page form).
+
+Every widget has a ``cfg_`` key so its value survives page switches and can
+be set from a saved config ("load into Run page"). ``read_config`` turns the
+widgets into a RunConfig; validation happens in the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from fl.config import RunConfig
+from fl.data import DataError, load_dataset
+from fl.models import MODELS, get_spec
+from ui.state import runs_root
+
+DATASET_LABELS = {
+    "iris": "Iris: 150 flowers, 4 features, 3 classes",
+    "wine": "Wine: 178 wines, 13 features, 3 classes",
+    "breast_cancer": "Breast cancer: 569 cases, 30 features, 2 classes",
+    "digits": "Digits: 1,797 images, 64 pixels, 10 classes",
+    "xor": "XOR: 4 noisy points, not linearly separable",
+    "synthetic": "Synthetic: any size (make_classification)",
+    "csv": "Upload a CSV…",
+}
+PARTITION_LABELS = {
+    "iid": "IID: shuffled, equal shares",
+    "dirichlet": "Dirichlet label skew (non-IID)",
+    "shards": "Label shards (non-IID)",
+    "quantity": "Quantity skew (sizes differ)",
+}
+AGGREGATION_LABELS = {
+    "fedavg": "FedAvg: sample-weighted average",
+    "stacking": "Stacking: meta-learner over client models",
+    "voting": "Soft voting of client models",
+}
+ALPHAS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0]
+DEFAULTS: dict[str, Any] = {
+    "dataset": "iris", "clients": 5, "partition": "iid", "alpha": 0.5, "shards_per_client": 2,
+    "quantity_skew": 1.5, "model": "logreg", "aggregation": "fedavg", "rounds": 10, "local_epochs": 5,
+    "fraction": 1.0, "seed": 0, "n_samples": 1000, "n_features": 20, "n_classes": 2, "round_timeout": 60.0,
+    "min_clients": 1,
+}
+
+
+def _key(name: str) -> str:
+    return f"cfg_{name}"
+
+
+def _init(name: str, value: Any) -> None:
+    st.session_state.setdefault(_key(name), value)
+
+
+def apply_config(config: dict[str, Any]) -> None:
+    """Put a saved config into the widgets (call before they are drawn)."""
+    for name in DEFAULTS:
+        if name in config and config[name] is not None:
+            st.session_state[_key(name)] = config[name]
+    if config.get("alpha") is not None and config["alpha"] not in ALPHAS:
+        st.session_state[_key("alpha")] = min(ALPHAS, key=lambda a: abs(a - config["alpha"]))
+    for name, value in (config.get("model_params") or {}).items():
+        st.session_state[_key(f"hp_{config.get('model')}_{name}")] = (
+            ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value)
+    if config.get("csv_path"):
+        st.session_state[_key("csv_path")] = config["csv_path"]
+        st.session_state[_key("target")] = config.get("target")
+
+
+def _save_upload(data: bytes, name: str) -> str:
+    """Keep an uploaded CSV on disk, named by content, so the run can be repeated."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    upload_dir = Path(runs_root()) / "_uploads"
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    path = upload_dir / f"{digest}-{Path(name).name[-60:]}"
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def data_widgets() -> dict[str, Any]:
+    """Dataset choice; for a CSV, the upload and its target column."""
+    for name in ("dataset", "n_samples", "n_features", "n_classes"):
+        _init(name, DEFAULTS[name])
+    out: dict[str, Any] = {}
+    out["dataset"] = st.selectbox("Dataset", list(DATASET_LABELS), format_func=DATASET_LABELS.get,
+                                  key=_key("dataset"))
+    if out["dataset"] == "synthetic":
+        c1, c2, c3 = st.columns(3)
+        out["n_samples"] = c1.number_input("Rows", 20, 2_000_000, step=500, key=_key("n_samples"))
+        out["n_features"] = c2.number_input("Features", 2, 10_000, key=_key("n_features"))
+        out["n_classes"] = c3.number_input("Classes", 2, 50, key=_key("n_classes"))
+    elif out["dataset"] == "xor":
+        out["n_samples"] = st.number_input("Rows", 40, 100_000, step=100, key=_key("n_samples"))
+    elif out["dataset"] == "csv":
+        out.update(_csv_widgets())
+    return out
+
+
+def _csv_widgets() -> dict[str, Any]:
+    upload = st.file_uploader("CSV file", type=["csv", "txt"], key=_key("upload"),
+                              help="A header row, one row per sample; pick the label column below.")
+    if upload is not None:
+        st.session_state[_key("csv_path")] = _save_upload(upload.getvalue(), upload.name)
+    path = st.session_state.get(_key("csv_path"))
+    if not path:
+        st.info("Upload a CSV to use it as the dataset.")
+        return {"csv_path": None, "target": None}
+    columns = _csv_columns(path)
+    if isinstance(columns, str):
+        st.error(columns)
+        return {"csv_path": path, "target": None}
+    if st.session_state.get(_key("target")) not in columns:
+        st.session_state[_key("target")] = columns[-1]
+    target = st.selectbox("Target (label) column", columns, key=_key("target"))
+    st.caption(f"Using `{Path(path).name}`")
+    return {"csv_path": path, "target": target}
+
+
+@st.cache_data(show_spinner=False, max_entries=20)
+def _csv_columns(path: str) -> list[str] | str:
+    """The CSV's column names, or an error sentence."""
+    import pandas as pd
+
+    try:
+        return [str(c).strip() for c in pd.read_csv(path, nrows=5, sep=None, engine="python").columns]
+    except Exception as exc:  # any parse failure becomes a message for the user
+        return f"This file cannot be read as a CSV ({type(exc).__name__}); upload a comma-separated text file."
+
+
+def split_widgets(max_clients: int = 100) -> dict[str, Any]:
+    for name in ("clients", "partition", "alpha", "shards_per_client", "quantity_skew"):
+        _init(name, DEFAULTS[name])
+    out: dict[str, Any] = {}
+    out["clients"] = st.slider("Clients", 1, max_clients, key=_key("clients"))
+    out["partition"] = st.selectbox("How the data is split", list(PARTITION_LABELS),
+                                    format_func=PARTITION_LABELS.get, key=_key("partition"))
+    if out["partition"] == "dirichlet":
+        out["alpha"] = st.select_slider("Dirichlet α (smaller = more skew)", ALPHAS, key=_key("alpha"))
+    elif out["partition"] == "shards":
+        out["shards_per_client"] = st.slider("Label shards per client", 1, 10, key=_key("shards_per_client"))
+    elif out["partition"] == "quantity":
+        out["quantity_skew"] = st.slider("Size skew (power-law exponent)", 0.0, 4.0, step=0.25,
+                                         key=_key("quantity_skew"))
+    return out
+
+
+def _hp(model: str, name: str, default: Any) -> str:
+    key = _key(f"hp_{model}_{name}")
+    st.session_state.setdefault(key, default)
+    return key
+
+
+def model_widgets() -> dict[str, Any]:
+    """Model, its key hyperparameters, and the aggregation methods valid for it."""
+    _init("model", DEFAULTS["model"])
+    _init("aggregation", DEFAULTS["aggregation"])
+    model = st.selectbox("Model", list(MODELS), format_func=lambda n: MODELS[n].label, key=_key("model"))
+    params: dict[str, Any] = {}
+    if model == "logreg":
+        params["C"] = st.select_slider("Inverse regularisation C", [0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0],
+                                       key=_hp(model, "C", 1.0))
+    elif model in ("sgd", "linear_svm"):
+        params["alpha"] = st.select_slider("L2 penalty α", [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+                                           key=_hp(model, "alpha", 1e-4), format_func=lambda v: f"{v:g}")
+    elif model == "mlp":
+        text = st.text_input("Hidden layers (units, comma-separated)", key=_hp(model, "hidden_layer_sizes", "64"))
+        try:
+            params["hidden_layer_sizes"] = [int(u) for u in str(text).split(",") if u.strip()]
+            if not params["hidden_layer_sizes"] or min(params["hidden_layer_sizes"]) < 1:
+                raise ValueError
+        except ValueError:
+            st.error("Hidden layers must be whole numbers above 0, e.g. 64 or 128,64.")
+            params["hidden_layer_sizes"] = None
+        params["learning_rate_init"] = st.select_slider("Learning rate", [0.0005, 0.001, 0.005, 0.01, 0.05],
+                                                        key=_hp(model, "learning_rate_init", 0.005))
+    elif model in ("random_forest", "gradient_boosting"):
+        params["n_estimators"] = st.slider("Trees", 5, 300, key=_hp(model, "n_estimators", 100))
+        depth_default = 3 if model == "gradient_boosting" else 0
+        depth = st.slider("Max depth (0 = unlimited)", 0, 30, key=_hp(model, "max_depth", depth_default))
+        params["max_depth"] = depth or None
+    elif model == "decision_tree":
+        depth = st.slider("Max depth (0 = unlimited)", 0, 30, key=_hp(model, "max_depth", 0))
+        params["max_depth"] = depth or None
+    elif model == "knn":
+        params["n_neighbors"] = st.slider("Neighbours k", 1, 50, key=_hp(model, "n_neighbors", 5))
+    spec = get_spec(model)
+    options = ["fedavg", "stacking", "voting"] if spec.averageable else ["stacking", "voting"]
+    if st.session_state[_key("aggregation")] not in options:
+        st.session_state[_key("aggregation")] = options[0]
+    aggregation = st.radio("Aggregation", options, format_func=AGGREGATION_LABELS.get, key=_key("aggregation"))
+    if not spec.averageable:
+        st.caption(f"{spec.label} cannot be averaged: fitted trees or stored neighbours have no common "
+                   "parameter shape, so whole models are combined instead.")
+    elif model == "gaussian_nb" and aggregation == "fedavg":
+        st.caption("Naive Bayes statistics are merged exactly (counts, means, variances), in one round.")
+    return {"model": model, "model_params": params, "aggregation": aggregation}
+
+
+def rounds_widgets(one_shot: bool) -> dict[str, Any]:
+    for name in ("rounds", "local_epochs", "fraction", "seed", "round_timeout", "min_clients"):
+        _init(name, DEFAULTS[name])
+    out: dict[str, Any] = {}
+    if one_shot:
+        st.caption("Whole-model aggregations and naive Bayes are one-shot: the run has one round.")
+        out["rounds"] = st.session_state[_key("rounds")]
+    else:
+        out["rounds"] = st.slider("Rounds", 1, 200, key=_key("rounds"))
+        out["local_epochs"] = st.slider("Local epochs per round", 1, 50, key=_key("local_epochs"),
+                                        help="Passes over each client's own data per round.")
+    out["fraction"] = st.slider("Clients per round (fraction)", 0.1, 1.0, step=0.1, key=_key("fraction"))
+    with st.expander("More settings"):
+        out["seed"] = st.number_input("Seed", 0, 2**31 - 1, key=_key("seed"))
+        out["round_timeout"] = st.number_input("Round timeout (s)", 1.0, 3600.0, key=_key("round_timeout"),
+                                               help="Clients that answer later are dropped from the round.")
+        out["min_clients"] = st.number_input("Minimum clients per round", 1, 1000, key=_key("min_clients"))
+    return out
+
+
+def config_sidebar() -> RunConfig | None:
+    """All run widgets in order; returns the RunConfig they describe (not yet validated)."""
+    st.subheader("Data")
+    values = data_widgets()
+    values.update(split_widgets())
+    st.subheader("Model")
+    values.update(model_widgets())
+    st.subheader("Rounds")
+    one_shot = values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
+    values.update(rounds_widgets(one_shot))
+    if values["model_params"].get("hidden_layer_sizes", 1) is None:
+        return None  # the widget already shows what to fix
+    fields = set(RunConfig.__dataclass_fields__)
+    return RunConfig(**{k: v for k, v in values.items() if k in fields})
+
+
+def preview_dataset_error(config: RunConfig) -> str | None:
+    """A data problem worth showing before Start (e.g. an unreadable CSV)."""
+    try:
+        load_dataset(config.dataset, csv_path=config.csv_path, target=config.target, n_samples=config.n_samples,
+                     n_features=config.n_features, n_classes=config.n_classes, seed=config.seed)
+    except DataError as exc:
+        return str(exc)
+    return None
