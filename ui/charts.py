@@ -18,12 +18,15 @@ METRIC_LABELS = {"accuracy": "Accuracy", "loss": "Loss", "f1_macro": "Macro F1",
                  "train_accuracy": "Training accuracy", "train_loss": "Training loss"}
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, *, percent: bool = False, height: int = 340) -> go.Figure:
+def _layout(fig: go.Figure, title: str, y_title: str, *, percent: bool = False, height: int = 340,
+            values: Iterable[float] = ()) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
                       margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
     fig.update_xaxes(title_text="Round", rangemode="tozero", dtick=None)
-    fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
+    finite = [v for v in values if is_number(v)]
+    narrow = bool(finite) and max(finite) - min(finite) < 0.05
+    fig.update_yaxes(title_text=y_title, tickformat=(".1%" if narrow else ".0%") if percent else None)
     return fig
 
 
@@ -34,16 +37,27 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
     ys = [r.get(metric) if is_number(r.get(metric)) else None for r in rounds]
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="Federated (global model)",
                                hovertemplate="%{y:.3f}" if metric == "loss" else "%{y:.1%}"))
+    curve = [y for y in ys if y is not None]
+    # A loss baseline far above the curve (local models that never saw some
+    # classes) would flatten it: keep the axis on the curve and say so.
+    ceiling = 1.6 * max(curve) if metric == "loss" and curve else None
     for key, label, dash in (("centralized", "Centralized", "dash"), ("local_only", "Local only (mean)", "dot")):
         value = ((baselines or {}).get(key) or {}).get(metric)
-        if is_number(value):
-            fig.add_hline(y=value, line=dict(color=REFERENCE_COLOUR, dash=dash, width=1.5),
-                          annotation_text=f"{label} {value:.1%}" if metric != "loss" else f"{label} {value:.3f}",
-                          annotation_position="bottom right" if metric != "loss" else "top right")
+        if not is_number(value):
+            continue
+        text = f"{label} {value:.1%}" if metric != "loss" else f"{label} {value:.3f}"
+        if ceiling is not None and value > ceiling:
+            fig.add_annotation(text=f"{text} (above the chart)", xref="paper", yref="paper", x=1, y=1,
+                               xanchor="right", yanchor="top", showarrow=False, font=dict(color=REFERENCE_COLOUR))
+            continue
+        fig.add_hline(y=value, line=dict(color=REFERENCE_COLOUR, dash=dash, width=1.5), annotation_text=text,
+                      annotation_position="bottom right" if metric != "loss" else "top right")
+    if ceiling is not None:
+        fig.update_yaxes(range=[0, ceiling])
     if total_rounds:
         fig.update_xaxes(range=[0.5, max(total_rounds, len(xs)) + 0.5])
     return _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                   percent=metric != "loss")
+                   percent=metric != "loss", values=curve)
 
 
 def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy",
@@ -63,8 +77,9 @@ def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy"
                 line=dict(width=1 if many else 2, dash="dot" if cid in marked else None),
                 hovertemplate=f"{cid}: %{{y:.3f}}<extra></extra>"))
         fig.update_layout(showlegend=not many)
+    values = [v for trace in fig.data for v in trace.y] if fig.data else []
     return _layout(fig, f"Per-client {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                   percent="accuracy" in metric)
+                   percent="accuracy" in metric, values=values)
 
 
 def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) -> go.Figure:

@@ -1,0 +1,75 @@
+"""The process-wide run registry and hosted runs (engine side of the dashboard)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from fl.client import ClientSettings, FederatedClient, LocalData
+from fl.config import RunConfig
+from fl.data import load_dataset, make_federated_data
+from fl.registry import RunRegistry
+from fl.runs import RunStore
+from fl.server import ServerSettings
+
+
+def test_simulated_run_gets_baselines_and_is_found_again(tmp_path):
+    # Prepare
+    registry = RunRegistry(RunStore(tmp_path))
+    # Execute
+    handle = registry.start(RunConfig(dataset="wine", clients=3, rounds=3))
+    handle.wait(60)
+    for _ in range(100):  # the baselines thread may finish just after the rounds
+        if handle.snapshot()["baselines"]:
+            break
+        threading.Event().wait(0.05)
+    snap = handle.snapshot()
+    # Assert
+    assert registry.get(handle.run_id) is handle and registry.active() == []
+    assert snap["baselines"]["centralized"]["accuracy"] > 0.9
+    assert set(snap["baselines"]["local_only"]["per_client"]) == {"client_000", "client_001", "client_002"}
+    assert (tmp_path / handle.run_id / "partition.json").exists()
+
+
+def test_hosted_run_waits_for_remote_clients_then_runs(tmp_path):
+    # Prepare
+    registry = RunRegistry(RunStore(tmp_path))
+    config = RunConfig(dataset="iris", clients=2, rounds=2, min_clients=2)
+    handle = registry.host(config, ServerSettings(host="127.0.0.1", port=0, token="t", wait_for_clients=2,
+                                                  join_timeout_s=30))
+    host, port = handle.server.address
+    data = make_federated_data(load_dataset("iris"), n_clients=2, seed=0)
+    threads = []
+    for i in range(2):
+        X, y = data.client_data(i)
+        client = FederatedClient(f"remote-{i}", LocalData(X, y, list(data.dataset.feature_names)),
+                                 ClientSettings(host, port, token="t"))
+        threads.append(threading.Thread(target=client.run, name=f"fl-test-remote-{i}", daemon=True))
+        threads[-1].start()
+    # Execute
+    result = handle.wait(60)
+    for t in threads:
+        t.join(10)
+    # Assert
+    assert result.status == "completed" and len(result.rounds) == 2
+    assert handle.kind == "hosted" and handle.data is None
+    assert set(handle.snapshot()["clients"]) == {"remote-0", "remote-1"}
+    assert RunStore(tmp_path).load(handle.run_id).summary["status"] == "completed"
+
+
+def test_port_in_use_is_an_oserror_and_leaves_no_run(tmp_path):
+    # Prepare
+    registry = RunRegistry(RunStore(tmp_path))
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    # Execute / Assert
+    try:
+        with pytest.raises(OSError):
+            registry.host(RunConfig(dataset="iris"), ServerSettings(host="127.0.0.1", port=port))
+    finally:
+        blocker.close()
+    assert registry.handles() == [] and RunStore(tmp_path).list() == []
