@@ -91,7 +91,8 @@ class RunState:
                 self.final_metrics = event.get("final_metrics") or {}
                 self.finished_at = time.time()
                 for c in self.clients.values():
-                    c["status"] = "gone"
+                    if c.get("status") != "gone":
+                        c["status"] = "finished"  # left after bye; "gone" means lost mid-run
 
     def set_baselines(self, baselines: dict) -> None:
         with self._lock:

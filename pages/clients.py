@@ -46,10 +46,13 @@ def draw(snap: dict, key: str) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Clients", len(snap["clients"]))
     c2.metric("Rounds done", f"{len(snap['rounds'])} / {snap['total_rounds']}")
-    c3.metric("Gone", n_gone)
+    c3.metric("Lost mid-run", n_gone, help="Clients that disconnected before the run ended.")
     st.dataframe(status_table(snap["clients"]), hide_index=True)
     rows = snap["client_rows"]
-    if rows:
+    if rows and snap["total_rounds"] == 1:
+        per_client = ((snap.get("baselines") or {}).get("local_only") or {}).get("per_client")
+        st.plotly_chart(charts.client_bars_figure(rows, per_client), key=f"{key}-bars")
+    elif rows:
         left, right = st.columns(2)
         left.plotly_chart(charts.client_metric_figure(rows, "train_accuracy"), key=f"{key}-acc")
         right.plotly_chart(charts.client_metric_figure(rows, "train_loss"), key=f"{key}-loss")

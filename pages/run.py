@@ -62,5 +62,5 @@ if handle is None:
             st.plotly_chart(charts.label_heatmap(preview["counts"], preview["clients"], preview["classes"]),
                             key="preview-heatmap")
 else:
-    st.caption(f"Run `{handle.run_id}` · {live.run_title(handle.config.to_dict())}")
+    st.caption(f"Run `{handle.run_id}` · {live.run_title(handle.config.to_dict(), handle.config.effective_rounds)}")
     live.show_run(handle)

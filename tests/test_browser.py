@@ -66,7 +66,7 @@ def streamlit_url(tmp_path):
 
 def _rounds_done(page) -> int:
     text = page.inner_text("body")
-    found = re.findall(r"(\d+)/\d+ rounds done", text) + re.findall(r"Finished (\d+) rounds", text)
+    found = re.findall(r"(\d+)/\d+ rounds done", text) + re.findall(r"Finished (\d+) rounds?", text)
     return max((int(n) for n in found), default=0)
 
 

@@ -56,8 +56,38 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
         fig.update_yaxes(range=[0, ceiling])
     if total_rounds:
         fig.update_xaxes(range=[0.5, max(total_rounds, len(xs)) + 0.5])
+    references = [((baselines or {}).get(k) or {}).get(metric) for k in ("centralized", "local_only")]
     return _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                   percent=metric != "loss", values=curve)
+                   percent=metric != "loss", values=curve + [v for v in references if is_number(v)])
+
+
+def one_shot_figure(final: dict, baselines: dict | None, metric: str, method: str) -> go.Figure:
+    """A one-round run (stacking, voting, naive Bayes): bars beat a one-point line."""
+    labels = [f"Federated ({method})", "Centralized", "Local only (mean)"]
+    values = [final.get(metric), ((baselines or {}).get("centralized") or {}).get(metric),
+              ((baselines or {}).get("local_only") or {}).get(metric)]
+    shown = [(label, v) for label, v in zip(labels, values) if is_number(v)]
+    percent = metric != "loss"
+    fig = go.Figure(go.Bar(x=[label for label, _ in shown], y=[v for _, v in shown],
+                           text=[f"{v:.1%}" if percent else f"{v:.3f}" for _, v in shown], textposition="auto"))
+    fig.update_layout(title=dict(text=f"{METRIC_LABELS.get(metric, metric)}: federated vs baselines", x=0),
+                      height=340, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(title_text=METRIC_LABELS.get(metric, metric), tickformat=".0%" if percent else None,
+                     range=[0, 1.05] if percent else None)
+    return fig
+
+
+def client_bars_figure(client_rows: list[dict], local_only: dict[str, float] | None) -> go.Figure:
+    """Per client: training accuracy, and test accuracy of its model alone."""
+    rows = sorted((r for r in client_rows if r.get("status", "ok") == "ok"), key=lambda r: r["client_id"])
+    ids = [r["client_id"] for r in rows]
+    fig = go.Figure(go.Bar(name="Training accuracy", x=ids, y=[r.get("train_accuracy") for r in rows]))
+    if local_only:
+        fig.add_trace(go.Bar(name="Test accuracy, client alone", x=ids, y=[local_only.get(c) for c in ids]))
+    fig.update_layout(barmode="group", title=dict(text="Per-client accuracy", x=0), height=340,
+                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.0, yanchor="bottom"))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.05])
+    return fig
 
 
 def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy",
@@ -76,10 +106,13 @@ def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy"
                 x=part["round"], y=part[metric], mode="lines" if many else "lines+markers", name=cid,
                 line=dict(width=1 if many else 2, dash="dot" if cid in marked else None),
                 hovertemplate=f"{cid}: %{{y:.3f}}<extra></extra>"))
-        fig.update_layout(showlegend=not many)
     values = [v for trace in fig.data for v in trace.y] if fig.data else []
-    return _layout(fig, f"Per-client {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                   percent="accuracy" in metric, values=values)
+    fig = _layout(fig, f"Per-client {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
+                  percent="accuracy" in metric, values=values)
+    # A vertical legend on the right never covers the title, whatever the number of clients.
+    fig.update_layout(showlegend=bool(fig.data) and len(fig.data) <= 15,
+                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
+    return fig
 
 
 def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) -> go.Figure:

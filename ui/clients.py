@@ -13,7 +13,7 @@ from fl.simulation import client_id_for, partition_summary, prepare_data
 from ui.format import pct, size
 
 STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",
-                "evaluating": "🔵 evaluating", "idle": "⚪ idle", "gone": "⚫ gone"}
+                "evaluating": "🔵 evaluating", "idle": "⚪ idle", "gone": "⚫ gone", "finished": "✅ finished"}
 
 
 def status_table(clients: dict[str, dict]) -> pd.DataFrame:

@@ -23,10 +23,14 @@ from ui.state import store
 REFRESH_SECONDS = 1.0
 
 
-def run_title(config: dict[str, Any]) -> str:
-    rounds = config.get("rounds")
+def run_title(config: dict[str, Any], total_rounds: int | None = None) -> str:
+    rounds = total_rounds or config.get("rounds")
     return (f"{config.get('dataset')} · {config.get('model')} · {config.get('aggregation')} · "
-            f"{config.get('clients')} clients · {config.get('partition')} · {rounds} rounds")
+            f"{config.get('clients')} clients · {config.get('partition')} · {plural(rounds, 'round')}")
+
+
+def plural(n: Any, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def progress(snap: dict) -> None:
@@ -59,11 +63,26 @@ def headline(snap: dict) -> None:
 
 def charts_block(snap: dict, key: str) -> None:
     rounds, base, total = snap["rounds"], snap.get("baselines"), snap["total_rounds"]
+    if total == 1:
+        _one_shot_charts(snap, key)
+        return
     left, right = st.columns(2)
     left.plotly_chart(charts.global_metric_figure(rounds, "accuracy", base, total), key=f"{key}-acc")
     right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
     if snap["client_rows"]:
         st.plotly_chart(charts.client_metric_figure(snap["client_rows"], "train_accuracy"), key=f"{key}-clients")
+
+
+def _one_shot_charts(snap: dict, key: str) -> None:
+    final = snap["rounds"][-1] if snap["rounds"] else {}
+    method = snap["config"].get("aggregation", "")
+    base = snap.get("baselines")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.one_shot_figure(final, base, "accuracy", method), key=f"{key}-acc")
+    right.plotly_chart(charts.one_shot_figure(final, base, "loss", method), key=f"{key}-loss")
+    if snap["client_rows"]:
+        per_client = ((base or {}).get("local_only") or {}).get("per_client")
+        st.plotly_chart(charts.client_bars_figure(snap["client_rows"], per_client), key=f"{key}-clients")
 
 
 def tables_block(snap: dict) -> None:
@@ -101,10 +120,10 @@ def final_summary(snap: dict) -> None:
     status, final = snap["status"], snap.get("final_metrics") or {}
     took = duration((snap.get("finished_at") or 0) - snap["started_at"]) if snap.get("finished_at") else "–"
     if status == "completed":
-        st.success(f"Finished {len(snap['rounds'])} rounds in {took}: accuracy {pct(final.get('accuracy'))}, "
+        st.success(f"Finished {plural(len(snap['rounds']), 'round')} in {took}: accuracy {pct(final.get('accuracy'))}, "
                    f"loss {num(final.get('loss'))}, macro F1 {num(final.get('f1_macro'))}.")
     elif status == "stopped":
-        st.warning(f"Stopped after {len(snap['rounds'])} rounds ({took}).")
+        st.warning(f"Stopped after {plural(len(snap['rounds']), 'round')} ({took}).")
     else:
         st.error(f"The run failed: {snap.get('error') or 'see the event log'}")
     sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])
