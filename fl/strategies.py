@@ -21,7 +21,8 @@ from fl.ensemble import SoftVotingEnsemble, StackingEnsemble
 Arrays = list[np.ndarray]
 Results = list[tuple[Arrays, int]]
 
-PARAMETER_AGGREGATIONS = ("fedavg",)
+PARAMETER_AGGREGATIONS = ("fedavg", "median", "trimmed_mean", "krum")
+ROBUST_AGGREGATIONS = ("median", "trimmed_mean", "krum")
 ENSEMBLE_AGGREGATIONS = ("stacking", "voting")
 AGGREGATIONS = PARAMETER_AGGREGATIONS + ENSEMBLE_AGGREGATIONS
 
@@ -51,6 +52,61 @@ def fedavg(results: Results) -> Arrays:
     ]
 
 
+def median(results: Results) -> Arrays:
+    """Coordinate-wise median, unweighted (Yin et al., 2018).
+
+    Each coordinate independently takes the median of the clients' values, so
+    fewer than half the clients cannot drag it arbitrarily far.
+    """
+    _check(results)
+    return [np.median(np.stack([arrays[i] for arrays, _ in results]).astype(np.float64), axis=0)
+            for i in range(len(results[0][0]))]
+
+
+def trimmed_mean(results: Results, beta: float = 0.2) -> Arrays:
+    """Coordinate-wise trimmed mean (Yin et al., 2018), unweighted.
+
+    Per coordinate, drop the ``int(beta * n)`` largest and smallest values
+    and average the rest.
+    """
+    _check(results)
+    if not 0.0 <= beta < 0.5:
+        raise ValueError(f"trim beta must be in [0, 0.5), got {beta}")
+    n = len(results)
+    cut = int(beta * n)
+    if n - 2 * cut < 1:
+        raise ValueError(f"trimming {cut} of {n} values from each end leaves nothing to average")
+    out = []
+    for i in range(len(results[0][0])):
+        stacked = np.sort(np.stack([arrays[i] for arrays, _ in results]).astype(np.float64), axis=0)
+        out.append(stacked[cut:n - cut].mean(axis=0))
+    return out
+
+
+def krum(results: Results, num_malicious: int = 0, num_to_keep: int = 0) -> Arrays:
+    """Krum and multi-Krum (Blanchard et al., 2017).
+
+    Each update's score is the sum of squared distances to its
+    ``n - num_malicious - 2`` nearest other updates (at least one). With
+    ``num_to_keep == 0`` the lowest-scoring update is returned as it is;
+    with ``num_to_keep = k`` the sample-weighted mean of the k best.
+    """
+    _check(results)
+    n = len(results)
+    if num_malicious < 0 or num_to_keep < 0:
+        raise ValueError("num_malicious and num_to_keep must be >= 0")
+    flat = np.stack([np.concatenate([a.ravel() for a in arrays]).astype(np.float64) for arrays, _ in results])
+    sq = (flat**2).sum(axis=1)
+    distances = np.maximum(sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T, 0.0)
+    closest = max(1, min(n - 1, n - num_malicious - 2)) if n > 1 else 0
+    scores = np.array([np.sort(np.delete(distances[i], i))[:closest].sum() for i in range(n)])
+    order = np.argsort(scores, kind="stable")
+    if num_to_keep == 0:
+        return [a.astype(np.float64, copy=True) for a in results[int(order[0])][0]]
+    keep = order[: min(num_to_keep, n)]
+    return fedavg([results[int(i)] for i in keep])
+
+
 def merge_gaussian_nb(results: Results) -> Arrays:
     """Exact merge of Gaussian naive Bayes statistics, not an average.
 
@@ -75,16 +131,23 @@ def merge_gaussian_nb(results: Results) -> Arrays:
     return [mean, merged_var, total]
 
 
-def aggregate_parameters(model: str, method: str, results: Results) -> Arrays:
+def aggregate_parameters(model: str, method: str, results: Results, *, trim_beta: float = 0.2,
+                         num_malicious: int = 0, num_to_keep: int = 0) -> Arrays:
     """The global arrays for ``model`` under ``method``.
 
-    Gaussian naive Bayes statistics are merged exactly whatever averaging
-    rule is chosen, because averaging variances would be wrong.
+    Gaussian naive Bayes statistics are merged exactly, because averaging
+    (or taking medians of) variances would be wrong.
     """
     if model == "gaussian_nb":
         return merge_gaussian_nb(results)
     if method == "fedavg":
         return fedavg(results)
+    if method == "median":
+        return median(results)
+    if method == "trimmed_mean":
+        return trimmed_mean(results, trim_beta)
+    if method == "krum":
+        return krum(results, num_malicious, num_to_keep)
     raise ValueError(f"unknown parameter aggregation {method!r}; known: {', '.join(PARAMETER_AGGREGATIONS)}")
 
 
