@@ -5,10 +5,7 @@ Page config and navigation only; each page lives in pages/.
 
 import streamlit as st
 
-from ui.state import keep_widget_state
-
 st.set_page_config(page_title="Federated learning workbench", page_icon=":material/hub:", layout="wide")
-keep_widget_state()
 
 navigation = st.navigation([
     st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),

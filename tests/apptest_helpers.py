@@ -1,29 +1,13 @@
-"""Helpers for AppTest page tests: isolated run store, bounded waiting, cleanup."""
+"""Helpers for AppTest page tests: bounded waiting and text lookups (the app_env fixture is in conftest)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    """Each test gets its own run store and registry; every run is stopped after."""
-    monkeypatch.setenv("FL_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path / "runs"
-    from ui.state import _registry
-
-    _registry(str(tmp_path / "runs")).stop_all()
-    st.cache_resource.clear()
 
 
 def new_app() -> AppTest:

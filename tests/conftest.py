@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -21,3 +25,17 @@ def no_thread_leaks():
             return
         time.sleep(0.05)
     pytest.fail(f"threads left running: {[t.name for t in left]}")
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """Each test gets its own run store and registry; every run is stopped after."""
+    monkeypatch.setenv("FL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "runs"
+    from ui.state import _registry
+
+    _registry(str(tmp_path / "runs")).stop_all()
+    st.cache_resource.clear()

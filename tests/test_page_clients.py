@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.apptest_helpers import app_env, new_app, run_until, texts  # noqa: F401  (fixture)
+from tests.apptest_helpers import new_app, run_until, texts
 
 
 def test_before_a_run_the_split_is_previewed(app_env):

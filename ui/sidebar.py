@@ -51,6 +51,15 @@ def _key(name: str) -> str:
     return f"cfg_{name}"
 
 
+def _k(name: str) -> dict[str, Any]:
+    """Widget key, kept for the whole session even on pages without the widget."""
+    return {"key": _key(name), "persist_state": "session"}
+
+
+def _hpk(model: str, name: str, default: Any) -> dict[str, Any]:
+    return {"key": _hp(model, name, default), "persist_state": "session"}
+
+
 def _init(name: str, value: Any) -> None:
     st.session_state.setdefault(_key(name), value)
 
@@ -87,14 +96,14 @@ def data_widgets() -> dict[str, Any]:
         _init(name, DEFAULTS[name])
     out: dict[str, Any] = {}
     out["dataset"] = st.selectbox("Dataset", list(DATASET_LABELS), format_func=DATASET_LABELS.get,
-                                  key=_key("dataset"))
+                                  **_k("dataset"))
     if out["dataset"] == "synthetic":
         c1, c2, c3 = st.columns(3)
-        out["n_samples"] = c1.number_input("Rows", 20, 2_000_000, step=500, key=_key("n_samples"))
-        out["n_features"] = c2.number_input("Features", 2, 10_000, key=_key("n_features"))
-        out["n_classes"] = c3.number_input("Classes", 2, 50, key=_key("n_classes"))
+        out["n_samples"] = c1.number_input("Rows", 20, 2_000_000, step=500, **_k("n_samples"))
+        out["n_features"] = c2.number_input("Features", 2, 10_000, **_k("n_features"))
+        out["n_classes"] = c3.number_input("Classes", 2, 50, **_k("n_classes"))
     elif out["dataset"] == "xor":
-        out["n_samples"] = st.number_input("Rows", 40, 100_000, step=100, key=_key("n_samples"))
+        out["n_samples"] = st.number_input("Rows", 40, 100_000, step=100, **_k("n_samples"))
     elif out["dataset"] == "csv":
         out.update(_csv_widgets())
     return out
@@ -115,7 +124,7 @@ def _csv_widgets() -> dict[str, Any]:
         return {"csv_path": path, "target": None}
     if st.session_state.get(_key("target")) not in columns:
         st.session_state[_key("target")] = columns[-1]
-    target = st.selectbox("Target (label) column", columns, key=_key("target"))
+    target = st.selectbox("Target (label) column", columns, **_k("target"))
     st.caption(f"Using `{Path(path).name}`")
     return {"csv_path": path, "target": target}
 
@@ -135,16 +144,16 @@ def split_widgets(max_clients: int = 100) -> dict[str, Any]:
     for name in ("clients", "partition", "alpha", "shards_per_client", "quantity_skew"):
         _init(name, DEFAULTS[name])
     out: dict[str, Any] = {}
-    out["clients"] = st.slider("Clients", 1, max_clients, key=_key("clients"))
+    out["clients"] = st.slider("Clients", 1, max_clients, **_k("clients"))
     out["partition"] = st.selectbox("How the data is split", list(PARTITION_LABELS),
-                                    format_func=PARTITION_LABELS.get, key=_key("partition"))
+                                    format_func=PARTITION_LABELS.get, **_k("partition"))
     if out["partition"] == "dirichlet":
-        out["alpha"] = st.select_slider("Dirichlet α (smaller = more skew)", ALPHAS, key=_key("alpha"))
+        out["alpha"] = st.select_slider("Dirichlet α (smaller = more skew)", ALPHAS, **_k("alpha"))
     elif out["partition"] == "shards":
-        out["shards_per_client"] = st.slider("Label shards per client", 1, 10, key=_key("shards_per_client"))
+        out["shards_per_client"] = st.slider("Label shards per client", 1, 10, **_k("shards_per_client"))
     elif out["partition"] == "quantity":
         out["quantity_skew"] = st.slider("Size skew (power-law exponent)", 0.0, 4.0, step=0.25,
-                                         key=_key("quantity_skew"))
+                                         **_k("quantity_skew"))
     return out
 
 
@@ -158,16 +167,16 @@ def model_widgets() -> dict[str, Any]:
     """Model, its key hyperparameters, and the aggregation methods valid for it."""
     _init("model", DEFAULTS["model"])
     _init("aggregation", DEFAULTS["aggregation"])
-    model = st.selectbox("Model", list(MODELS), format_func=lambda n: MODELS[n].label, key=_key("model"))
+    model = st.selectbox("Model", list(MODELS), format_func=lambda n: MODELS[n].label, **_k("model"))
     params: dict[str, Any] = {}
     if model == "logreg":
         params["C"] = st.select_slider("Inverse regularisation C", [0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0],
-                                       key=_hp(model, "C", 1.0))
+                                       **_hpk(model, "C", 1.0))
     elif model in ("sgd", "linear_svm"):
         params["alpha"] = st.select_slider("L2 penalty α", [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
-                                           key=_hp(model, "alpha", 1e-4), format_func=lambda v: f"{v:g}")
+                                           **_hpk(model, "alpha", 1e-4), format_func=lambda v: f"{v:g}")
     elif model == "mlp":
-        text = st.text_input("Hidden layers (units, comma-separated)", key=_hp(model, "hidden_layer_sizes", "64"))
+        text = st.text_input("Hidden layers (units, comma-separated)", **_hpk(model, "hidden_layer_sizes", "64"))
         try:
             params["hidden_layer_sizes"] = [int(u) for u in str(text).split(",") if u.strip()]
             if not params["hidden_layer_sizes"] or min(params["hidden_layer_sizes"]) < 1:
@@ -176,22 +185,22 @@ def model_widgets() -> dict[str, Any]:
             st.error("Hidden layers must be whole numbers above 0, e.g. 64 or 128,64.")
             params["hidden_layer_sizes"] = None
         params["learning_rate_init"] = st.select_slider("Learning rate", [0.0005, 0.001, 0.005, 0.01, 0.05],
-                                                        key=_hp(model, "learning_rate_init", 0.005))
+                                                        **_hpk(model, "learning_rate_init", 0.005))
     elif model in ("random_forest", "gradient_boosting"):
-        params["n_estimators"] = st.slider("Trees", 5, 300, key=_hp(model, "n_estimators", 100))
+        params["n_estimators"] = st.slider("Trees", 5, 300, **_hpk(model, "n_estimators", 100))
         depth_default = 3 if model == "gradient_boosting" else 0
-        depth = st.slider("Max depth (0 = unlimited)", 0, 30, key=_hp(model, "max_depth", depth_default))
+        depth = st.slider("Max depth (0 = unlimited)", 0, 30, **_hpk(model, "max_depth", depth_default))
         params["max_depth"] = depth or None
     elif model == "decision_tree":
-        depth = st.slider("Max depth (0 = unlimited)", 0, 30, key=_hp(model, "max_depth", 0))
+        depth = st.slider("Max depth (0 = unlimited)", 0, 30, **_hpk(model, "max_depth", 0))
         params["max_depth"] = depth or None
     elif model == "knn":
-        params["n_neighbors"] = st.slider("Neighbours k", 1, 50, key=_hp(model, "n_neighbors", 5))
+        params["n_neighbors"] = st.slider("Neighbours k", 1, 50, **_hpk(model, "n_neighbors", 5))
     spec = get_spec(model)
     options = ["fedavg", "stacking", "voting"] if spec.averageable else ["stacking", "voting"]
     if st.session_state[_key("aggregation")] not in options:
         st.session_state[_key("aggregation")] = options[0]
-    aggregation = st.radio("Aggregation", options, format_func=AGGREGATION_LABELS.get, key=_key("aggregation"))
+    aggregation = st.radio("Aggregation", options, format_func=AGGREGATION_LABELS.get, **_k("aggregation"))
     if not spec.averageable:
         st.caption(f"{spec.label} cannot be averaged: fitted trees or stored neighbours have no common "
                    "parameter shape, so whole models are combined instead.")
@@ -208,15 +217,15 @@ def rounds_widgets(one_shot: bool) -> dict[str, Any]:
         st.caption("Whole-model aggregations and naive Bayes are one-shot: the run has one round.")
         out["rounds"] = st.session_state[_key("rounds")]
     else:
-        out["rounds"] = st.slider("Rounds", 1, 200, key=_key("rounds"))
-        out["local_epochs"] = st.slider("Local epochs per round", 1, 50, key=_key("local_epochs"),
+        out["rounds"] = st.slider("Rounds", 1, 200, **_k("rounds"))
+        out["local_epochs"] = st.slider("Local epochs per round", 1, 50, **_k("local_epochs"),
                                         help="Passes over each client's own data per round.")
-    out["fraction"] = st.slider("Clients per round (fraction)", 0.1, 1.0, step=0.1, key=_key("fraction"))
+    out["fraction"] = st.slider("Clients per round (fraction)", 0.1, 1.0, step=0.1, **_k("fraction"))
     with st.expander("More settings"):
-        out["seed"] = st.number_input("Seed", 0, 2**31 - 1, key=_key("seed"))
-        out["round_timeout"] = st.number_input("Round timeout (s)", 1.0, 3600.0, key=_key("round_timeout"),
+        out["seed"] = st.number_input("Seed", 0, 2**31 - 1, **_k("seed"))
+        out["round_timeout"] = st.number_input("Round timeout (s)", 1.0, 3600.0, **_k("round_timeout"),
                                                help="Clients that answer later are dropped from the round.")
-        out["min_clients"] = st.number_input("Minimum clients per round", 1, 1000, key=_key("min_clients"))
+        out["min_clients"] = st.number_input("Minimum clients per round", 1, 1000, **_k("min_clients"))
     return out
 
 

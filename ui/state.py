@@ -58,14 +58,3 @@ def current_handle(kind: str | None = "simulation") -> RunHandle | None:
 
 def follow(handle: RunHandle) -> None:
     st.session_state[CURRENT_RUN] = handle.run_id
-
-
-def keep_widget_state(prefix: str = "cfg_") -> None:
-    """Keep sidebar values across page switches.
-
-    Streamlit forgets a widget's value when a page without that widget runs;
-    re-assigning the keys on every run keeps them (Streamlit's documented way).
-    """
-    for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith(prefix):
-            st.session_state[key] = st.session_state[key]

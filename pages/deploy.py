@@ -1,0 +1,117 @@
+"""Deploy: host a server that clients on other machines join."""
+
+import streamlit as st
+
+from fl.config import ConfigError
+from fl.data import DataError
+from fl.runstate import RunHandle
+from ui import deploy, live
+from ui.state import registry
+
+st.title("Deploy")
+handle = deploy.hosted_handle()
+
+
+def start_form() -> None:
+    """Server settings and the run config; Start hosts the run and remembers it for this tab."""
+    st.markdown("Host a server here; clients on other machines join it with their own data "
+                "(`python client_new.py ...`, commands below once the server is up). Only parameters or "
+                "fitted models cross the network, never the clients' data.")
+    server_col, config_col = st.columns(2, gap="large")
+    with server_col:
+        st.subheader("Server")
+        values = deploy.server_widgets()
+        start = st.button("Start server", type="primary", key="start_server", width="stretch")
+    with config_col:
+        config = deploy.config_widgets()
+    if not start:
+        return
+    problem = deploy.check_server_inputs(values)
+    if config is None:
+        problem = "Fix the model settings marked in red, then press Start server again."
+    if problem:
+        server_col.error(problem)
+        return
+    settings = deploy.server_settings(values)
+    try:
+        with st.spinner("Loading the server's data and opening the port…"):
+            hosted = registry().host(config, settings)
+    except (ConfigError, DataError) as exc:
+        server_col.error(f"Cannot host this run: {exc}")
+        return
+    except OSError as exc:
+        server_col.error(deploy.bind_error(exc, settings.host, settings.port))
+        return
+    st.session_state[deploy.DEPLOY_RUN] = hosted.run_id
+    st.rerun()
+
+
+def connection_info(handle: RunHandle) -> None:
+    """Where the server listens and the exact command for each machine."""
+    settings = handle.server.settings
+    bound_host, port = handle.server.address or (settings.host, settings.port)
+    host, note = deploy.command_host(settings.host)
+    st.markdown(f"Listening on `{bound_host}:{port}`" + (" · token required" if settings.token else
+                                                          " · **no token**: anyone who can reach the port may join"))
+    if note:
+        st.caption(note)
+    elif settings.host in deploy.LOOPBACK:
+        st.warning("This server accepts clients on this machine only. To accept other machines, stop it and "
+                   "host again on 0.0.0.0.")
+    config = handle.config.to_dict()
+    commands = deploy.partition_commands(config, host, port, settings.token)
+    if commands:
+        st.markdown(f"**On each machine**, from a copy of this project (`pip install -r requirements.txt`), "
+                    f"machine *i* takes partition *i* of {len(commands)} of `{config['dataset']}`:")
+        st.code("\n".join(commands), language="bash")
+    st.markdown("**Or with the machine's own CSV** (columns are matched to the server's features by name; "
+                "put your file and its label column):")
+    st.code(deploy.csv_command(config, host, port, settings.token), language="bash")
+
+
+def client_panel(handle: RunHandle) -> None:
+    """Joined clients, Start rounds now and Stop; redrawn every second from the snapshot."""
+
+    @st.fragment(run_every=live.REFRESH_SECONDS)
+    def panel() -> None:
+        if handle.done:
+            st.rerun(scope="app")
+        snap = handle.snapshot()
+        settings = handle.server.settings
+        joined = deploy.n_joined(snap)
+        waiting = snap["status"] in ("starting", "waiting for clients")
+        st.subheader(f"Clients: {joined} joined")
+        if snap["clients"]:
+            st.dataframe(deploy.joined_table(snap["clients"]), hide_index=True)
+        else:
+            st.caption("No client yet. Run the commands above on the client machines.")
+        if waiting:
+            st.caption(f"Rounds start by themselves once {settings.wait_for_clients} clients have joined, or "
+                       f"after {settings.join_timeout_s:g} s with at least {handle.config.min_clients}. "
+                       "Start rounds now to go with the clients already here.")
+        c1, c2 = st.columns(2)
+        if c1.button("Start rounds now", key="start_rounds_now", width="stretch",
+                     disabled=not waiting or joined < handle.config.min_clients):
+            handle.start_rounds_now()
+            st.toast(f"Starting rounds with {joined} clients.")
+        if c2.button("Stop server", key="stop_server", width="stretch"):
+            handle.stop()
+            handle.wait(5)
+            st.rerun(scope="app")
+
+    panel()
+
+
+if handle is None:
+    start_form()
+    st.stop()
+
+st.caption(f"Hosted run `{handle.run_id}` · {live.run_title(handle.config.to_dict())}")
+if handle.done:
+    if st.button("Host a new run", type="primary", key="host_new"):
+        st.session_state.pop(deploy.DEPLOY_RUN, None)
+        st.rerun()
+else:
+    connection_info(handle)
+    client_panel(handle)
+live.show_run(handle)

@@ -1,0 +1,157 @@
+"""The Deploy page, driven by AppTest: host a server, let real client processes join, finish a run."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.apptest_helpers import ROOT, new_app, run_until, texts
+from ui import deploy
+
+
+def deploy_page(at, *, port: int = 0, rounds: int = 3, partitions: int = 2, wait_for: int = 3):
+    """The Deploy page with the form set for a small run on 127.0.0.1."""
+    at.switch_page("pages/deploy.py").run()
+    at.text_input(key="deploy_host").set_value("127.0.0.1")
+    at.number_input(key="deploy_port").set_value(port)
+    at.number_input(key="deploy_wait_for").set_value(wait_for)
+    at.selectbox(key="cfg_dataset").set_value("iris")
+    at.slider(key="cfg_clients").set_value(partitions)
+    at.slider(key="cfg_rounds").set_value(rounds)
+    at.slider(key="cfg_local_epochs").set_value(2)
+    at.slider(key="cfg_fraction").set_value(1.0)
+    return at.run()
+
+
+def hosted(app_env):
+    from ui.state import _registry
+
+    return _registry(str(app_env)).active(kind="hosted")
+
+
+@pytest.fixture
+def processes():
+    """Client processes a test starts; killed at teardown if still alive."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_form_renders_with_defaults_and_a_stable_token(app_env):
+    # Execute
+    at = new_app()
+    at.switch_page("pages/deploy.py").run()
+    token = at.text_input(key="deploy_token").value
+    at.run()
+    # Assert
+    assert not at.exception and not at.error
+    assert "Deploy" in texts(at.title)
+    assert at.text_input(key="deploy_host").value == "127.0.0.1"
+    assert at.number_input(key="deploy_port").value == 8080
+    assert at.number_input(key="deploy_wait_for").value == 2
+    assert len(token) >= 12 and not token.startswith("-")
+    assert at.text_input(key="deploy_token").value == token  # reruns keep it
+    assert at.button(key="start_server").label == "Start server"
+
+
+def test_two_client_processes_join_and_the_run_completes(app_env, processes):
+    # Prepare: wait for 3, so only "Start rounds now" starts the rounds with the 2 that come
+    at = deploy_page(new_app(), port=0, rounds=3, partitions=2, wait_for=3)
+    # Execute: host
+    at.button(key="start_server").click().run()
+    assert not at.exception and not at.error
+    (handle,) = hosted(app_env)
+    port = handle.server.address[1]
+    commands = at.code[0].value.splitlines()
+    assert len(commands) == 2
+    assert f"--port {port}" in commands[0] and "--partition-id 1 --num-partitions 2" in commands[1]
+    assert f"--token {handle.server.settings.token}" in commands[0]
+    assert "--csv my_data.csv --target label" in at.code[1].value
+    assert at.button(key="start_rounds_now").disabled  # nobody here yet
+    # Execute: run exactly the commands shown, as separate processes
+    for command in commands:
+        args = shlex.split(command)
+        assert args[:2] == ["python", "client_new.py"]
+        processes.append(subprocess.Popen([sys.executable, *args[1:]], cwd=ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE))
+    run_until(at, lambda a: "Clients: 2 joined" in texts(a.subheader), timeout=30)
+    assert list(at.dataframe[0].value["Client"]) == ["client_000", "client_001"]
+    at.button(key="start_rounds_now").click().run()
+    run_until(at, lambda a: len(a.success) > 0, timeout=40)
+    # Assert
+    assert not at.exception and not at.error
+    assert "Finished 3 rounds" in texts(at.success)
+    assert handle.result.status == "completed" and len(handle.result.rounds) == 3
+    for proc in processes:
+        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+    assert at.button(key="host_new") is not None
+    # Execute: a new run is offered once this one is over
+    at.button(key="host_new").click().run()
+    assert at.button(key="start_server").label == "Start server"
+
+
+def test_port_in_use_shows_what_to_do(app_env):
+    # Prepare: hold a port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        at = deploy_page(new_app(), port=port)
+        # Execute
+        at.button(key="start_server").click().run()
+    # Assert
+    assert not at.exception
+    assert f"Port {port} is already in use" in texts(at.error)
+    assert hosted(app_env) == []
+
+
+def test_unknown_host_shows_what_to_do(app_env):
+    # Prepare
+    at = deploy_page(new_app())
+    at.text_input(key="deploy_host").set_value("no-such-host.invalid").run()
+    # Execute
+    at.button(key="start_server").click().run()
+    # Assert
+    assert not at.exception
+    assert "not an address of this machine" in texts(at.error)
+    assert hosted(app_env) == []
+
+
+def test_stop_server_ends_the_hosted_run_and_a_new_session_finds_a_live_one(app_env):
+    # Prepare
+    at = deploy_page(new_app())
+    at.button(key="start_server").click().run()
+    (handle,) = hosted(app_env)
+    # Execute: a reload (new session) finds the live hosted run
+    other = new_app()
+    other.switch_page("pages/deploy.py").run()
+    assert f"Hosted run `{handle.run_id}`" in texts(other.caption)
+    at.button(key="stop_server").click().run()
+    # Assert
+    assert not at.exception
+    assert handle.done and hosted(app_env) == []
+    assert "Stopped" in texts(at.warning)
+
+
+def test_client_commands_for_every_interface_and_a_non_iid_split():
+    # Prepare
+    config = {"dataset": "synthetic", "n_samples": 500, "n_features": 8, "n_classes": 3, "clients": 3,
+              "partition": "dirichlet", "alpha": 0.1, "seed": 7, "test_size": 0.2, "min_samples": 2}
+    # Execute
+    host, note = deploy.command_host("0.0.0.0")
+    commands = deploy.partition_commands(config, host, 9000, None)
+    # Assert
+    assert host == socket.gethostname() and host in note
+    assert len(commands) == 3
+    assert commands[2] == (f"python client_new.py --host {shlex.quote(host)} --port 9000 --dataset synthetic "
+                           "--n-samples 500 --n-features 8 --n-classes 3 --partition dirichlet --alpha 0.1 "
+                           "--partition-id 2 --num-partitions 3 --seed 7")
+    assert deploy.partition_commands({**config, "dataset": "csv"}, host, 9000, "t") == []
+    assert "--target y" in deploy.csv_command({"dataset": "csv", "target": "y"}, "h", 1, "t")

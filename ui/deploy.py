@@ -1,0 +1,203 @@
+"""Pieces of the Deploy page: server settings, the hosted run, client commands.
+
+A hosted run's address, token and partitioning all live on its RunHandle
+(server settings and RunConfig), so a new session or a reload can rebuild
+the client commands from the registry alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import shlex
+import socket
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fl.config import RunConfig
+from fl.models import get_spec
+from fl.runstate import RunHandle
+from fl.server import ServerSettings
+from ui import sidebar
+from ui.clients import STATUS_ICONS
+from ui.state import registry
+
+DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found
+SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
+                                   "max_clients": 100}
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _key(name: str) -> str:
+    return f"deploy_{name}"
+
+
+def hosted_handle() -> RunHandle | None:
+    """The tab's hosted run (running or finished), else any live hosted run of this process."""
+    reg = registry()
+    handle = reg.get(st.session_state.get(DEPLOY_RUN))
+    if handle is not None and handle.kind == "hosted":
+        return handle
+    active = reg.active(kind="hosted")
+    if active:
+        st.session_state[DEPLOY_RUN] = active[0].run_id
+        return active[0]
+    st.session_state.pop(DEPLOY_RUN, None)
+    return None
+
+
+# ---------------------------------------------------------------------- the form
+def new_token() -> str:
+    """A random token that never starts with '-' (the command line would read it as a flag)."""
+    while True:
+        token = secrets.token_urlsafe(12)
+        if not token.startswith("-"):
+            return token
+
+
+def server_widgets() -> dict[str, Any]:
+    """Address, token and when to start; the token is drawn once per session, not per rerun."""
+    for name, value in SERVER_DEFAULTS.items():
+        st.session_state.setdefault(_key(name), value)
+    st.session_state.setdefault(_key("token"), new_token())
+    out: dict[str, Any] = {}
+    c1, c2 = st.columns([2, 1])
+    out["host"] = c1.text_input("Listen on (host)", key=_key("host"),
+                                help="127.0.0.1 accepts clients on this machine only; use 0.0.0.0 to accept "
+                                     "other machines (every network interface).")
+    out["port"] = c2.number_input("Port", 0, 65535, key=_key("port"), help="0 picks a free port.")
+    out["token"] = st.text_input("Token (shared secret)", key=_key("token"),
+                                 help="Clients must present it to join. Leave empty to let anyone who can "
+                                      "reach the port join.")
+    c3, c4, c5 = st.columns(3)
+    out["wait_for"] = c3.number_input("Clients to wait for", 1, 1000, key=_key("wait_for"),
+                                      help="Rounds start by themselves once this many clients have joined.")
+    out["wait_s"] = c4.number_input("Wait at most (s)", 5, 86_400, step=30, key=_key("wait_s"),
+                                    help="After this long, rounds start with the clients already here, or "
+                                         "the run fails if too few joined.")
+    out["max_clients"] = c5.number_input("Most clients accepted", 1, 1000, key=_key("max_clients"))
+    return out
+
+
+def config_widgets() -> RunConfig | None:
+    """The run settings, in the main area (same ``cfg_`` widgets as the Run page sidebar)."""
+    st.subheader("Data the server evaluates on")
+    values = sidebar.data_widgets()
+    st.caption("The server keeps a held-out test split of its own copy to evaluate the global model; "
+               "each client brings its own data.")
+    st.subheader("Suggested split for the client commands")
+    values.update(sidebar.split_widgets())
+    st.caption("Only used to write the commands below: machine i takes partition i of this many.")
+    st.subheader("Model")
+    values.update(sidebar.model_widgets())
+    st.subheader("Rounds")
+    one_shot = values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
+    values.update(sidebar.rounds_widgets(one_shot))
+    if values["model_params"].get("hidden_layer_sizes", 1) is None:
+        return None  # the widget already says what to fix
+    fields = set(RunConfig.__dataclass_fields__)
+    return RunConfig(**{k: v for k, v in values.items() if k in fields})
+
+
+def check_server_inputs(values: dict[str, Any]) -> str | None:
+    """An error sentence for settings the server would reject or clients could not use."""
+    host, token = str(values["host"]).strip(), str(values["token"])
+    if not host or any(ch.isspace() for ch in host):
+        return "Enter an address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (other machines too)."
+    if token != token.strip() or any(ch.isspace() for ch in token):
+        return "The token cannot contain spaces: use letters, digits, - and _ (or keep the generated one)."
+    if token.startswith("-"):
+        return "The token cannot start with '-' (clients would read it as a flag): change its first character."
+    if values["wait_for"] > values["max_clients"]:
+        return (f"Clients to wait for ({values['wait_for']}) is more than the most clients accepted "
+                f"({values['max_clients']}): lower the first or raise the second.")
+    return None
+
+
+def server_settings(values: dict[str, Any]) -> ServerSettings:
+    return ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
+                          token=values["token"] or None, max_clients=int(values["max_clients"]),
+                          wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]))
+
+
+def bind_error(exc: OSError, host: str, port: int) -> str:
+    """What went wrong opening the socket, and what to do about it."""
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return (f"Cannot listen on {host!r}: it is not an address of this machine. Use 127.0.0.1 (this "
+                "machine only) or 0.0.0.0 (every network interface).")
+    if exc.errno == errno.EADDRINUSE:
+        return (f"Port {port} is already in use on {host}. Pick another port (or 0 for a free one), or stop "
+                "the program that holds it.")
+    if exc.errno == errno.EACCES:
+        return f"Not allowed to listen on port {port}: ports below 1024 need administrator rights; use 8080 or above."
+    return f"Cannot open a server on {host}:{port} ({exc.strerror or exc}). Check the address and port."
+
+
+# ---------------------------------------------------------------------- commands
+def command_host(host: str) -> tuple[str, str | None]:
+    """The host clients should dial, and a note when it differs from the one the server binds."""
+    if host in ALL_INTERFACES:
+        name = socket.gethostname()
+        return name, (f"The server listens on every interface ({host or '0.0.0.0'}), so the commands use this "
+                      f"machine's name `{name}`. If other machines cannot resolve it, put this machine's IP "
+                      "address instead.")
+    return host, None
+
+
+def _base(host: str, port: int, token: str | None) -> list[str]:
+    args = ["python", "client_new.py", "--host", host, "--port", str(port)]
+    if token:
+        args += ["--token", token]
+    return args
+
+
+def _data_flags(config: dict[str, Any]) -> list[str]:
+    """The flags that make a client rebuild the server's dataset and split."""
+    flags = ["--dataset", config["dataset"]]
+    if config["dataset"] in ("synthetic", "xor"):
+        flags += ["--n-samples", str(config["n_samples"])]
+    if config["dataset"] == "synthetic":
+        flags += ["--n-features", str(config["n_features"]), "--n-classes", str(config["n_classes"])]
+    if config.get("test_size", 0.2) != 0.2:
+        flags += ["--test-size", f"{config['test_size']:g}"]
+    partition = config.get("partition", "iid")
+    if partition != "iid":
+        flags += ["--partition", partition]
+        extra = {"dirichlet": ("--alpha", "alpha"), "shards": ("--shards-per-client", "shards_per_client"),
+                 "quantity": ("--quantity-skew", "quantity_skew")}.get(partition)
+        if extra:
+            flags += [extra[0], f"{config[extra[1]]:g}"]
+    if config.get("min_samples", 2) != 2:
+        flags += ["--min-samples", str(config["min_samples"])]
+    return flags
+
+
+def partition_commands(config: dict[str, Any], host: str, port: int, token: str | None) -> list[str]:
+    """One command per partition of a built-in dataset; none for a CSV server."""
+    if config["dataset"] == "csv":
+        return []
+    n = int(config["clients"])
+    return [shlex.join(_base(host, port, token) + _data_flags(config)
+                       + ["--partition-id", str(i), "--num-partitions", str(n), "--seed", str(config["seed"])])
+            for i in range(n)]
+
+
+def csv_command(config: dict[str, Any], host: str, port: int, token: str | None) -> str:
+    """A client with its own CSV; the label column is the server's when it has one."""
+    target = config.get("target") if config["dataset"] == "csv" and config.get("target") else "label"
+    return shlex.join(_base(host, port, token) + ["--csv", "my_data.csv", "--target", target])
+
+
+# ---------------------------------------------------------------------- live view
+def joined_table(clients: dict[str, dict]) -> pd.DataFrame:
+    rows = [{"Client": cid, "Status": STATUS_ICONS.get(c.get("status"), c.get("status")),
+             "Samples": c.get("n_samples"), "Rounds trained": c.get("rounds_trained", 0)}
+            for cid, c in sorted(clients.items())]
+    return pd.DataFrame(rows, columns=["Client", "Status", "Samples", "Rounds trained"])
+
+
+def n_joined(snap: dict) -> int:
+    return sum(c.get("status") != "gone" for c in snap["clients"].values())

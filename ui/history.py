@@ -1,0 +1,121 @@
+"""Pieces of the Runs page: the table of stored runs, selection, zip, delete.
+
+Pure functions of ``StoredRun`` objects (no ``st.*``), so the page stays a
+thin layout and the logic is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterable
+
+import pandas as pd
+
+from fl.registry import RunRegistry
+from fl.runs import RunStore, StoredRun
+from ui.format import is_number, when
+
+# What a run directory may hold; the zip takes those present, nothing else
+# (no stray temp files such as summary.json.tmp).
+RUN_FILES = ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
+             "baselines.json", "partition.json")
+TABLE_COLUMNS = ["Started", "Dataset", "Model", "Aggregation", "Clients", "Rounds done", "Final accuracy",
+                 "Status", "Run id"]
+
+
+def status_of(run: StoredRun, live_ids: set[str]) -> str:
+    """The summary's status, except a 'running' run no live worker owns: it was interrupted.
+
+    summary.json says 'running' until the run ends; if this process holds no
+    live handle for it, the process that ran it is gone.
+    """
+    status = run.summary.get("status") or "unknown"
+    if status == "running" and run.run_id not in live_ids:
+        return "interrupted"
+    return status
+
+
+def runs_frame(runs: list[StoredRun], live_ids: set[str]) -> pd.DataFrame:
+    """One row per run, in the order given (the store lists newest first)."""
+    rows = []
+    for run in runs:
+        cfg, summary = run.config, run.summary
+        accuracy = (summary.get("final_metrics") or {}).get("accuracy")
+        rows.append({
+            "Started": when(summary.get("started_at")),
+            "Dataset": cfg.get("dataset"),
+            "Model": cfg.get("model"),
+            "Aggregation": cfg.get("aggregation"),
+            "Clients": cfg.get("clients"),
+            "Rounds done": summary.get("rounds_done") or 0,
+            # a number (sortable in the table), shown as a percentage by the column config
+            "Final accuracy": round(100 * accuracy, 1) if is_number(accuracy) else None,
+            "Status": status_of(run, live_ids),
+            "Run id": run.run_id,
+        })
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def table_key(runs: list[StoredRun]) -> str:
+    """A widget key that changes whenever the set of runs changes.
+
+    The table's selection is a list of row positions; when a run is added or
+    deleted those positions would point at other runs, so a new key starts
+    with a clean selection instead.
+    """
+    digest = hashlib.sha1("|".join(r.run_id for r in runs).encode()).hexdigest()[:10]
+    return f"runs_table_{digest}"
+
+
+def selected(runs: list[StoredRun], rows: Iterable[int]) -> list[StoredRun]:
+    """The runs at the selected row positions, ignoring any out of range."""
+    return [runs[i] for i in sorted(set(rows)) if isinstance(i, int) and 0 <= i < len(runs)]
+
+
+def run_label(run: StoredRun) -> str:
+    cfg = run.config
+    return f"{when(run.summary.get('started_at'))} · {cfg.get('model')}/{cfg.get('aggregation')}"
+
+
+def curves(runs: list[StoredRun]) -> dict[str, pd.DataFrame]:
+    """label -> metrics frame; labels made unique (two runs may start in the same minute)."""
+    out: dict[str, pd.DataFrame] = {}
+    for run in runs:
+        label = run_label(run)
+        if label in out:
+            label = f"{label} · {run.run_id[-6:]}"
+        try:
+            out[label] = run.metrics()
+        except (OSError, ValueError, pd.errors.ParserError):
+            out[label] = pd.DataFrame(columns=["round"])  # an unreadable metrics.csv draws no line
+    return out
+
+
+def zip_run(run: StoredRun) -> bytes:
+    """The run directory's files in one zip, built in memory, under a folder named after the run."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in RUN_FILES:
+            path = run.path / name
+            if path.is_file():
+                zf.write(path, arcname=f"{run.run_id}/{name}")
+    return buf.getvalue()
+
+
+def delete_run(store: RunStore, registry: RunRegistry, run_id: str) -> str | None:
+    """Delete a finished run from disk and memory; an error sentence if it must not or cannot be."""
+    handle = registry.get(run_id)
+    if handle is not None and not handle.done:
+        where = "Deploy" if handle.kind == "hosted" else "Run"
+        return (f"Run {run_id} is still running. Stop it first (Stop button on the {where} page), "
+                "then delete it.")
+    try:
+        store.delete(run_id)
+    except FileNotFoundError:
+        return f"Run {run_id} is no longer in the store (deleted from another tab?). Reload the page."
+    except (OSError, ValueError) as exc:
+        return f"Could not delete run {run_id} ({exc}). Check the folder's permissions and try again."
+    registry.forget(run_id)
+    return None
