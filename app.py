@@ -1,6 +1,6 @@
 """The Streamlit entry point: ``streamlit run app.py``.
 
-Page config and navigation only; each page lives in pages/.
+Page config and navigation only; each page lives in app_pages/.
 """
 
 import streamlit as st
@@ -8,9 +8,9 @@ import streamlit as st
 st.set_page_config(page_title="Federated learning workbench", page_icon=":material/hub:", layout="wide")
 
 navigation = st.navigation([
-    st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),
-    st.Page("pages/clients.py", title="Clients", icon=":material/devices:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
-    st.Page("pages/deploy.py", title="Deploy", icon=":material/lan:"),
+    st.Page("app_pages/run.py", title="Run", icon=":material/play_circle:", default=True),
+    st.Page("app_pages/clients.py", title="Clients", icon=":material/devices:"),
+    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("app_pages/deploy.py", title="Deploy", icon=":material/lan:"),
 ])
 navigation.run()

@@ -106,5 +106,10 @@ def test_start_a_run_in_the_browser_and_watch_it(streamlit_url):
             assert "Traceback" not in body
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=False)
+            # A reload on another page's URL keeps the app's own navigation and finds the run
+            page.goto(f"{streamlit_url}/runs")
+            page.get_by_text("newest first").first.wait_for(timeout=30_000)
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Deploy" in nav and "app" not in nav.split()
         finally:
             browser.close()

@@ -10,7 +10,7 @@ def test_before_a_run_the_split_is_previewed(app_env):
     at = new_app()
     at.sidebar.selectbox(key="cfg_partition").set_value("dirichlet").run()
     # Execute
-    at.switch_page("pages/clients.py").run()
+    at.switch_page("app_pages/clients.py").run()
     # Assert
     assert not at.exception
     assert "No run yet" in texts(at.info)
@@ -25,7 +25,7 @@ def test_after_a_run_clients_have_status_heatmap_and_metrics(app_env):
     at.sidebar.button(key="start_run").click().run()
     run_until(at, lambda a: len(a.success) > 0)
     # Execute
-    at.switch_page("pages/clients.py").run()
+    at.switch_page("app_pages/clients.py").run()
     # Assert
     assert not at.exception
     table = at.dataframe[0].value

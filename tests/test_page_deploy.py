@@ -15,7 +15,7 @@ from ui import deploy
 
 def deploy_page(at, *, port: int = 0, rounds: int = 3, partitions: int = 2, wait_for: int = 3):
     """The Deploy page with the form set for a small run on 127.0.0.1."""
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("app_pages/deploy.py").run()
     at.text_input(key="deploy_host").set_value("127.0.0.1")
     at.number_input(key="deploy_port").set_value(port)
     at.number_input(key="deploy_wait_for").set_value(wait_for)
@@ -47,7 +47,7 @@ def processes():
 def test_form_renders_with_defaults_and_a_stable_token(app_env):
     # Execute
     at = new_app()
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("app_pages/deploy.py").run()
     token = at.text_input(key="deploy_token").value
     at.run()
     # Assert
@@ -131,7 +131,7 @@ def test_stop_server_ends_the_hosted_run_and_a_new_session_finds_a_live_one(app_
     (handle,) = hosted(app_env)
     # Execute: a reload (new session) finds the live hosted run
     other = new_app()
-    other.switch_page("pages/deploy.py").run()
+    other.switch_page("app_pages/deploy.py").run()
     assert f"Hosted run `{handle.run_id}`" in texts(other.caption)
     at.button(key="stop_server").click().run()
     # Assert

@@ -24,7 +24,7 @@ def make_runs(root: Path) -> list:
 
 
 def runs_page(at):
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("app_pages/runs.py").run()
     return at
 
 

@@ -1,4 +1,4 @@
 """Streamlit helpers shared by the pages: state, sidebar, charts, live panel.
 
-Only this package and pages/ import Streamlit; the engine (fl/) never does.
+Only this package and app_pages/ import Streamlit; the engine (fl/) never does.
 """

@@ -51,7 +51,7 @@ c1.download_button("Download run (zip)", lambda: history.zip_run(run), file_name
 if c2.button("Load config into Run page", key="load_config", width="stretch",
              help="Sets the Run page's sidebar to this run's settings, to repeat or vary it."):
     st.session_state[PENDING_CONFIG] = run.config
-    st.switch_page("pages/run.py")
+    st.switch_page("app_pages/run.py")
 
 with st.expander("Delete this run"):
     sure = st.checkbox("I really want to delete this run", key=f"confirm_delete_{run.run_id}")
