@@ -18,7 +18,7 @@ import numpy as np
 from fl.config import RunConfig
 from fl.data import FederatedData, apply_standardization
 from fl.metrics import score_classifier
-from fl.models import LocalModel
+from fl.training import LocalModel
 
 MAX_LOCAL_BASELINE_CLIENTS = 100
 

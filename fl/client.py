@@ -21,9 +21,12 @@ import numpy as np
 import pandas as pd
 
 from fl import blobs
+from fl.behaviour import Behaviour
 from fl.data import DataError, apply_standardization, features_from_frame
 from fl.metrics import score_classifier
-from fl.models import LocalModel, global_estimator
+from fl.models import global_estimator
+from fl.privacy import clip_update
+from fl.training import LocalModel
 from fl.connection import Connection
 from fl.protocol import (
     Bye,
@@ -111,7 +114,8 @@ class FederatedClient:
 
     def __init__(self, client_id: str, data: LocalData, settings: ClientSettings,
                  on_event: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-                 seed: int = 0):
+                 seed: int = 0, behaviour: Behaviour | None = None):
+        self.behaviour = behaviour or Behaviour()
         self.client_id = client_id
         self.data = data
         self.settings = settings
@@ -231,11 +235,18 @@ class FederatedClient:
 
     # ------------------------------------------------------------------ handlers
     def handle_fit(self, msg: Fit) -> FitResult:
-        """Train on local data only and report parameters or the fitted model."""
+        """Train on local data only and report parameters or the fitted model.
+
+        Fit config keys: local_epochs, learning_rate, proximal_mu (FedProx),
+        dp_clip_norm (client-side DP clipping), return ("parameters"/"model").
+        """
         started = time.perf_counter()
+        if self.behaviour.drops_out():
+            return FitResult(round=msg.round, n_samples=len(self.y), metrics={"dropped_out": True, "train_time_s": 0.0})
         whole = msg.config.get("return") == "model"
+        y = self.behaviour.labels(self.y, self.task.classes_array)
         try:
-            self.model.fit(self.X, self.y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
+            self.model.fit(self.X, y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
                            config=msg.config, whole_model=whole)
         except (KeyError, ValueError) as exc:
             if msg.params is None:
@@ -246,12 +257,25 @@ class FederatedClient:
             "train_loss": self.model.train_metrics_["loss"],
             "train_accuracy": self.model.train_metrics_["accuracy"],
         }
+        if self.behaviour.delay_s > 0 and self.stop.wait(self.behaviour.delay_s):
+            raise PeerClosed("stopped while delaying")
         self._emit("fit", round=msg.round, **metrics)
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
                              blob=blobs.dump_model(self.model.estimator_))
-        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
-                         params=self.model.get_parameters())
+        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=self._update(msg))
+
+    def _update(self, msg: Fit) -> list[tuple[str, np.ndarray]]:
+        """The arrays to send: trained, then (simulated) attacked, then DP-clipped if asked."""
+        named = self.model.get_parameters()
+        names = [n for n, _ in named]
+        arrays = [a for _, a in named]
+        global_arrays = [a for _, a in msg.params] if msg.params is not None else None
+        arrays = self.behaviour.update(global_arrays, arrays)
+        clip = msg.config.get("dp_clip_norm")
+        if clip is not None and global_arrays is not None:
+            arrays = clip_update(global_arrays, arrays, float(clip))
+        return list(zip(names, arrays))
 
     def handle_evaluate(self, msg: Evaluate) -> EvaluateResult:
         """Score the global model on local data (federated evaluation)."""

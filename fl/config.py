@@ -13,7 +13,11 @@ from typing import Any
 
 from fl.data import DATASETS, PARTITIONERS
 from fl.models import MODELS, check_model_params, get_spec
-from fl.strategies import AGGREGATIONS, ENSEMBLE_AGGREGATIONS
+from fl.server_opt import SERVER_OPTIMIZERS
+from fl.strategies import AGGREGATIONS, ENSEMBLE_AGGREGATIONS, ROBUST_AGGREGATIONS
+
+ATTACKS = ("none", "label_flip", "gaussian_noise", "sign_flip", "scale")
+DP_MODES = ("none", "server", "client")
 
 
 class ConfigError(ValueError):
@@ -53,6 +57,26 @@ class RunConfig:
     min_clients: int = 1
     round_timeout: float = 60.0
     seed: int = 0
+    # robust rules and server optimisers (parameter aggregations only)
+    trim_beta: float = 0.2  # trimmed_mean: share dropped at each end
+    num_malicious: int = 0  # krum: assumed number of bad clients f
+    num_to_keep: int = 0  # krum: 0 = Krum, k = multi-Krum mean of the k best
+    server_opt: str = "none"  # none | fedavgm | fedadagrad | fedadam | fedyogi
+    server_lr: float | None = None  # eta; None = the optimiser's default
+    server_momentum: float = 0.0  # fedavgm
+    proximal_mu: float = 0.0  # FedProx: clients add (mu/2)||w - w_global||^2
+    # simulated faults and attacks (simulation only; the server does not know who)
+    dropout_prob: float = 0.0
+    slow_clients: int = 0
+    slow_delay: float = 0.0
+    malicious_clients: int = 0
+    attack: str = "none"  # none | label_flip | gaussian_noise | sign_flip | scale
+    attack_scale: float = 4.0  # factor for sign_flip/scale, noise std for gaussian_noise
+    # differential privacy
+    dp: str = "none"  # none | server | client (where updates are clipped)
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    dp_delta: float = 1e-5
 
     # ------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -97,6 +121,7 @@ class RunConfig:
             raise ConfigError("stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)")
         if self.test_size + self.effective_val_size >= 0.9:
             raise ConfigError("test_size plus val_size must stay below 0.9, or no data is left for the clients")
+        self._validate_advanced(spec)
         if not isinstance(self.model_params, dict):
             raise ConfigError("model_params must be a JSON object of hyperparameters")
         try:
@@ -104,6 +129,47 @@ class RunConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return self
+
+    def _validate_advanced(self, spec: Any) -> None:
+        """Robust rules, server optimisers, FedProx, faults, attacks and DP."""
+        if self.server_opt not in SERVER_OPTIMIZERS:
+            raise ConfigError(f"unknown server optimiser {self.server_opt!r}; choose one of: "
+                              f"{', '.join(SERVER_OPTIMIZERS)}")
+        if self.attack not in ATTACKS:
+            raise ConfigError(f"unknown attack {self.attack!r}; choose one of: {', '.join(ATTACKS)}")
+        if self.dp not in DP_MODES:
+            raise ConfigError(f"unknown dp mode {self.dp!r}; choose one of: {', '.join(DP_MODES)}")
+        _check_float("trim_beta", self.trim_beta, 0.0, 0.5, high_open=True)
+        _check_int("num_malicious", self.num_malicious, 0, 1000)
+        _check_int("num_to_keep", self.num_to_keep, 0, 1000)
+        if self.server_lr is not None:
+            _check_float("server_lr", self.server_lr, 0.0, 100.0, low_open=True)
+        _check_float("server_momentum", self.server_momentum, 0.0, 1.0, high_open=True)
+        _check_float("proximal_mu", self.proximal_mu, 0.0, 1000.0)
+        _check_float("dropout_prob", self.dropout_prob, 0.0, 1.0, high_open=True)
+        _check_int("slow_clients", self.slow_clients, 0, 1000)
+        _check_float("slow_delay", self.slow_delay, 0.0, 3600.0)
+        _check_int("malicious_clients", self.malicious_clients, 0, 1000)
+        _check_float("attack_scale", self.attack_scale, 0.0, 1e6)
+        _check_float("clip_norm", self.clip_norm, 0.0, 1e6, low_open=True)
+        _check_float("noise_multiplier", self.noise_multiplier, 0.0, 1e4)
+        _check_float("dp_delta", self.dp_delta, 0.0, 1.0, low_open=True, high_open=True)
+        if self.slow_clients > self.clients or self.malicious_clients > self.clients:
+            raise ConfigError("slow_clients and malicious_clients cannot exceed the number of clients")
+        if self.malicious_clients and self.attack == "none":
+            raise ConfigError("malicious clients need an attack: label_flip, gaussian_noise, sign_flip or scale")
+        param_only = {"a robust rule": self.aggregation in ROBUST_AGGREGATIONS,
+                      "a server optimiser": self.server_opt != "none", "differential privacy": self.dp != "none",
+                      "FedProx": self.proximal_mu > 0}
+        for what, used in param_only.items():
+            if used and self.is_ensemble:
+                raise ConfigError(f"{what} works on parameter arrays; stacking and voting combine whole models")
+            if used and self.model == "gaussian_nb" and what != "FedProx":
+                raise ConfigError(f"naive Bayes statistics are merged exactly; {what} does not apply to them")
+        if self.proximal_mu > 0 and self.model not in ("logreg", "sgd", "linear_svm", "mlp"):
+            raise ConfigError("FedProx needs an iterative model: logreg, sgd, linear_svm or mlp")
+        if self.aggregation == "trimmed_mean" and self.min_clients < 3 and int(self.trim_beta * self.clients) * 2 >= self.clients:
+            raise ConfigError("trim_beta drops every client's value; lower it or use more clients")
 
     @property
     def is_ensemble(self) -> bool:

@@ -23,6 +23,8 @@ from fl.metrics import score_classifier
 from fl.models import NamedArrays, expected_shapes, global_estimator, init_parameters
 from fl.protocol import Evaluate, EvaluateResult, Fit, FitResult, PeerClosed, ProtocolError
 from fl.server import FederatedServer, ServerStopped
+from fl.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
+from fl.server_opt import make_server_optimizer
 from fl.strategies import aggregate_parameters, stacking, voting
 
 METRIC_KEYS = ("accuracy", "loss", "f1_macro")
@@ -72,6 +74,11 @@ class RoundRunner:
         self.global_arrays: NamedArrays | None = None
         self.global_model: Any = None
         self.rounds: list[dict] = []
+        self.optimizer = make_server_optimizer(config.server_opt, server_lr=config.server_lr,
+                                               momentum=config.server_momentum)
+        self.accountant = PrivacyAccountant(config.noise_multiplier, config.dp_delta) if config.dp != "none" else None
+        self.noise_rng = np.random.default_rng(config.seed + 104729)
+        self.epsilon: float | None = None
 
     # ------------------------------------------------------------------ helpers
     def _scale(self, X: np.ndarray) -> np.ndarray:
@@ -140,6 +147,8 @@ class RoundRunner:
 
     def _check_arrays(self, msg: FitResult) -> str | None:
         """Why a parameter result cannot be merged, or None when it is fine."""
+        if msg.metrics.get("dropped_out"):
+            return "dropped out of this round"
         if msg.params is None:
             return "sent no parameter arrays"
         expected = expected_shapes(self.task.model, self.task.model_params, self.classes, self.task.n_features)
@@ -150,6 +159,10 @@ class RoundRunner:
             return "parameters are not finite"
         if msg.n_samples < 1:
             return "reported no samples"
+        if self.config.dp == "client" and self.global_arrays is not None:
+            norm = update_norm([a for _, a in self.global_arrays], [a for _, a in msg.params])
+            if norm > self.config.clip_norm * (1 + 1e-6):
+                return f"update norm {norm:.4g} exceeds the clip norm {self.config.clip_norm:g}"
         return None
 
     def _load_model(self, msg: FitResult) -> tuple[Any, str | None]:
@@ -207,6 +220,11 @@ class RoundRunner:
                   "return": "model" if self.config.is_ensemble else "parameters"}
         if self.config.learning_rate is not None:
             config["learning_rate"] = self.config.learning_rate
+        if self.config.proximal_mu > 0:
+            config["proximal_mu"] = self.config.proximal_mu
+        if self.config.dp == "client":
+            config["dp_clip_norm"] = self.config.clip_norm
+        n_available = len(self.server.active_ids())
         params = None if self.config.is_ensemble else self.global_arrays
         sent, failures = self._send(chosen, lambda cid: Fit(round=round_no, config=config, params=params), "training")
         results, late = self._collect(round_no, FitResult, sent)
@@ -217,6 +235,8 @@ class RoundRunner:
             self.server.emit("failure", round=round_no, client_id=cid, reason=reason)
         if accepted:
             self._aggregate(accepted)
+            if self.accountant is not None:
+                self.epsilon = self.accountant.step(max(n_available, len(chosen)), len(chosen))
         elif round_no == 1 and self.config.is_ensemble:
             raise RuntimeError("no client returned a usable model")
         metrics = self._evaluate(round_no)
@@ -230,6 +250,7 @@ class RoundRunner:
             "duration_s": round(time.monotonic() - started, 4),
             "bytes_sent": sent1 - sent0,
             "bytes_received": recv1 - recv0,
+            "epsilon": self.epsilon,
         }
         self.rounds.append(record)
         self.server.emit("round", **record)
@@ -271,8 +292,21 @@ class RoundRunner:
             return
         names = [n for n, _ in expected_shapes(self.task.model, self.task.model_params, self.classes,
                                                self.task.n_features)]
-        merged = aggregate_parameters(self.task.model, self.config.aggregation,
-                                      [(arrays, n) for _, arrays, n in accepted])
+        results = [(arrays, n) for _, arrays, n in accepted]
+        current = [a for _, a in self.global_arrays] if self.global_arrays is not None else None
+        dp = self.config.dp != "none" and current is not None
+        if dp:  # clipped (by us or by the clients) and unweighted: see fl/privacy.py
+            clip = self.config.clip_norm
+            results = [(clip_update(current, arrays, clip) if self.config.dp == "server" else arrays, 1)
+                       for arrays, _ in results]
+        merged = aggregate_parameters(self.task.model, self.config.aggregation, results,
+                                      trim_beta=self.config.trim_beta, num_malicious=self.config.num_malicious,
+                                      num_to_keep=self.config.num_to_keep)
+        if dp:
+            std = self.config.noise_multiplier * self.config.clip_norm / len(results)
+            merged = add_gaussian_noise(merged, std, self.noise_rng)
+        if current is not None:
+            merged = self.optimizer.step(current, merged)
         self.global_arrays = list(zip(names, merged))
         self.global_model = global_estimator(self.task.model, self.task.model_params, self.global_arrays,
                                              self.classes, self.task.n_features)

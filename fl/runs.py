@@ -31,7 +31,7 @@ import joblib
 import pandas as pd
 
 METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "n_fit_clients", "n_failures", "n_stragglers",
-                   "duration_s", "bytes_sent", "bytes_received")
+                   "duration_s", "bytes_sent", "bytes_received", "epsilon")
 CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "train_time_s", "train_loss", "train_accuracy", "status",
                    "reason", "bytes_sent", "bytes_received")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")

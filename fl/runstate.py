@@ -94,6 +94,13 @@ class RunState:
                     if c.get("status") != "gone":
                         c["status"] = "finished"  # left after bye; "gone" means lost mid-run
 
+    def set_roles(self, roles: dict[str, str]) -> None:
+        """Mark clients the user made malicious or slow (for display only)."""
+        with self._lock:
+            for cid, role in roles.items():
+                if cid in self.clients:
+                    self.clients[cid]["role"] = role
+
     def set_baselines(self, baselines: dict) -> None:
         with self._lock:
             self.baselines = baselines
@@ -124,10 +131,6 @@ class RunHandle:
     client_stop: threading.Event = field(default_factory=threading.Event)
     result: RunResult | None = None
     writer: RunWriter | None = None
-
-    def set_baselines(self, baselines: dict) -> None:
-        with self._lock:
-            self.baselines = baselines
 
     def snapshot(self) -> dict[str, Any]:
         return self.state.snapshot()

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fl.behaviour import Behaviour, assign_behaviours
 from fl.client import ClientSettings, FederatedClient, LocalData
 from fl.config import RunConfig
 from fl.data import FederatedData, load_dataset, make_federated_data
@@ -69,7 +70,12 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     run_id = run_id or new_run_id()
     client_ids = [client_id_for(i) for i in range(config.clients)]
     n_samples = {cid: int(len(part)) for cid, part in zip(client_ids, data.parts)}
+    behaviours = assign_behaviours(client_ids, seed=config.seed, dropout_prob=config.dropout_prob,
+                                   slow_clients=config.slow_clients, slow_delay=config.slow_delay,
+                                   malicious_clients=config.malicious_clients, attack=config.attack,
+                                   attack_scale=config.attack_scale)
     state = RunState(run_id, config, client_ids, n_samples)
+    state.set_roles({cid: _role(b) for cid, b in behaviours.items() if _role(b)})
     writer = None
     if out_dir is not None:
         writer = RunWriter(out_dir, config.to_dict(), run_id)
@@ -88,7 +94,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
         client = FederatedClient(cid, local, ClientSettings(host=host, port=port, connect_timeout_s=30.0),
-                                 stop=handle.client_stop, seed=config.seed)
+                                 stop=handle.client_stop, seed=config.seed, behaviour=behaviours[cid])
         thread = threading.Thread(target=client.run, name=f"fl-{cid}", daemon=True)
         thread.start()
         handle.threads.append(thread)
@@ -98,6 +104,16 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                          daemon=True).start()
     launch_rounds(handle, server_data(data))
     return handle
+
+
+def _role(behaviour: Behaviour) -> str:
+    """What the user configured this client to be (the server is never told)."""
+    parts = []
+    if behaviour.malicious:
+        parts.append(f"malicious ({behaviour.attack})")
+    if behaviour.delay_s > 0:
+        parts.append(f"slow (+{behaviour.delay_s:g} s)")
+    return ", ".join(parts)
 
 
 def _baselines(handle: RunHandle, client_ids: list[str]) -> None:

@@ -5,7 +5,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from fl import blobs
-from fl.models import AVERAGEABLE_MODELS, MODELS, LocalModel, check_model_params, expected_shapes, global_estimator, init_parameters
+from fl.models import AVERAGEABLE_MODELS, MODELS, check_model_params, expected_shapes, global_estimator, init_parameters
+from fl.training import LocalModel
 from fl.protocol import ProtocolError
 
 CLASSES = np.arange(10)
