@@ -13,9 +13,10 @@ import socket
 import sys
 from typing import Any, Sequence
 
-from fl.config import ConfigError, RunConfig
+from fl.config import ATTACKS, DP_MODES, ConfigError, RunConfig
 from fl.data import DATASETS, PARTITIONERS, DataError, load_client_frame, load_dataset, make_federated_data
 from fl.models import MODELS
+from fl.server_opt import SERVER_OPTIMIZERS
 from fl.strategies import AGGREGATIONS
 
 
@@ -66,6 +67,28 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--round-timeout", type=float, default=60.0, help="seconds to wait for results")
     g.add_argument("--no-standardize", action="store_true", help="do not standardise features")
     g.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
+    r = p.add_argument_group("robust rules, server optimisers, FedProx, differential privacy")
+    r.add_argument("--trim-beta", type=float, default=0.2, help="trimmed_mean: share cut at each end")
+    r.add_argument("--num-malicious", type=int, default=0, help="krum: assumed number of bad clients")
+    r.add_argument("--num-to-keep", type=int, default=0, help="krum: 0 = Krum, k = multi-Krum over k best")
+    r.add_argument("--server-opt", choices=SERVER_OPTIMIZERS, default="none")
+    r.add_argument("--server-lr", type=float, default=None, help="server learning rate eta")
+    r.add_argument("--server-momentum", type=float, default=0.0, help="fedavgm momentum")
+    r.add_argument("--proximal-mu", type=float, default=0.0, help="FedProx mu (0 = off)")
+    r.add_argument("--dp", choices=DP_MODES, default="none", help="clip updates on the server or the clients")
+    r.add_argument("--clip-norm", type=float, default=1.0)
+    r.add_argument("--noise-multiplier", type=float, default=1.0)
+    r.add_argument("--dp-delta", type=float, default=1e-5)
+
+
+def _add_fault_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("simulated faults and attacks")
+    g.add_argument("--dropout-prob", type=float, default=0.0, help="chance a client skips a round")
+    g.add_argument("--slow-clients", type=int, default=0)
+    g.add_argument("--slow-delay", type=float, default=0.0, help="seconds a slow client waits before answering")
+    g.add_argument("--malicious-clients", type=int, default=0)
+    g.add_argument("--attack", choices=ATTACKS, default="none")
+    g.add_argument("--attack-scale", type=float, default=4.0, help="factor (sign_flip, scale) or noise std")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(sim)
     _add_partition_flags(sim)
     _add_run_flags(sim)
+    _add_fault_flags(sim)
     sim.add_argument("--clients", type=int, default=5)
 
     srv = sub.add_parser("server", help="host a run for client processes (prints 'listening on HOST:PORT')")
@@ -116,6 +140,12 @@ def config_from_args(args: argparse.Namespace, clients: int) -> RunConfig:
         model=args.model, model_params=model_params, aggregation=args.aggregation, rounds=args.rounds,
         local_epochs=args.local_epochs, learning_rate=args.learning_rate, fraction=args.fraction,
         min_clients=args.min_clients, round_timeout=args.round_timeout, seed=args.seed,
+        trim_beta=args.trim_beta, num_malicious=args.num_malicious, num_to_keep=args.num_to_keep,
+        server_opt=args.server_opt, server_lr=args.server_lr, server_momentum=args.server_momentum,
+        proximal_mu=args.proximal_mu, dp=args.dp, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
+        dp_delta=args.dp_delta,
+        **{name: getattr(args, name) for name in ("dropout_prob", "slow_clients", "slow_delay", "malicious_clients",
+                                                  "attack", "attack_scale") if hasattr(args, name)},
     )
     try:
         return config.validate()
@@ -139,7 +169,8 @@ def progress_printer(total_rounds: int):
             print(f"round {event['round']}/{total_rounds}  accuracy {_fmt(event.get('accuracy'))}  "
                   f"loss {_fmt(event.get('loss'))}  f1 {_fmt(event.get('f1_macro'))}  "
                   f"clients {event['n_fit_clients']} ({event['n_failures']} failed)  "
-                  f"{event['duration_s']:.2f} s", flush=True)
+                  f"{event['duration_s']:.2f} s" + (f"  epsilon {_fmt(event['epsilon'], 2)}"
+                                                     if event.get("epsilon") is not None else ""), flush=True)
         elif kind in ("join", "leave", "failure", "refused", "error"):
             detail = {k: v for k, v in event.items() if k not in ("type", "t")}
             sys.stderr.write(f"[{kind}] {detail}\n")  # one write: lines from threads never interleave

@@ -87,3 +87,23 @@ def test_single_class_csv_target_is_refused_with_advice(app_env, tmp_path):
     # Assert
     assert not at.exception
     assert "only one class" in texts(at.error)
+
+
+def test_attack_and_privacy_settings_run_and_show_epsilon_and_roles(app_env):
+    # Prepare: 4 clients, one malicious (sign flip), median aggregation, server-side DP
+    at = new_app()
+    at.sidebar.slider(key="cfg_clients").set_value(4)
+    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    at.sidebar.radio(key="cfg_aggregation").set_value("median").run()
+    at.sidebar.number_input(key="cfg_malicious_clients").set_value(1).run()
+    at.sidebar.selectbox(key="cfg_dp").set_value("server").run()
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    at = run_until(at, lambda a: len(a.success) > 0)
+    # Assert
+    assert not at.exception and not at.error
+    assert "Privacy ε" in [m.label for m in at.metric]
+    assert "malicious" in texts(at.caption)
+    at.switch_page("app_pages/clients.py").run()
+    roles = list(at.dataframe[0].value["Role (set by you)"])
+    assert roles.count("malicious (sign_flip)") == 1

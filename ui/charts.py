@@ -115,6 +115,14 @@ def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy"
     return fig
 
 
+def epsilon_figure(rounds: list[dict], delta: float | None) -> go.Figure:
+    """Privacy spent so far: ε at the chosen δ after each round."""
+    xs = [r["round"] for r in rounds]
+    ys = [r.get("epsilon") if is_number(r.get("epsilon")) else None for r in rounds]
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="ε", hovertemplate="ε = %{y:.2f}"))
+    return _layout(fig, f"Privacy spent: ε at δ = {delta:g}" if delta else "Privacy spent (ε)", "ε")
+
+
 def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) -> go.Figure:
     """Clients x classes sample counts: how non-IID the split is, at a glance."""
     fig = go.Figure(go.Heatmap(z=counts, x=[str(c) for c in classes], y=clients, colorscale="Blues",
@@ -165,6 +173,8 @@ def metrics_table(rounds: list[dict]) -> pd.DataFrame:
         "KB sent": (df["bytes_sent"] / 1024).round(1),
         "KB received": (df["bytes_received"] / 1024).round(1),
     })
+    if "epsilon" in df and df["epsilon"].notna().any():
+        out["ε"] = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
     return out
 
 

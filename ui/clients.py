@@ -21,6 +21,7 @@ def status_table(clients: dict[str, dict]) -> pd.DataFrame:
     for cid in sorted(clients):
         c = clients[cid]
         rows.append({"Client": cid, "Status": STATUS_ICONS.get(c.get("status"), c.get("status")),
+                     "Role (set by you)": c.get("role") or "honest",
                      "Samples": c.get("n_samples"), "Rounds trained": c.get("rounds_trained", 0),
                      "Failures": c.get("failures", 0), "Last train accuracy": pct(c.get("last_accuracy")),
                      "Sent": size(c.get("bytes_sent")), "Received": size(c.get("bytes_received"))})

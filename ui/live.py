@@ -51,7 +51,8 @@ def headline(snap: dict) -> None:
     base = snap.get("baselines") or {}
     central = (base.get("centralized") or {}).get("accuracy")
     local = (base.get("local_only") or {}).get("accuracy")
-    c = st.columns(5)
+    eps = last.get("epsilon")
+    c = st.columns(6 if eps is not None else 5)
     delta = (last.get("accuracy") - prev.get("accuracy")) if rounds and len(rounds) > 1 and \
         isinstance(last.get("accuracy"), float) and isinstance(prev.get("accuracy"), float) else None
     c[0].metric("Global accuracy", pct(last.get("accuracy")), f"{100 * delta:+.1f} pts" if delta is not None else None)
@@ -59,6 +60,9 @@ def headline(snap: dict) -> None:
     c[2].metric("Macro F1", num(last.get("f1_macro")))
     c[3].metric("Centralized", pct(central), help="Same model trained on the union of the clients' data.")
     c[4].metric("Local only (mean)", pct(local), help="Each client's model trained on its own data alone.")
+    if eps is not None:
+        c[5].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
+                    help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
 
 
 def charts_block(snap: dict, key: str) -> None:
@@ -69,8 +73,15 @@ def charts_block(snap: dict, key: str) -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.global_metric_figure(rounds, "accuracy", base, total), key=f"{key}-acc")
     right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
+    marked = [cid for cid, c in snap["clients"].items() if "malicious" in (c.get("role") or "")]
     if snap["client_rows"]:
-        st.plotly_chart(charts.client_metric_figure(snap["client_rows"], "train_accuracy"), key=f"{key}-clients")
+        st.plotly_chart(charts.client_metric_figure(snap["client_rows"], "train_accuracy", highlight=marked),
+                        key=f"{key}-clients")
+        if marked:
+            st.caption(f"Dotted lines: the clients you made malicious ({', '.join(sorted(marked))}). "
+                       "The server does not know who they are.")
+    if any(r.get("epsilon") is not None for r in rounds):
+        st.plotly_chart(charts.epsilon_figure(rounds, snap["config"].get("dp_delta")), key=f"{key}-eps")
 
 
 def _one_shot_charts(snap: dict, key: str) -> None:

@@ -16,6 +16,7 @@ import streamlit as st
 from fl.config import RunConfig
 from fl.data import DataError, load_dataset
 from fl.models import MODELS, get_spec
+from ui.advanced import advanced_widgets, robust_widgets
 from ui.state import runs_root
 
 DATASET_LABELS = {
@@ -35,6 +36,9 @@ PARTITION_LABELS = {
 }
 AGGREGATION_LABELS = {
     "fedavg": "FedAvg: sample-weighted average",
+    "median": "Coordinate-wise median (robust)",
+    "trimmed_mean": "Trimmed mean (robust)",
+    "krum": "Krum (robust)",
     "stacking": "Stacking: meta-learner over client models",
     "voting": "Soft voting of client models",
 }
@@ -66,6 +70,11 @@ def _init(name: str, value: Any) -> None:
 
 def apply_config(config: dict[str, Any]) -> None:
     """Put a saved config into the widgets (call before they are drawn)."""
+    from ui.advanced import DEFAULTS as ADVANCED
+
+    for name in ADVANCED:
+        if config.get(name) is not None:
+            st.session_state[_key(name)] = _nearest_option(name, config[name])
     for name in DEFAULTS:
         if name in config and config[name] is not None:
             st.session_state[_key(name)] = config[name]
@@ -77,6 +86,16 @@ def apply_config(config: dict[str, Any]) -> None:
     if config.get("csv_path"):
         st.session_state[_key("csv_path")] = config["csv_path"]
         st.session_state[_key("target")] = config.get("target")
+
+
+def _nearest_option(name: str, value: Any) -> Any:
+    """Select sliders only take their own options: snap a saved value to the closest one."""
+    from ui.advanced import SLIDER_OPTIONS
+
+    options = SLIDER_OPTIONS.get(name)
+    if options is None or value in options or not isinstance(value, (int, float)):
+        return value
+    return min(options, key=lambda o: abs(o - value))
 
 
 def _save_upload(data: bytes, name: str) -> str:
@@ -197,16 +216,24 @@ def model_widgets() -> dict[str, Any]:
     elif model == "knn":
         params["n_neighbors"] = st.slider("Neighbours k", 1, 50, **_hpk(model, "n_neighbors", 5))
     spec = get_spec(model)
-    options = ["fedavg", "stacking", "voting"] if spec.averageable else ["stacking", "voting"]
+    if not spec.averageable:
+        options = ["stacking", "voting"]
+    elif model == "gaussian_nb":
+        options = ["fedavg", "stacking", "voting"]
+    else:
+        options = ["fedavg", "median", "trimmed_mean", "krum", "stacking", "voting"]
     if st.session_state[_key("aggregation")] not in options:
         st.session_state[_key("aggregation")] = options[0]
     aggregation = st.radio("Aggregation", options, format_func=AGGREGATION_LABELS.get, **_k("aggregation"))
+    extra = robust_widgets(aggregation)
     if not spec.averageable:
         st.caption(f"{spec.label} cannot be averaged: fitted trees or stored neighbours have no common "
                    "parameter shape, so whole models are combined instead.")
     elif model == "gaussian_nb" and aggregation == "fedavg":
         st.caption("Naive Bayes statistics are merged exactly (counts, means, variances), in one round.")
-    return {"model": model, "model_params": params, "aggregation": aggregation}
+    elif model == "gaussian_nb":
+        st.caption("Robust rules are not offered: naive Bayes statistics are merged exactly.")
+    return {"model": model, "model_params": params, "aggregation": aggregation, **extra}
 
 
 def rounds_widgets(one_shot: bool) -> dict[str, Any]:
@@ -239,6 +266,7 @@ def config_sidebar() -> RunConfig | None:
     st.subheader("Rounds")
     one_shot = values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
     values.update(rounds_widgets(one_shot))
+    values.update(advanced_widgets(values["aggregation"], values["model"]))
     if values["model_params"].get("hidden_layer_sizes", 1) is None:
         return None  # the widget already shows what to fix
     fields = set(RunConfig.__dataclass_fields__)
