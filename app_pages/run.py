@@ -6,6 +6,7 @@ from fl.config import ConfigError
 from fl.data import DataError
 from ui import charts, live, sidebar
 from ui.clients import split_preview
+from ui.compare import show_comparison, start_comparison
 from ui.state import DRAFT_CONFIG, PENDING_CONFIG, current_handle, follow, registry
 
 if PENDING_CONFIG in st.session_state:  # sent by the Runs page: "load into Run page"
@@ -16,11 +17,15 @@ with st.sidebar:
     config = sidebar.config_sidebar()
     handle = current_handle()
     running = handle is not None and not handle.done
+    can_compare = config is not None and config.malicious_clients > 0 and not config.is_ensemble \
+        and config.model != "gaussian_nb"
     with buttons:
         start_col, stop_col = st.columns(2)
         start = start_col.button("Start", type="primary", disabled=config is None, width="stretch",
                                  key="start_run")
         stop = stop_col.button("Stop", disabled=not running, width="stretch", key="stop_run")
+        compare = can_compare and st.button("Compare FedAvg, median, trimmed mean, Krum", width="stretch",
+                                            key="compare_rules", help="The same run under four rules, one chart.")
 
 if config is not None:
     st.session_state[DRAFT_CONFIG] = config.to_dict()
@@ -40,7 +45,12 @@ if start and config is not None:
     except OSError as exc:
         st.error(f"Cannot open a local socket for the run ({exc.strerror or exc}). Try again, or stop other runs.")
 
+if compare and config is not None:
+    start_comparison(config)
+
 st.title("Federated learning workbench")
+if show_comparison():
+    st.stop()  # the four runs are in the Runs page too; close the comparison to follow one
 if handle is None:
     st.markdown(
         "Pick a **dataset**, how it is **split** across clients, a **model** and an **aggregation** method in "

@@ -107,3 +107,19 @@ def test_attack_and_privacy_settings_run_and_show_epsilon_and_roles(app_env):
     at.switch_page("app_pages/clients.py").run()
     roles = list(at.dataframe[0].value["Role (set by you)"])
     assert roles.count("malicious (sign_flip)") == 1
+
+
+def test_compare_rules_under_attack_draws_one_chart_of_four_runs(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("digits")
+    at.sidebar.slider(key="cfg_clients").set_value(10)
+    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    at.sidebar.number_input(key="cfg_malicious_clients").set_value(3).run()
+    # Execute
+    at.sidebar.button(key="compare_rules").click().run()
+    at = run_until(at, lambda a: len(a.metric) >= 4 and all(m.value != "–" for m in a.metric[:4]))
+    # Assert: sign flip is the default attack; FedAvg collapses, the median holds
+    values = {m.label: float(m.value.rstrip("%")) for m in at.metric[:4]}
+    assert set(values) == {"fedavg", "median", "trimmed_mean", "krum"}
+    assert values["median"] > values["fedavg"] + 30

@@ -197,6 +197,10 @@ def events_table(events: list[dict], limit: int = 300) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Time", "Event", "Client", "Detail"])
 
 
+def pct_or_dash(value: Any) -> str:
+    return f"{100 * value:.1f}%" if is_number(value) else "–"
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if is_number(value) else "–"
 
