@@ -93,7 +93,7 @@ def _add_fault_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
-    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client}", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs}", parser_class=OneLineParser)
     sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
     _add_data_flags(sim)
     _add_partition_flags(sim)
@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--token", help="shared secret clients must present")
     srv.add_argument("--max-clients", type=int, default=1000)
     srv.add_argument("--wait", type=float, default=300.0, help="seconds to wait for --min-clients to join")
+    srv.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (with --tls-key)")
+    srv.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     srv.add_argument("--classes", help="comma-separated labels, when the server has no data")
     srv.add_argument("--features", type=int, help="number of features, when the server has no data")
 
@@ -123,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("--partition-id", type=int, help="take partition I of a built-in dataset ...")
     cli.add_argument("--num-partitions", type=int, help="... split in N partitions")
     cli.add_argument("--connect-timeout", type=float, default=60.0, help="keep retrying this long")
+    cli.add_argument("--tls-ca", metavar="PEM", help="use TLS; verify the server against this CA file")
+    cli.add_argument("--tls-pin", metavar="SHA256", help="use TLS; accept only this server certificate fingerprint")
+
+    certs = sub.add_parser("certs", help="make a CA and a server certificate for TLS")
+    certs.add_argument("--out", default="certs", help="directory for ca.pem, server.pem, server.key")
+    certs.add_argument("--host", action="append", help="server name or IP (repeat); default localhost, "
+                                                        "127.0.0.1 and this machine's name")
+    certs.add_argument("--days", type=int, default=365)
     return parser
 
 
@@ -249,7 +259,8 @@ def cmd_server(args: argparse.Namespace) -> int:
             writer.on_event(event)
 
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
-                              wait_for_clients=args.min_clients, join_timeout_s=args.wait)
+                              wait_for_clients=args.min_clients, join_timeout_s=args.wait,
+                              ssl_context=_server_tls(args))
     server = FederatedServer(task, settings, on_event=sink, run_id=run_id)
     try:
         host, port = server.bind()
@@ -304,10 +315,40 @@ def cmd_client(args: argparse.Namespace) -> int:
     if not CLIENT_ID_PATTERN.fullmatch(client_id):
         raise UsageError(f"--client-id {client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
-                              connect_timeout_s=args.connect_timeout)
+                              connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin)
+    if args.tls_ca or args.tls_pin:
+        from fl.tls import client_context
+
+        try:
+            settings.ssl_context = client_context(cafile=args.tls_ca, pin_sha256=args.tls_pin)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot use --tls-ca {args.tls_ca}: {exc}") from None
     result = FederatedClient(client_id, local, settings, seed=args.seed).run()
     print(f"{client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
     return 0 if result.ok else 1
+
+
+def _server_tls(args: argparse.Namespace) -> Any:
+    if not (args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
+    from fl.tls import server_context
+
+    try:
+        return server_context(args.tls_cert, args.tls_key)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load the TLS certificate or key: {exc}") from None
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from fl.tls import default_hosts, make_certificates
+
+    made = make_certificates(args.out, args.host or default_hosts(), days=args.days)
+    print(f"CA certificate (give to clients, --tls-ca): {made['ca']}")
+    print(f"server certificate and key (--tls-cert, --tls-key): {made['cert']} {made['key']}")
+    print(f"or pin the server certificate on clients: --tls-pin {made['pin']}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client}[args.command](args)
+        commands = {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client, "certs": cmd_certs}
+        return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from fl.protocol import (
     Welcome,
 )
 from fl.task import Task
+from fl.tls import check_pin
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ClientSettings:
     limits: Limits = field(default_factory=Limits)
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    pin_sha256: str | None = None  # with a pin, the server certificate must have this SHA-256 fingerprint
 
 
 def connect_with_retry(settings: ClientSettings, stop: threading.Event | None = None) -> socket.socket:
@@ -96,6 +98,12 @@ def connect_with_retry(settings: ClientSettings, stop: threading.Event | None = 
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if settings.ssl_context is not None:
                 sock = settings.ssl_context.wrap_socket(sock, server_hostname=settings.server_hostname or settings.host)
+                if settings.pin_sha256:
+                    try:
+                        check_pin(sock, settings.pin_sha256)
+                    except ssl.SSLError:
+                        sock.close()
+                        raise
             sock.settimeout(None)
             return sock
         except ssl.SSLError:

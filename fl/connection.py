@@ -6,8 +6,12 @@ one reader thread. Byte counters feed the per-round bytes_sent/received.
 
 from __future__ import annotations
 
+import math
+import select
 import socket
+import ssl
 import threading
+import time
 
 from fl.messages import BLOB_FORMAT_SKOPS, Error, Message, PeerClosed, parse_message
 from fl.protocol import POLL_S, Limits, encode_frame, read_frame, send_buffers
@@ -76,7 +80,10 @@ class Connection:
         if self._closed:
             raise PeerClosed(f"{self.peer}: connection is closed")
         try:
-            frame, n = read_frame(self.sock, self.limits, idle_timeout)
+            if isinstance(self.sock, ssl.SSLSocket):
+                frame, n = self._read_tls(idle_timeout)
+            else:
+                frame, n = read_frame(self.sock, self.limits, idle_timeout)
         except (TimeoutError, PeerClosed):
             raise
         except OSError as exc:  # reset, TLS failure, socket closed under us (EBADF)
@@ -84,6 +91,32 @@ class Connection:
         with self._stats_lock:
             self.bytes_received += n
         return parse_message(frame)
+
+    def _read_tls(self, idle_timeout: float | None) -> tuple:
+        """read_frame for TLS: one thread at a time inside OpenSSL.
+
+        An SSL object must not be read and written concurrently, so the
+        reader waits for readability *outside* the send lock (select, which
+        does not touch TLS state) and reads the frame *inside* it. Sends wait
+        at most for the frame being read.
+        """
+        deadline = math.inf if idle_timeout is None else time.monotonic() + idle_timeout
+        while True:
+            if self._closed:
+                raise PeerClosed(f"{self.peer}: connection is closed")
+            if self.sock.pending() == 0:
+                wait = min(POLL_S, max(0.0, deadline - time.monotonic()))
+                readable, _, _ = select.select([self.sock], [], [], wait)
+                if not readable:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"no frame within {idle_timeout} s")
+                    continue
+            with self._send_lock:
+                try:
+                    return read_frame(self.sock, self.limits, idle_timeout=0.05)
+                except TimeoutError:  # a TLS record without application data (e.g. a ticket)
+                    if time.monotonic() >= deadline:
+                        raise
 
     def send_error(self, code: str, message: str) -> None:
         """Tell the peer why it is being dropped; best effort, never raises."""
