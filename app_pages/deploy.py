@@ -63,10 +63,10 @@ def connection_info(handle: RunHandle) -> None:
     if commands:
         st.markdown(f"**On each machine**, from a copy of this project (`pip install -r requirements.txt`), "
                     f"machine *i* takes partition *i* of {len(commands)} of `{config['dataset']}`:")
-        st.code("\n".join(commands), language="bash")
+        st.code("\n".join(commands), language="bash", wrap_lines=True)
     st.markdown("**Or with the machine's own CSV** (columns are matched to the server's features by name; "
                 "put your file and its label column):")
-    st.code(deploy.csv_command(config, host, port, settings.token), language="bash")
+    st.code(deploy.csv_command(config, host, port, settings.token), language="bash", wrap_lines=True)
 
 
 def client_panel(handle: RunHandle) -> None:

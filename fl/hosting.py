@@ -51,6 +51,7 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
     task, data = server_task_and_data(config)
     run_id = run_id or new_run_id()
     state = RunState(run_id, config, [], {})
+    state.kind = "hosted"
     early: list[dict] = []  # events before the run directory exists (binding may fail: no empty run)
     writer: RunWriter | None = None
 

@@ -40,6 +40,7 @@ class RunState:
         self.events: list[dict] = []
         self.final_metrics: dict = {}
         self.baselines: dict | None = None
+        self.kind = "simulation"  # or "hosted": remote clients, no baselines
         self.clients: dict[str, dict] = {
             cid: {"client_id": cid, "status": "waiting", "n_samples": n_samples.get(cid), "rounds_trained": 0,
                   "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None}
@@ -114,6 +115,7 @@ class RunState:
                 "address": self.address, "round": self.current_round, "total_rounds": self.total_rounds,
                 "rounds": self.rounds, "clients": self.clients, "client_rows": self.client_rows,
                 "events": self.events, "final_metrics": self.final_metrics, "baselines": self.baselines,
+                "kind": self.kind,
             })
 
 

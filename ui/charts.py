@@ -54,6 +54,8 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
                       annotation_position="bottom right" if metric != "loss" else "top right")
     if ceiling is not None:
         fig.update_yaxes(range=[0, ceiling])
+    elif not curve:  # nothing yet: a sensible empty axis instead of plotly's -100%..400%
+        fig.update_yaxes(range=[0, 1])
     if total_rounds:
         fig.update_xaxes(range=[0.5, max(total_rounds, len(xs)) + 0.5])
     references = [((baselines or {}).get(k) or {}).get(metric) for k in ("centralized", "local_only")]

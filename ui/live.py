@@ -58,8 +58,12 @@ def headline(snap: dict) -> None:
     c[0].metric("Global accuracy", pct(last.get("accuracy")), f"{100 * delta:+.1f} pts" if delta is not None else None)
     c[1].metric("Loss", num(last.get("loss")))
     c[2].metric("Macro F1", num(last.get("f1_macro")))
-    c[3].metric("Centralized", pct(central), help="Same model trained on the union of the clients' data.")
-    c[4].metric("Local only (mean)", pct(local), help="Each client's model trained on its own data alone.")
+    if snap.get("kind") == "hosted":  # the clients' data is theirs: no pooled or local baselines
+        c[3].metric("Clients joined", len(snap["clients"]))
+        c[4].metric("Failures", sum(r.get("n_failures") or 0 for r in rounds))
+    else:
+        c[3].metric("Centralized", pct(central), help="Same model trained on the union of the clients' data.")
+        c[4].metric("Local only (mean)", pct(local), help="Each client's model trained on its own data alone.")
     if eps is not None:
         c[5].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
                     help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
