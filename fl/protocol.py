@@ -323,7 +323,9 @@ def read_frame(sock: socket.socket, limits: Limits = Limits(),
     raw_header = bytearray(header_len)
     _recv_exact(sock, memoryview(raw_header), deadline)
     header, layout, blob_size = _parse_header(raw_header, body_len, limits)
-    body = bytearray(body_len)  # allocated only now that body_len is proven consistent
+    # Allocated only now that body_len is proven consistent; np.empty, not
+    # bytearray, because zero-filling 100 MB first costs half the read time.
+    body = np.empty(body_len, dtype=np.uint8)
     _recv_exact(sock, memoryview(body), deadline)
     return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
 

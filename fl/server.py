@@ -38,6 +38,7 @@ from fl.task import Task
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict], None]
+HANDSHAKE_LIMITS = Limits(max_header_bytes=64 << 10, max_message_bytes=64 << 10, frame_timeout_s=10.0)
 
 
 @dataclass
@@ -236,11 +237,14 @@ class FederatedServer:
             self.emit("refused", peer="?", code="tls", message=str(exc))
             sock.close()
             return
-        conn = Connection(sock, self.settings.limits)
+        # Until a client has said a valid hello it may send only small frames:
+        # an unauthenticated peer must not make us allocate a 256 MiB body.
+        conn = Connection(sock, HANDSHAKE_LIMITS)
         client_id = self._handshake(conn)
         if client_id is None:
             conn.close()
             return
+        conn.limits = self.settings.limits
         self._read_loop(client_id, conn)
 
     def _refuse(self, conn: Connection, code: str, message: str) -> None:

@@ -71,7 +71,7 @@ class LocalModel:
                                                float(config.get("proximal_mu") or 0.0))
         else:
             self.estimator_ = self._fit_incremental(spec, X, y, classes, global_arrays, epochs, config)
-        self.train_metrics_ = score_classifier(self.estimator_, X, y, classes)
+        self.train_metrics_ = score_classifier(self.estimator_, X, y, classes, with_f1=False)  # F1 is unused here
         return self
 
     def get_parameters(self) -> NamedArrays:

@@ -254,3 +254,12 @@ def test_wrong_version_duplicate_id_and_foreign_labels_are_refused(harness_facto
     assert isinstance(version_answer, Error) and version_answer.code == "version"
     assert "already connected" in h.client_results["dup"].reason
     assert "labels" in h.client_results["aliens"].reason
+
+
+def test_before_hello_a_peer_cannot_claim_a_large_body(harness_factory):
+    # Prepare: a 1 MiB body is fine for a logged-in client (256 MiB limit) but not before hello
+    h = harness_factory(n_clients=1, rounds=1, wait_for=1)
+    # Execute
+    answer = _send_raw(h.port, _prefix(header_len=2, body_len=1 << 20) + b"{}")
+    # Assert: refused from the 16-byte prefix alone, nothing allocated
+    assert answer == "body_too_large"
