@@ -51,22 +51,24 @@ def connection_info(handle: RunHandle) -> None:
     settings = handle.server.settings
     bound_host, port = handle.server.address or (settings.host, settings.port)
     host, note = deploy.command_host(settings.host)
-    st.markdown(f"Listening on `{bound_host}:{port}`" + (" · token required" if settings.token else
-                                                          " · **no token**: anyone who can reach the port may join"))
+    st.markdown(f"Listening on `{bound_host}:{port}`" + (" · TLS" if settings.tls_pin else " · plain TCP")
+                + (" · token required" if settings.token else
+                   " · **no token**: anyone who can reach the port may join"))
     if note:
         st.caption(note)
     elif settings.host in deploy.LOOPBACK:
         st.warning("This server accepts clients on this machine only. To accept other machines, stop it and "
                    "host again on 0.0.0.0.")
     config = handle.config.to_dict()
-    commands = deploy.partition_commands(config, host, port, settings.token)
+    commands = deploy.partition_commands(config, host, port, settings.token, settings.tls_pin)
     if commands:
         st.markdown(f"**On each machine**, from a copy of this project (`pip install -r requirements.txt`), "
                     f"machine *i* takes partition *i* of {len(commands)} of `{config['dataset']}`:")
         st.code("\n".join(commands), language="bash", wrap_lines=True)
     st.markdown("**Or with the machine's own CSV** (columns are matched to the server's features by name; "
                 "put your file and its label column):")
-    st.code(deploy.csv_command(config, host, port, settings.token), language="bash", wrap_lines=True)
+    st.code(deploy.csv_command(config, host, port, settings.token, settings.tls_pin), language="bash",
+            wrap_lines=True)
 
 
 def client_panel(handle: RunHandle) -> None:

@@ -54,6 +54,7 @@ class ServerSettings:
     hello_timeout_s: float = 10.0
     limits: Limits = field(default_factory=Limits)
     ssl_context: Any = None  # an ssl.SSLContext for TLS, or None
+    tls_pin: str | None = None  # SHA-256 of the server certificate, to show clients (display only)
 
 
 @dataclass

@@ -155,3 +155,24 @@ def test_client_commands_for_every_interface_and_a_non_iid_split():
                            "--partition-id 2 --num-partitions 3 --seed 7")
     assert deploy.partition_commands({**config, "dataset": "csv"}, host, 9000, "t") == []
     assert "--target y" in deploy.csv_command({"dataset": "csv", "target": "y"}, "h", 1, "t")
+
+
+def test_tls_server_commands_pin_its_certificate_and_pinned_clients_finish(app_env, processes):
+    # Prepare
+    at = deploy_page(new_app(), port=0, rounds=2, partitions=2, wait_for=2)
+    at.checkbox(key="deploy_tls").check().run()
+    # Execute
+    at.button(key="start_server").click().run()
+    (handle,) = hosted(app_env)
+    commands = at.code[0].value.splitlines()
+    for command in commands:
+        processes.append(subprocess.Popen([sys.executable, *shlex.split(command)[1:]], cwd=ROOT,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    run_until(at, lambda a: len(a.success) > 0, timeout=60)
+    # Assert
+    assert not at.exception and not at.error
+    assert handle.server.settings.tls_pin and f"--tls-pin {handle.server.settings.tls_pin}" in commands[0]
+    assert "TLS" in " ".join(m.value for m in at.markdown)
+    assert handle.result.status == "completed"
+    for proc in processes:
+        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()

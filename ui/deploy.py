@@ -11,6 +11,7 @@ import errno
 import secrets
 import shlex
 import socket
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,9 +21,10 @@ from fl.config import RunConfig
 from fl.models import get_spec
 from fl.runstate import RunHandle
 from fl.server import ServerSettings
+from fl.tls import default_hosts, make_certificates, server_context
 from ui import sidebar
 from ui.clients import STATUS_ICONS
-from ui.state import registry
+from ui.state import registry, runs_root
 
 DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found
 SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
@@ -79,6 +81,9 @@ def server_widgets() -> dict[str, Any]:
                                     help="After this long, rounds start with the clients already here, or "
                                          "the run fails if too few joined.")
     out["max_clients"] = c5.number_input("Most clients accepted", 1, 1000, key=_key("max_clients"))
+    out["tls"] = st.checkbox("Encrypt with TLS", key=_key("tls"),
+                             help="A fresh certificate is made for this server; the client commands pin its "
+                                  "fingerprint (--tls-pin), so the token and parameters never cross in clear.")
     return out
 
 
@@ -118,9 +123,15 @@ def check_server_inputs(values: dict[str, Any]) -> str | None:
 
 
 def server_settings(values: dict[str, Any]) -> ServerSettings:
-    return ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
-                          token=values["token"] or None, max_clients=int(values["max_clients"]),
-                          wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]))
+    settings = ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
+                              token=values["token"] or None, max_clients=int(values["max_clients"]),
+                              wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]))
+    if values.get("tls"):
+        made = make_certificates(Path(runs_root()) / "_tls" / secrets.token_hex(6),
+                                 sorted({settings.host, *default_hosts()} - {"0.0.0.0", "::", ""}))
+        settings.ssl_context = server_context(made["cert"], made["key"])
+        settings.tls_pin = made["pin"]
+    return settings
 
 
 def bind_error(exc: OSError, host: str, port: int) -> str:
@@ -147,10 +158,12 @@ def command_host(host: str) -> tuple[str, str | None]:
     return host, None
 
 
-def _base(host: str, port: int, token: str | None) -> list[str]:
+def _base(host: str, port: int, token: str | None, pin: str | None = None) -> list[str]:
     args = ["python", "client_new.py", "--host", host, "--port", str(port)]
     if token:
         args += ["--token", token]
+    if pin:
+        args += ["--tls-pin", pin]
     return args
 
 
@@ -175,20 +188,21 @@ def _data_flags(config: dict[str, Any]) -> list[str]:
     return flags
 
 
-def partition_commands(config: dict[str, Any], host: str, port: int, token: str | None) -> list[str]:
+def partition_commands(config: dict[str, Any], host: str, port: int, token: str | None,
+                       pin: str | None = None) -> list[str]:
     """One command per partition of a built-in dataset; none for a CSV server."""
     if config["dataset"] == "csv":
         return []
     n = int(config["clients"])
-    return [shlex.join(_base(host, port, token) + _data_flags(config)
+    return [shlex.join(_base(host, port, token, pin) + _data_flags(config)
                        + ["--partition-id", str(i), "--num-partitions", str(n), "--seed", str(config["seed"])])
             for i in range(n)]
 
 
-def csv_command(config: dict[str, Any], host: str, port: int, token: str | None) -> str:
+def csv_command(config: dict[str, Any], host: str, port: int, token: str | None, pin: str | None = None) -> str:
     """A client with its own CSV; the label column is the server's when it has one."""
     target = config.get("target") if config["dataset"] == "csv" and config.get("target") else "label"
-    return shlex.join(_base(host, port, token) + ["--csv", "my_data.csv", "--target", target])
+    return shlex.join(_base(host, port, token, pin) + ["--csv", "my_data.csv", "--target", target])
 
 
 # ---------------------------------------------------------------------- live view
