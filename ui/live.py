@@ -55,7 +55,8 @@ def headline(snap: dict) -> None:
     c = st.columns(6 if eps is not None else 5)
     delta = (last.get("accuracy") - prev.get("accuracy")) if rounds and len(rounds) > 1 and \
         isinstance(last.get("accuracy"), float) and isinstance(prev.get("accuracy"), float) else None
-    c[0].metric("Global accuracy", pct(last.get("accuracy")), f"{100 * delta:+.1f} pts" if delta is not None else None)
+    shown_delta = f"{100 * delta:+.1f} pts vs last round" if delta is not None and abs(delta) >= 0.0005 else None
+    c[0].metric("Global accuracy", pct(last.get("accuracy")), shown_delta)
     c[1].metric("Loss", num(last.get("loss")))
     c[2].metric("Macro F1", num(last.get("f1_macro")))
     if snap.get("kind") == "hosted":  # the clients' data is theirs: no pooled or local baselines
