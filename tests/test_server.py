@@ -263,3 +263,34 @@ def test_before_hello_a_peer_cannot_claim_a_large_body(harness_factory):
     answer = _send_raw(h.port, _prefix(header_len=2, body_len=1 << 20) + b"{}")
     # Assert: refused from the 16-byte prefix alone, nothing allocated
     assert answer == "body_too_large"
+
+
+def test_server_without_data_evaluates_federatedly(harness_factory):
+    # Prepare: a task built from classes and feature count only (no server data, no scaling)
+    from fl.task import Task
+
+    h = harness_factory(n_clients=3, rounds=3)
+    h.server.task = Task("logreg", {}, 4, [0, 1, 2])
+    for i in range(3):
+        h.add_client(i)
+    # Execute
+    result = RoundRunner(h.server, h.config, None).run()
+    # Assert: metrics are the sample-weighted evaluate_results of the clients
+    assert result.status == "completed" and len(result.rounds) == 3
+    assert all(0.5 < r["accuracy"] <= 1.0 and r["loss"] > 0 for r in result.rounds)
+
+
+def test_client_missing_a_needed_column_leaves_with_shape(harness_factory):
+    # Prepare: the client's raw frame lacks one of the task's feature columns
+    import pandas as pd
+
+    h = harness_factory(n_clients=1, rounds=1, wait_for=1)
+    X, y = h.data.client_data(0)
+    names = list(h.data.dataset.feature_names)
+    frame = pd.DataFrame(X, columns=names).drop(columns=[names[0]])
+    client = FederatedClient("short", LocalData(X[:, 1:], y, names[1:], frame=frame),
+                             ClientSettings(h.host, h.port, connect_timeout_s=5))
+    # Execute
+    result = client.run()
+    # Assert
+    assert not result.ok and "(shape)" in result.reason and names[0] in result.reason
