@@ -165,6 +165,7 @@ def test_tls_server_commands_pin_its_certificate_and_pinned_clients_finish(app_e
     at.button(key="start_server").click().run()
     (handle,) = hosted(app_env)
     commands = at.code[0].value.splitlines()
+    listening = " ".join(m.value for m in at.markdown)
     for command in commands:
         processes.append(subprocess.Popen([sys.executable, *shlex.split(command)[1:]], cwd=ROOT,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
@@ -172,7 +173,7 @@ def test_tls_server_commands_pin_its_certificate_and_pinned_clients_finish(app_e
     # Assert
     assert not at.exception and not at.error
     assert handle.server.settings.tls_pin and f"--tls-pin {handle.server.settings.tls_pin}" in commands[0]
-    assert "TLS" in " ".join(m.value for m in at.markdown)
+    assert "· TLS" in listening
     assert handle.result.status == "completed"
     for proc in processes:
         assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
