@@ -168,7 +168,7 @@ class RunConfig:
                 raise ConfigError(f"naive Bayes statistics are merged exactly; {what} does not apply to them")
         if self.proximal_mu > 0 and self.model not in ("logreg", "sgd", "linear_svm", "mlp"):
             raise ConfigError("FedProx needs an iterative model: logreg, sgd, linear_svm or mlp")
-        if self.aggregation == "trimmed_mean" and self.min_clients < 3 and int(self.trim_beta * self.clients) * 2 >= self.clients:
+        if self.aggregation == "trimmed_mean" and 2 * int(self.trim_beta * self.clients) >= self.clients:
             raise ConfigError("trim_beta drops every client's value; lower it or use more clients")
 
     @property

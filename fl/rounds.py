@@ -79,6 +79,7 @@ class RoundRunner:
         self.accountant = PrivacyAccountant(config.noise_multiplier, config.dp_delta) if config.dp != "none" else None
         self.noise_rng = np.random.default_rng(config.seed + 104729)
         self.epsilon: float | None = None
+        self.stragglers = 0  # late results seen in the current round
 
     # ------------------------------------------------------------------ helpers
     def _scale(self, X: np.ndarray) -> np.ndarray:
@@ -119,7 +120,6 @@ class RoundRunner:
         failures: dict[str, str] = {}
         pending = set(waiting)
         deadline = time.monotonic() + self.config.round_timeout
-        self.stragglers = getattr(self, "stragglers", 0)
         while pending:
             if self.server.stop_requested.is_set():
                 raise ServerStopped()

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from fl.connection import Connection
 from fl.protocol import (
     PROTOCOL_VERSION,
+    Bye,
     Error,
     EvaluateResult,
     FitResult,
@@ -133,8 +134,6 @@ class FederatedServer:
 
     def close(self, reason: str = "run finished", final_metrics: dict | None = None) -> None:
         """Say bye to every client still here, then close every socket."""
-        from fl.protocol import Bye  # local: keeps the import list above about the handshake
-
         self.accepting.clear()
         if self._listener is not None:
             try:

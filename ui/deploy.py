@@ -18,7 +18,6 @@ import pandas as pd
 import streamlit as st
 
 from fl.config import RunConfig
-from fl.models import get_spec
 from fl.runstate import RunHandle
 from fl.server import ServerSettings
 from fl.tls import default_hosts, make_certificates, server_context
@@ -99,12 +98,8 @@ def config_widgets() -> RunConfig | None:
     st.subheader("Model")
     values.update(sidebar.model_widgets())
     st.subheader("Rounds")
-    one_shot = values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
-    values.update(sidebar.rounds_widgets(one_shot))
-    if values["model_params"].get("hidden_layer_sizes", 1) is None:
-        return None  # the widget already says what to fix
-    fields = set(RunConfig.__dataclass_fields__)
-    return RunConfig(**{k: v for k, v in values.items() if k in fields})
+    values.update(sidebar.rounds_widgets(sidebar.is_one_shot(values)))
+    return sidebar.config_from_values(values)
 
 
 def check_server_inputs(values: dict[str, Any]) -> str | None:

@@ -8,7 +8,6 @@ for one full rerun, which draws the final, static view with downloads.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -177,9 +176,3 @@ def show_run(handle: RunHandle) -> None:
         draw(snap, handle, key=f"live-{handle.run_id}")
 
     live()
-
-
-def to_csv_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue().encode()

@@ -14,7 +14,6 @@ from typing import Any
 import streamlit as st
 
 from fl.config import RunConfig
-from fl.data import DataError, load_dataset
 from fl.models import MODELS, get_spec
 from ui.advanced import advanced_widgets, robust_widgets
 from ui.state import runs_root
@@ -264,20 +263,19 @@ def config_sidebar() -> RunConfig | None:
     st.subheader("Model")
     values.update(model_widgets())
     st.subheader("Rounds")
-    one_shot = values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
-    values.update(rounds_widgets(one_shot))
+    values.update(rounds_widgets(is_one_shot(values)))
     values.update(advanced_widgets(values["aggregation"], values["model"]))
+    return config_from_values(values)
+
+
+def is_one_shot(values: dict[str, Any]) -> bool:
+    """Whole-model aggregations and round-free models run a single round."""
+    return values["aggregation"] in ("stacking", "voting") or get_spec(values["model"]).round_free
+
+
+def config_from_values(values: dict[str, Any]) -> RunConfig | None:
+    """The RunConfig the widgets describe (not yet validated); None when a widget shows an error."""
     if values["model_params"].get("hidden_layer_sizes", 1) is None:
         return None  # the widget already shows what to fix
     fields = set(RunConfig.__dataclass_fields__)
     return RunConfig(**{k: v for k, v in values.items() if k in fields})
-
-
-def preview_dataset_error(config: RunConfig) -> str | None:
-    """A data problem worth showing before Start (e.g. an unreadable CSV)."""
-    try:
-        load_dataset(config.dataset, csv_path=config.csv_path, target=config.target, n_samples=config.n_samples,
-                     n_features=config.n_features, n_classes=config.n_classes, seed=config.seed)
-    except DataError as exc:
-        return str(exc)
-    return None
