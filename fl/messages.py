@@ -309,35 +309,33 @@ class EvaluateResult:
 
 
 @dataclass
-class Ping:
-    """Either way: liveness probe; ``t`` is the sender's clock."""
+class _Probe:
+    """Liveness probe body shared by ping and pong: ``t`` is the sender's clock."""
 
-    TYPE: ClassVar[str] = "ping"
+    TYPE: ClassVar[str] = ""
     t: float
 
     def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
         return {"type": self.TYPE, "t": json_safe(self.t)}, [], None
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> Ping:
+    def from_frame(cls, frame: Frame) -> "_Probe":
         """Validate a finite number ``t``."""
         return cls(t=_float(_check_type(frame, cls), "t", cls.TYPE))
 
 
 @dataclass
-class Pong:
-    """Either way: answer to a ping, echoing its ``t``."""
+class Ping(_Probe):
+    """Either way: liveness probe."""
+
+    TYPE: ClassVar[str] = "ping"
+
+
+@dataclass
+class Pong(_Probe):
+    """Either way: answer to a ping, echoing its ``t`` (not a Ping: isinstance checks stay apart)."""
 
     TYPE: ClassVar[str] = "pong"
-    t: float
-
-    def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
-        return {"type": self.TYPE, "t": json_safe(self.t)}, [], None
-
-    @classmethod
-    def from_frame(cls, frame: Frame) -> Pong:
-        """Validate a finite number ``t``."""
-        return cls(t=_float(_check_type(frame, cls), "t", cls.TYPE))
 
 
 @dataclass
