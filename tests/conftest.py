@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -39,3 +40,38 @@ def app_env(tmp_path, monkeypatch):
 
     _registry(str(tmp_path / "runs")).stop_all()
     st.cache_resource.clear()
+
+
+# ---------------------------------------------------------------- loopback socket pairs (protocol tests)
+def _close_all(*socks: socket.socket) -> None:
+    for s in socks:
+        s.close()
+
+
+@pytest.fixture
+def unix_pair():
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    b.settimeout(5)
+    yield a, b
+    _close_all(a, b)
+
+
+@pytest.fixture
+def tcp_pair():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(5)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    server, _ = listener.accept()
+    server.settimeout(5)
+    listener.close()
+    yield client, server
+    _close_all(client, server)
+
+
+@pytest.fixture(params=["socketpair", "tcp"])
+def pair(request):
+    """A connected (writer, reader) pair, over both transports."""
+    return request.getfixturevalue("unix_pair" if request.param == "socketpair" else "tcp_pair")
