@@ -110,7 +110,7 @@ def _n_outputs(classes: np.ndarray) -> int:
     return 1 if len(classes) == 2 else len(classes)
 
 
-def _phantom_rows(classes: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+def phantom_rows(classes: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
     """One all-zero row per class: lets scikit-learn allocate global shapes."""
     return np.zeros((len(classes), n_features)), np.asarray(classes)
 
@@ -168,17 +168,17 @@ def init_parameters(name: str, params: dict | None, classes: Any, n_features: in
         k = _n_outputs(classes)
         return [("coef_", np.zeros((k, n_features))), ("intercept_", np.zeros(k))]
     if name == "mlp":
-        est = _fresh_mlp(spec, params, classes, n_features, seed)
+        est = fresh_mlp(spec, params, classes, n_features, seed)
         return get_parameters(name, est)
     if spec.round_free:
         return None
     raise ValueError(f"no initial parameters for model {name!r}")
 
 
-def _fresh_mlp(spec: ModelSpec, params: dict | None, classes: np.ndarray, n_features: int, seed: int) -> MLPClassifier:
+def fresh_mlp(spec: ModelSpec, params: dict | None, classes: np.ndarray, n_features: int, seed: int) -> MLPClassifier:
     """An MLP with global shapes and seeded Glorot weights, untouched by any data."""
     est = spec.build(params, seed)
-    X0, y0 = _phantom_rows(classes, n_features)
+    X0, y0 = phantom_rows(classes, n_features)
     batch_size = est.batch_size
     est.set_params(batch_size=len(y0))
     est.partial_fit(X0, y0, classes=classes)  # allocates every attribute
@@ -205,7 +205,7 @@ def _reset_mlp_optimizer(est: MLPClassifier) -> None:
     est.best_loss_ = np.inf
 
 
-def _set_arrays(name: str, est: Any, arrays: NamedArrays) -> None:
+def set_arrays(name: str, est: Any, arrays: NamedArrays) -> None:
     values = dict(arrays)
     if name in ("logreg", "sgd", "linear_svm"):
         est.coef_ = _f64(values["coef_"]).copy()
@@ -226,13 +226,13 @@ def global_estimator(name: str, params: dict | None, arrays: NamedArrays, classe
     if name == "gaussian_nb":
         return _gaussian_nb_from_stats(spec.build(params, 0), dict(arrays), classes, n_features)
     if name == "mlp":
-        est = _fresh_mlp(spec, params, classes, n_features, 0)
+        est = fresh_mlp(spec, params, classes, n_features, 0)
     else:
         est = spec.build(params, 0)
         est.classes_ = classes
         est.n_features_in_ = n_features
         est.t_ = 1.0
-    _set_arrays(name, est, arrays)
+    set_arrays(name, est, arrays)
     return est
 
 

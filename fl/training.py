@@ -21,7 +21,7 @@ from sklearn.dummy import DummyClassifier
 from fl.fedprox import prox_logreg, proximal_step
 from fl.metrics import score_classifier
 from fl.models import (
-    ModelSpec, NamedArrays, _fresh_mlp, _phantom_rows, _set_arrays, get_parameters, get_spec, init_parameters,
+    ModelSpec, NamedArrays, fresh_mlp, phantom_rows, set_arrays, get_parameters, get_spec, init_parameters,
 )
 
 
@@ -107,7 +107,7 @@ class LocalModel:
         est.set_params(max_iter=epochs, warm_start=True)
         arrays = global_arrays or init_parameters(self.name, self.params, classes, self.n_features, self.seed)
         est.classes_ = classes
-        _set_arrays(self.name, est, arrays)
+        set_arrays(self.name, est, arrays)
         if mu > 0:
             est.coef_, est.intercept_ = prox_logreg(X, y, classes, est.coef_, est.intercept_, float(est.C), mu,
                                                     epochs)
@@ -127,10 +127,10 @@ class LocalModel:
         est = getattr(self, "estimator_", None)
         if est is None or type(est) is DummyClassifier:
             if self.name == "mlp":
-                est = _fresh_mlp(spec, self.params, classes, self.n_features, self.seed)
+                est = fresh_mlp(spec, self.params, classes, self.n_features, self.seed)
             else:
                 est = spec.build(self.params, self.seed)
-                X0, y0 = _phantom_rows(classes, self.n_features)
+                X0, y0 = phantom_rows(classes, self.n_features)
                 est.partial_fit(X0, y0, classes=classes)  # allocates, then overwritten below
                 est.t_ = 1.0
         lr = config.get("learning_rate")
@@ -140,7 +140,7 @@ class LocalModel:
             else:
                 est.set_params(learning_rate="constant", eta0=float(lr))
         if global_arrays is not None:
-            _set_arrays(self.name, est, global_arrays)
+            set_arrays(self.name, est, global_arrays)
         if self.name == "mlp":
             wanted = (self.params or {}).get("batch_size", spec.defaults["batch_size"])
             if wanted != "auto":
