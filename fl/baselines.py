@@ -11,7 +11,7 @@ Both are scored on the server's held-out test split, like the global model.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from fl.training import LocalModel
 MAX_LOCAL_BASELINE_CLIENTS = 100
 
 
+class BaselinesCancelled(Exception):
+    """The run was stopped while its baselines were being computed."""
+
+
 def _fit_and_score(config: RunConfig, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                    classes: np.ndarray, seed: int) -> dict[str, float]:
     model = LocalModel(config.model, config.model_params, classes, X.shape[1], seed=seed)
@@ -30,8 +34,14 @@ def _fit_and_score(config: RunConfig, X: np.ndarray, y: np.ndarray, X_test: np.n
     return score_classifier(model.estimator_, X_test, y_test, classes)
 
 
-def compute_baselines(config: RunConfig, data: FederatedData, client_ids: list[str]) -> dict[str, Any]:
-    """Centralized and local-only baselines for a simulated run (seconds to a minute)."""
+def compute_baselines(config: RunConfig, data: FederatedData, client_ids: list[str],
+                      should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Centralized and local-only baselines for a simulated run (seconds to a minute).
+
+    ``should_stop`` is asked before every fit; when it says yes, BaselinesCancelled.
+    """
+    if should_stop():
+        raise BaselinesCancelled()
     stats = data.stats if config.standardize else None
     classes = np.asarray(data.dataset.classes)
     X_test = apply_standardization(data.split.X_test, stats)
@@ -41,6 +51,8 @@ def compute_baselines(config: RunConfig, data: FederatedData, client_ids: list[s
     per_client: dict[str, float] = {}
     rows = []
     for i in range(min(len(data.parts), MAX_LOCAL_BASELINE_CLIENTS)):
+        if should_stop():
+            raise BaselinesCancelled()
         X, y = data.client_data(i)
         scores = _fit_and_score(config, apply_standardization(X, stats), y, X_test, y_test, classes, config.seed + i)
         per_client[client_ids[i]] = scores["accuracy"]

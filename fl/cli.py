@@ -14,6 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from fl.config import ATTACKS, DP_MODES, ConfigError, RunConfig
+from fl.events import describe_event
 from fl.data import DATASETS, PARTITIONERS, DataError, load_client_frame, load_dataset, make_federated_data
 from fl.models import MODELS
 from fl.server_opt import SERVER_OPTIMIZERS
@@ -37,6 +38,8 @@ def _add_data_flags(p: argparse.ArgumentParser, *, required: bool = False) -> No
     g.add_argument("--dataset", choices=DATASETS, required=required, help="built-in dataset, or csv")
     g.add_argument("--csv", metavar="FILE", help="CSV file (with --target)")
     g.add_argument("--target", metavar="COL", help="label column of the CSV")
+    g.add_argument("--target-bins", type=int, default=0, metavar="K",
+                   help="turn a continuous numeric target into K quantile classes (default 0: no binning)")
     g.add_argument("--n-samples", type=int, default=1000, help="rows for synthetic and xor (default 1000)")
     g.add_argument("--n-features", type=int, default=20, help="features for synthetic (default 20)")
     g.add_argument("--n-classes", type=int, default=2, help="classes for synthetic (default 2)")
@@ -66,6 +69,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-clients", type=int, default=1, help="fewest clients in a round (server: to start)")
     g.add_argument("--round-timeout", type=float, default=60.0, help="seconds to wait for results")
     g.add_argument("--no-standardize", action="store_true", help="do not standardise features")
+    g.add_argument("--no-client-eval", action="store_true",
+                   help="do not ask every client to score the global model on its own data each round")
     g.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
     r = p.add_argument_group("robust rules, server optimisers, FedProx, differential privacy")
     r.add_argument("--trim-beta", type=float, default=0.2, help="trimmed_mean: share cut at each end")
@@ -143,7 +148,8 @@ def config_from_args(args: argparse.Namespace, clients: int) -> RunConfig:
         raise UsageError(f"--model-params is not valid JSON ({exc.msg})") from None
     dataset = args.dataset or ("csv" if args.csv else "iris")
     config = RunConfig(
-        dataset=dataset, csv_path=args.csv, target=args.target, n_samples=args.n_samples,
+        dataset=dataset, csv_path=args.csv, target=args.target, target_bins=args.target_bins,
+        client_eval=not args.no_client_eval, n_samples=args.n_samples,
         n_features=args.n_features, n_classes=args.n_classes, test_size=args.test_size, val_size=args.val_size,
         standardize=not args.no_standardize, clients=clients, partition=args.partition, alpha=args.alpha,
         shards_per_client=args.shards_per_client, quantity_skew=args.quantity_skew, min_samples=args.min_samples,
@@ -170,23 +176,72 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def progress_printer(total_rounds: int):
-    """One line per round on stdout, flushed, plus joins/leaves/failures on stderr."""
+def round_line(event: dict, total_rounds: int) -> str:
+    """The per-round line of simulate and server."""
+    line = (f"round {event['round']}/{total_rounds}  accuracy {_fmt(event.get('accuracy'))}  "
+            f"loss {_fmt(event.get('loss'))}  f1 {_fmt(event.get('f1_macro'))}  "
+            f"clients {event['n_fit_clients']} ({event['n_failures']} failed)  {event['duration_s']:.2f} s")
+    if event.get("worst_client_accuracy") is not None:
+        line += f"  worst client {_fmt(event['worst_client_accuracy'])}"
+    if event.get("epsilon") is not None:
+        line += f"  epsilon {_fmt(event['epsilon'], 2)}"
+    return line
+
+
+def progress_printer(total_rounds: int, quiet_joins: bool = False):
+    """One line per round on stdout, flushed, plus joins/leaves/failures on stderr.
+
+    ``quiet_joins`` (simulations with many clients) counts joins instead of
+    printing one line each.
+    """
+    joined = 0
 
     def on_event(event: dict) -> None:
+        nonlocal joined
         kind = event.get("type")
         if kind == "round":
-            print(f"round {event['round']}/{total_rounds}  accuracy {_fmt(event.get('accuracy'))}  "
-                  f"loss {_fmt(event.get('loss'))}  f1 {_fmt(event.get('f1_macro'))}  "
-                  f"clients {event['n_fit_clients']} ({event['n_failures']} failed)  "
-                  f"{event['duration_s']:.2f} s" + (f"  epsilon {_fmt(event['epsilon'], 2)}"
-                                                     if event.get("epsilon") is not None else ""), flush=True)
-        elif kind in ("join", "leave", "failure", "refused", "error"):
-            detail = {k: v for k, v in event.items() if k not in ("type", "t")}
-            sys.stderr.write(f"[{kind}] {detail}\n")  # one write: lines from threads never interleave
+            print(round_line(event, total_rounds), flush=True)
+            return
+        if kind == "join" and quiet_joins:
+            joined += 1
+            return
+        if kind == "round_start" and event.get("round") == 1 and quiet_joins:
+            text: str | None = f"{joined} clients joined; round 1 starts"
+        elif kind in ("join", "leave", "refused", "failure", "straggler", "error"):
+            text = describe_event(event)
+        else:
+            text = None
+        if text:
+            sys.stderr.write(text + "\n")  # one write: lines from threads never interleave
             sys.stderr.flush()
 
     return on_event
+
+
+def client_printer(client_id: str):
+    """What a client process tells the person who started it: joining, each round, leaving."""
+
+    def on_attempt(attempt: int, problem: str, seconds_left: float) -> None:
+        print(f"{client_id}: waiting for the server (attempt {attempt}: {problem}); "
+              f"trying {seconds_left:.0f} s more", file=sys.stderr, flush=True)
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "welcome":
+            print(f"{client_id}: joined run {event['run_id']} ({event['model']}, {event['n_classes']} classes, "
+                  f"{event['n_features']} features) with {event['n_samples']} local rows", flush=True)
+        elif kind == "fit":
+            print(f"{client_id}: round {event['round']}  trained in {event.get('train_time_s', 0):.2f} s  "
+                  f"train accuracy {_fmt(event.get('train_accuracy'))}  loss {_fmt(event.get('train_loss'))}",
+                  flush=True)
+        elif kind == "evaluate":
+            print(f"{client_id}: round {event['round']}  global model on local data: accuracy "
+                  f"{_fmt(event.get('accuracy'))}  loss {_fmt(event.get('loss'))}", flush=True)
+        elif kind == "client_error":
+            print(f"{client_id}: cannot take part ({event.get('code')}): {event.get('message')}", file=sys.stderr,
+                  flush=True)
+
+    return on_attempt, on_event
 
 
 # ---------------------------------------------------------------------- commands
@@ -195,7 +250,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     config = config_from_args(args, args.clients)
     try:
-        handle = simulation.start(config, out_dir=args.out, on_event=progress_printer(config.effective_rounds))
+        handle = simulation.start(config, out_dir=args.out,
+                                  on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20))
     except (DataError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -247,7 +303,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     config = config_from_args(args, clients=max(args.min_clients, 1))
     try:
         task, data = _server_data(args, config)
-    except DataError as exc:
+    except (DataError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
     run_id = new_run_id()
     writer = RunWriter(args.out, config.to_dict(), run_id) if args.out else None
@@ -286,10 +342,10 @@ def cmd_client(args: argparse.Namespace) -> int:
         if not args.target:
             raise UsageError("--csv needs --target COL, the label column")
         try:
-            frame, y, X, names = load_client_frame(args.csv, args.target)
+            own = load_client_frame(args.csv, args.target)
         except DataError as exc:
             raise UsageError(str(exc)) from None
-        local = LocalData(X=X, y=y, feature_names=names, frame=frame)
+        local = LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame, target_values=own.target_values)
         default_id = f"{socket.gethostname()}-csv"
     elif args.dataset and args.partition_id is not None and args.num_partitions:
         if not 0 <= args.partition_id < args.num_partitions:
@@ -323,7 +379,10 @@ def cmd_client(args: argparse.Namespace) -> int:
             settings.ssl_context = client_context(cafile=args.tls_ca, pin_sha256=args.tls_pin)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot use --tls-ca {args.tls_ca}: {exc}") from None
-    result = FederatedClient(client_id, local, settings, seed=args.seed).run()
+    on_attempt, on_event = client_printer(client_id)
+    print(f"{client_id}: connecting to {args.host}:{args.port} with {len(local.y)} local rows", flush=True)
+    result = FederatedClient(client_id, local, settings, seed=args.seed, on_event=on_event,
+                             on_attempt=on_attempt).run()
     print(f"{client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
     return 0 if result.ok else 1
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from fl import blobs
 from fl.behaviour import Behaviour
-from fl.data import DataError, apply_standardization, features_from_frame
+from fl.data import DataError, apply_bins, apply_standardization, features_from_frame
 from fl.metrics import score_classifier
 from fl.models import global_estimator
 from fl.privacy import clip_update
@@ -57,6 +57,7 @@ class LocalData:
     y: np.ndarray
     feature_names: list[str] | None = None
     frame: pd.DataFrame | None = None
+    target_values: pd.Series | None = None  # the label column as read, for a server that bins it into classes
 
 
 @dataclass
@@ -88,33 +89,73 @@ class ClientSettings:
     pin_sha256: str | None = None  # with a pin, the server certificate must have this SHA-256 fingerprint
 
 
-def connect_with_retry(settings: ClientSettings, stop: threading.Event | None = None) -> socket.socket:
-    """Connect, retrying with exponential backoff (0.05 s doubling to 2 s) until the timeout."""
+def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
+    """An SSL error in words a person can act on."""
+    where = f"{settings.host}:{settings.port}"
+    text = str(exc)
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
+        return (f"the server at {where} does not speak TLS (it is a plain TCP server): drop --tls-ca / --tls-pin, "
+                "or connect to the server's TLS port")
+    if "pinned" in text:
+        return (f"the certificate of the server at {where} does not match --tls-pin: this may be another server; "
+                "check the fingerprint the server printed")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = "its name does not match" if "mismatch" in text.lower() else "it is not signed by the CA in --tls-ca"
+        return f"the certificate of the server at {where} cannot be trusted ({detail})"
+    return f"TLS with the server at {where} failed ({exc.reason or text})"
+
+
+def connect_with_retry(settings: ClientSettings, stop: threading.Event | None = None,
+                       on_attempt: Callable[[int, str, float], None] | None = None) -> socket.socket:
+    """Connect, retrying with exponential backoff (0.05 s doubling to 2 s) until the timeout.
+
+    ``on_attempt(attempt, problem, seconds_left)`` is called after each failed
+    attempt, so a person at a terminal sees that the client is waiting and why.
+    TLS failures are not retried: they raise ConnectionError with plain words.
+    """
     deadline = time.monotonic() + settings.connect_timeout_s
     delay = 0.05
+    attempt = 0
     while True:
+        attempt += 1
         try:
             sock = socket.create_connection((settings.host, settings.port), timeout=5.0)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if settings.ssl_context is not None:
-                sock = settings.ssl_context.wrap_socket(sock, server_hostname=settings.server_hostname or settings.host)
-                if settings.pin_sha256:
-                    try:
+                try:
+                    sock = settings.ssl_context.wrap_socket(sock, server_hostname=settings.server_hostname
+                                                            or settings.host)
+                    if settings.pin_sha256:
                         check_pin(sock, settings.pin_sha256)
-                    except ssl.SSLError:
-                        sock.close()
-                        raise
+                except ssl.SSLError as exc:
+                    sock.close()
+                    raise ConnectionError(tls_problem(exc, settings)) from None
             sock.settimeout(None)
             return sock
-        except ssl.SSLError:
-            raise
+        except ConnectionError as exc:
+            if not isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)):
+                raise
+            problem = _plain_os_error(exc)
         except OSError as exc:
-            if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
-                raise ConnectionError(
-                    f"could not reach the server at {settings.host}:{settings.port} ({exc})"
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            problem = _plain_os_error(exc)
+        left = deadline - time.monotonic()
+        if left < delay or (stop is not None and stop.is_set()):
+            raise ConnectionError(f"could not reach the server at {settings.host}:{settings.port} "
+                                  f"after {attempt} attempts ({problem})") from None
+        if on_attempt is not None:
+            on_attempt(attempt, problem, left)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _plain_os_error(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: no server is listening there yet"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host name"
+    if isinstance(exc, TimeoutError):
+        return "no answer: a firewall may drop the connection"
+    return exc.strerror or str(exc)
 
 
 class FederatedClient:
@@ -122,7 +163,9 @@ class FederatedClient:
 
     def __init__(self, client_id: str, data: LocalData, settings: ClientSettings,
                  on_event: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-                 seed: int = 0, behaviour: Behaviour | None = None):
+                 seed: int = 0, behaviour: Behaviour | None = None,
+                 on_attempt: Callable[[int, str, float], None] | None = None):
+        self.on_attempt = on_attempt
         self.behaviour = behaviour or Behaviour()
         self.client_id = client_id
         self.data = data
@@ -143,8 +186,8 @@ class FederatedClient:
     def run(self) -> ClientResult:
         """Connect, take part until the server says bye. Never raises for network faults."""
         try:
-            sock = connect_with_retry(self.settings, self.stop)
-        except (ConnectionError, ssl.SSLError) as exc:
+            sock = connect_with_retry(self.settings, self.stop, self.on_attempt)
+        except ConnectionError as exc:
             return ClientResult(self.client_id, str(exc), ok=False)
         self.conn = Connection(sock, self.settings.limits)
         try:
@@ -158,7 +201,9 @@ class FederatedClient:
                             n_features=int(self.data.X.shape[1]), token=self.settings.token))
             reply = conn.recv(idle_timeout=self.settings.connect_timeout_s)
         except (PeerClosed, OSError, TimeoutError, ProtocolError) as exc:
-            return ClientResult(self.client_id, f"handshake failed: {exc}", ok=False)
+            hint = "" if self.settings.ssl_context is not None else \
+                "; if the server uses TLS, add --tls-ca CA.pem or --tls-pin FINGERPRINT"
+            return ClientResult(self.client_id, f"handshake failed ({exc}){hint}", ok=False)
         if isinstance(reply, Error):
             return ClientResult(self.client_id, f"refused by server ({reply.code}): {reply.message}", ok=False)
         if not isinstance(reply, Welcome):
@@ -166,6 +211,8 @@ class FederatedClient:
             return ClientResult(self.client_id, "server did not send welcome", ok=False)
         try:
             self._prepare(reply)
+            self._emit("welcome", run_id=reply.run_id, model=self.task.model, n_classes=len(self.task.classes),
+                       n_features=self.task.n_features, n_samples=len(self.y))
         except ClientError as exc:
             conn.send_error(exc.code, str(exc))
             self._emit("client_error", code=exc.code, message=str(exc))
@@ -193,7 +240,7 @@ class FederatedClient:
         if X.shape[1] != task.n_features:
             raise ClientError("shape", f"local data has {X.shape[1]} features, the task {task.n_features}")
         classes = task.classes_array
-        y = np.asarray(self.data.y)
+        y = self._labels(task)
         try:
             unknown = sorted(set(np.unique(y).tolist()) - set(classes.tolist()))
         except TypeError:
@@ -205,6 +252,16 @@ class FederatedClient:
         self.y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
         seed = (self.seed + zlib.crc32(self.client_id.encode())) % (2**31)
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
+
+    def _labels(self, task: Task) -> np.ndarray:
+        """The local labels, binned with the server's edges when its task turns a numeric label into classes."""
+        edges = task.target_edges
+        if edges is None or self.data.target_values is None:
+            return np.asarray(self.data.y)  # already the task's classes (a simulation), or checked just below
+        try:
+            return apply_bins(self.data.target_values, edges)
+        except DataError as exc:
+            raise ClientError("labels", str(exc)) from None
 
     def _serve(self, conn: Connection) -> ClientResult:
         rounds = 0
@@ -298,4 +355,5 @@ class FederatedClient:
         else:
             raise ProtocolError("message", "evaluate carried neither parameters nor a model")
         metrics = score_classifier(estimator, self.X, self.y, self.task.classes_array)
+        self._emit("evaluate", round=msg.round, **metrics)
         return EvaluateResult(round=msg.round, n_samples=len(self.y), metrics=metrics)

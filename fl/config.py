@@ -29,9 +29,10 @@ class RunConfig:
     """Everything that decides a run's numbers (network settings live elsewhere)."""
 
     # data
-    dataset: str = "iris"
+    dataset: str = "digits"
     csv_path: str | None = None
     target: str | None = None
+    target_bins: int = 0  # csv: 0 = the target's values are the classes; k >= 2 = k quantile classes
     n_samples: int = 1000  # synthetic and xor
     n_features: int = 20  # synthetic
     n_classes: int = 2  # synthetic
@@ -39,24 +40,25 @@ class RunConfig:
     val_size: float = 0.15  # taken only for stacking (the meta-learner's data)
     standardize: bool = True
     # split across clients
-    clients: int = 5
-    partition: str = "iid"
+    clients: int = 10
+    partition: str = "dirichlet"
     alpha: float = 0.5  # dirichlet
     shards_per_client: int = 2  # shards
     quantity_skew: float = 1.5  # quantity
     min_samples: int = 2
     # model and aggregation
-    model: str = "logreg"
+    model: str = "mlp"
     model_params: dict[str, Any] = field(default_factory=dict)
     aggregation: str = "fedavg"
     # rounds
-    rounds: int = 10
-    local_epochs: int = 5
+    rounds: int = 20
+    local_epochs: int = 1
     learning_rate: float | None = None
     fraction: float = 1.0
     min_clients: int = 1
     round_timeout: float = 60.0
     seed: int = 0
+    client_eval: bool = True  # each round, every client scores the global model on its own data
     # robust rules and server optimisers (parameter aggregations only)
     trim_beta: float = 0.2  # trimmed_mean: share dropped at each end
     num_malicious: int = 0  # krum: assumed number of bad clients f
@@ -83,8 +85,15 @@ class RunConfig:
         """Raise ConfigError on the first bad setting; return self when all is well."""
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        if self.dataset == "csv" and not (self.csv_path and self.target):
-            raise ConfigError("the csv dataset needs a file (csv_path / --csv) and a target column (--target)")
+        if self.dataset == "csv" and not self.csv_path:
+            raise ConfigError("a CSV dataset needs a file: choose one (--csv FILE on the command line)")
+        if self.dataset == "csv" and not self.target:
+            raise ConfigError("a CSV dataset needs its label column: choose the target (--target COL)")
+        if self.target_bins == 1 or not isinstance(self.target_bins, int) or isinstance(self.target_bins, bool):
+            raise ConfigError("target_bins must be 0 (no binning) or a whole number of quantile classes from 2 to 20")
+        _check_int("target_bins", self.target_bins, 0, 20)
+        if not isinstance(self.client_eval, bool):
+            raise ConfigError(f"client_eval must be true or false, got {self.client_eval!r}")
         if self.partition not in PARTITIONERS:
             raise ConfigError(f"unknown partition {self.partition!r}; choose one of: {', '.join(PARTITIONERS)}")
         if self.model not in MODELS:

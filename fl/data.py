@@ -16,8 +16,9 @@ from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
 from fl.csvdata import (
-    features_from_frame, frame_to_features, load_client_csv, load_client_frame, normalize_labels, read_csv_bytes,
-    split_target,
+    CsvReport, CsvTable, apply_bins, bin_labels_note, describe_csv, features_from_frame, frame_to_features,
+    guess_target, load_client_csv, load_client_frame, looks_continuous, normalize_labels, prepare_target,
+    quantile_edges, read_csv_bytes, read_csv_table, split_target,
 )
 from fl.partition import PARTITIONERS, DataError, label_distribution, partition
 
@@ -25,7 +26,8 @@ __all__ = [
     "DataError", "DATASETS", "PARTITIONERS", "Dataset", "load_dataset", "features_from_frame",
     "load_client_csv", "load_client_frame", "normalize_labels", "Split", "split_server_holdout", "partition",
     "label_distribution", "standardization_stats", "apply_standardization", "FederatedData",
-    "make_federated_data",
+    "make_federated_data", "CsvTable", "read_csv_table", "read_csv_bytes", "guess_target", "looks_continuous",
+    "quantile_edges", "apply_bins", "bin_labels_note", "CsvReport", "describe_csv", "split_target",
 ]
 
 DATASETS = ("iris", "wine", "breast_cancer", "digits", "xor", "synthetic", "csv")
@@ -48,6 +50,7 @@ class Dataset:
     feature_names: list[str]
     classes: list
     notes: list[str] = field(default_factory=list)
+    target_edges: list[float] | None = None  # a binned CSV target: inner quantile edges, for clients to bin alike
 
 
 def _classes(y: np.ndarray) -> list:
@@ -102,16 +105,22 @@ def _load_synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) 
                    [f"{n_informative} of {n_features} features are informative"])
 
 
-def _load_csv(csv_path: str | None, csv_data: bytes | None, target: str | None) -> Dataset:
-    df, y, notes = split_target(read_csv_bytes(csv_path, csv_data), target)
-    X, names, feature_notes = frame_to_features(df)
-    return Dataset("csv", X, y, names, _classes(y), notes + feature_notes)
+def _load_csv(csv_path: str | None, csv_data: bytes | None, target: str | None, target_bins: int = 0) -> Dataset:
+    """Read, take out (and maybe bin) the target, encode features; describe_csv reports the same steps."""
+    table = read_csv_table(csv_path, csv_data)
+    split = prepare_target(table.frame, target, target_bins)
+    X, names, feature_notes = frame_to_features(split.features)
+    return Dataset("csv", X, split.y, names, _classes(split.y),
+                   table.notes + split.notes + split.warnings + feature_notes, split.edges)
 
 
 def load_dataset(name: str, *, csv_path: str | None = None, csv_data: bytes | None = None,
                  target: str | None = None, n_samples: int = 1000, n_features: int = 20,
-                 n_classes: int = 2, seed: int = 0) -> Dataset:
-    """Load a built-in dataset, a synthetic one, or a CSV (path or uploaded bytes)."""
+                 n_classes: int = 2, seed: int = 0, target_bins: int = 0) -> Dataset:
+    """Load a built-in dataset, a synthetic one, or a CSV (path or uploaded bytes).
+
+    target_bins >= 2 turns a numeric CSV target into that many quantile classes (edges in target_edges).
+    """
     if name in _SKLEARN_LOADERS:
         return _load_sklearn(name)
     if name == "xor":
@@ -119,7 +128,7 @@ def load_dataset(name: str, *, csv_path: str | None = None, csv_data: bytes | No
     if name == "synthetic":
         return _load_synthetic(n_samples, n_features, n_classes, seed)
     if name == "csv":
-        return _load_csv(csv_path, csv_data, target)
+        return _load_csv(csv_path, csv_data, target, target_bins)
     raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
 
 

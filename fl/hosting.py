@@ -12,11 +12,12 @@ from typing import Callable
 
 from fl.config import RunConfig
 from fl.data import load_dataset, split_server_holdout, standardization_stats
+from fl.resources import check_config_size
 from fl.rounds import ServerData
 from fl.runs import RunStore, RunWriter, new_run_id
 from fl.runstate import RunHandle, RunState, launch_rounds
 from fl.server import FederatedServer, ServerSettings
-from fl.task import Task
+from fl.task import Task, make_preprocess
 
 
 def server_task_and_data(config: RunConfig) -> tuple[Task, ServerData]:
@@ -24,14 +25,16 @@ def server_task_and_data(config: RunConfig) -> tuple[Task, ServerData]:
 
     The server keeps the test split (and, for stacking, the validation split);
     the rest of its copy serves only to compute the standardisation statistics
-    that every client applies. Raises DataError on bad data.
+    that every client applies. Raises DataError on bad data, ResourceError when too big.
     """
+    check_config_size(config)
     ds = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
                       n_samples=config.n_samples, n_features=config.n_features, n_classes=config.n_classes,
-                      seed=config.seed)
+                      seed=config.seed, target_bins=config.target_bins)
     split = split_server_holdout(ds, test_size=config.test_size, val_size=config.effective_val_size,
                                  seed=config.seed)
-    preprocess = {"standardize": standardization_stats(split.X_train)} if config.standardize else None
+    preprocess = make_preprocess(standardization_stats(split.X_train) if config.standardize else None,
+                                 ds.target_edges)
     task = Task(config.model, dict(config.model_params), int(ds.X.shape[1]), list(ds.classes),
                 list(ds.feature_names), preprocess)
     has_val = len(split.X_val) > 0
@@ -52,6 +55,7 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
     run_id = run_id or new_run_id()
     state = RunState(run_id, config, [], {})
     state.kind = "hosted"
+    state.n_classes = len(task.classes)
     early: list[dict] = []  # events before the run directory exists (binding may fail: no empty run)
     writer: RunWriter | None = None
 

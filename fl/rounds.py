@@ -108,8 +108,14 @@ class RoundRunner:
                 sent.append(cid)
             except (PeerClosed, OSError, ProtocolError) as exc:
                 failed[cid] = f"send failed: {exc}"
-        self.server.set_status(sent, status)
+        self._set_status(sent, status)
         return sent, failed
+
+    def _set_status(self, client_ids: list[str], status: str) -> None:
+        """Tell the server registry and the run's listeners (the Clients page) what clients are doing."""
+        if client_ids:
+            self.server.set_status(client_ids, status)
+            self.server.emit("client_status", clients=list(client_ids), status=status)
 
     def _collect(self, round_no: int, kind: type, waiting: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
         """Results of ``kind`` for ``round_no`` until all arrived or the round timeout.
@@ -129,9 +135,11 @@ class RoundRunner:
                     failures[cid] = f"no answer within {self.config.round_timeout:g} s"
                 break
             try:
-                item_kind, cid, payload = self.server.inbox.get(timeout=min(remaining, 0.1))
+                item_kind, cid, payload, conn = self.server.inbox.get(timeout=min(remaining, 0.1))
             except queue.Empty:
                 continue
+            if not self.server.is_current(cid, conn):
+                continue  # from an earlier session under this id (e.g. one refused for its data)
             if item_kind == "gone":
                 if cid in pending:
                     pending.discard(cid)
@@ -229,21 +237,36 @@ class RoundRunner:
         sent, failures = self._send(chosen, lambda cid: Fit(round=round_no, config=config, params=params), "training")
         results, late = self._collect(round_no, FitResult, sent)
         failures.update(late)
-        accepted = self._accept_results(round_no, results, failures)
-        self.server.set_status(sent, "idle")
+        rows, accepted = self._accept_results(results, failures)
+        for cid, reason in failures.items():
+            slot = self.server.slot(cid)
+            rows.setdefault(cid, {"client_id": cid, "n_samples": slot.n_samples if slot else None,
+                                  "status": "failed", "reason": reason})
+        self._set_status(sent, "idle")
         for cid, reason in sorted(failures.items()):
             self.server.emit("failure", round=round_no, client_id=cid, reason=reason)
+        if self.server.stop_requested.is_set():
+            raise ServerStopped()
         if accepted:
             self._aggregate(accepted)
             if self.accountant is not None:
                 self.epsilon = self.accountant.step(max(n_available, len(chosen)), len(chosen))
         elif round_no == 1 and self.config.is_ensemble:
             raise RuntimeError("no client returned a usable model")
-        metrics = self._evaluate(round_no)
+        metrics, per_client = self._evaluate(round_no)
+        for cid, scores in per_client.items():
+            rows.setdefault(cid, {"client_id": cid, "n_samples": scores["n_samples"], "status": "not sampled"})
+            rows[cid].update(eval_accuracy=scores.get("accuracy"), eval_loss=scores.get("loss"))
+        for cid in sorted(rows):
+            slot = self.server.slot(cid)
+            self.server.emit("client_result", round=round_no, **rows[cid],
+                             bytes_sent=slot.conn.bytes_sent if slot else None,
+                             bytes_received=slot.conn.bytes_received if slot else None)
         sent1, recv1 = self.server.bytes_totals()
         record = {
             "round": round_no,
             **{k: metrics.get(k) for k in METRIC_KEYS},
+            **client_spread(per_client),
             "n_fit_clients": len(accepted),
             "n_failures": len(failures),
             "n_stragglers": self.stragglers,
@@ -255,10 +278,11 @@ class RoundRunner:
         self.rounds.append(record)
         self.server.emit("round", **record)
 
-    def _accept_results(self, round_no: int, results: dict[str, FitResult],
-                        failures: dict[str, str]) -> list[tuple[str, Any, int]]:
-        """Check each result; report every client's numbers; keep the good ones (sorted by id)."""
+    def _accept_results(self, results: dict[str, FitResult],
+                        failures: dict[str, str]) -> tuple[dict[str, dict], list[tuple[str, Any, int]]]:
+        """Check each result; keep the good ones (sorted by id) and every client's numbers for its row."""
         accepted = []
+        rows: dict[str, dict] = {}
         for cid in sorted(results):
             msg = results[cid]
             if self.config.is_ensemble:
@@ -266,19 +290,14 @@ class RoundRunner:
             else:
                 problem = self._check_arrays(msg)
                 payload = [a for _, a in msg.params] if problem is None else None
-            slot = self.server.slot(cid)
-            self.server.emit(
-                "client_result", round=round_no, client_id=cid, n_samples=msg.n_samples,
-                status="ok" if problem is None else "rejected", reason=problem,
-                **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")},
-                bytes_sent=slot.conn.bytes_sent if slot else None,
-                bytes_received=slot.conn.bytes_received if slot else None,
-            )
+            status = "ok" if problem is None else "dropped out" if msg.metrics.get("dropped_out") else "rejected"
+            rows[cid] = {"client_id": cid, "n_samples": msg.n_samples, "status": status, "reason": problem,
+                         **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")}}
             if problem is not None:
                 failures[cid] = problem
             else:
                 accepted.append((cid, payload, msg.n_samples))
-        return accepted
+        return rows, accepted
 
     def _aggregate(self, accepted: list[tuple[str, Any, int]]) -> None:
         if self.config.is_ensemble:
@@ -311,12 +330,28 @@ class RoundRunner:
         self.global_model = global_estimator(self.task.model, self.task.model_params, self.global_arrays,
                                              self.classes, self.task.n_features)
 
-    def _evaluate(self, round_no: int) -> dict[str, float]:
-        """On the server's test split, or federated (sample-weighted client results)."""
+    def _evaluate(self, round_no: int) -> tuple[dict[str, float], dict[str, dict]]:
+        """(global metrics, per-client scores of the global model on each client's own data).
+
+        The global metrics come from the server's test split when it has
+        one, else from the clients (sample-weighted mean): federated
+        evaluation. Clients are asked only when needed or when client_eval
+        is on; a client that fails to answer is reported, never fatal.
+        """
         if self.global_model is None:
-            return {k: math.nan for k in METRIC_KEYS}
+            return {k: math.nan for k in METRIC_KEYS}, {}
+        metrics = None
         if self.data is not None:
-            return score_classifier(self.global_model, self._scale(self.data.X_test), self.data.y_test, self.classes)
+            metrics = score_classifier(self.global_model, self._scale(self.data.X_test), self.data.y_test,
+                                       self.classes)
+        per_client: dict[str, dict] = {}
+        if self.data is None or self.config.client_eval:
+            per_client = self._evaluate_on_clients(round_no)
+        if metrics is None:
+            metrics = weighted_mean(per_client)
+        return metrics, per_client
+
+    def _evaluate_on_clients(self, round_no: int) -> dict[str, dict]:
         if self.config.is_ensemble:
             blob = blobs.dump_model(self.global_model)
             make = lambda cid: Evaluate(round=round_no, blob=blob)  # noqa: E731
@@ -324,14 +359,32 @@ class RoundRunner:
             make = lambda cid: Evaluate(round=round_no, params=self.global_arrays)  # noqa: E731
         sent, failures = self._send(self.server.active_ids(), make, "evaluating")
         results, late = self._collect(round_no, EvaluateResult, sent)
-        self.server.set_status(sent, "idle")
-        total = sum(r.n_samples for r in results.values())
-        if total == 0:
-            return {k: math.nan for k in METRIC_KEYS}
-        out = {}
-        for key in METRIC_KEYS:
-            pairs = [(r.metrics.get(key), r.n_samples) for r in results.values()]
-            pairs = [(v, n) for v, n in pairs if isinstance(v, (int, float)) and math.isfinite(v)]
-            weight = sum(n for _, n in pairs)
-            out[key] = sum(v * n for v, n in pairs) / weight if weight else math.nan
-        return out
+        failures.update(late)
+        self._set_status(sent, "idle")
+        for cid, reason in sorted(failures.items()):
+            self.server.emit("failure", round=round_no, client_id=cid, reason=f"evaluation: {reason}")
+        return {cid: {**{k: r.metrics.get(k) for k in METRIC_KEYS}, "n_samples": r.n_samples}
+                for cid, r in sorted(results.items())}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def weighted_mean(per_client: dict[str, dict]) -> dict[str, float]:
+    """Sample-weighted mean of each metric over the clients that reported a finite value."""
+    out = {}
+    for key in METRIC_KEYS:
+        pairs = [(s.get(key), s["n_samples"]) for s in per_client.values()]
+        pairs = [(v, n) for v, n in pairs if _finite(v) and n > 0]
+        weight = sum(n for _, n in pairs)
+        out[key] = sum(v * n for v, n in pairs) / weight if weight else math.nan
+    return out
+
+
+def client_spread(per_client: dict[str, dict]) -> dict[str, float | None]:
+    """Worst client's accuracy of the global model on its own data, and the spread (std) across clients."""
+    values = [s.get("accuracy") for s in per_client.values() if _finite(s.get("accuracy"))]
+    if not values:
+        return {"worst_client_accuracy": None, "client_accuracy_std": None}
+    return {"worst_client_accuracy": float(min(values)), "client_accuracy_std": float(np.std(values))}

@@ -30,10 +30,12 @@ from typing import Any
 import joblib
 import pandas as pd
 
-METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "n_fit_clients", "n_failures", "n_stragglers",
-                   "duration_s", "bytes_sent", "bytes_received", "epsilon")
-CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "train_time_s", "train_loss", "train_accuracy", "status",
-                   "reason", "bytes_sent", "bytes_received")
+METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_std",
+                   "n_fit_clients", "n_failures", "n_stragglers", "duration_s", "bytes_sent", "bytes_received",
+                   "epsilon")
+# eval_*: the global model of that round scored by the client on its own data
+CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "status", "reason", "train_time_s", "train_loss",
+                   "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -66,7 +68,8 @@ class RunWriter:
         self.run_id = run_id
         self._lock = threading.Lock()
         self.summary: dict[str, Any] = {"run_id": run_id, "status": "running", "started_at": time.time(),
-                                        "finished_at": None, "final_metrics": {}, "rounds_done": 0}
+                                        "finished_at": None, "final_metrics": {}, "rounds_done": 0,
+                                        "baselines": None}
         (self.dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         for name, columns in (("metrics.csv", METRICS_COLUMNS), ("clients.csv", CLIENTS_COLUMNS)):
             with open(self.dir / name, "w", newline="") as fh:
@@ -101,6 +104,12 @@ class RunWriter:
         """A side file of the run (e.g. baselines.json, partition.json)."""
         with self._lock:
             (self.dir / name).write_text(json.dumps(data, indent=2, default=_json_default))
+
+    def update_summary(self, **fields: Any) -> None:
+        """Add fields to summary.json (e.g. baselines that arrive after the rounds)."""
+        with self._lock:
+            self.summary.update(fields)
+            self._write_summary()
 
     def finish(self, status: str, model: Any = None, error: str | None = None, extra: dict | None = None) -> None:
         """Record the end of the run and save the final model."""

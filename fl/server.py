@@ -85,11 +85,17 @@ class FederatedServer:
         self._sink = on_event
         self._lock = threading.Lock()
         self._clients: dict[str, ClientSlot] = {}
-        self.inbox: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        # (kind, client_id, payload, connection): the connection tells a message of
+        # the client's current session from one of an earlier session under the same id.
+        self.inbox: queue.Queue[tuple[str, str, Any, Connection]] = queue.Queue()
         self.stop_requested = threading.Event()
         self.start_now = threading.Event()
         self.accepting = threading.Event()
         self._listener: socket.socket | None = None
+        # Set by a simulation: whether any of its client workers still runs. When none
+        # does, waiting for more clients is pointless and the run fails at once.
+        self.clients_alive: Callable[[], bool] | None = None
+        self.last_leave_reason: str | None = None
         self._threads: list[threading.Thread] = []
         self.address: tuple[str, int] | None = None
 
@@ -199,6 +205,11 @@ class FederatedServer:
             n = len(self.active_ids())
             if n >= wanted or (self.start_now.is_set() and n >= min_clients):
                 return
+            if self.clients_alive is not None and not self.clients_alive() and n < wanted:
+                if n >= min_clients:
+                    return
+                why = f" (the last one: {self.last_leave_reason})" if self.last_leave_reason else ""
+                raise RuntimeError(f"every client left before the first round{why}")
             if time.monotonic() > deadline:
                 if n >= min_clients:
                     return
@@ -290,7 +301,7 @@ class FederatedServer:
         try:
             conn.send(Welcome(run_id=self.run_id, task=self.task.to_dict()))
         except (PeerClosed, OSError):
-            self._mark_gone(hello.client_id, "left during handshake")
+            self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
         self.emit("join", client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer)
         return hello.client_id
@@ -308,7 +319,7 @@ class FederatedServer:
                 reason = "disconnected"
                 break
             if isinstance(msg, (FitResult, EvaluateResult)):
-                self.inbox.put(("result", client_id, msg))
+                self.inbox.put(("result", client_id, msg, conn))
             elif isinstance(msg, Ping):
                 try:
                     conn.send(Pong(t=msg.t))
@@ -325,15 +336,22 @@ class FederatedServer:
                 conn.send_error("message", reason)
                 break
         conn.close()
-        self._mark_gone(client_id, reason)
+        self._mark_gone(client_id, reason, conn)
 
-    def _mark_gone(self, client_id: str, reason: str) -> None:
+    def is_current(self, client_id: str, conn: Connection) -> bool:
+        """Whether ``conn`` is the client's live session (not an earlier one under the same id)."""
+        slot = self.slot(client_id)
+        return slot is not None and slot.conn is conn
+
+    def _mark_gone(self, client_id: str, reason: str, conn: Connection) -> None:
+        """Mark the session on ``conn`` gone; a newer session under the same id is left alone."""
         with self._lock:
             slot = self._clients.get(client_id)
-            was_here = slot is not None and slot.status != "gone"
-            if slot is not None:
+            was_here = slot is not None and slot.conn is conn and slot.status != "gone"
+            if was_here:
                 slot.status = "gone"
         if was_here:
-            self.inbox.put(("gone", client_id, reason))
+            self.last_leave_reason = f"{client_id}: {reason}"
+            self.inbox.put(("gone", client_id, reason, conn))
             if not self.stop_requested.is_set() and self.accepting.is_set():
                 self.emit("leave", client_id=client_id, reason=reason)

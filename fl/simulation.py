@@ -19,11 +19,12 @@ from fl.behaviour import Behaviour, assign_behaviours
 from fl.client import ClientSettings, FederatedClient, LocalData
 from fl.config import RunConfig
 from fl.data import FederatedData, load_dataset, make_federated_data
+from fl.resources import check_config_size
 from fl.rounds import RunResult, ServerData
 from fl.runs import RunStore, RunWriter, new_run_id
 from fl.runstate import RunHandle, RunState, event_sink, launch_rounds
 from fl.server import FederatedServer, ServerSettings
-from fl.task import Task
+from fl.task import Task, make_preprocess
 
 
 def client_id_for(i: int) -> str:
@@ -31,10 +32,11 @@ def client_id_for(i: int) -> str:
 
 
 def prepare_data(config: RunConfig) -> FederatedData:
-    """Load and split the data a config describes (DataError on bad data)."""
+    """Load and split the data a config describes (DataError on bad data, ResourceError when too big)."""
+    check_config_size(config)
     dataset = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
                            n_samples=config.n_samples, n_features=config.n_features,
-                           n_classes=config.n_classes, seed=config.seed)
+                           n_classes=config.n_classes, seed=config.seed, target_bins=config.target_bins)
     return make_federated_data(
         dataset, n_clients=config.clients, partition_method=config.partition, alpha=config.alpha,
         shards_per_client=config.shards_per_client, quantity_skew=config.quantity_skew,
@@ -47,7 +49,7 @@ def make_task(config: RunConfig, data: FederatedData) -> Task:
     return Task(model=config.model, model_params=dict(config.model_params),
                 n_features=int(data.split.X_train.shape[1]), classes=list(data.dataset.classes),
                 feature_names=list(data.dataset.feature_names),
-                preprocess={"standardize": data.stats} if config.standardize else None)
+                preprocess=make_preprocess(data.stats if config.standardize else None, data.dataset.target_edges))
 
 
 def server_data(data: FederatedData) -> ServerData:
@@ -75,6 +77,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                                    malicious_clients=config.malicious_clients, attack=config.attack,
                                    attack_scale=config.attack_scale)
     state = RunState(run_id, config, client_ids, n_samples)
+    state.n_classes = len(data.dataset.classes)
     state.set_roles({cid: _role(b) for cid, b in behaviours.items() if _role(b)})
     writer = None
     if out_dir is not None:
@@ -99,9 +102,13 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
         thread.start()
         handle.threads.append(thread)
 
+    client_threads = list(handle.threads)
+    server.clients_alive = lambda: any(t.is_alive() for t in client_threads)
     if with_baselines:
-        threading.Thread(target=_baselines, args=(handle, client_ids), name=f"fl-baselines-{run_id}",
-                         daemon=True).start()
+        handle.state.set_baselines(None, "computing")
+        handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids),
+                                                   name=f"fl-baselines-{run_id}", daemon=True)
+        handle.baselines_thread.start()
     launch_rounds(handle, server_data(data))
     return handle
 
@@ -117,17 +124,27 @@ def _role(behaviour: Behaviour) -> str:
 
 
 def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
-    """Compute the reference numbers beside the run; a failure is an event, not a crash."""
-    from fl.baselines import compute_baselines
+    """Compute the reference numbers beside the run; a failure is an event, not a crash.
+
+    A stopped run stops them too (between two fits): Stop must not wait for
+    a hundred local-only fits.
+    """
+    from fl.baselines import BaselinesCancelled, compute_baselines
 
     try:
-        baselines = compute_baselines(handle.config, handle.data, client_ids)
+        baselines = compute_baselines(handle.config, handle.data, client_ids,
+                                      should_stop=handle.server.stop_requested.is_set)
+    except BaselinesCancelled:
+        handle.state.set_baselines(None, "skipped")
+        return
     except Exception as exc:  # a model that cannot fit the pooled data, say
+        handle.state.set_baselines(None, "failed")
         handle.state.apply({"type": "error", "t": time.time(), "message": f"baselines failed: {exc}"})
         return
     handle.state.set_baselines(baselines)
     if handle.writer is not None:
         handle.writer.save_json("baselines.json", baselines)
+        handle.writer.update_summary(baselines=baselines)
 
 
 def run(config: RunConfig, **kwargs: Any) -> RunResult:

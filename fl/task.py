@@ -65,6 +65,22 @@ class Task:
     def standardize(self) -> dict | None:
         return (self.preprocess or {}).get("standardize")
 
+    @property
+    def target_edges(self) -> list[float] | None:
+        """Inner edges of the quantile classes of a binned numeric label (clients bin theirs alike)."""
+        bins = (self.preprocess or {}).get("target_bins")
+        return [float(e) for e in bins["edges"]] if isinstance(bins, dict) and bins.get("edges") else None
+
+
+def make_preprocess(standardize: dict | None, target_edges: list[float] | None) -> dict | None:
+    """The task's preprocessing: global scaling statistics and the label's quantile edges, when there are any."""
+    out: dict[str, Any] = {}
+    if standardize is not None:
+        out["standardize"] = standardize
+    if target_edges:
+        out["target_bins"] = {"edges": [float(e) for e in target_edges]}
+    return out or None
+
 
 def _plain(value: Any) -> Any:
     """numpy scalars -> plain Python, for JSON."""

@@ -16,6 +16,14 @@ def new_app() -> AppTest:
     return at
 
 
+def new_app_with_url(**query: str) -> AppTest:
+    """A new session opened on a URL with these query parameters (what a reload does)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    return at
+
+
 def run_until(at: AppTest, done, timeout: float = 90.0, pause: float = 0.3) -> AppTest:
     """Rerun the page until done(at) holds (what the live fragment does in a browser)."""
     deadline = time.monotonic() + timeout

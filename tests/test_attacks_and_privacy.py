@@ -13,7 +13,7 @@ from fl.config import RunConfig
 from fl.fedprox import prox_logreg, proximal_step
 from fl.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
 
-ATTACKED = dict(dataset="digits", clients=10, rounds=8, model="logreg", malicious_clients=3, attack="sign_flip",
+ATTACKED = dict(dataset="digits", clients=10, rounds=8, model="logreg", partition="iid", local_epochs=5, malicious_clients=3, attack="sign_flip",
                 seed=0)
 
 
@@ -39,7 +39,7 @@ def test_sign_flip_breaks_fedavg_and_robust_rules_recover(no_thread_leaks):
 
 def test_dp_noise_costs_accuracy_and_epsilon_grows_with_rounds():
     # Prepare
-    base = dict(dataset="digits", clients=10, rounds=6, model="logreg", dp="server", clip_norm=1.0, seed=0)
+    base = dict(dataset="digits", clients=10, rounds=6, model="logreg", partition="iid", local_epochs=5, dp="server", clip_norm=1.0, seed=0)
     # Execute
     runs = {sigma: simulation.run(RunConfig(**base, noise_multiplier=sigma)) for sigma in (0.3, 1.0, 4.0)}
     # Assert
@@ -53,7 +53,7 @@ def test_dp_noise_costs_accuracy_and_epsilon_grows_with_rounds():
 
 def test_client_side_dp_clips_on_the_client_and_the_server_checks():
     # Prepare / Execute
-    result = simulation.run(RunConfig(dataset="iris", clients=3, rounds=3, dp="client", clip_norm=0.5,
+    result = simulation.run(RunConfig(model="logreg", partition="iid", dataset="iris", clients=3, rounds=3, dp="client", clip_norm=0.5,
                                       noise_multiplier=0.5))
     # Assert: every client update passed the server's norm check
     assert result.status == "completed"
@@ -62,7 +62,7 @@ def test_client_side_dp_clips_on_the_client_and_the_server_checks():
 
 def test_dropout_and_slow_clients_are_failures_and_stragglers_not_crashes(no_thread_leaks):
     # Prepare
-    config = RunConfig(dataset="iris", clients=6, rounds=4, dropout_prob=0.3, slow_clients=1, slow_delay=1.2,
+    config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=6, rounds=4, dropout_prob=0.3, slow_clients=1, slow_delay=1.2,
                        round_timeout=0.6, seed=1)
     # Execute
     handle = simulation.start(config)
@@ -77,13 +77,13 @@ def test_dropout_and_slow_clients_are_failures_and_stragglers_not_crashes(no_thr
 
 def test_fedprox_runs_for_every_iterative_model():
     for model in ("logreg", "sgd", "mlp"):
-        result = simulation.run(RunConfig(dataset="wine", clients=3, rounds=3, model=model, proximal_mu=0.1))
+        result = simulation.run(RunConfig(partition="iid", dataset="wine", clients=3, rounds=3, model=model, proximal_mu=0.1))
         assert result.status == "completed" and result.final_metrics["accuracy"] > 0.8, model
 
 
 def test_server_optimisers_run_end_to_end():
     for opt in ("fedavgm", "fedadagrad", "fedadam", "fedyogi"):
-        result = simulation.run(RunConfig(dataset="wine", clients=3, rounds=4, server_opt=opt, server_lr=0.5,
+        result = simulation.run(RunConfig(model="logreg", partition="iid", dataset="wine", clients=3, rounds=4, server_opt=opt, server_lr=0.5,
                                           server_momentum=0.5 if opt == "fedavgm" else 0.0))
         assert result.status == "completed" and result.final_metrics["accuracy"] > 0.8, opt
 

@@ -35,13 +35,42 @@ def test_missing_values_and_empty_inputs_do_not_break_figures():
     assert charts.events_table([{"type": "round", "t": 0, "round": 1, "accuracy": None}]).shape[0] == 1
 
 
-def test_client_figure_hides_legend_for_many_clients():
-    # Prepare
-    rows = [{"round": 1, "client_id": f"c{i}", "train_accuracy": 0.5, "status": "ok"} for i in range(30)]
+def test_client_figure_draws_a_percentile_band_for_many_clients():
+    # Prepare: 30 clients over 2 rounds, client i scoring i/30
+    rows = [{"round": r, "client_id": f"c{i:02d}", "eval_accuracy": i / 30, "status": "ok"}
+            for r in (1, 2) for i in range(30)]
     # Execute
-    fig = charts.client_metric_figure(rows)
+    fig = charts.client_metric_figure(rows, "eval_accuracy")
+    # Assert: a band (90th, 10th), the median and the worst client instead of 30 lines
+    names = [t.name for t in fig.data]
+    assert len(fig.data) == 4 and "median client" in names and "worst client" in names
+    worst = next(t for t in fig.data if t.name == "worst client")
+    assert list(worst.y) == [0.0, 0.0]
+
+
+def test_few_clients_get_one_line_each_and_axes_say_what_they_mean():
+    # Prepare
+    rows = [{"round": 1, "client_id": f"c{i}", "eval_accuracy": 0.0, "status": "ok"} for i in range(3)]
+    # Execute
+    fig = charts.client_metric_figure(rows, "eval_accuracy", total_rounds=12)
+    # Assert: an accuracy of 0 sits on a 0..100 % axis, round ticks are whole numbers
+    assert len(fig.data) == 3
+    assert list(fig.layout.yaxis.range) == [0.0, 1.02]
+    assert fig.layout.xaxis.tickformat == "d" and fig.layout.xaxis.dtick == 2
+
+
+def test_accuracy_axis_never_magnifies_a_one_point_change():
+    # Prepare / Execute / Assert
+    assert charts.accuracy_range([0.99, 1.0]) == [0.8, 1.02]
+    assert charts.accuracy_range([0.36, 0.96]) == [0.3, 1.02]
+    assert charts.accuracy_range([]) == [0.0, 1.02]
+
+
+def test_heatmap_colours_start_at_zero():
+    # Prepare / Execute
+    fig = charts.label_heatmap([[40, 41], [42, 40]], ["a", "b"], [0, 1])
     # Assert
-    assert len(fig.data) == 30 and fig.layout.showlegend is False
+    assert fig.data[0].zmin == 0
 
 
 def test_numbers_are_rounded_for_people():

@@ -30,7 +30,7 @@ def test_json_round_trip_keeps_every_field():
     ({"alpha": -1.0}, "alpha"),
     ({"test_size": 0.95}, "test_size"),
     ({"aggregation": "stacking", "model": "knn", "val_size": 0.0}, "validation split"),
-    ({"model_params": {"C": -1}}, "bad parameter"),
+    ({"model": "logreg", "model_params": {"C": -1}}, "bad parameter"),
     ({"model_params": {"n_trees": 3}, "model": "random_forest", "aggregation": "voting"}, "n_trees"),
     ({"learning_rate": float("nan")}, "learning_rate"),
 ])

@@ -13,7 +13,7 @@ def test_before_a_run_the_split_is_previewed(app_env):
     at.switch_page("app_pages/clients.py").run()
     # Assert
     assert not at.exception
-    assert "No run yet" in texts(at.info)
+    assert "No run in this tab yet" in texts(at.info)
     assert len(at.get("plotly_chart")) == 1
 
 

@@ -19,11 +19,11 @@ def deploy_page(at, *, port: int = 0, rounds: int = 3, partitions: int = 2, wait
     at.text_input(key="deploy_host").set_value("127.0.0.1")
     at.number_input(key="deploy_port").set_value(port)
     at.number_input(key="deploy_wait_for").set_value(wait_for)
-    at.selectbox(key="cfg_dataset").set_value("iris")
-    at.slider(key="cfg_clients").set_value(partitions)
-    at.slider(key="cfg_rounds").set_value(rounds)
-    at.slider(key="cfg_local_epochs").set_value(2)
-    at.slider(key="cfg_fraction").set_value(1.0)
+    at.selectbox(key="deploy_cfg_dataset").set_value("iris")
+    at.slider(key="deploy_cfg_clients").set_value(partitions)
+    at.slider(key="deploy_cfg_rounds").set_value(rounds)
+    at.slider(key="deploy_cfg_local_epochs").set_value(2)
+    at.slider(key="deploy_cfg_fraction").set_value(1.0)
     return at.run()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.apptest_helpers import new_app, run_until, texts
+from tests.apptest_helpers import new_app, new_app_with_url, run_until, texts
 
 
 def test_landing_page_explains_and_previews_the_split(app_env):
@@ -18,8 +18,9 @@ def test_landing_page_explains_and_previews_the_split(app_env):
 def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
     # Prepare
     at = new_app()
-    at.sidebar.slider(key="cfg_clients").set_value(3)
-    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    at.sidebar.slider(key="cfg_clients").set_value(3).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(3).run()
     # Execute
     at.sidebar.button(key="start_run").click().run()
     at = run_until(at, lambda a: len(a.success) > 0)
@@ -27,32 +28,72 @@ def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
     assert not at.exception and not at.error
     assert "Finished 3 rounds" in texts(at.success)
     labels = [m.label for m in at.metric]
-    assert {"Global accuracy", "Loss", "Macro F1", "Centralized", "Local only (mean)"} <= set(labels)
+    assert {"Global accuracy", "Loss", "Worst client", "Centralized", "Local only (mean)"} <= set(labels)
     assert len(at.get("plotly_chart")) >= 3  # accuracy, loss, per-client
     assert len(at.dataframe) >= 1
     assert len(at.get("download_button")) == 3
     assert (app_env).exists() and any(app_env.iterdir())  # the run store has it
 
 
-def test_rerun_and_new_session_do_not_restart_or_duplicate_a_run(app_env):
-    # Prepare
+def test_reload_keeps_the_tabs_run_and_its_settings_and_a_new_tab_starts_fresh(app_env):
+    # Prepare: a run on wine with 3 clients
     at = new_app()
-    at.sidebar.slider(key="cfg_rounds").set_value(2)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("wine").run()
+    at.sidebar.slider(key="cfg_clients").set_value(3).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(2).run()
     at.sidebar.button(key="start_run").click().run()
     run_until(at, lambda a: len(a.success) > 0)
-    # Execute: a fresh session (a reload) and a few reruns
-    other = new_app()
-    other.run()
-    # Assert: both see the one finished run; the store holds exactly one
-    assert "Finished 2 rounds" in texts(other.success)
+    run_id = at.query_params["run"]
+    # Execute: a reload (a new session with the same URL) and a new tab (no URL)
+    reload = new_app_with_url(run=run_id)
+    fresh = new_app()
+    # Assert: the reload shows the run with its settings; the new tab configures a new run
+    assert "Finished 2 rounds" in texts(reload.success)
+    assert reload.sidebar.selectbox(key="cfg_dataset").value == "wine"
+    assert reload.sidebar.slider(key="cfg_clients").value == 3
+    assert not fresh.success and any("How the data will be split" in s.value for s in fresh.subheader)
     from fl.runs import RunStore
 
-    assert len(RunStore(app_env).list()) == 1
+    assert len(RunStore(app_env).list()) == 1  # nothing restarted or duplicated
+
+
+def test_start_locks_the_sidebar_and_stop_ends_the_run(app_env):
+    # Prepare: a long run
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.slider(key="cfg_rounds").set_value(200).run()
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    # Assert: mid-run, Start and the settings are disabled, Stop is enabled
+    assert at.sidebar.button(key="start_run").disabled
+    assert not at.sidebar.button(key="stop_run").disabled
+    assert at.sidebar.selectbox(key="cfg_dataset").disabled
+    at.sidebar.button(key="stop_run").click().run()
+    assert "Stopped after" in texts(at.warning)
+    assert not at.sidebar.button(key="start_run").disabled and at.sidebar.button(key="stop_run").disabled
+
+
+def test_changing_a_setting_after_a_run_turns_the_view_into_a_new_run(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.slider(key="cfg_rounds").set_value(2).run()
+    at.sidebar.button(key="start_run").click().run()
+    run_until(at, lambda a: len(a.success) > 0)
+    # Execute
+    at.sidebar.slider(key="cfg_clients").set_value(4).run()
+    # Assert: the split preview of the new settings, no run on screen
+    assert not at.success
+    assert any("How the data will be split" in s.value for s in at.subheader)
+    assert "run" not in at.query_params
 
 
 def test_impossible_split_shows_an_error_not_a_traceback(app_env):
     # Prepare
     at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
     # Execute: 100 clients cannot each get 2 rows of iris' training split
     at.sidebar.slider(key="cfg_clients").set_value(100).run()
     at.sidebar.button(key="start_run").click().run()
@@ -61,7 +102,7 @@ def test_impossible_split_shows_an_error_not_a_traceback(app_env):
     assert "cannot" in texts(at.error).lower()
 
 
-def test_unreadable_csv_shows_an_error(app_env, tmp_path):
+def test_unreadable_csv_shows_an_error_and_start_stays_off(app_env, tmp_path):
     # Prepare
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\x00\x01\x02 not text")
@@ -69,10 +110,10 @@ def test_unreadable_csv_shows_an_error(app_env, tmp_path):
     at.session_state["cfg_csv_path"] = str(bad)
     # Execute
     at.sidebar.selectbox(key="cfg_dataset").set_value("csv").run()
-    at.sidebar.button(key="start_run").click().run()
     # Assert
     assert not at.exception
-    assert len(at.error) >= 1
+    assert "not a text CSV" in texts(at.sidebar.error)
+    assert at.sidebar.button(key="start_run").disabled
 
 
 def test_single_class_csv_target_is_refused_with_advice(app_env, tmp_path):
@@ -92,8 +133,10 @@ def test_single_class_csv_target_is_refused_with_advice(app_env, tmp_path):
 def test_attack_and_privacy_settings_run_and_show_epsilon_and_roles(app_env):
     # Prepare: 4 clients, one malicious (sign flip), median aggregation, server-side DP
     at = new_app()
-    at.sidebar.slider(key="cfg_clients").set_value(4)
-    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.slider(key="cfg_clients").set_value(4).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(3).run()
     at.sidebar.radio(key="cfg_aggregation").set_value("median").run()
     at.sidebar.number_input(key="cfg_malicious_clients").set_value(1).run()
     at.sidebar.selectbox(key="cfg_dp").set_value("server").run()
@@ -112,9 +155,12 @@ def test_attack_and_privacy_settings_run_and_show_epsilon_and_roles(app_env):
 def test_compare_rules_under_attack_draws_one_chart_of_four_runs(app_env):
     # Prepare
     at = new_app()
-    at.sidebar.selectbox(key="cfg_dataset").set_value("digits")
-    at.sidebar.slider(key="cfg_clients").set_value(10)
-    at.sidebar.slider(key="cfg_rounds").set_value(3)
+    at.sidebar.selectbox(key="cfg_dataset").set_value("digits").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.selectbox(key="cfg_partition").set_value("iid").run()
+    at.sidebar.slider(key="cfg_clients").set_value(10).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(3).run()
+    at.sidebar.slider(key="cfg_local_epochs").set_value(5).run()
     at.sidebar.number_input(key="cfg_malicious_clients").set_value(3).run()
     # Execute
     at.sidebar.button(key="compare_rules").click().run()

@@ -18,8 +18,8 @@ from ui import history
 def make_runs(root: Path) -> list:
     """Two finished runs in the store, run by the engine itself (newest first, as the page lists them)."""
     store = RunStore(root)
-    simulation.run(RunConfig(dataset="iris", clients=3, rounds=3, model="logreg"), store=store)
-    simulation.run(RunConfig(dataset="iris", clients=2, rounds=2, model="sgd"), store=store)
+    simulation.run(RunConfig(partition="iid", dataset="iris", clients=3, rounds=3, model="logreg"), store=store)
+    simulation.run(RunConfig(partition="iid", dataset="iris", clients=2, rounds=2, model="sgd"), store=store)
     return store.list()
 
 
@@ -138,7 +138,7 @@ def test_a_run_still_running_is_not_deleted(app_env):
     from ui.state import _registry
 
     handle = _registry(str(app_env)).host(
-        RunConfig(dataset="iris", clients=2),
+        RunConfig(model="logreg", partition="iid", dataset="iris", clients=2),
         ServerSettings(host="127.0.0.1", port=0, wait_for_clients=2, join_timeout_s=30))
     at = runs_page(new_app())
     assert at.dataframe[0].value["Status"].iloc[0] == "running"

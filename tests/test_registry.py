@@ -19,24 +19,49 @@ def test_simulated_run_gets_baselines_and_is_found_again(tmp_path):
     # Prepare
     registry = RunRegistry(RunStore(tmp_path))
     # Execute
-    handle = registry.start(RunConfig(dataset="wine", clients=3, rounds=3))
+    handle = registry.start(RunConfig(model="logreg", partition="iid", dataset="wine", clients=3, rounds=3))
     handle.wait(60)
-    for _ in range(100):  # the baselines thread may finish just after the rounds
-        if handle.snapshot()["baselines"]:
-            break
-        threading.Event().wait(0.05)
     snap = handle.snapshot()
-    # Assert
-    assert registry.get(handle.run_id) is handle and registry.active() == []
+    # Assert: once done, the baselines are in the state and in summary.json (no waiting, no race)
+    assert handle.done and registry.get(handle.run_id) is handle and registry.active() == []
     assert snap["baselines"]["centralized"]["accuracy"] > 0.9
     assert set(snap["baselines"]["local_only"]["per_client"]) == {"client_000", "client_001", "client_002"}
+    summary = RunStore(tmp_path).load(handle.run_id).summary
+    assert summary["status"] == "completed" and summary["baselines"] == snap["baselines"]
     assert (tmp_path / handle.run_id / "partition.json").exists()
+
+
+@pytest.mark.parametrize("model, aggregation", [("random_forest", "voting"), ("gaussian_nb", "fedavg")])
+def test_baselines_are_in_summary_even_when_the_rounds_end_first(tmp_path, model, aggregation):
+    # Prepare: one-shot runs end in a fraction of the time the baselines take
+    registry = RunRegistry(RunStore(tmp_path))
+    config = RunConfig(dataset="digits", clients=8, model=model, aggregation=aggregation, partition="iid")
+    # Execute
+    handle = registry.start(config)
+    handle.wait(120)
+    # Assert
+    summary = RunStore(tmp_path).load(handle.run_id).summary
+    assert summary["status"] == "completed"
+    assert summary["baselines"]["centralized"]["accuracy"] > 0.7
+    assert len(summary["baselines"]["local_only"]["per_client"]) == 8
+
+
+def test_stopped_run_gives_up_its_baselines_at_once(tmp_path):
+    # Prepare: 60 clients make 61 baseline fits
+    registry = RunRegistry(RunStore(tmp_path))
+    handle = registry.start(RunConfig(dataset="digits", clients=60, model="mlp", rounds=500, partition="iid"))
+    # Execute
+    handle.stop()
+    result = handle.wait(15)
+    # Assert
+    assert result is not None and result.status == "stopped" and handle.done
+    assert handle.snapshot()["baselines_status"] == "skipped"
 
 
 def test_hosted_run_waits_for_remote_clients_then_runs(tmp_path):
     # Prepare
     registry = RunRegistry(RunStore(tmp_path))
-    config = RunConfig(dataset="iris", clients=2, rounds=2, min_clients=2)
+    config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=2, rounds=2, min_clients=2)
     handle = registry.host(config, ServerSettings(host="127.0.0.1", port=0, token="t", wait_for_clients=2,
                                                   join_timeout_s=30))
     host, port = handle.server.address
@@ -69,7 +94,7 @@ def test_port_in_use_is_an_oserror_and_leaves_no_run(tmp_path):
     # Execute / Assert
     try:
         with pytest.raises(OSError):
-            registry.host(RunConfig(dataset="iris"), ServerSettings(host="127.0.0.1", port=port))
+            registry.host(RunConfig(model="logreg", partition="iid", dataset="iris"), ServerSettings(host="127.0.0.1", port=port))
     finally:
         blocker.close()
     assert registry.handles() == [] and RunStore(tmp_path).list() == []

@@ -24,7 +24,7 @@ class Harness:
     """A server plus client threads on loopback; everything is torn down by close()."""
 
     def __init__(self, n_clients=3, rounds=3, token=None, round_timeout=10.0, wait_for=None, **config_kw):
-        self.config = RunConfig(dataset="iris", clients=n_clients, rounds=rounds, round_timeout=round_timeout,
+        self.config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=n_clients, rounds=rounds, round_timeout=round_timeout,
                                 min_clients=1, **config_kw).validate()
         ds = load_dataset("iris")
         self.data = make_federated_data(ds, n_clients=n_clients, seed=0)
@@ -294,3 +294,21 @@ def test_client_missing_a_needed_column_leaves_with_shape(harness_factory):
     result = client.run()
     # Assert
     assert not result.ok and "(shape)" in result.reason and names[0] in result.reason
+
+
+def test_a_refused_session_is_not_charged_to_the_next_client_with_its_id(harness_factory):
+    # Prepare: client_000 first joins with labels the task does not have and is refused ...
+    h = harness_factory(n_clients=1, rounds=2, wait_for=1)
+    X, y = h.data.client_data(0)
+    h.add_client(0, client_id="client_000", y=np.full(len(y), 7))
+    h.threads[0].join(15)
+    assert "labels" in h.client_results["client_000"].reason
+    # ... then joins again with the right data
+    h.add_client(0, client_id="client_000")
+    # Execute
+    result = h.run()
+    # Assert: the old session's departure is not a failure of the new one
+    assert result.status == "completed"
+    assert [r["n_failures"] for r in result.rounds] == [0, 0]
+    assert [r["n_fit_clients"] for r in result.rounds] == [1, 1]
+    assert not h.of("failure")

@@ -58,7 +58,7 @@ def test_dirichlet_clients_missing_classes_still_give_a_ten_class_model(model, n
 
 def test_stacking_random_forest_beats_every_single_client(no_thread_leaks):
     # Prepare
-    config = RunConfig(dataset="breast_cancer", clients=5, model="random_forest", aggregation="stacking", seed=0)
+    config = RunConfig(partition="iid", dataset="breast_cancer", clients=5, model="random_forest", aggregation="stacking", seed=0)
     # Execute
     handle, result = _run(config)
     data = handle.data
@@ -76,8 +76,8 @@ def test_stacking_random_forest_beats_every_single_client(no_thread_leaks):
 
 def test_voting_and_gaussian_nb_are_one_shot(no_thread_leaks):
     # Prepare
-    configs = [RunConfig(dataset="wine", clients=3, model="knn", aggregation="voting", rounds=5),
-               RunConfig(dataset="wine", clients=3, model="gaussian_nb", rounds=5)]
+    configs = [RunConfig(partition="iid", dataset="wine", clients=3, model="knn", aggregation="voting", rounds=5),
+               RunConfig(partition="iid", dataset="wine", clients=3, model="gaussian_nb", rounds=5)]
     for config in configs:
         # Execute
         _, result = _run(config)
@@ -90,8 +90,8 @@ def test_voting_and_gaussian_nb_are_one_shot(no_thread_leaks):
 def test_two_runs_at_once_and_stop_is_prompt(tmp_path, no_thread_leaks):
     # Prepare: a long run and a short run side by side
     store = RunStore(tmp_path)
-    long_run = simulation.start(RunConfig(dataset="iris", clients=3, rounds=10_000), store=store)
-    short = simulation.start(RunConfig(dataset="iris", clients=3, rounds=3), store=store)
+    long_run = simulation.start(RunConfig(model="logreg", partition="iid", dataset="iris", clients=3, rounds=10_000), store=store)
+    short = simulation.start(RunConfig(model="logreg", partition="iid", dataset="iris", clients=3, rounds=3), store=store)
     # Execute
     short_result = short.wait(60)
     deadline = time.monotonic() + 30
@@ -111,7 +111,7 @@ def test_two_runs_at_once_and_stop_is_prompt(tmp_path, no_thread_leaks):
 
 def test_snapshot_is_a_consistent_copy(no_thread_leaks):
     # Prepare
-    handle = simulation.start(RunConfig(dataset="iris", clients=4, rounds=3))
+    handle = simulation.start(RunConfig(model="logreg", partition="iid", dataset="iris", clients=4, rounds=3))
     # Execute
     handle.wait(60)
     snap = handle.snapshot()
@@ -128,9 +128,9 @@ def test_snapshot_is_a_consistent_copy(no_thread_leaks):
 def test_bad_settings_fail_before_any_thread_starts():
     # Prepare / Execute / Assert
     with pytest.raises(ConfigError, match="stacking"):
-        simulation.start(RunConfig(model="random_forest", aggregation="fedavg"))
+        simulation.start(RunConfig(partition="iid", model="random_forest", aggregation="fedavg"))
     with pytest.raises(DataError, match="clients"):
-        simulation.start(RunConfig(dataset="iris", clients=200, min_samples=2))
+        simulation.start(RunConfig(model="logreg", partition="iid", dataset="iris", clients=200, min_samples=2))
 
 
 def test_same_seed_same_numbers(no_thread_leaks):
@@ -142,3 +142,42 @@ def test_same_seed_same_numbers(no_thread_leaks):
     # Assert
     assert [r["accuracy"] for r in a.rounds] == [r["accuracy"] for r in b.rounds]
     assert [r["n_fit_clients"] for r in a.rounds] == [2, 2, 2, 2]
+
+
+def test_every_client_scores_the_global_model_on_its_own_data(tmp_path, no_thread_leaks):
+    # Prepare: a non-IID split, so clients differ
+    import joblib
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    config = RunConfig(dataset="digits", clients=5, partition="dirichlet", alpha=0.3, model="logreg", rounds=3)
+    # Execute
+    handle, result = _run(config, out_dir=str(tmp_path))
+    # Assert: clients.csv has each client's accuracy of each round's global model on its own rows ...
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    last = clients[clients["round"] == 3].set_index("client_id")
+    assert len(clients) == 15 and clients["eval_accuracy"].notna().all()
+    # ... equal to the saved final model scored independently on each client's partition
+    model = joblib.load(tmp_path / "model.joblib")
+    for i in range(5):
+        X, y = handle.data.client_data(i)
+        assert last.loc[f"client_{i:03d}", "eval_accuracy"] == pytest.approx(accuracy_score(y, model.predict(X)))
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["worst_client_accuracy"].iloc[-1] == pytest.approx(last["eval_accuracy"].min())
+    assert metrics["client_accuracy_std"].iloc[-1] == pytest.approx(last["eval_accuracy"].std(ddof=0))
+
+
+def test_stop_ends_a_run_within_the_round_in_progress(no_thread_leaks):
+    # Prepare: rounds of about a tenth of a second
+    handle = simulation.start(RunConfig(dataset="digits", clients=10, model="mlp", rounds=1000, partition="iid"))
+    deadline = time.monotonic() + 30
+    while handle.snapshot()["round"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Execute
+    at_stop = handle.snapshot()["round"]
+    handle.stop()
+    result = handle.wait(10)
+    # Assert: the round in progress may finish, no further round starts
+    assert result is not None and result.status == "stopped"
+    assert len(result.rounds) <= at_stop
+    assert handle.snapshot()["status"] == "stopped"

@@ -24,7 +24,7 @@ def certs(tmp_path_factory):
 
 
 def _tls_run(certs, client_settings: list[ClientSettings]):
-    config = RunConfig(dataset="iris", clients=len(client_settings), rounds=2, min_clients=1).validate()
+    config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=len(client_settings), rounds=2, min_clients=1).validate()
     data = make_federated_data(load_dataset("iris"), n_clients=len(client_settings), seed=0)
     server = FederatedServer(make_task(config, data), ServerSettings(
         ssl_context=server_context(certs["cert"], certs["key"]), wait_for_clients=1, join_timeout_s=20,
@@ -69,7 +69,7 @@ def test_pinned_certificate_is_accepted_and_a_wrong_pin_refused(certs):
     # Assert
     assert run.status == "completed"
     assert results[0].ok
-    assert not results[1].ok and "pinned" in results[1].reason
+    assert not results[1].ok and "does not match --tls-pin" in results[1].reason
 
 
 def test_plain_client_and_untrusted_ca_cannot_join(certs, tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from fl.server_opt import SERVER_OPTIMIZERS
+from ui import widgets
 
 ATTACK_LABELS = {
     "label_flip": "Label flip: train on permuted labels",
@@ -37,9 +38,7 @@ SLIDER_OPTIONS: dict[str, list[float]] = {
 
 
 def _k(name: str) -> dict[str, Any]:
-    key = f"cfg_{name}"
-    st.session_state.setdefault(key, DEFAULTS[name])
-    return {"key": key, "persist_state": "session"}
+    return widgets.kw(name, DEFAULTS[name])
 
 
 def robust_widgets(aggregation: str) -> dict[str, Any]:

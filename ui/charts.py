@@ -8,25 +8,57 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import math
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from fl.events import describe_event
 from ui.format import is_number
 
 REFERENCE_COLOUR = "#8c8c8c"
 METRIC_LABELS = {"accuracy": "Accuracy", "loss": "Loss", "f1_macro": "Macro F1",
-                 "train_accuracy": "Training accuracy", "train_loss": "Training loss"}
+                 "train_accuracy": "Training accuracy", "train_loss": "Training loss",
+                 "eval_accuracy": "Global model's accuracy on the client's data",
+                 "eval_loss": "Global model's loss on the client's data"}
+
+
+def accuracy_range(values: Iterable[float]) -> list[float]:
+    """A y range for accuracies that always reaches 100 % and never exaggerates a small change.
+
+    From a little below the lowest value (a multiple of 10 %) to 100 %, at
+    least 20 points tall: 99 % to 100 % is not drawn as a cliff, and an
+    accuracy of 0 is not drawn on a -100 %..100 % axis.
+    """
+    finite = [v for v in values if is_number(v)]
+    low = min(finite) if finite else 0.0
+    bottom = max(0.0, math.floor((low - 0.05) * 10) / 10)
+    return [min(bottom, 0.8), 1.02]
+
+
+def round_axis(fig: go.Figure, total_rounds: int | None, fixed_range: bool = True) -> None:
+    """Whole-number round ticks (never 1.5), over the run's full length when it is known."""
+    last = max(1, total_rounds or 1)
+    fig.update_xaxes(title_text="Round", tick0=1, dtick=max(1, math.ceil(last / 10)), tickformat="d")
+    if fixed_range:
+        fig.update_xaxes(range=[0.5, last + 0.5])
+
+
+def _last_round(fig: go.Figure) -> int | None:
+    rounds = [x for trace in fig.data for x in (trace.x if trace.x is not None else ()) if is_number(x)]
+    return int(max(rounds)) if rounds else None
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, *, percent: bool = False, height: int = 340,
-            values: Iterable[float] = ()) -> go.Figure:
+            values: Iterable[float] = (), total_rounds: int | None = None) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
                       margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_xaxes(title_text="Round", rangemode="tozero", dtick=None)
-    finite = [v for v in values if is_number(v)]
-    narrow = bool(finite) and max(finite) - min(finite) < 0.05
-    fig.update_yaxes(title_text=y_title, tickformat=(".1%" if narrow else ".0%") if percent else None)
+    round_axis(fig, total_rounds or _last_round(fig), fixed_range=total_rounds is not None)
+    fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
+    if percent:
+        fig.update_yaxes(range=accuracy_range(values))
     return fig
 
 
@@ -52,15 +84,15 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
             continue
         fig.add_hline(y=value, line=dict(color=REFERENCE_COLOUR, dash=dash, width=1.5), annotation_text=text,
                       annotation_position="bottom right" if metric != "loss" else "top right")
+    references = [((baselines or {}).get(k) or {}).get(metric) for k in ("centralized", "local_only")]
+    fig = _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
+                  percent=metric != "loss", values=curve + [v for v in references if is_number(v)],
+                  total_rounds=max(total_rounds or 0, len(xs)) or None)
     if ceiling is not None:
         fig.update_yaxes(range=[0, ceiling])
-    elif not curve:  # nothing yet: a sensible empty axis instead of plotly's -100%..400%
+    elif metric == "loss" and not curve:  # nothing yet: an empty axis from 0, not plotly's -1..4
         fig.update_yaxes(range=[0, 1])
-    if total_rounds:
-        fig.update_xaxes(range=[0.5, max(total_rounds, len(xs)) + 0.5])
-    references = [((baselines or {}).get(k) or {}).get(metric) for k in ("centralized", "local_only")]
-    return _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                   percent=metric != "loss", values=curve + [v for v in references if is_number(v)])
+    return fig
 
 
 def one_shot_figure(final: dict, baselines: dict | None, metric: str, method: str) -> go.Figure:
@@ -80,40 +112,91 @@ def one_shot_figure(final: dict, baselines: dict | None, metric: str, method: st
 
 
 def client_bars_figure(client_rows: list[dict], local_only: dict[str, float] | None) -> go.Figure:
-    """Per client: training accuracy, and test accuracy of its model alone."""
-    rows = sorted((r for r in client_rows if r.get("status", "ok") == "ok"), key=lambda r: r["client_id"])
+    """Per client: the global model on its data, and the test accuracy of its model alone."""
+    rows = sorted((r for r in client_rows if r.get("eval_accuracy") is not None or r.get("status") == "ok"),
+                  key=lambda r: r["client_id"])
     ids = [r["client_id"] for r in rows]
-    fig = go.Figure(go.Bar(name="Training accuracy", x=ids, y=[r.get("train_accuracy") for r in rows]))
+    fig = go.Figure()
+    if any(r.get("eval_accuracy") is not None for r in rows):
+        fig.add_trace(go.Bar(name="Global model on the client's data", x=ids,
+                             y=[r.get("eval_accuracy") for r in rows]))
+    else:
+        fig.add_trace(go.Bar(name="Training accuracy", x=ids, y=[r.get("train_accuracy") for r in rows]))
     if local_only:
-        fig.add_trace(go.Bar(name="Test accuracy, client alone", x=ids, y=[local_only.get(c) for c in ids]))
+        fig.add_trace(go.Bar(name="Client's own model on the test split", x=ids, y=[local_only.get(c) for c in ids]))
     fig.update_layout(barmode="group", title=dict(text="Per-client accuracy", x=0), height=340,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.0, yanchor="bottom"))
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05])
+    fig.update_xaxes(type="category")
     return fig
 
 
-def client_metric_figure(client_rows: list[dict], metric: str = "train_accuracy",
-                         highlight: Iterable[str] = ()) -> go.Figure:
-    """One line per client; many clients get thin lines and no legend."""
+MAX_CLIENT_LINES = 20  # above this, per-client curves become a percentile band
+
+
+def client_metric_figure(client_rows: list[dict], metric: str = "eval_accuracy", highlight: Iterable[str] = (),
+                         total_rounds: int | None = None) -> go.Figure:
+    """Each client's metric per round: one line per client, or a 10th-90th percentile band for many.
+
+    ``eval_accuracy`` is the global model of the round on the client's own
+    data: where non-IID data hurts, a client's line falls below the others.
+    """
     fig = go.Figure()
-    if client_rows:
-        df = pd.DataFrame(client_rows)
-        df = df[df.get("status", "ok") == "ok"] if "status" in df else df
+    df = _client_frame(client_rows, metric)
+    clients = sorted(df["client_id"].unique()) if len(df) else []
+    if len(clients) > MAX_CLIENT_LINES:
+        _band(fig, df, metric)
+    else:
         marked = set(highlight)
-        clients = sorted(df["client_id"].unique()) if len(df) else []
-        many = len(clients) > 15
         for cid in clients:
             part = df[df["client_id"] == cid].sort_values("round")
             fig.add_trace(go.Scatter(
-                x=part["round"], y=part[metric], mode="lines" if many else "lines+markers", name=cid,
-                line=dict(width=1 if many else 2, dash="dot" if cid in marked else None),
+                x=part["round"], y=part[metric], mode="lines+markers", name=cid,
+                line=dict(width=2, dash="dot" if cid in marked else None),
                 hovertemplate=f"{cid}: %{{y:.3f}}<extra></extra>"))
-    values = [v for trace in fig.data for v in trace.y] if fig.data else []
-    fig = _layout(fig, f"Per-client {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                  percent="accuracy" in metric, values=values)
+    values = df[metric].tolist() if len(df) else []
+    label = METRIC_LABELS.get(metric, metric)
+    fig = _layout(fig, f"{label} per client", label, percent="accuracy" in metric, values=values,
+                  total_rounds=total_rounds)
     # A vertical legend on the right never covers the title, whatever the number of clients.
-    fig.update_layout(showlegend=bool(fig.data) and len(fig.data) <= 15,
-                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
+    fig.update_layout(showlegend=bool(fig.data), legend=dict(orientation="v", x=1.02, xanchor="left", y=1,
+                                                             yanchor="top"))
+    return fig
+
+
+def _client_frame(client_rows: list[dict], metric: str) -> pd.DataFrame:
+    if not client_rows:
+        return pd.DataFrame(columns=["round", "client_id", metric])
+    df = pd.DataFrame(client_rows)
+    if metric not in df:
+        return pd.DataFrame(columns=["round", "client_id", metric])
+    df = df[pd.to_numeric(df[metric], errors="coerce").notna()]
+    return df.assign(**{metric: df[metric].astype(float)})
+
+
+def _band(fig: go.Figure, df: pd.DataFrame, metric: str) -> None:
+    """10th/50th/90th percentile across clients per round, and the worst client."""
+    stats = df.groupby("round")[metric].agg(
+        p10=lambda v: float(np.percentile(v, 10)), p50="median", p90=lambda v: float(np.percentile(v, 90)),
+        worst="min", n="count").reset_index()
+    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p90"], mode="lines", line=dict(width=0),
+                             name="90th percentile", showlegend=False, hovertemplate="90th: %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p10"], mode="lines", line=dict(width=0), fill="tonexty",
+                             name="10th to 90th percentile of clients", hovertemplate="10th: %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p50"], mode="lines+markers", name="median client",
+                             hovertemplate="median: %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=stats["round"], y=stats["worst"], mode="lines", name="worst client",
+                             line=dict(dash="dot", color=REFERENCE_COLOUR),
+                             hovertemplate="worst: %{y:.3f}<extra></extra>"))
+
+
+def class_balance_figure(class_counts: dict) -> go.Figure:
+    """Rows per class of the label column."""
+    labels = [str(k) for k in class_counts]
+    fig = go.Figure(go.Bar(x=labels, y=list(class_counts.values()), hovertemplate="%{x}: %{y} rows<extra></extra>"))
+    fig.update_layout(title=dict(text="Rows per class", x=0), height=300, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(type="category", title_text="Class")
+    fig.update_yaxes(title_text="Rows", rangemode="tozero")
     return fig
 
 
@@ -127,7 +210,8 @@ def epsilon_figure(rounds: list[dict], delta: float | None) -> go.Figure:
 
 def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) -> go.Figure:
     """Clients x classes sample counts: how non-IID the split is, at a glance."""
-    fig = go.Figure(go.Heatmap(z=counts, x=[str(c) for c in classes], y=clients, colorscale="Blues",
+    top = max((max(row) for row in counts if row), default=1) or 1
+    fig = go.Figure(go.Heatmap(z=counts, x=[str(c) for c in classes], y=clients, colorscale="Blues", zmin=0, zmax=top,
                                hovertemplate="%{y}, class %{x}: %{z} samples<extra></extra>",
                                colorbar=dict(title="samples")))
     fig.update_yaxes(autorange="reversed", title_text="Client")
@@ -145,7 +229,10 @@ def bytes_figure(clients: dict[str, dict]) -> go.Figure:
     ])
     fig.update_layout(barmode="group", title=dict(text="Bytes exchanged", x=0), height=320,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.0, yanchor="bottom"))
-    fig.update_yaxes(title_text="Bytes")
+    fig.update_yaxes(title_text="Bytes", rangemode="tozero")
+    fig.update_xaxes(type="category")
+    if not any(clients[c].get("bytes_sent") or clients[c].get("bytes_received") for c in ids):
+        fig.update_yaxes(range=[0, 1024])  # nothing sent yet: an empty axis from 0, not -1..1
     return fig
 
 
@@ -175,38 +262,22 @@ def metrics_table(rounds: list[dict]) -> pd.DataFrame:
         "KB sent": (df["bytes_sent"] / 1024).round(1),
         "KB received": (df["bytes_received"] / 1024).round(1),
     })
+    if "worst_client_accuracy" in df and df["worst_client_accuracy"].notna().any():
+        out.insert(4, "Worst client", pd.to_numeric(df["worst_client_accuracy"], errors="coerce").round(4))
     if "epsilon" in df and df["epsilon"].notna().any():
         out["ε"] = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
     return out
 
 
 def events_table(events: list[dict], limit: int = 300) -> pd.DataFrame:
-    """The event log, newest first, one readable line per event."""
+    """The event log, newest first, one sentence per event (the same sentences as the command line)."""
     import time as _time
 
     rows = []
     for e in reversed(events[-limit:]):
-        detail = {k: v for k, v in e.items() if k not in ("type", "t", "client_id")}
-        if e.get("type") == "round":
-            text = (f"round {e.get('round')}: accuracy {_fmt(e.get('accuracy'))}, {e.get('n_fit_clients')} clients, "
-                    f"{e.get('n_failures')} failed")
-        elif e.get("type") == "client_result":
-            text = f"round {e.get('round')}: {e.get('status')}, train acc {_fmt(e.get('train_accuracy'))}"
-        else:
-            text = ", ".join(f"{k}={_short(v)}" for k, v in detail.items())
+        text = describe_event(e)
+        if text is None:
+            continue
         rows.append({"Time": _time.strftime("%H:%M:%S", _time.localtime(e.get("t", 0))), "Event": e.get("type"),
                      "Client": e.get("client_id", ""), "Detail": text})
     return pd.DataFrame(rows, columns=["Time", "Event", "Client", "Detail"])
-
-
-def pct_or_dash(value: Any) -> str:
-    return f"{100 * value:.1f}%" if is_number(value) else "–"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if is_number(value) else "–"
-
-
-def _short(value: Any) -> str:
-    text = f"{value:.4g}" if is_number(value) and isinstance(value, float) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."

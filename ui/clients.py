@@ -23,7 +23,9 @@ def status_table(clients: dict[str, dict]) -> pd.DataFrame:
         rows.append({"Client": cid, "Status": STATUS_ICONS.get(c.get("status"), c.get("status")),
                      "Role (set by you)": c.get("role") or "honest",
                      "Samples": c.get("n_samples"), "Rounds trained": c.get("rounds_trained", 0),
-                     "Failures": c.get("failures", 0), "Last train accuracy": pct(c.get("last_accuracy")),
+                     "Failures": c.get("failures", 0),
+                     "Global model on its data": pct(c.get("eval_accuracy")),
+                     "Last train accuracy": pct(c.get("last_accuracy")),
                      "Sent": size(c.get("bytes_sent")), "Received": size(c.get("bytes_received"))})
     return pd.DataFrame(rows)
 
@@ -46,6 +48,6 @@ def client_rounds_frame(client_rows: list[dict]) -> pd.DataFrame:
     if not client_rows:
         return pd.DataFrame(columns=["round", "client_id", "train_accuracy", "train_loss", "train_time_s"])
     df = pd.DataFrame(client_rows)
-    keep = [c for c in ("round", "client_id", "status", "n_samples", "train_accuracy", "train_loss",
-                        "train_time_s", "reason") if c in df]
+    keep = [c for c in ("round", "client_id", "status", "n_samples", "eval_accuracy", "eval_loss", "train_accuracy",
+                        "train_loss", "train_time_s", "reason") if c in df]
     return df[keep]

@@ -2,7 +2,8 @@
 
 With malicious clients configured, one click starts the same run under
 FedAvg, median, trimmed mean and Krum; one chart shows FedAvg's damage and
-the robust rules' recovery, live.
+the robust rules' recovery, live. The tab then shows the comparison (and its
+URL names its runs) until New run.
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from fl.config import ConfigError, RunConfig
 from fl.data import DataError
 from fl.runstate import RunHandle
 from ui import charts
-from ui.state import registry
+from ui.format import pct
+from ui.state import follow_comparison, registry
 
-COMPARISON = "comparison_run_ids"
 RULES = ("fedavg", "median", "trimmed_mean", "krum")
 
 
-def start_comparison(config: RunConfig) -> None:
-    """Start one run per rule; errors become st.error, not tracebacks."""
-    ids = []
+def can_compare(config: RunConfig | None) -> bool:
+    """Only an attacked parameter-averaging run has robust rules to compare."""
+    return config is not None and config.malicious_clients > 0 and not config.is_ensemble \
+        and config.model != "gaussian_nb"
+
+
+def start_comparison(config: RunConfig) -> bool:
+    """Start one run per rule and show them; errors become st.error, not tracebacks."""
+    started: list[RunHandle] = []
     share = config.malicious_clients / config.clients
     try:
         for rule in RULES:
@@ -33,11 +40,27 @@ def start_comparison(config: RunConfig) -> None:
                 extra = {"num_malicious": max(config.num_malicious, config.malicious_clients)}
             elif rule == "trimmed_mean":  # trim at least the attackers' share from each end
                 extra = {"trim_beta": round(max(config.trim_beta, min(0.45, share + 0.01)), 2)}
-            ids.append(registry().start(dataclasses.replace(config, aggregation=rule, **extra)).run_id)
+            started.append(registry().start(dataclasses.replace(config, aggregation=rule, **extra)))
     except (ConfigError, DataError) as exc:
+        for handle in started:
+            handle.stop()
         st.error(f"Cannot start the comparison: {exc}")
-        return
-    st.session_state[COMPARISON] = ids
+        return False
+    follow_comparison([h.run_id for h in started])
+    return True
+
+
+VARIED = ("aggregation", "trim_beta", "num_malicious", "num_to_keep")
+
+
+def same_settings(config: RunConfig | None, handles: list[RunHandle]) -> bool:
+    """Whether the sidebar's settings are those the shown run (or comparison) was made with."""
+    if config is None or not handles:
+        return False
+    if len(handles) == 1:
+        return config.to_dict() == handles[0].config.to_dict()
+    base = {k: v for k, v in config.to_dict().items() if k not in VARIED}
+    return base == {k: v for k, v in handles[0].config.to_dict().items() if k not in VARIED}
 
 
 def _curves(handles: list[RunHandle], metric: str) -> dict[str, pd.DataFrame]:
@@ -48,37 +71,31 @@ def _curves(handles: list[RunHandle], metric: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def show_comparison() -> bool:
-    """Draw the comparison if this tab started one; True when drawn."""
-    ids = st.session_state.get(COMPARISON) or []
-    handles = [h for h in (registry().get(i) for i in ids) if h is not None]
-    if not handles:
-        return False
+def show_comparison(handles: list[RunHandle]) -> None:
+    """The comparison's chart and final numbers, live until every run has ended."""
     cfg = handles[0].config
     st.subheader("FedAvg against robust rules")
     trimmed = next((h.config.trim_beta for h in handles if h.config.aggregation == "trimmed_mean"), None)
     st.caption(f"{cfg.malicious_clients} of {cfg.clients} clients send {cfg.attack} updates "
                f"(strength {cfg.attack_scale:g}); the server does not know which. Krum assumes "
-               f"f = {cfg.malicious_clients}; the trimmed mean cuts β = {trimmed} at each end.")
+               f"f = {cfg.malicious_clients}; the trimmed mean cuts β = {trimmed} at each end. Each run is also "
+               "on the Runs page; New run (in the sidebar) closes the comparison.")
 
     def draw() -> None:
         st.plotly_chart(charts.compare_figure(_curves(handles, "accuracy"), "accuracy"), key="compare-acc")
         finals = {h.config.aggregation: (h.snapshot()["rounds"] or [{}])[-1].get("accuracy") for h in handles}
         cols = st.columns(len(finals))
         for col, (rule, acc) in zip(cols, finals.items()):
-            col.metric(rule, charts.pct_or_dash(acc))
+            col.metric(rule, pct(acc))
 
     if all(h.done for h in handles):
         draw()
-    else:
-        @st.fragment(run_every=1.0)
-        def live() -> None:
-            if all(h.done for h in handles):
-                st.rerun(scope="app")
-            draw()
+        return
 
-        live()
-    if st.button("Close the comparison", key="close_comparison"):
-        st.session_state.pop(COMPARISON, None)
-        st.rerun()
-    return True
+    @st.fragment(run_every=1.0)
+    def live() -> None:
+        if all(h.done for h in handles):
+            st.rerun(scope="app")  # unlock the sidebar
+        draw()
+
+    live()

@@ -23,9 +23,9 @@ from fl.server import ServerSettings
 from fl.tls import default_hosts, make_certificates, server_context
 from ui import sidebar
 from ui.clients import STATUS_ICONS
-from ui.state import registry, runs_root
+from ui import widgets
+from ui.state import DEPLOY_RUN, registry, runs_root
 
-DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found
 SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
                                    "max_clients": 100}
 ALL_INTERFACES = ("0.0.0.0", "::", "")
@@ -87,7 +87,12 @@ def server_widgets() -> dict[str, Any]:
 
 
 def config_widgets() -> RunConfig | None:
-    """The run settings, in the main area (same ``cfg_`` widgets as the Run page sidebar)."""
+    """The run settings, in the main area: the Run page's widgets under this page's own keys."""
+    with widgets.scope("deploy_cfg_"):
+        return _config_widgets()
+
+
+def _config_widgets() -> RunConfig | None:
     st.subheader("Data the server evaluates on")
     values = sidebar.data_widgets()
     st.caption("The server keeps a held-out test split of its own copy to evaluate the global model; "

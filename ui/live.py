@@ -16,7 +16,7 @@ import streamlit as st
 
 from fl.runstate import RunHandle
 from ui import charts
-from ui.format import duration, num, pct, size
+from ui.format import duration, is_number, num, pct, size
 from ui.state import store
 
 REFRESH_SECONDS = 1.0
@@ -43,27 +43,32 @@ def progress(snap: dict) -> None:
 
 
 def headline(snap: dict) -> None:
-    """Big numbers: latest accuracy (change from last round), loss, F1, and the baselines."""
+    """Big numbers: latest accuracy (change from last round), loss, worst client, and the baselines."""
     rounds = snap["rounds"]
     last = rounds[-1] if rounds else {}
     prev = rounds[-2] if len(rounds) > 1 else {}
     base = snap.get("baselines") or {}
+    waiting = snap.get("baselines_status") == "computing"
     central = (base.get("centralized") or {}).get("accuracy")
     local = (base.get("local_only") or {}).get("accuracy")
     eps = last.get("epsilon")
     c = st.columns(6 if eps is not None else 5)
-    delta = (last.get("accuracy") - prev.get("accuracy")) if rounds and len(rounds) > 1 and \
-        isinstance(last.get("accuracy"), float) and isinstance(prev.get("accuracy"), float) else None
+    delta = (last.get("accuracy") - prev.get("accuracy")) if is_number(last.get("accuracy")) and \
+        is_number(prev.get("accuracy")) else None
     shown_delta = f"{100 * delta:+.1f} pts vs last round" if delta is not None and abs(delta) >= 0.0005 else None
     c[0].metric("Global accuracy", pct(last.get("accuracy")), shown_delta)
     c[1].metric("Loss", num(last.get("loss")))
-    c[2].metric("Macro F1", num(last.get("f1_macro")))
+    c[2].metric("Worst client", pct(last.get("worst_client_accuracy")),
+                help="The global model's accuracy on the data of the client it serves worst.")
     if snap.get("kind") == "hosted":  # the clients' data is theirs: no pooled or local baselines
         c[3].metric("Clients joined", len(snap["clients"]))
         c[4].metric("Failures", sum(r.get("n_failures") or 0 for r in rounds))
     else:
-        c[3].metric("Centralized", pct(central), help="Same model trained on the union of the clients' data.")
-        c[4].metric("Local only (mean)", pct(local), help="Each client's model trained on its own data alone.")
+        pending = "…" if waiting else "–"
+        c[3].metric("Centralized", pct(central) if central is not None else pending,
+                    help="Same model trained on the union of the clients' data.")
+        c[4].metric("Local only (mean)", pct(local) if local is not None else pending,
+                    help="Each client's model trained on its own data alone, scored on the same test split.")
     if eps is not None:
         c[5].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
                     help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
@@ -78,8 +83,10 @@ def charts_block(snap: dict, key: str) -> None:
     left.plotly_chart(charts.global_metric_figure(rounds, "accuracy", base, total), key=f"{key}-acc")
     right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
     marked = [cid for cid, c in snap["clients"].items() if "malicious" in (c.get("role") or "")]
-    if snap["client_rows"]:
-        st.plotly_chart(charts.client_metric_figure(snap["client_rows"], "train_accuracy", highlight=marked),
+    rows = snap["client_rows"]
+    metric = "eval_accuracy" if any(r.get("eval_accuracy") is not None for r in rows) else "train_accuracy"
+    if rows:
+        st.plotly_chart(charts.client_metric_figure(rows, metric, highlight=marked, total_rounds=total),
                         key=f"{key}-clients")
         if marked:
             st.caption(f"Dotted lines: the clients you made malicious ({', '.join(sorted(marked))}). "
@@ -131,14 +138,27 @@ def _model_bytes(run_id: str) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
 
+def chance_level(snap: dict) -> float | None:
+    """Accuracy of always guessing the most frequent class is not known here; 1/classes is the floor."""
+    classes = snap.get("n_classes")
+    return 1.0 / classes if classes else None
+
+
 def final_summary(snap: dict) -> None:
     status, final = snap["status"], snap.get("final_metrics") or {}
     took = duration((snap.get("finished_at") or 0) - snap["started_at"]) if snap.get("finished_at") else "–"
-    if status == "completed":
-        st.success(f"Finished {plural(len(snap['rounds']), 'round')} in {took}: accuracy {pct(final.get('accuracy'))}, "
-                   f"loss {num(final.get('loss'))}, macro F1 {num(final.get('f1_macro'))}.")
+    rounds = plural(len(snap["rounds"]), "round")
+    numbers = (f"accuracy {pct(final.get('accuracy'))}, loss {num(final.get('loss'))}, "
+               f"macro F1 {num(final.get('f1_macro'))}")
+    accuracy, chance = final.get("accuracy"), chance_level(snap)
+    if status == "completed" and is_number(accuracy) and (chance is None or accuracy > chance + 0.02):
+        st.success(f"Finished {rounds} in {took}: {numbers}.")
+    elif status == "completed":
+        floor = f" (guessing one class of {snap['n_classes']} scores {pct(chance)})" if chance else ""
+        st.warning(f"Finished {rounds} in {took}, but the global model did not learn: {numbers}{floor}. "
+                   "Check the event log for failed clients, or try more rounds or another model.")
     elif status == "stopped":
-        st.warning(f"Stopped after {plural(len(snap['rounds']), 'round')} ({took}).")
+        st.warning(f"Stopped after {rounds} ({took}): {numbers}.")
     else:
         st.error(f"The run failed: {snap.get('error') or 'see the event log'}")
     sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])

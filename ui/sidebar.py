@@ -14,7 +14,9 @@ from typing import Any
 import streamlit as st
 
 from fl.config import RunConfig
+from fl.data import DataError, describe_csv, guess_target, looks_continuous, read_csv_table
 from fl.models import MODELS, get_spec
+from ui import widgets
 from ui.advanced import advanced_widgets, robust_widgets
 from ui.state import runs_root
 
@@ -42,29 +44,29 @@ AGGREGATION_LABELS = {
     "voting": "Soft voting of client models",
 }
 ALPHAS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0]
-DEFAULTS: dict[str, Any] = {
-    "dataset": "iris", "clients": 5, "partition": "iid", "alpha": 0.5, "shards_per_client": 2,
-    "quantity_skew": 1.5, "model": "logreg", "aggregation": "fedavg", "rounds": 10, "local_epochs": 5,
-    "fraction": 1.0, "seed": 0, "n_samples": 1000, "n_features": 20, "n_classes": 2, "round_timeout": 60.0,
-    "min_clients": 1,
-}
+TARGET_BIN_CHOICES = [0, 2, 3, 4, 5, 10]
+# Widget defaults are RunConfig's own defaults: written once, in fl/config.py.
+DEFAULTS: dict[str, Any] = {name: value for name, value in RunConfig().to_dict().items() if name in (
+    "dataset", "clients", "partition", "alpha", "shards_per_client", "quantity_skew", "model", "aggregation",
+    "rounds", "local_epochs", "fraction", "seed", "n_samples", "n_features", "n_classes", "round_timeout",
+    "min_clients", "target_bins")}
 
 
 def _key(name: str) -> str:
-    return f"cfg_{name}"
+    return widgets.key(name)
 
 
 def _k(name: str) -> dict[str, Any]:
-    """Widget key, kept for the whole session even on pages without the widget."""
-    return {"key": _key(name), "persist_state": "session"}
+    """Widget key, kept for the whole session even on pages without the widget; disabled while locked."""
+    return widgets.kw(name)
 
 
 def _hpk(model: str, name: str, default: Any) -> dict[str, Any]:
-    return {"key": _hp(model, name, default), "persist_state": "session"}
+    return widgets.kw(f"hp_{model}_{name}", default)
 
 
 def _init(name: str, value: Any) -> None:
-    st.session_state.setdefault(_key(name), value)
+    widgets.init(name, value)
 
 
 def apply_config(config: dict[str, Any]) -> None:
@@ -128,34 +130,57 @@ def data_widgets() -> dict[str, Any]:
 
 
 def _csv_widgets() -> dict[str, Any]:
-    upload = st.file_uploader("CSV file", type=["csv", "txt"], key=_key("upload"),
-                              help="A header row, one row per sample; pick the label column below.")
+    """Upload, label column (a guessed default) and, for a continuous label, quantile binning."""
+    upload = st.file_uploader("CSV file", type=["csv", "txt", "tsv"], key=_key("upload"), disabled=widgets.locked(),
+                              help="One row per sample, a header row with column names; pick the label column "
+                                   "below. Commas, semicolons or tabs.")
     if upload is not None:
-        st.session_state[_key("csv_path")] = _save_upload(upload.getvalue(), upload.name)
+        path = _save_upload(upload.getvalue(), upload.name)
+        if st.session_state.get(_key("csv_path")) != path:
+            st.session_state[_key("csv_path")] = path
+            st.session_state.pop(_key("target"), None)  # a new file: guess its label column afresh
     path = st.session_state.get(_key("csv_path"))
     if not path:
-        st.info("Upload a CSV to use it as the dataset.")
+        st.info("Upload a CSV file to use it as the dataset.")
         return {"csv_path": None, "target": None}
-    columns = _csv_columns(path)
-    if isinstance(columns, str):
-        st.error(columns)
+    table = csv_table(path)
+    if isinstance(table, str):
+        st.error(table)
         return {"csv_path": path, "target": None}
+    columns = [str(c) for c in table.frame.columns]
     if st.session_state.get(_key("target")) not in columns:
-        st.session_state[_key("target")] = columns[-1]
-    target = st.selectbox("Target (label) column", columns, **_k("target"))
-    st.caption(f"Using `{Path(path).name}`")
-    return {"csv_path": path, "target": target}
+        st.session_state[_key("target")] = guess_target(table.frame) or columns[-1]
+    target = st.selectbox("Target (label) column", columns, **_k("target"),
+                          help="The column the model learns to predict; every other column is a feature.")
+    _init("target_bins", 0)
+    bins = 0
+    if looks_continuous(table.frame[target]) or st.session_state[_key("target_bins")]:
+        bins = st.selectbox("Turn the label into quantile classes", TARGET_BIN_CHOICES, **_k("target_bins"),
+                            format_func=lambda k: "No: every value is a class" if k == 0 else f"{k} classes",
+                            help="A continuous label (an age, a price) becomes k classes of equal size.")
+    st.caption(f"Using `{Path(path).name.split('-', 1)[-1]}`")
+    return {"csv_path": path, "target": target, "target_bins": bins}
 
 
 @st.cache_data(show_spinner=False, max_entries=20)
-def _csv_columns(path: str) -> list[str] | str:
-    """The CSV's column names, or an error sentence."""
-    import pandas as pd
-
+def csv_table(path: str) -> Any:
+    """The CSV as the engine reads it (a CsvTable), or the engine's sentence saying why it cannot be read."""
     try:
-        return [str(c).strip() for c in pd.read_csv(path, nrows=5, sep=None, engine="python").columns]
-    except Exception as exc:  # any parse failure becomes a message for the user
-        return f"This file cannot be read as a CSV ({type(exc).__name__}); upload a comma-separated text file."
+        return read_csv_table(path, None)
+    except DataError as exc:
+        return str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=20)
+def csv_report(path: str, target: str | None, target_bins: int) -> Any:
+    """What the run will make of the CSV: column types, cleaning, class balance (or an error sentence)."""
+    table = csv_table(path)
+    if isinstance(table, str):
+        return table
+    try:
+        return describe_csv(table, target, target_bins)
+    except DataError as exc:
+        return str(exc)
 
 
 def split_widgets(max_clients: int = 100) -> dict[str, Any]:
@@ -173,12 +198,6 @@ def split_widgets(max_clients: int = 100) -> dict[str, Any]:
         out["quantity_skew"] = st.slider("Size skew (power-law exponent)", 0.0, 4.0, step=0.25,
                                          **_k("quantity_skew"))
     return out
-
-
-def _hp(model: str, name: str, default: Any) -> str:
-    key = _key(f"hp_{model}_{name}")
-    st.session_state.setdefault(key, default)
-    return key
 
 
 def model_widgets() -> dict[str, Any]:
@@ -255,8 +274,16 @@ def rounds_widgets(one_shot: bool) -> dict[str, Any]:
     return out
 
 
-def config_sidebar() -> RunConfig | None:
-    """All run widgets in order; returns the RunConfig they describe (not yet validated)."""
+def config_sidebar(locked: bool = False) -> RunConfig | None:
+    """All run widgets in order; returns the RunConfig they describe (not yet validated).
+
+    ``locked`` draws them disabled: the settings of a run that is going.
+    """
+    with widgets.scope("cfg_", locked):
+        return _config_widgets()
+
+
+def _config_widgets() -> RunConfig | None:
     st.subheader("Data")
     values = data_widgets()
     values.update(split_widgets())
@@ -274,8 +301,10 @@ def is_one_shot(values: dict[str, Any]) -> bool:
 
 
 def config_from_values(values: dict[str, Any]) -> RunConfig | None:
-    """The RunConfig the widgets describe (not yet validated); None when a widget shows an error."""
+    """The RunConfig the widgets describe (not yet validated); None when a widget shows what is missing."""
     if values["model_params"].get("hidden_layer_sizes", 1) is None:
         return None  # the widget already shows what to fix
+    if values.get("dataset") == "csv" and not (values.get("csv_path") and values.get("target")):
+        return None  # the upload widget says what to do
     fields = set(RunConfig.__dataclass_fields__)
     return RunConfig(**{k: v for k, v in values.items() if k in fields})

@@ -2,7 +2,12 @@
 
 The RunRegistry lives in ``st.cache_resource``: one per process, shared by
 every session and rerun, so runs survive reruns, page switches and reloads.
-Which run a browser tab is looking at lives in ``st.session_state``.
+
+What a browser tab shows lives in ``st.session_state`` and is mirrored in the
+URL (``?run=<id>``, ``?compare=<id>,<id>,...``), so a reload, which starts a
+new session, finds the tab's own run and puts its settings back into the
+sidebar. A new tab has no such URL: it starts with a new run to configure,
+never with somebody else's run.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from fl.registry import RunRegistry
 from fl.runs import RunStore
 from fl.runstate import RunHandle
 
-CURRENT_RUN = "current_run_id"
-PENDING_CONFIG = "pending_config"  # a config dict the Runs page sends to the Run page
+CURRENT_RUN = "current_run_id"  # the run this tab shows on the Run page; absent = a new run being configured
+COMPARISON = "comparison_run_ids"  # the runs of a rule comparison this tab started
+PENDING_CONFIG = "pending_config"  # a config dict to put into the sidebar before it is drawn
 DRAFT_CONFIG = "draft_config"  # the Run page's sidebar settings, for the Clients page preview
+DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found (Deploy page)
+RESTORED = "restored_from_url"  # the URL has been read once for this session
+URL_RUN, URL_COMPARE = "run", "compare"
 
 
 def runs_root() -> str:
@@ -38,23 +47,83 @@ def store() -> RunStore:
     return registry().store
 
 
-def current_handle(kind: str | None = "simulation") -> RunHandle | None:
-    """The run this tab follows: the one it started, else the newest live one.
+def restore_from_url() -> None:
+    """Once per session: follow the run (or comparison) the URL names, with its settings.
 
-    A reload starts a new session; it then finds the newest run of the
-    registry instead of losing it.
+    Call at the top of a page, before the sidebar widgets are drawn.
     """
+    if st.session_state.get(RESTORED):
+        return
+    st.session_state[RESTORED] = True
     reg = registry()
-    handle = reg.get(st.session_state.get(CURRENT_RUN))
-    if handle is not None and (kind is None or handle.kind == kind):
-        return handle
-    candidates = [h for h in reg.handles() if kind is None or h.kind == kind]
-    live = [h for h in candidates if not h.done]
-    chosen = (live or candidates or [None])[0]
-    if chosen is not None:
-        st.session_state[CURRENT_RUN] = chosen.run_id
-    return chosen
+    compare = [i for i in str(st.query_params.get(URL_COMPARE, "")).split(",") if i]
+    handles = [h for h in (reg.get(i) for i in compare) if h is not None]
+    if handles:
+        st.session_state[COMPARISON] = [h.run_id for h in handles]
+        st.session_state[PENDING_CONFIG] = handles[0].config.to_dict()
+        return
+    handle = reg.get(st.query_params.get(URL_RUN))
+    if handle is not None and handle.kind == "simulation":
+        st.session_state[CURRENT_RUN] = handle.run_id
+        st.session_state[PENDING_CONFIG] = handle.config.to_dict()
+
+
+def sync_url() -> None:
+    """Write what this tab shows into the URL, so a reload comes back to it."""
+    wanted: dict[str, str] = {}
+    if st.session_state.get(COMPARISON):
+        wanted[URL_COMPARE] = ",".join(st.session_state[COMPARISON])
+    elif st.session_state.get(CURRENT_RUN):
+        wanted[URL_RUN] = st.session_state[CURRENT_RUN]
+    for key in (URL_RUN, URL_COMPARE):
+        if key in wanted and st.query_params.get(key) != wanted[key]:
+            st.query_params[key] = wanted[key]
+        elif key not in wanted and key in st.query_params:
+            del st.query_params[key]
+
+
+def shown_handle() -> RunHandle | None:
+    """The simulated run this tab shows, or None when it is configuring a new one."""
+    handle = registry().get(st.session_state.get(CURRENT_RUN))
+    if handle is None:
+        st.session_state.pop(CURRENT_RUN, None)
+    return handle
+
+
+def comparison_handles() -> list[RunHandle]:
+    reg = registry()
+    handles = [h for h in (reg.get(i) for i in st.session_state.get(COMPARISON) or []) if h is not None]
+    if not handles:
+        st.session_state.pop(COMPARISON, None)
+    return handles
 
 
 def follow(handle: RunHandle) -> None:
+    """Show this run in this tab (and only this one)."""
+    st.session_state.pop(COMPARISON, None)
     st.session_state[CURRENT_RUN] = handle.run_id
+
+
+def follow_comparison(run_ids: list[str]) -> None:
+    st.session_state.pop(CURRENT_RUN, None)
+    st.session_state[COMPARISON] = list(run_ids)
+
+
+def new_run() -> None:
+    """Stop showing any run: the tab configures a new one (the old ones stay on the Runs page)."""
+    st.session_state.pop(CURRENT_RUN, None)
+    st.session_state.pop(COMPARISON, None)
+
+
+def current_handle(kind: str | None = "simulation") -> RunHandle | None:
+    """The run the Clients page describes: this tab's run, else this tab's hosted run (Deploy)."""
+    handle = shown_handle()
+    if handle is None:
+        comparison = comparison_handles()
+        handle = comparison[0] if comparison else None
+    if handle is None and kind in (None, "hosted"):
+        hosted = registry().get(st.session_state.get(DEPLOY_RUN))
+        handle = hosted if hosted is not None and hosted.kind == "hosted" else None
+    if handle is not None and kind is not None and handle.kind != kind:
+        return None
+    return handle

@@ -1,0 +1,79 @@
+"""The Run page before Start: what the data is, what will be done to it, how it will be split.
+
+A user sees, before training, every column the run will use and how
+(filled, one-hot encoded, dropped), the balance of the classes, the
+warnings (a continuous label, a missing header), and the clients x classes
+split the run will use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fl.config import RunConfig
+from ui import charts, widgets
+from ui.clients import split_preview
+from ui.sidebar import csv_report
+
+KIND_LABELS = {"target": "label", "numeric": "number", "category": "category", "dropped": "not used"}
+
+INTRO = (
+    "Pick a **dataset**, how it is **split** across clients, a **model** and an **aggregation** method in the "
+    "sidebar, then press **Start**. A real server and one client per partition talk over local TCP sockets; each "
+    "client trains only on its own data and sends back parameters, never data.\n\n"
+    "You will see the global model's accuracy and loss per round beside two references: **centralized** (the "
+    "same model trained on all the data pooled) and **local only** (each client alone), and how well the global "
+    "model does on each client's own data. The **Clients** page shows each client in detail."
+)
+
+
+def new_run_view(config: RunConfig | None) -> None:
+    """Intro, the CSV report (for an uploaded file) and the split preview of the sidebar's settings."""
+    st.markdown(INTRO)
+    if st.session_state.get(widgets.key("dataset")) == "csv":
+        path = st.session_state.get(widgets.key("csv_path"))
+        if path:
+            target = st.session_state.get(widgets.key("target"))
+            bins = st.session_state.get(widgets.key("target_bins")) or 0
+            csv_section(csv_report(path, target, int(bins)))
+    if config is None:
+        return
+    summary = split_preview(config.to_dict())
+    if isinstance(summary, str):
+        st.error(f"These settings cannot start a run: {summary}")
+        return
+    sizes = [sum(row) for row in summary["counts"]]
+    st.subheader("How the data will be split")
+    st.caption(f"{len(sizes)} clients holding {min(sizes)} to {max(sizes)} training rows each; the server keeps "
+               "a held-out test split.")
+    st.plotly_chart(charts.label_heatmap(summary["counts"], summary["clients"], summary["classes"]),
+                    key="preview-heatmap")
+
+
+def csv_section(report: Any) -> None:
+    """The data report of an uploaded CSV, or why it cannot be used."""
+    st.subheader("Your data")
+    if isinstance(report, str):
+        st.error(report)
+        return
+    st.caption(f"{report.n_rows:,} rows, {len(report.columns)} columns; {report.n_rows_used:,} rows have a label "
+               "and are used.")
+    for problem in report.problems:
+        st.error(problem)
+    for warning in report.warnings:
+        st.warning(warning)
+    for note in report.notes:
+        st.info(note)
+    left, right = st.columns([3, 2])
+    left.dataframe(columns_frame(report.columns), hide_index=True)
+    if report.class_counts:
+        right.plotly_chart(charts.class_balance_figure(report.class_counts), key="preview-classes")
+
+
+def columns_frame(columns: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"Column": c["column"], "Type": KIND_LABELS.get(c["kind"], c["kind"]),
+                          "Missing": c["missing"], "Distinct": c["distinct"], "What the run does": c["action"]}
+                         for c in columns], columns=["Column", "Type", "Missing", "Distinct", "What the run does"])
