@@ -4,6 +4,7 @@ import json
 
 import streamlit as st
 
+from fl.config import RunConfig
 from ui import charts
 from ui.clients import client_rounds_frame, split_preview, status_table
 from ui.format import pct
@@ -32,11 +33,7 @@ def partition_of(run_id: str):
 if handle is None:
     st.info("No run in this tab yet. This is how the data will be split with the settings on the Run page; "
             "press Start there to train.")
-    draft = st.session_state.get(DRAFT_CONFIG)
-    if draft:
-        draw_split(split_preview(draft))
-    else:
-        st.caption("Open the Run page once to choose a dataset and a split.")
+    draw_split(split_preview(st.session_state.get(DRAFT_CONFIG) or RunConfig().to_dict()))
     st.stop()
 
 st.caption(f"Run `{handle.run_id}` ({handle.kind})")

@@ -1,9 +1,12 @@
 """Reference numbers that tell whether federating paid off.
 
-- centralized: the same model trained on the union of the clients' data
-  (what you could do if the data could be pooled);
-- local-only: each client's model trained on its own data alone, scored on
-  the same test split (what each client gets without federating).
+- centralized: the same model trained on the union of the clients' training
+  rows (what you could do if the data could be pooled);
+- local-only: each client's model trained on its own training rows alone,
+  scored on the same test split (what each client gets without federating).
+
+Training rows are what the clients train on: each partition minus the share
+a client holds out to score the global model (``local_test_size``).
 
 Both are scored on the server's held-out test split, like the global model.
 """
@@ -16,8 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from fl.config import RunConfig
-from fl.data import FederatedData, apply_standardization
+from fl.data import FederatedData, apply_standardization, local_holdout
 from fl.metrics import score_classifier
+from fl.task import client_seed
 from fl.training import LocalModel
 
 MAX_LOCAL_BASELINE_CLIENTS = 100
@@ -46,17 +50,27 @@ def compute_baselines(config: RunConfig, data: FederatedData, client_ids: list[s
     classes = np.asarray(data.dataset.classes)
     X_test = apply_standardization(data.split.X_test, stats)
     y_test = data.split.y_test
-    X_pool = apply_standardization(data.split.X_train, stats)
-    central = _fit_and_score(config, X_pool, data.split.y_train, X_test, y_test, classes, config.seed)
+    # Exactly the rows the clients train on: each client's partition minus its own held-out rows.
+    own = [training_rows(config, data, i, client_ids[i]) for i in range(len(data.parts))]
+    X_pool = apply_standardization(np.vstack([X for X, _ in own]), stats)
+    y_pool = np.concatenate([y for _, y in own])
+    central = _fit_and_score(config, X_pool, y_pool, X_test, y_test, classes, config.seed)
     per_client: dict[str, float] = {}
     rows = []
     for i in range(min(len(data.parts), MAX_LOCAL_BASELINE_CLIENTS)):
         if should_stop():
             raise BaselinesCancelled()
-        X, y = data.client_data(i)
+        X, y = own[i]
         scores = _fit_and_score(config, apply_standardization(X, stats), y, X_test, y_test, classes, config.seed + i)
         per_client[client_ids[i]] = scores["accuracy"]
         rows.append(scores)
     local = {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in ("accuracy", "loss", "f1_macro")}
     local["per_client"] = per_client
     return {"centralized": central, "local_only": local}
+
+
+def training_rows(config: RunConfig, data: FederatedData, i: int, client_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Client i's raw training rows: its partition without the rows it holds out to score the global model."""
+    X, y = data.client_data(i)
+    train, _ = local_holdout(len(y), config.local_test_size, client_seed(config.seed, client_id))
+    return X[train], y[train]

@@ -71,6 +71,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-standardize", action="store_true", help="do not standardise features")
     g.add_argument("--no-client-eval", action="store_true",
                    help="do not ask every client to score the global model on its own data each round")
+    g.add_argument("--local-test-size", type=float, default=0.2,
+                   help="share of each client's rows kept out of its training to score the global model (0.2)")
     g.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
     r = p.add_argument_group("robust rules, server optimisers, FedProx, differential privacy")
     r.add_argument("--trim-beta", type=float, default=0.2, help="trimmed_mean: share cut at each end")
@@ -149,7 +151,7 @@ def config_from_args(args: argparse.Namespace, clients: int) -> RunConfig:
     dataset = args.dataset or ("csv" if args.csv else "iris")
     config = RunConfig(
         dataset=dataset, csv_path=args.csv, target=args.target, target_bins=args.target_bins,
-        client_eval=not args.no_client_eval, n_samples=args.n_samples,
+        client_eval=not args.no_client_eval, local_test_size=args.local_test_size, n_samples=args.n_samples,
         n_features=args.n_features, n_classes=args.n_classes, test_size=args.test_size, val_size=args.val_size,
         standardize=not args.no_standardize, clients=clients, partition=args.partition, alpha=args.alpha,
         shards_per_client=args.shards_per_client, quantity_skew=args.quantity_skew, min_samples=args.min_samples,
@@ -292,7 +294,8 @@ def _server_data(args: argparse.Namespace, config: RunConfig):
     classes = sorted(set(normalize_labels([c.strip() for c in args.classes.split(",") if c.strip()]).tolist()))
     if len(classes) < 2:
         raise UsageError("--classes needs at least two labels, e.g. --classes 0,1")
-    return Task(config.model, dict(config.model_params), args.features, classes), None
+    return Task(config.model, dict(config.model_params), args.features, classes,
+                local_test_size=config.local_test_size), None
 
 
 def cmd_server(args: argparse.Namespace) -> int:

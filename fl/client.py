@@ -13,7 +13,6 @@ import socket
 import ssl
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,7 +21,7 @@ import pandas as pd
 
 from fl import blobs
 from fl.behaviour import Behaviour
-from fl.data import DataError, apply_bins, apply_standardization, features_from_frame
+from fl.data import DataError, apply_bins, apply_standardization, features_from_frame, local_holdout
 from fl.metrics import score_classifier
 from fl.models import global_estimator
 from fl.privacy import clip_update
@@ -43,7 +42,7 @@ from fl.protocol import (
     ProtocolError,
     Welcome,
 )
-from fl.task import Task
+from fl.task import Task, client_seed
 from fl.tls import check_pin
 
 log = logging.getLogger(__name__)
@@ -248,9 +247,14 @@ class FederatedClient:
         if unknown:
             raise ClientError("labels", f"local labels {unknown[:5]} are not among the task's classes")
         self.task = task
-        self.X = apply_standardization(X, task.standardize)
-        self.y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
-        seed = (self.seed + zlib.crc32(self.client_id.encode())) % (2**31)
+        X = apply_standardization(X, task.standardize)
+        y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
+        seed = client_seed(self.seed, self.client_id)
+        train, held = local_holdout(len(y), task.local_test_size, seed)
+        self.X, self.y = X[train], y[train]
+        # The global model is scored on rows this client never trains on; with no
+        # held-out share asked for, on its training rows (the server's choice).
+        self.X_eval, self.y_eval = (X[held], y[held]) if task.local_test_size > 0 else (self.X, self.y)
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
 
     def _labels(self, task: Task) -> np.ndarray:
@@ -354,6 +358,6 @@ class FederatedClient:
                 raise ProtocolError("shape", f"evaluate parameters do not fit the task: {exc}") from None
         else:
             raise ProtocolError("message", "evaluate carried neither parameters nor a model")
-        metrics = score_classifier(estimator, self.X, self.y, self.task.classes_array)
-        self._emit("evaluate", round=msg.round, **metrics)
-        return EvaluateResult(round=msg.round, n_samples=len(self.y), metrics=metrics)
+        metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
+        self._emit("evaluate", round=msg.round, n_samples=len(self.y_eval), **metrics)
+        return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=metrics)

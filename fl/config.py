@@ -58,7 +58,8 @@ class RunConfig:
     min_clients: int = 1
     round_timeout: float = 60.0
     seed: int = 0
-    client_eval: bool = True  # each round, every client scores the global model on its own data
+    client_eval: bool = True  # each round, every client scores the global model on its own held-out rows
+    local_test_size: float = 0.2  # share of each client's rows kept out of its training, for that score
     # robust rules and server optimisers (parameter aggregations only)
     trim_beta: float = 0.2  # trimmed_mean: share dropped at each end
     num_malicious: int = 0  # krum: assumed number of bad clients f
@@ -123,6 +124,7 @@ class RunConfig:
         _check_float("quantity_skew", self.quantity_skew, 0.0, 10.0)
         _check_float("test_size", self.test_size, 0.0, 0.9, low_open=True, high_open=True)
         _check_float("val_size", self.val_size, 0.0, 0.5, high_open=True)
+        _check_float("local_test_size", self.local_test_size, 0.0, 0.5)
         _check_float("round_timeout", self.round_timeout, 0.0, 86_400.0, low_open=True)
         if self.learning_rate is not None:
             _check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)

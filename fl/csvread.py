@@ -19,7 +19,7 @@ from fl.partition import DataError
 
 __all__ = ["CsvTable", "read_csv_table", "read_csv_bytes"]
 
-SEPARATORS = (",", ";", "\t")   # tried in this order; the others only when commas give one column
+SEPARATORS = (",", ";", "\t", "|", r"\s+")  # the last: columns aligned with spaces (R, Stata exports)
 _SNIFF_ROWS = 1000               # rows looked at to choose the separator and decide on the header
 _NUMERIC_SHARE = 0.9             # a column is numeric when this share of its values parse as numbers
 _CONTROL_SHARE = 0.02            # more control characters than this and the bytes are not text
@@ -188,6 +188,9 @@ def read_csv_table(csv_path: str | None, csv_data: bytes | None) -> CsvTable:
     if empty:
         df = df.drop(columns=empty)
         notes.append(f"dropped {len(empty)} empty column(s) without a name (the lines probably end with a separator)")
+    quoted = [c for c in df.columns if len(c) > 1 and c[0] == c[-1] and c[0] in "'\""]
+    if quoted:  # 'OBS' 'GPA': single quotes the parser does not treat as quotes
+        df.columns = [c[1:-1] if c in quoted else c for c in df.columns]
     if not missing and len(unnamed) > len(empty):
         named = [f"column_{j + 1}" for j in unnamed if f"column_{j + 1}" in df.columns]
         which = _and([n.split("_")[1] for n in named])
@@ -199,7 +202,7 @@ def read_csv_table(csv_path: str | None, csv_data: bytes | None) -> CsvTable:
     if df.shape[1] == 1:
         raise DataError(f"The CSV has only one column ({df.columns[0]!r}); a dataset needs a label column and at "
                         "least one feature column. If the values are separated by something other than commas, "
-                        "semicolons or tabs, save the file as comma-separated.")
+                        "semicolons, tabs, bars or spaces, save the file as comma-separated.")
     if df.columns.duplicated().any():
         raise DataError("The CSV has repeated column names; give every column a distinct name.")
     if len(df) == 0:

@@ -26,7 +26,7 @@ __all__ = [
     "DataError", "DATASETS", "PARTITIONERS", "Dataset", "load_dataset", "features_from_frame",
     "load_client_csv", "load_client_frame", "normalize_labels", "Split", "split_server_holdout", "partition",
     "label_distribution", "standardization_stats", "apply_standardization", "FederatedData",
-    "make_federated_data", "CsvTable", "read_csv_table", "read_csv_bytes", "guess_target", "looks_continuous",
+    "make_federated_data", "local_holdout", "CsvTable", "read_csv_table", "read_csv_bytes", "guess_target", "looks_continuous",
     "quantile_edges", "apply_bins", "bin_labels_note", "CsvReport", "describe_csv", "split_target",
 ]
 
@@ -201,6 +201,24 @@ def apply_standardization(X: np.ndarray, stats: dict | None) -> np.ndarray:
                         f"{X.shape}; the client's columns do not match the task.")
     scale = np.where(np.isfinite(scale) & (scale != 0), scale, 1.0)
     return (X - mean) / scale
+
+
+MIN_ROWS_FOR_LOCAL_HOLDOUT = 5
+
+
+def local_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows) of one client's own data, seeded: the client and the baselines agree.
+
+    A client scores the global model on rows it never trained on, so its
+    per-client accuracy is not inflated by memorised rows. Clients with fewer
+    than MIN_ROWS_FOR_LOCAL_HOLDOUT rows keep them all for training (and
+    report no local score).
+    """
+    if fraction <= 0 or n_rows < MIN_ROWS_FOR_LOCAL_HOLDOUT:
+        return np.arange(n_rows), np.empty(0, dtype=np.int64)
+    n_eval = min(max(1, int(round(fraction * n_rows))), n_rows - 2)
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
 @dataclass

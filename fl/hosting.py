@@ -36,7 +36,7 @@ def server_task_and_data(config: RunConfig) -> tuple[Task, ServerData]:
     preprocess = make_preprocess(standardization_stats(split.X_train) if config.standardize else None,
                                  ds.target_edges)
     task = Task(config.model, dict(config.model_params), int(ds.X.shape[1]), list(ds.classes),
-                list(ds.feature_names), preprocess)
+                list(ds.feature_names), preprocess, local_test_size=config.local_test_size)
     has_val = len(split.X_val) > 0
     return task, ServerData(split.X_test, split.y_test, split.X_val if has_val else None,
                             split.y_val if has_val else None)

@@ -49,7 +49,8 @@ def make_task(config: RunConfig, data: FederatedData) -> Task:
     return Task(model=config.model, model_params=dict(config.model_params),
                 n_features=int(data.split.X_train.shape[1]), classes=list(data.dataset.classes),
                 feature_names=list(data.dataset.feature_names),
-                preprocess=make_preprocess(data.stats if config.standardize else None, data.dataset.target_edges))
+                preprocess=make_preprocess(data.stats if config.standardize else None, data.dataset.target_edges),
+                local_test_size=config.local_test_size)
 
 
 def server_data(data: FederatedData) -> ServerData:

@@ -6,6 +6,7 @@ from it, never from the labels they happen to hold.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ class Task:
     classes: list
     feature_names: list[str] | None = None
     preprocess: dict | None = None
+    local_test_size: float = 0.0  # share of its rows each client keeps out of training to score the global model
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -34,6 +36,8 @@ class Task:
             out["feature_names"] = list(self.feature_names)
         if self.preprocess is not None:
             out["preprocess"] = self.preprocess
+        if self.local_test_size:
+            out["local_test_size"] = float(self.local_test_size)
         return out
 
     @classmethod
@@ -47,12 +51,15 @@ class Task:
                 classes=list(data["classes"]),
                 feature_names=list(data["feature_names"]) if data.get("feature_names") is not None else None,
                 preprocess=data.get("preprocess"),
+                local_test_size=float(data.get("local_test_size") or 0.0),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed task: {exc}") from None
         get_spec(task.model)
         if task.n_features < 1 or len(task.classes) < 2:
             raise ValueError("task needs n_features >= 1 and at least two classes")
+        if not 0.0 <= task.local_test_size < 1.0:
+            raise ValueError("task local_test_size must be at least 0 and below 1")
         if task.feature_names is not None and len(task.feature_names) != task.n_features:
             raise ValueError("task feature_names and n_features disagree")
         return task
@@ -70,6 +77,11 @@ class Task:
         """Inner edges of the quantile classes of a binned numeric label (clients bin theirs alike)."""
         bins = (self.preprocess or {}).get("target_bins")
         return [float(e) for e in bins["edges"]] if isinstance(bins, dict) and bins.get("edges") else None
+
+
+def client_seed(run_seed: int, client_id: str) -> int:
+    """The seed of one client's local randomness (its model, its held-out rows): run seed and id."""
+    return (run_seed + zlib.crc32(client_id.encode())) % (2**31)
 
 
 def make_preprocess(standardize: dict | None, target_edges: list[float] | None) -> dict | None:

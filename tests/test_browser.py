@@ -1,8 +1,10 @@
 """End to end in a real browser: Debian's chromium driven by Playwright.
 
-Starts ``streamlit run app.py`` on a free loopback port, picks digits split
-non-IID across 8 clients in the sidebar, presses Start, waits until the chart
-shows at least 3 rounds, saves docs/screenshot.png and stops the server.
+Starts ``streamlit run app.py`` on a free loopback port, runs the default
+run to its end and saves docs/screenshot.png; then starts a long run, checks
+that Start is disabled and Stop enabled mid-run, reloads the page mid-run
+(same run, same settings), presses Stop and checks the run stopped within the
+round in progress.
 """
 
 from __future__ import annotations
@@ -66,11 +68,22 @@ def streamlit_url(tmp_path):
 
 def _rounds_done(page) -> int:
     text = page.inner_text("body")
-    found = re.findall(r"(\d+)/\d+ rounds done", text) + re.findall(r"Finished (\d+) rounds?", text)
+    found = re.findall(r"(\d+)/\d+ rounds done", text) + re.findall(r"(?:Finished|Stopped after) (\d+) rounds?", text)
     return max((int(n) for n in found), default=0)
 
 
-def test_start_a_run_in_the_browser_and_watch_it(streamlit_url):
+def _button(page, name: str):
+    return page.locator('[data-testid="stSidebar"]').get_by_role("button", name=name, exact=True)
+
+
+def _wait_for(page, condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}; the page says: {page.inner_text('body')[:1500]}"
+        page.wait_for_timeout(200)
+
+
+def test_start_watch_stop_and_reload_in_the_browser(streamlit_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -80,33 +93,47 @@ def test_start_a_run_in_the_browser_and_watch_it(streamlit_url):
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1300})
             page.goto(streamlit_url)
-            page.get_by_text("Federated learning workbench").first.wait_for(timeout=60_000)
-            sidebar = page.locator('[data-testid="stSidebar"]')
-            # Choose digits, a Dirichlet split, 8 clients
-            sidebar.get_by_role("combobox", name="Dataset").click()
-            page.get_by_role("option", name=re.compile("Digits")).click()
-            page.wait_for_timeout(1500)
-            sidebar.get_by_role("combobox", name="How the data is split").click()
-            page.get_by_role("option", name=re.compile("Dirichlet")).click()
-            page.wait_for_timeout(1500)
-            clients = sidebar.get_by_role("slider").first
-            clients.focus()
-            for _ in range(3):
-                clients.press("ArrowRight")
-            page.wait_for_timeout(1500)
-            sidebar.get_by_role("button", name="Start").click()
-            deadline = time.monotonic() + 90
-            while _rounds_done(page) < 3 and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-            assert _rounds_done(page) >= 3, page.inner_text("body")[:2000]
-            page.get_by_text("Finished").first.wait_for(timeout=90_000)
-            page.wait_for_timeout(2500)  # let plotly finish drawing
+            _button(page, "Start").wait_for(timeout=60_000)
+            page.get_by_text("Label distribution per client").first.wait_for(timeout=60_000)
+            # 1. The default run (digits, 10 clients, Dirichlet 0.5, MLP, 20 rounds) climbs; screenshot it
+            _button(page, "Start").click()
+            page.get_by_text("Finished 20 rounds").first.wait_for(timeout=60_000)
+            _wait_for(page, lambda: "…" not in page.locator('[data-testid="stMetric"]').all_inner_texts()[3],
+                      30, "the baselines never arrived")
+            page.wait_for_timeout(1500)  # let plotly finish drawing
             body = page.inner_text("body")
-            assert "Global accuracy" in body and "Centralized" in body
-            assert "Traceback" not in body
+            assert "Traceback" not in body and "Centralized" in body
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=False)
-            # A reload on another page's URL keeps the app's own navigation and finds the run
+            # 2. A long run: mid-run Start is disabled and Stop enabled
+            rounds = page.locator('[data-testid="stSidebar"]').get_by_role("slider", name="Rounds")
+            rounds.focus()
+            rounds.press("End")  # 200 rounds: the view turns into a new run to configure
+            page.get_by_text("How the data will be split").first.wait_for(timeout=30_000)
+            epochs = page.locator('[data-testid="stSidebar"]').get_by_role("slider", name="Local epochs")
+            epochs.focus()
+            epochs.press("End")  # 50 epochs: rounds of a few seconds, longer than the page's 1 s poll
+            page.wait_for_timeout(1000)
+            _button(page, "Start").click()
+            _wait_for(page, lambda: _rounds_done(page) >= 1, 40, "the long run did not get going")
+            assert _button(page, "Start").is_disabled() and _button(page, "Stop").is_enabled()
+            run_caption = page.get_by_text(re.compile(r"^Run `?\d{8}-")).first.inner_text()
+            # 3. A reload mid-run shows the same run, with its settings, still running
+            page.reload()
+            page.get_by_text(run_caption).first.wait_for(timeout=30_000)
+            assert "200 rounds" in run_caption
+            assert rounds.get_attribute("aria-valuetext") == "200"
+            _wait_for(page, lambda: _button(page, "Stop").is_enabled(), 10, "Stop is not enabled after a reload")
+            assert _button(page, "Start").is_disabled()
+            # 4. Stop ends the run within the round in progress
+            before = _rounds_done(page)
+            _button(page, "Stop").click()
+            page.get_by_text("Stopped after").first.wait_for(timeout=20_000)
+            stopped_at = int(re.search(r"Stopped after (\d+) round", page.inner_text("body")).group(1))
+            assert stopped_at <= before + 1  # the round in flight when Stop was pressed is abandoned
+            _wait_for(page, lambda: _button(page, "Start").is_enabled(), 10, "Start did not come back")
+            assert "Traceback" not in page.inner_text("body")
+            # 5. Another page's URL keeps the app's own navigation
             page.goto(f"{streamlit_url}/runs")
             page.get_by_text("newest first").first.wait_for(timeout=30_000)
             nav = page.locator('[data-testid="stSidebarNav"]').inner_text()

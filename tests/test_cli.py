@@ -69,8 +69,7 @@ def test_server_and_three_client_processes_are_reproducible(procs, tmp_path):
         out = tmp_path / f"run{attempt}"
         server, clients = _federation(procs, out)
         stdout, stderr = server.communicate(timeout=120)
-        for c in clients:
-            c.wait(timeout=30)
+        client_out = [c.communicate(timeout=30)[0] for c in clients]
         assert server.returncode == 0, stderr
         assert all(c.returncode == 0 for c in clients)
         columns.append(pd.read_csv(out / "metrics.csv")["accuracy"].tolist())
@@ -78,6 +77,14 @@ def test_server_and_three_client_processes_are_reproducible(procs, tmp_path):
     assert len(columns[0]) == 5 and columns[0] == columns[1]
     assert columns[0][-1] > 0.9
     assert stdout.count("round ") == 5  # one progress line per round
+    # each client says it joined, then a line per round (training) and per evaluation, then why it left
+    first = client_out[0].splitlines()
+    assert first[0].startswith("client_000: connecting to 127.0.0.1:")
+    assert first[1].startswith("client_000: joined run ")
+    assert sum("trained in" in line and "train accuracy" in line for line in first) == 5
+    assert sum("global model on local data: accuracy" in line for line in first) == 5
+    assert "left (run finished) after 5 rounds" in first[-1]
+    assert "joined from 127.0.0.1" in stderr and "{" not in stderr  # sentences, not dicts
     for name in ("config.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib"):
         assert (out / name).exists(), name
     metrics = pd.read_csv(out / "metrics.csv")
@@ -135,6 +142,8 @@ def test_simulate_writes_the_run_store(tmp_path):
     (["client", "--port", "1"], "needs its data"),
     (["server", "--port", "0"], "--classes"),
     (["simulate", "--rounds", "many"], "invalid int"),
+    (["simulate", "--dataset", "synthetic", "--n-samples", "2000000", "--n-features", "10000"],
+     "would need about 894.1 GiB of memory"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, needle):
     # Prepare / Execute
@@ -152,3 +161,36 @@ def test_help_works_for_every_command():
         proc = subprocess.run([sys.executable, "-m", "fl", *argv], cwd=ROOT, env=ENV, capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_client_without_a_server_says_it_is_waiting_then_gives_up():
+    # Prepare / Execute: nothing listens on the port
+    proc = subprocess.run([sys.executable, "client_new.py", "--port", str(_free_port()), "--dataset", "iris",
+                           "--partition-id", "0", "--num-partitions", "2", "--connect-timeout", "1.5"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    # Assert
+    assert proc.returncode == 1
+    assert "waiting for the server (attempt 1: connection refused: no server is listening there yet)" in proc.stderr
+    assert "could not reach the server at 127.0.0.1:" in proc.stdout
+
+
+def test_a_tls_client_against_a_plain_server_is_told_in_plain_words(procs):
+    # Prepare: a plain TCP server
+    server = procs.spawn("server_new.py", "--dataset", "iris", "--port", "0", "--wait", "30")
+    port = _listening_port(server)
+    # Execute
+    proc = subprocess.run([sys.executable, "client_new.py", "--port", str(port), "--dataset", "iris",
+                           "--partition-id", "0", "--num-partitions", "2", "--tls-pin", "ab" * 32],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    # Assert
+    assert proc.returncode == 1
+    assert "does not speak TLS (it is a plain TCP server)" in proc.stdout
+    assert "WRONG_VERSION_NUMBER" not in proc.stdout + proc.stderr

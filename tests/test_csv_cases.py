@@ -41,11 +41,11 @@ def _ages(n_distinct: int, n_rows: int = 120) -> bytes:
 # ---------------------------------------------------------------- reading
 
 @pytest.mark.parametrize("data,name", [(b"a\n1\n2\n3\n", "a"), (b"a,\n1,\n2,\n3,\n", "a"),
-                                       (b"a|b\n1|2\n3|4\n", "a|b")])
+                                       (b"a~b\n1~2\n3~4\n", "a~b")])
 def test_one_column_file_is_refused(data, name):
     # Prepare
     expected = (f"The CSV has only one column ('{name}'); a dataset needs a label column and at least one feature "
-                "column. If the values are separated by something other than commas, semicolons or tabs, "
+                "column. If the values are separated by something other than commas, semicolons, tabs, bars or spaces, "
                 "save the file as comma-separated.")
 
     # Execute / Assert
@@ -347,3 +347,16 @@ def test_describe_csv_with_bins_agrees_with_load_dataset():
     assert binned.columns[0]["action"] == "label (3 quantile classes)"
     assert binned.class_counts == {0: 40, 1: 40, 2: 40} == dict(enumerate(np.bincount(ds.y).tolist()))
     assert binned.target_edges == ds.target_edges and binned.notes == ds.notes
+
+
+def test_space_aligned_and_bar_separated_files_are_read():
+    # Prepare: as R and Stata write them (statsmodels' spector.csv), and a bar-separated export
+    spaced = b"'OBS' 'GPA' 'TUCE' 'GRADE'\n1 2.66 20 0\n2 2.89 22 0\n3 3.28 24 1\n4 2.92 12 1\n"
+    barred = b"a|b|label\n1|2|x\n3|4|y\n"
+    # Execute
+    spaced_df = read_csv_table(None, spaced).frame
+    barred_df = read_csv_table(None, barred).frame
+    # Assert
+    assert list(spaced_df.columns) == ["OBS", "GPA", "TUCE", "GRADE"]
+    assert spaced_df["GPA"].tolist() == [2.66, 2.89, 3.28, 2.92]
+    assert list(barred_df.columns) == ["a", "b", "label"]

@@ -10,10 +10,11 @@ import pandas as pd
 from fl import simulation
 from fl.client import ClientSettings, FederatedClient, LocalData
 from fl.config import RunConfig
-from fl.data import load_client_frame
+from fl.data import load_client_frame, local_holdout
 from fl.hosting import server_task_and_data
 from fl.rounds import RoundRunner
 from fl.server import FederatedServer, ServerSettings
+from fl.task import client_seed
 
 
 def _ages_csv(path, n: int, shift: float, seed: int) -> str:
@@ -63,6 +64,7 @@ def test_a_remote_csv_client_bins_its_labels_with_the_servers_edges(tmp_path):
     # Assert: the client's labels are the server's classes of its ages, not its own quartiles
     edges = np.asarray(task.target_edges)
     expected = np.searchsorted(edges, pd.read_csv(client_csv)["age"].to_numpy(), side="left")
+    train, held = local_holdout(len(expected), config.local_test_size, client_seed(config.seed, "site"))
     assert result.status == "completed"
-    assert np.array_equal(client.y, expected)
+    assert np.array_equal(client.y, expected[train]) and np.array_equal(client.y_eval, expected[held])
     assert np.bincount(expected, minlength=4)[3] > 80  # older people: mostly the top class

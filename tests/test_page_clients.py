@@ -20,8 +20,9 @@ def test_before_a_run_the_split_is_previewed(app_env):
 def test_after_a_run_clients_have_status_heatmap_and_metrics(app_env):
     # Prepare
     at = new_app()
-    at.sidebar.slider(key="cfg_clients").set_value(4)
-    at.sidebar.slider(key="cfg_rounds").set_value(2)
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.slider(key="cfg_clients").set_value(4).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(2).run()
     at.sidebar.button(key="start_run").click().run()
     run_until(at, lambda a: len(a.success) > 0)
     # Execute
@@ -31,4 +32,6 @@ def test_after_a_run_clients_have_status_heatmap_and_metrics(app_env):
     table = at.dataframe[0].value
     assert list(table["Client"]) == [f"client_{i:03d}" for i in range(4)]
     assert set(table["Rounds trained"]) == {2}
-    assert len(at.get("plotly_chart")) >= 4  # heatmap, accuracy, loss, bytes
+    assert len(at.get("plotly_chart")) >= 5  # heatmap, global model per client, accuracy, loss, bytes
+    assert "Worst client" in [m.label for m in at.metric]
+    assert all(v.endswith("%") for v in table["Global model on its data"])

@@ -147,6 +147,9 @@ def test_same_seed_same_numbers(no_thread_leaks):
 def test_every_client_scores_the_global_model_on_its_own_data(tmp_path, no_thread_leaks):
     # Prepare: a non-IID split, so clients differ
     import joblib
+
+    from fl.data import local_holdout
+    from fl.task import client_seed
     import pandas as pd
     from sklearn.metrics import accuracy_score
 
@@ -160,8 +163,12 @@ def test_every_client_scores_the_global_model_on_its_own_data(tmp_path, no_threa
     # ... equal to the saved final model scored independently on each client's partition
     model = joblib.load(tmp_path / "model.joblib")
     for i in range(5):
+        cid = f"client_{i:03d}"
         X, y = handle.data.client_data(i)
-        assert last.loc[f"client_{i:03d}", "eval_accuracy"] == pytest.approx(accuracy_score(y, model.predict(X)))
+        train, held = local_holdout(len(y), config.local_test_size, client_seed(config.seed, cid))
+        assert len(held) == round(0.2 * len(y)) and not set(train) & set(held)  # scored on rows it never trained on
+        assert last.loc[cid, "eval_accuracy"] == pytest.approx(accuracy_score(y[held], model.predict(X[held])))
+        assert last.loc[cid, "n_samples"] == len(train)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics["worst_client_accuracy"].iloc[-1] == pytest.approx(last["eval_accuracy"].min())
     assert metrics["client_accuracy_std"].iloc[-1] == pytest.approx(last["eval_accuracy"].std(ddof=0))

@@ -37,8 +37,9 @@ def progress(snap: dict) -> None:
     done = len(snap["rounds"])
     status = snap["status"]
     label = {"starting": "Starting…", "waiting for clients": "Waiting for clients to join…",
-             "running": f"Round {min(done + 1, total)} of {total} running", "completed": "Completed",
-             "stopped": "Stopped", "failed": "Failed"}.get(status, status)
+             "running": f"Round {min(done + 1, total)} of {total} running",
+             "completed": "Rounds done; computing the centralized and local-only baselines",
+             "stopped": "Stopping", "failed": "Failed"}.get(status, status)
     st.progress(min(1.0, done / total), text=f"{label} · {done}/{total} rounds done")
 
 
@@ -167,9 +168,9 @@ def final_summary(snap: dict) -> None:
                f"Only parameters or fitted models crossed the sockets.")
 
 
-def draw(snap: dict, handle: RunHandle | None, key: str) -> None:
-    """Everything about one run, from a snapshot."""
-    if snap["status"] in ("completed", "stopped", "failed"):
+def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> None:
+    """Everything about one run, from a snapshot; ``done`` once nothing of it is still computed."""
+    if done:
         final_summary(snap)
     else:
         progress(snap)
@@ -178,7 +179,7 @@ def draw(snap: dict, handle: RunHandle | None, key: str) -> None:
     headline(snap)
     charts_block(snap, key)
     tables_block(snap)
-    if snap["status"] in ("completed", "stopped", "failed"):
+    if done:
         downloads(snap, handle)
 
 
@@ -193,6 +194,6 @@ def show_run(handle: RunHandle) -> None:
         snap = handle.snapshot()
         if handle.done:
             st.rerun(scope="app")  # one full rerun draws the final view with downloads
-        draw(snap, handle, key=f"live-{handle.run_id}")
+        draw(snap, handle, key=f"live-{handle.run_id}", done=False)
 
     live()
