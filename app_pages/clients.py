@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from ui import charts
 from ui.clients import client_rounds_frame, split_preview, status_table
 from ui.format import pct

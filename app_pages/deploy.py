@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from fl.config import ConfigError
+from fl.runs.config import ConfigError
 from fl.data import DataError
-from fl.runstate import RunHandle
+from fl.runs.state import RunHandle
 from ui import deploy, live
 from ui.state import registry
 

@@ -9,7 +9,7 @@ new run; the old one stays on the Runs page.
 
 import streamlit as st
 
-from fl.config import ConfigError
+from fl.runs.config import ConfigError
 from fl.data import DataError
 from ui import live, preview, sidebar
 from ui.compare import can_compare, same_settings, show_comparison, start_comparison

@@ -49,8 +49,8 @@ for _path in (ROOT, HERE):  # the repo (for fl) and bench/ (for _common), whatev
 import numpy as np  # noqa: E402
 
 from _common import MachineLoad, source_version, table  # noqa: E402
-from fl.connection import Connection  # noqa: E402
-from fl.protocol import (  # noqa: E402
+from fl.wire.connection import Connection  # noqa: E402
+from fl.wire import (  # noqa: E402
     MAGIC, PREFIX_SIZE, Fit, Limits, PeerClosed, ProtocolError, decode_frame, encode_frame, read_frame,
 )
 

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 import plotly.graph_objects as go  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
-from fl import simulation  # noqa: E402
-from fl.config import RunConfig  # noqa: E402
+from fl.runs import simulation  # noqa: E402
+from fl.runs.config import RunConfig  # noqa: E402
 
 IMG = ROOT / "docs" / "img"
 ATTACK = dict(dataset="digits", clients=10, rounds=10, model="logreg", seed=0)

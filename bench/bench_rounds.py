@@ -57,16 +57,17 @@ import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 
 from _common import MachineLoad, source_version, table  # noqa: E402
-from fl import blobs, simulation  # noqa: E402
-from fl.config import RunConfig  # noqa: E402
+from fl.wire import blobs
+from fl.runs import simulation  # noqa: E402
+from fl.runs.config import RunConfig  # noqa: E402
 from fl.data import apply_standardization  # noqa: E402
-from fl.metrics import score_classifier  # noqa: E402
-from fl.models import get_parameters, get_spec  # noqa: E402
+from fl.learning.metrics import score_classifier  # noqa: E402
+from fl.learning.models import get_parameters, get_spec  # noqa: E402
 
-try:  # LocalModel moved from fl.models to fl.training
-    from fl.training import LocalModel
+try:  # LocalModel moved from fl.learning.models to fl.training
+    from fl.learning.training import LocalModel
 except ImportError:  # pragma: no cover - older trees
-    from fl.models import LocalModel
+    from fl.learning.models import LocalModel
 
 RUN_TIMEOUT_S = 120.0
 

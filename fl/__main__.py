@@ -2,7 +2,7 @@
 
 import sys
 
-from fl.cli import main
+from fl.runs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from fl.protocol import (
+from fl.wire import (
     MAGIC,
     Limits,
     ProtocolError,

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from fl import simulation
-from fl.behaviour import Behaviour, assign_behaviours
-from fl.config import RunConfig
-from fl.fedprox import prox_logreg, proximal_step
-from fl.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
+from fl.runs import simulation
+from fl.federation.behaviour import Behaviour, assign_behaviours
+from fl.runs.config import RunConfig
+from fl.learning.fedprox import prox_logreg, proximal_step
+from fl.learning.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
 
 ATTACKED = dict(dataset="digits", clients=10, rounds=8, model="logreg", partition="iid", local_epochs=5, malicious_clients=3, attack="sign_flip",
                 seed=0)

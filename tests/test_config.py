@@ -2,7 +2,7 @@
 
 import pytest
 
-from fl.config import ConfigError, RunConfig
+from fl.runs.config import ConfigError, RunConfig
 
 
 def test_json_round_trip_keeps_every_field():

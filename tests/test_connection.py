@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from fl.protocol import (
+from fl.wire import (
     Connection,
     Fit,
     PeerClosed,

@@ -7,14 +7,14 @@ import threading
 import numpy as np
 import pandas as pd
 
-from fl import simulation
-from fl.client import ClientSettings, FederatedClient, LocalData
-from fl.config import RunConfig
+from fl.runs import simulation
+from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.runs.config import RunConfig
 from fl.data import load_client_frame, local_holdout
-from fl.hosting import server_task_and_data
-from fl.rounds import RoundRunner
-from fl.server import FederatedServer, ServerSettings
-from fl.task import client_seed
+from fl.runs.hosting import server_task_and_data
+from fl.federation.rounds import RoundRunner
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.federation.task import client_seed
 
 
 def _ages_csv(path, n: int, shift: float, seed: int) -> str:

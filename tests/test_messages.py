@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from fl.protocol import (
+from fl.wire import (
     CLIENT_ID_PATTERN,
     PROTOCOL_VERSION,
     Bye,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from fl import blobs
-from fl.models import AVERAGEABLE_MODELS, MODELS, check_model_params, expected_shapes, global_estimator, init_parameters
-from fl.training import LocalModel
-from fl.protocol import ProtocolError
+from fl.wire import blobs
+from fl.learning.models import AVERAGEABLE_MODELS, MODELS, check_model_params, expected_shapes, global_estimator, init_parameters
+from fl.learning.training import LocalModel
+from fl.wire import ProtocolError
 
 CLASSES = np.arange(10)
 

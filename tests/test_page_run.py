@@ -52,7 +52,7 @@ def test_reload_keeps_the_tabs_run_and_its_settings_and_a_new_tab_starts_fresh(a
     assert reload.sidebar.selectbox(key="cfg_dataset").value == "wine"
     assert reload.sidebar.slider(key="cfg_clients").value == 3
     assert not fresh.success and any("How the data will be split" in s.value for s in fresh.subheader)
-    from fl.runs import RunStore
+    from fl.runs.store import RunStore
 
     assert len(RunStore(app_env).list()) == 1  # nothing restarted or duplicated
 

@@ -7,10 +7,10 @@ import json
 import zipfile
 from pathlib import Path
 
-from fl import simulation
-from fl.config import RunConfig
-from fl.runs import RunStore
-from fl.server import ServerSettings
+from fl.runs import simulation
+from fl.runs.config import RunConfig
+from fl.runs.store import RunStore
+from fl.federation.server import ServerSettings
 from tests.apptest_helpers import new_app, texts
 from ui import history
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fl.protocol import (
+from fl.wire import (
     ALLOWED_DTYPES,
     MAGIC,
     Frame,

@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-from fl.client import ClientSettings, FederatedClient, LocalData
-from fl.config import RunConfig
+from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.runs.config import RunConfig
 from fl.data import load_dataset, make_federated_data
-from fl.registry import RunRegistry
-from fl.runs import RunStore
-from fl.server import ServerSettings
+from fl.runs.registry import RunRegistry
+from fl.runs.store import RunStore
+from fl.federation.server import ServerSettings
 
 
 def test_simulated_run_gets_baselines_and_is_found_again(tmp_path):

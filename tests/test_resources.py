@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fl.config import ConfigError, RunConfig
-from fl.resources import ResourceError, available_memory, check_config_size, check_data_size, estimate_bytes
+from fl.data import DataError
+from fl.runs.config import RunConfig
+from fl.data.resources import ResourceError, available_memory, check_config_size, check_data_size, estimate_bytes
 from tests.apptest_helpers import new_app, texts
 
 GIB = 1 << 30
@@ -26,7 +27,7 @@ def test_a_size_over_half_the_available_memory_is_refused_with_the_largest_that_
         "The synthetic dataset's 2,000,000 rows x 10,000 features would need about 894.1 GiB of memory, but this "
         "machine has 16.0 GiB available (a run may use half); with 10,000 features use at most 17,895 rows, or "
         "fewer features.")
-    assert isinstance(caught.value, ConfigError)
+    assert isinstance(caught.value, DataError)  # every caller that reports bad data reports it too
 
 
 def test_sizes_that_fit_and_built_in_datasets_pass():

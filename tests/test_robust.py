@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl.strategies import fedavg, krum, median, trimmed_mean
+from fl.learning.aggregation import fedavg, krum, median, trimmed_mean
 
 
 def _results(values, counts=None):

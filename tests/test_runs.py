@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from fl.runs import RunStore
+from fl.runs.store import RunStore
 
 
 def _events():

@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from fl.client import ClientSettings, FederatedClient, LocalData
-from fl.config import RunConfig
+from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.runs.config import RunConfig
 from fl.data import load_dataset, make_federated_data
-from fl.protocol import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error
-from fl.rounds import RoundRunner
-from fl.server import FederatedServer, ServerSettings
-from fl.simulation import make_task, server_data
+from fl.wire import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error
+from fl.federation.rounds import RoundRunner
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.runs.simulation import make_task, server_data
 
 
 class Harness:
@@ -267,7 +267,7 @@ def test_before_hello_a_peer_cannot_claim_a_large_body(harness_factory):
 
 def test_server_without_data_evaluates_federatedly(harness_factory):
     # Prepare: a task built from classes and feature count only (no server data, no scaling)
-    from fl.task import Task
+    from fl.federation.task import Task
 
     h = harness_factory(n_clients=3, rounds=3)
     h.server.task = Task("logreg", {}, 4, [0, 1, 2])
@@ -303,6 +303,9 @@ def test_a_refused_session_is_not_charged_to_the_next_client_with_its_id(harness
     h.add_client(0, client_id="client_000", y=np.full(len(y), 7))
     h.threads[0].join(15)
     assert "labels" in h.client_results["client_000"].reason
+    deadline = time.monotonic() + 10
+    while not h.of("leave") and time.monotonic() < deadline:  # the server has seen the first session go
+        time.sleep(0.01)
     # ... then joins again with the right data
     h.add_client(0, client_id="client_000")
     # Execute

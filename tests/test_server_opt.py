@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fl.server_opt import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerOptimizer, make_server_optimizer
+from fl.learning.server_opt import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerOptimizer, make_server_optimizer
 
 X = [np.array([1.0, -2.0])]
 A = [np.array([3.0, -2.0])]  # aggregate: delta = [2, 0]

@@ -8,10 +8,10 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from fl import simulation
-from fl.config import ConfigError, RunConfig
+from fl.runs import simulation
+from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError, apply_standardization
-from fl.runs import RunStore
+from fl.runs.store import RunStore
 
 
 def _run(config: RunConfig, **kwargs):
@@ -149,7 +149,7 @@ def test_every_client_scores_the_global_model_on_its_own_data(tmp_path, no_threa
     import joblib
 
     from fl.data import local_holdout
-    from fl.task import client_seed
+    from fl.federation.task import client_seed
     import pandas as pd
     from sklearn.metrics import accuracy_score
 

@@ -8,8 +8,8 @@ from sklearn.datasets import load_iris
 from sklearn.naive_bayes import GaussianNB
 from sklearn.tree import DecisionTreeClassifier
 
-from fl.models import get_parameters, global_estimator
-from fl.strategies import aggregate_parameters, fedavg, merge_gaussian_nb, stacking, voting
+from fl.learning.models import get_parameters, global_estimator
+from fl.learning.aggregation import aggregate_parameters, fedavg, merge_gaussian_nb, stacking, voting
 
 
 def test_fedavg_weights_by_samples():

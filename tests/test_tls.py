@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from fl.client import ClientSettings, FederatedClient, LocalData
-from fl.config import RunConfig
+from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.runs.config import RunConfig
 from fl.data import load_dataset, make_federated_data
-from fl.rounds import RoundRunner
-from fl.server import FederatedServer, ServerSettings
-from fl.simulation import make_task, server_data
-from fl.tls import client_context, make_certificates, server_context
+from fl.federation.rounds import RoundRunner
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.runs.simulation import make_task, server_data
+from fl.wire.tls import client_context, make_certificates, server_context
 from tests.test_cli import ENV, ROOT, Processes, _listening_port
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from fl.server_opt import SERVER_OPTIMIZERS
+from fl.learning.server_opt import SERVER_OPTIMIZERS
 from ui import widgets
 
 ATTACK_LABELS = {

@@ -6,7 +6,7 @@ lines get a fixed mid-grey that reads on both backgrounds.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 import math
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from fl.events import describe_event
+from fl.federation.events import describe_event
 from ui.format import is_number
 
 REFERENCE_COLOUR = "#8c8c8c"

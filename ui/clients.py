@@ -7,9 +7,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.config import ConfigError, RunConfig
+from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
-from fl.simulation import client_id_for, partition_summary, prepare_data
+from fl.runs.simulation import client_id_for, partition_summary, prepare_data
 from ui.format import pct, size
 
 STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",

@@ -13,9 +13,9 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from fl.config import ConfigError, RunConfig
+from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
-from fl.runstate import RunHandle
+from fl.runs.state import RunHandle
 from ui import charts
 from ui.format import pct
 from ui.state import follow_comparison, registry

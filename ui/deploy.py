@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.config import RunConfig
-from fl.runstate import RunHandle
-from fl.server import ServerSettings
-from fl.tls import default_hosts, make_certificates, server_context
+from fl.runs.config import RunConfig
+from fl.runs.state import RunHandle
+from fl.federation.server import ServerSettings
+from fl.wire.tls import default_hosts, make_certificates, server_context
 from ui import sidebar
 from ui.clients import STATUS_ICONS
 from ui import widgets

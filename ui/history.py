@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from fl.registry import RunRegistry
-from fl.runs import RunStore, StoredRun
+from fl.runs.registry import RunRegistry
+from fl.runs.store import RunStore, StoredRun
 from ui.format import is_number, when
 
 # What a run directory may hold; the zip takes those present, nothing else

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.runstate import RunHandle
+from fl.runs.state import RunHandle
 from ui import charts
 from ui.format import duration, is_number, num, pct, size
 from ui.state import store

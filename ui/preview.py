@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from ui import charts, widgets
 from ui.clients import split_preview
 from ui.sidebar import csv_report

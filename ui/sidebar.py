@@ -13,9 +13,9 @@ from typing import Any
 
 import streamlit as st
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from fl.data import DataError, describe_csv, guess_target, looks_continuous, read_csv_table
-from fl.models import MODELS, get_spec
+from fl.learning.models import MODELS, get_spec
 from ui import widgets
 from ui.advanced import advanced_widgets, robust_widgets
 from ui.state import runs_root

@@ -16,9 +16,9 @@ import os
 
 import streamlit as st
 
-from fl.registry import RunRegistry
-from fl.runs import RunStore
-from fl.runstate import RunHandle
+from fl.runs.registry import RunRegistry
+from fl.runs.store import RunStore
+from fl.runs.state import RunHandle
 
 CURRENT_RUN = "current_run_id"  # the run this tab shows on the Run page; absent = a new run being configured
 COMPARISON = "comparison_run_ids"  # the runs of a rule comparison this tab started

@@ -13,12 +13,12 @@ import socket
 import sys
 from typing import Any, Sequence
 
-from fl.config import ATTACKS, DP_MODES, ConfigError, RunConfig
-from fl.events import describe_event
+from fl.runs.config import ATTACKS, DP_MODES, ConfigError, RunConfig
+from fl.federation.events import describe_event
 from fl.data import DATASETS, PARTITIONERS, DataError, load_client_frame, load_dataset, make_federated_data
-from fl.models import MODELS
-from fl.server_opt import SERVER_OPTIMIZERS
-from fl.strategies import AGGREGATIONS
+from fl.learning.models import MODELS
+from fl.learning.server_opt import SERVER_OPTIMIZERS
+from fl.learning.aggregation import AGGREGATIONS
 
 
 class UsageError(Exception):
@@ -248,7 +248,7 @@ def client_printer(client_id: str):
 
 # ---------------------------------------------------------------------- commands
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fl import simulation
+    from fl.runs import simulation
 
     config = config_from_args(args, args.clients)
     try:
@@ -279,8 +279,8 @@ def _finish(result: Any) -> int:
 
 def _server_data(args: argparse.Namespace, config: RunConfig):
     """(task, ServerData|None) from the server's own data, or from --classes/--features."""
-    from fl.hosting import server_task_and_data
-    from fl.task import Task
+    from fl.runs.hosting import server_task_and_data
+    from fl.federation.task import Task
 
     if args.dataset or args.csv:
         return server_task_and_data(config)
@@ -299,9 +299,9 @@ def _server_data(args: argparse.Namespace, config: RunConfig):
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from fl.rounds import RoundRunner
-    from fl.runs import RunWriter, new_run_id
-    from fl.server import FederatedServer, ServerSettings
+    from fl.federation.rounds import RoundRunner
+    from fl.runs.store import RunWriter, new_run_id
+    from fl.federation.server import FederatedServer, ServerSettings
 
     config = config_from_args(args, clients=max(args.min_clients, 1))
     try:
@@ -339,7 +339,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from fl.client import ClientSettings, FederatedClient, LocalData
+    from fl.federation.client import ClientSettings, FederatedClient, LocalData
 
     if args.csv:
         if not args.target:
@@ -369,14 +369,14 @@ def cmd_client(args: argparse.Namespace) -> int:
         raise UsageError("a client needs its data: --csv FILE --target COL, or --dataset NAME "
                          "--partition-id I --num-partitions N")
     client_id = args.client_id or default_id
-    from fl.protocol import CLIENT_ID_PATTERN
+    from fl.wire import CLIENT_ID_PATTERN
 
     if not CLIENT_ID_PATTERN.fullmatch(client_id):
         raise UsageError(f"--client-id {client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
                               connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin)
     if args.tls_ca or args.tls_pin:
-        from fl.tls import client_context
+        from fl.wire.tls import client_context
 
         try:
             settings.ssl_context = client_context(cafile=args.tls_ca, pin_sha256=args.tls_pin)
@@ -395,7 +395,7 @@ def _server_tls(args: argparse.Namespace) -> Any:
         return None
     if not (args.tls_cert and args.tls_key):
         raise UsageError("TLS needs both --tls-cert and --tls-key")
-    from fl.tls import server_context
+    from fl.wire.tls import server_context
 
     try:
         return server_context(args.tls_cert, args.tls_key)
@@ -404,7 +404,7 @@ def _server_tls(args: argparse.Namespace) -> Any:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from fl.tls import default_hosts, make_certificates
+    from fl.wire.tls import default_hosts, make_certificates
 
     made = make_certificates(args.out, args.host or default_hosts(), days=args.days)
     print(f"CA certificate (give to clients, --tls-ca): {made['ca']}")

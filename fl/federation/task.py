@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.models import get_spec
+from fl.learning.models import get_spec
 
 
 @dataclass

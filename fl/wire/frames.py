@@ -13,7 +13,7 @@ are checked before the header is read, the header before the body is
 allocated. Reading uses per-call socket timeouts so a silent peer costs at
 most ``Limits.frame_timeout_s`` once a frame has started.
 
-Typed messages live in fl/messages.py and are re-exported here.
+Typed messages live in fl/wire/messages.py; ``fl.wire`` exports both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.messages import (  # re-exported: import them from fl.protocol
+from fl.wire.messages import (  # re-exported: import them from fl.wire
     BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MESSAGE_TYPES, PROTOCOL_VERSION, Bye, Error, Evaluate,
     EvaluateResult, Fit, FitResult, Frame, Hello, Message, NamedArrays, PeerClosed, Ping, Pong,
     ProtocolError, Welcome, json_safe, parse_message,
@@ -364,12 +364,3 @@ def write_frame(sock: socket.socket, header: dict, arrays: Iterable[tuple[str, n
     (only detectable when the socket has a timeout, as Connection ensures).
     """
     return send_buffers(sock, encode_frame(header, arrays, blob, blob_format), stall_timeout)
-
-
-def __getattr__(name: str) -> Any:
-    """``fl.protocol.Connection`` stays importable; it lives in fl/connection.py."""
-    if name == "Connection":
-        from fl.connection import Connection
-
-        return Connection
-    raise AttributeError(name)

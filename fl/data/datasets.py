@@ -2,7 +2,7 @@
 
 Everything is seeded and a pure function of its inputs, so the dashboard, the
 server and a client on another machine that is told "partition i of N" all
-rebuild the same rows. Partitioners live in `fl.partition` and are re-exported.
+rebuild the same rows. Import the data layer's names from ``fl.data``.
 """
 
 from __future__ import annotations
@@ -15,20 +15,10 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
-from fl.csvdata import (
-    CsvReport, CsvTable, apply_bins, bin_labels_note, describe_csv, features_from_frame, frame_to_features,
-    guess_target, load_client_csv, load_client_frame, looks_continuous, normalize_labels, prepare_target,
-    quantile_edges, read_csv_bytes, read_csv_table, split_target,
-)
-from fl.partition import PARTITIONERS, DataError, label_distribution, partition
-
-__all__ = [
-    "DataError", "DATASETS", "PARTITIONERS", "Dataset", "load_dataset", "features_from_frame",
-    "load_client_csv", "load_client_frame", "normalize_labels", "Split", "split_server_holdout", "partition",
-    "label_distribution", "standardization_stats", "apply_standardization", "FederatedData",
-    "make_federated_data", "local_holdout", "CsvTable", "read_csv_table", "read_csv_bytes", "guess_target", "looks_continuous",
-    "quantile_edges", "apply_bins", "bin_labels_note", "CsvReport", "describe_csv", "split_target",
-]
+from fl.data.csvdata import frame_to_features
+from fl.data.labels import normalize_labels, prepare_target
+from fl.data.csvread import read_csv_table
+from fl.data.partition import DataError, partition
 
 DATASETS = ("iris", "wine", "breast_cancer", "digits", "xor", "synthetic", "csv")
 

@@ -17,15 +17,15 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fl import blobs
-from fl.config import RunConfig
-from fl.metrics import score_classifier
-from fl.models import NamedArrays, expected_shapes, global_estimator, init_parameters
-from fl.protocol import Evaluate, EvaluateResult, Fit, FitResult, PeerClosed, ProtocolError
-from fl.server import FederatedServer, ServerStopped
-from fl.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
-from fl.server_opt import make_server_optimizer
-from fl.strategies import aggregate_parameters, stacking, voting
+from fl.wire import blobs
+from fl.runs.config import RunConfig
+from fl.learning.metrics import score_classifier
+from fl.learning.models import NamedArrays, expected_shapes, global_estimator, init_parameters
+from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, PeerClosed, ProtocolError
+from fl.federation.server import FederatedServer, ServerStopped
+from fl.learning.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
+from fl.learning.server_opt import make_server_optimizer
+from fl.learning.aggregation import aggregate_parameters, stacking, voting
 
 METRIC_KEYS = ("accuracy", "loss", "f1_macro")
 

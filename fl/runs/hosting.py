@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from fl.data import load_dataset, split_server_holdout, standardization_stats
-from fl.resources import check_config_size
-from fl.rounds import ServerData
-from fl.runs import RunStore, RunWriter, new_run_id
-from fl.runstate import RunHandle, RunState, launch_rounds
-from fl.server import FederatedServer, ServerSettings
-from fl.task import Task, make_preprocess
+from fl.data.resources import check_config_size
+from fl.federation.rounds import ServerData
+from fl.runs.store import RunStore, RunWriter, new_run_id
+from fl.runs.state import RunHandle, RunState, launch_rounds
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.federation.task import Task, make_preprocess
 
 
 def server_task_and_data(config: RunConfig) -> tuple[Task, ServerData]:

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from fl.data import FederatedData
-from fl.rounds import RoundRunner, RunResult, ServerData
-from fl.runs import RunWriter
-from fl.server import FederatedServer
+from fl.federation.rounds import RoundRunner, RunResult, ServerData
+from fl.runs.store import RunWriter
+from fl.federation.server import FederatedServer
 
 MAX_EVENTS_KEPT = 2000
 

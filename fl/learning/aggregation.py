@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fl.ensemble import SoftVotingEnsemble, StackingEnsemble
+from fl.learning.ensemble import SoftVotingEnsemble, StackingEnsemble
 
 Arrays = list[np.ndarray]
 Results = list[tuple[Arrays, int]]

@@ -13,7 +13,7 @@ from typing import Any
 
 import skops.io as sio
 
-from fl.protocol import ProtocolError
+from fl.wire.messages import ProtocolError
 
 # Types beyond skops' defaults that the supported models need. Each entry is
 # here because a model in fl.models produces it; see tests/test_blobs.py.
@@ -27,8 +27,8 @@ EXTRA_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.metrics._dist_metrics.ChebyshevDistance64",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "fl.ensemble.SoftVotingEnsemble",
-    "fl.ensemble.StackingEnsemble",
+    "fl.learning.ensemble.SoftVotingEnsemble",
+    "fl.learning.ensemble.StackingEnsemble",
 )
 
 

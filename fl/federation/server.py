@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fl.connection import Connection
-from fl.protocol import (
+from fl.wire.connection import Connection
+from fl.wire import (
     PROTOCOL_VERSION,
     Bye,
     Error,
@@ -34,7 +34,7 @@ from fl.protocol import (
     ProtocolError,
     Welcome,
 )
-from fl.task import Task
+from fl.federation.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +335,8 @@ class FederatedServer:
                 reason = f"unexpected message {type(msg).__name__}"
                 conn.send_error("message", reason)
                 break
+        self._mark_gone(client_id, reason, conn)  # first: no round may pick a slot whose socket is closing
         conn.close()
-        self._mark_gone(client_id, reason, conn)
 
     def is_current(self, client_id: str, conn: Connection) -> bool:
         """Whether ``conn`` is the client's live session (not an earlier one under the same id)."""

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from fl.metrics import aligned_proba
+from fl.learning.metrics import aligned_proba
 
 
 class SoftVotingEnsemble(ClassifierMixin, BaseEstimator):

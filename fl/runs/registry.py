@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 
-from fl import hosting, simulation
-from fl.config import RunConfig
-from fl.runs import RunStore
-from fl.runstate import RunHandle
-from fl.server import ServerSettings
+from fl.runs import hosting
+from fl.runs import simulation
+from fl.runs.config import RunConfig
+from fl.runs.store import RunStore
+from fl.runs.state import RunHandle
+from fl.federation.server import ServerSettings
 
 
 class RunRegistry:

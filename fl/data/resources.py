@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fl.config import ConfigError
+from fl.data.partition import DataError
 
 WORKING_COPIES = 6  # dataset, split, partitions, standardised partitions, baseline pool, solver scratch
 SHARE_OF_AVAILABLE = 0.5  # leave the other half to the OS, the dashboard and other users
@@ -21,7 +21,7 @@ BYTES_PER_VALUE = 8  # float64
 FALLBACK_AVAILABLE = 4 << 30
 
 
-class ResourceError(ConfigError):
+class ResourceError(DataError):
     """The data asked for would not fit in memory; str(e) says how much would."""
 
 

@@ -19,15 +19,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from fl import blobs
-from fl.behaviour import Behaviour
+from fl.wire import blobs
+from fl.federation.behaviour import Behaviour
 from fl.data import DataError, apply_bins, apply_standardization, features_from_frame, local_holdout
-from fl.metrics import score_classifier
-from fl.models import global_estimator
-from fl.privacy import clip_update
-from fl.training import LocalModel
-from fl.connection import Connection
-from fl.protocol import (
+from fl.learning.metrics import score_classifier
+from fl.learning.models import global_estimator
+from fl.learning.privacy import clip_update
+from fl.learning.training import LocalModel
+from fl.wire.connection import Connection
+from fl.wire import (
     Bye,
     Error,
     Evaluate,
@@ -42,8 +42,8 @@ from fl.protocol import (
     ProtocolError,
     Welcome,
 )
-from fl.task import Task, client_seed
-from fl.tls import check_pin
+from fl.federation.task import Task, client_seed
+from fl.wire.tls import check_pin
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import ssl
 import threading
 import time
 
-from fl.messages import BLOB_FORMAT_SKOPS, Error, Message, PeerClosed, parse_message
-from fl.protocol import POLL_S, Limits, encode_frame, read_frame, send_buffers
+from fl.wire.messages import BLOB_FORMAT_SKOPS, Error, Message, PeerClosed, parse_message
+from fl.wire.frames import POLL_S, Limits, encode_frame, read_frame, send_buffers
 
 
 class Connection:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from fl.partition import DataError
+from fl.data.partition import DataError
 
 __all__ = ["CsvTable", "read_csv_table", "read_csv_bytes"]
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from sklearn.dummy import DummyClassifier
 
-from fl.fedprox import prox_logreg, proximal_step
-from fl.metrics import score_classifier
-from fl.models import (
+from fl.learning.fedprox import prox_logreg, proximal_step
+from fl.learning.metrics import score_classifier
+from fl.learning.models import (
     ModelSpec, NamedArrays, fresh_mlp, phantom_rows, set_arrays, get_parameters, get_spec, init_parameters,
 )
 

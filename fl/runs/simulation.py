@@ -15,16 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl.behaviour import Behaviour, assign_behaviours
-from fl.client import ClientSettings, FederatedClient, LocalData
-from fl.config import RunConfig
+from fl.federation.behaviour import Behaviour, assign_behaviours
+from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.runs.config import RunConfig
 from fl.data import FederatedData, load_dataset, make_federated_data
-from fl.resources import check_config_size
-from fl.rounds import RunResult, ServerData
-from fl.runs import RunStore, RunWriter, new_run_id
-from fl.runstate import RunHandle, RunState, event_sink, launch_rounds
-from fl.server import FederatedServer, ServerSettings
-from fl.task import Task, make_preprocess
+from fl.data.resources import check_config_size
+from fl.federation.rounds import RunResult, ServerData
+from fl.runs.store import RunStore, RunWriter, new_run_id
+from fl.runs.state import RunHandle, RunState, event_sink, launch_rounds
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.federation.task import Task, make_preprocess
 
 
 def client_id_for(i: int) -> str:
@@ -130,7 +130,7 @@ def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
     A stopped run stops them too (between two fits): Stop must not wait for
     a hundred local-only fits.
     """
-    from fl.baselines import BaselinesCancelled, compute_baselines
+    from fl.runs.baselines import BaselinesCancelled, compute_baselines
 
     try:
         baselines = compute_baselines(handle.config, handle.data, client_ids,

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl.config import RunConfig
+from fl.runs.config import RunConfig
 from fl.data import FederatedData, apply_standardization, local_holdout
-from fl.metrics import score_classifier
-from fl.task import client_seed
-from fl.training import LocalModel
+from fl.learning.metrics import score_classifier
+from fl.federation.task import client_seed
+from fl.learning.training import LocalModel
 
 MAX_LOCAL_BASELINE_CLIENTS = 100
 

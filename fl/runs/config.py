@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fl.data import DATASETS, PARTITIONERS
-from fl.models import MODELS, check_model_params, get_spec
-from fl.server_opt import SERVER_OPTIMIZERS
-from fl.strategies import AGGREGATIONS, ENSEMBLE_AGGREGATIONS, ROBUST_AGGREGATIONS
+from fl.learning.models import MODELS, check_model_params, get_spec
+from fl.learning.server_opt import SERVER_OPTIMIZERS
+from fl.learning.aggregation import AGGREGATIONS, ENSEMBLE_AGGREGATIONS, ROBUST_AGGREGATIONS
 
 ATTACKS = ("none", "label_flip", "gaussian_noise", "sign_flip", "scale")
 DP_MODES = ("none", "server", "client")

@@ -1,0 +1,31 @@
+"""Data: datasets, CSV files, labels, partitions and memory limits.
+
+Everything here is seeded and a pure function of its inputs, so a server and
+a client on another machine rebuild the same rows. Import from ``fl.data``.
+"""
+
+from fl.data.csvdata import (
+    ClientCsv, ColumnPlan, CsvReport, describe_csv, features_from_frame, frame_to_features, load_client_csv,
+    load_client_frame, plan_features,
+)
+from fl.data.csvread import CsvTable, read_csv_bytes, read_csv_table
+from fl.data.datasets import (
+    DATASETS, Dataset, FederatedData, Split, apply_standardization, load_dataset, local_holdout,
+    make_federated_data, split_server_holdout, standardization_stats,
+)
+from fl.data.labels import (
+    TargetSplit, apply_bins, bin_labels_note, guess_target, looks_continuous, normalize_labels, prepare_target,
+    quantile_edges, split_target,
+)
+from fl.data.partition import PARTITIONERS, DataError, label_distribution, partition
+from fl.data.resources import ResourceError, check_config_size
+
+__all__ = [
+    "ClientCsv", "ColumnPlan", "CsvReport", "describe_csv", "features_from_frame", "frame_to_features",
+    "load_client_csv", "load_client_frame", "plan_features", "CsvTable", "read_csv_bytes", "read_csv_table",
+    "DATASETS", "Dataset", "FederatedData", "Split", "apply_standardization", "load_dataset", "local_holdout",
+    "make_federated_data", "split_server_holdout", "standardization_stats", "TargetSplit", "apply_bins",
+    "bin_labels_note", "guess_target", "looks_continuous", "normalize_labels", "prepare_target", "quantile_edges",
+    "split_target", "PARTITIONERS", "DataError", "label_distribution", "partition", "ResourceError",
+    "check_config_size",
+]
