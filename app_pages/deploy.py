@@ -59,11 +59,11 @@ def connection_info(handle: RunHandle) -> None:
     elif settings.host in deploy.LOOPBACK:
         st.warning("This server accepts clients on this machine only. To accept other machines, stop it and "
                    "host again on 0.0.0.0.")
-    config = handle.config.to_dict()
+    config = handle.config
     commands = deploy.partition_commands(config, host, port, settings.token, settings.tls_pin)
     if commands:
         st.markdown(f"**On each machine**, from a copy of this project (`pip install -r requirements.txt`), "
-                    f"machine *i* takes partition *i* of {len(commands)} of `{config['dataset']}`:")
+                    f"machine *i* takes partition *i* of {len(commands)} of `{config.dataset}`:")
         st.code("\n".join(commands), language="bash", wrap_lines=True)
     st.markdown("**Or with the machine's own CSV** (columns are matched to the server's features by name; "
                 "put your file and its label column):")

@@ -17,7 +17,7 @@ def test_json_round_trip_keeps_every_field():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model": "xgboost"}, "known models: logreg"),
+    ({"model": "xgboost"}, "choose one of: logreg"),
     ({"model": "random_forest"}, "use aggregation 'stacking' or 'voting'"),
     ({"aggregation": "fedprox"}, "choose one of"),
     ({"dataset": "mnist"}, "unknown dataset"),
@@ -57,3 +57,25 @@ def test_ensembles_and_round_free_models_run_one_round():
     assert RunConfig(model="logreg", rounds=9).effective_rounds == 9
     assert RunConfig(aggregation="fedavg").effective_val_size == 0.0
     assert RunConfig(model="knn", aggregation="stacking").effective_val_size == 0.15
+
+
+@pytest.mark.parametrize("aggregation", ["median", "trimmed_mean", "krum"])
+def test_dp_with_a_rule_that_is_not_a_mean_is_refused(aggregation):
+    # The noise sigma*C/m and the epsilon shown assume a mean of clipped updates; Krum returns one update
+    # (sensitivity about 2C), median and trimmed mean are no mean either: refuse rather than show a false epsilon
+    config = RunConfig(model="logreg", aggregation=aggregation, dp="server", clients=10)
+    with pytest.raises(ConfigError, match="is not a mean"):
+        config.validate()
+    RunConfig(model="logreg", aggregation="fedavg", dp="server").validate()
+
+
+def test_every_default_is_the_fields_own_and_the_fit_config_comes_from_the_knobs():
+    # Prepare
+    from fl.runs.knobs import default_of, knobs_of
+
+    config = RunConfig(model="logreg", proximal_mu=0.1, learning_rate=0.05, local_epochs=3)
+    # Execute / Assert
+    assert config.fit_config() == {"local_epochs": 3, "learning_rate": 0.05, "proximal_mu": 0.1}
+    assert RunConfig().fit_config() == {"local_epochs": 1}  # unset knobs are not sent
+    assert all(getattr(RunConfig(), name) == default_of(RunConfig, name) for name in knobs_of(RunConfig))
+    assert set(knobs_of(RunConfig)) == set(RunConfig().to_dict())  # every field is a knob

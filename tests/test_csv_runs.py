@@ -11,7 +11,7 @@ from fl.runs import simulation
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.runs.config import RunConfig
 from fl.data import load_client_frame, local_holdout
-from fl.runs.hosting import server_task_and_data
+from fl.runs.build import build_run
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.federation.task import client_seed
@@ -47,7 +47,8 @@ def test_a_remote_csv_client_bins_its_labels_with_the_servers_edges(tmp_path):
     client_csv = _ages_csv(tmp_path / "site.csv", 200, 15.0, 1)
     config = RunConfig(dataset="csv", csv_path=server_csv, target="age", target_bins=4, model="logreg",
                        partition="iid", rounds=2, min_clients=1)
-    task, data = server_task_and_data(config)
+    plan = build_run(config)
+    task = plan.task
     server = FederatedServer(task, ServerSettings(wait_for_clients=1, join_timeout_s=20))
     host, port = server.bind()
     own = load_client_frame(client_csv, "age")
@@ -57,7 +58,7 @@ def test_a_remote_csv_client_bins_its_labels_with_the_servers_edges(tmp_path):
     thread.start()
     try:
         # Execute
-        result = RoundRunner(server, config, data).run()
+        result = RoundRunner(server, plan.settings, plan.strategy(), plan.server_data).run()
     finally:
         server.stop()
         thread.join(10)

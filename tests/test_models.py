@@ -5,8 +5,10 @@ import pytest
 from sklearn.datasets import load_digits
 
 from fl.wire import blobs
-from fl.learning.models import AVERAGEABLE_MODELS, MODELS, check_model_params, expected_shapes, global_estimator, init_parameters
+from fl.learning.models import MODELS, get_model
 from fl.learning.training import LocalModel
+
+AVERAGEABLE_MODELS = [name for name, m in MODELS.items() if m.averageable]
 from fl.wire import ProtocolError
 
 CLASSES = np.arange(10)
@@ -23,14 +25,15 @@ def test_client_missing_classes_returns_global_shapes(name, digits):
     # Prepare: a client that holds only classes 0 and 1
     X, y = digits
     mask = y < 2
-    start = init_parameters(name, {}, CLASSES, 64, seed=0)
+    adapter = get_model(name)
+    start = adapter.initial_parameters({}, CLASSES, 64, seed=0)
     # Execute
     model = LocalModel(name, {}, CLASSES, 64, seed=0).fit(X[mask], y[mask], global_arrays=start, epochs=2)
     params = model.get_parameters()
     # Assert
-    assert [(n, a.shape) for n, a in params] == [(n, tuple(s)) for n, s in expected_shapes(name, {}, CLASSES, 64)]
+    assert [(n, a.shape) for n, a in params] == adapter.expected_shapes({}, CLASSES, 64)
     assert all(a.dtype == np.float64 and np.isfinite(a).all() for _, a in params)
-    est = global_estimator(name, {}, params, CLASSES, 64)
+    est = adapter.global_estimator({}, params, CLASSES, 64)
     assert est.predict(X[:5]).shape == (5,)
 
 
@@ -38,8 +41,9 @@ def test_client_missing_classes_returns_global_shapes(name, digits):
 def test_local_training_improves_on_the_start(name, digits):
     # Prepare
     X, y = digits
-    start = init_parameters(name, {}, CLASSES, 64, seed=0)
-    before = global_estimator(name, {}, start, CLASSES, 64).score(X, y)
+    adapter = get_model(name)
+    start = adapter.initial_parameters({}, CLASSES, 64, seed=0)
+    before = adapter.global_estimator({}, start, CLASSES, 64).score(X, y)
     # Execute
     model = LocalModel(name, {}, CLASSES, 64, seed=0).fit(X, y, global_arrays=start, epochs=3)
     # Assert
@@ -48,7 +52,7 @@ def test_local_training_improves_on_the_start(name, digits):
 
 def test_binary_linear_models_use_one_row_of_weights():
     # Prepare / Execute
-    shapes = dict(expected_shapes("logreg", {}, [0, 1], 5))
+    shapes = dict(get_model("logreg").expected_shapes({}, [0, 1], 5))
     # Assert: scikit-learn stores (1, n_features) for two classes
     assert shapes == {"coef_": (1, 5), "intercept_": (1,)}
 
@@ -105,6 +109,54 @@ def test_garbage_blob_is_a_protocol_error():
 def test_unknown_hyperparameter_is_refused_with_its_name():
     # Prepare / Execute / Assert
     with pytest.raises(ValueError, match="n_trees"):
-        check_model_params("random_forest", {"n_trees": 5})
+        get_model("random_forest").check_params({"n_trees": 5})
     with pytest.raises(ValueError, match="unknown model"):
-        check_model_params("xgboost", {})
+        get_model("xgboost")
+
+
+def test_a_bad_hyperparameter_value_is_refused_before_any_fit():
+    # Pins the one private scikit-learn call (validate_hyperparameters): a negative C must not reach a fit
+    with pytest.raises(ValueError, match="bad parameter for model 'logreg'"):
+        get_model("logreg").check_params({"C": -1.0})
+
+
+def test_a_round_starts_from_the_global_weights_with_a_fresh_optimiser(digits):
+    # Pins restart_optimizer: two clients that start a round from the same weights with the same data and
+    # seed train identically, whatever their previous rounds left in the optimiser.
+    X, y = digits
+    adapter = get_model("mlp")
+    start = adapter.initial_parameters({}, CLASSES, 64, seed=0)
+    seasoned = LocalModel("mlp", {}, CLASSES, 64, seed=1).fit(X[:200], y[:200], global_arrays=start, epochs=3)
+    fresh = LocalModel("mlp", {}, CLASSES, 64, seed=1)
+    # Execute
+    a = seasoned.fit(X[200:400], y[200:400], global_arrays=start, epochs=1).get_parameters()
+    b = fresh.fit(X[200:400], y[200:400], global_arrays=start, epochs=1).get_parameters()
+    # Assert
+    for (name_a, arr_a), (name_b, arr_b) in zip(a, b):
+        assert name_a == name_b
+        np.testing.assert_allclose(arr_a, arr_b)
+
+
+def test_adding_a_model_is_one_adapter():
+    # Prepare: an adapter class that names itself is registered (then removed again)
+    from sklearn.linear_model import RidgeClassifier
+
+    from fl.learning.models import ModelAdapter
+
+    class RidgeAdapter(ModelAdapter):
+        name = "ridge_test"
+        label = "Ridge (test)"
+
+        def make(self, params, seed):
+            return RidgeClassifier(**params)
+
+    try:
+        # Execute / Assert: the registry, the config's choices and the strategies that can serve it
+        from fl.learning.strategies import strategies_for
+        from fl.runs.config import RunConfig
+
+        assert "ridge_test" in MODELS
+        assert strategies_for(MODELS["ridge_test"]) == ["stacking", "voting"]
+        RunConfig(model="ridge_test", aggregation="voting").validate()
+    finally:
+        del MODELS["ridge_test"]

@@ -7,9 +7,11 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.apptest_helpers import ROOT, new_app, run_until, texts
+from fl.runs.config import RunConfig
 from ui import deploy
 
 
@@ -142,19 +144,39 @@ def test_stop_server_ends_the_hosted_run_and_a_new_session_finds_a_live_one(app_
 
 def test_client_commands_for_every_interface_and_a_non_iid_split():
     # Prepare
-    config = {"dataset": "synthetic", "n_samples": 500, "n_features": 8, "n_classes": 3, "clients": 3,
-              "partition": "dirichlet", "alpha": 0.1, "seed": 7, "test_size": 0.2, "min_samples": 2}
+    config = RunConfig(dataset="synthetic", n_samples=500, n_features=8, n_classes=3, clients=3,
+                       partition="shards", shards_per_client=3, seed=7, aggregation="stacking", model="knn")
     # Execute
     host, note = deploy.command_host("0.0.0.0")
     commands = deploy.partition_commands(config, host, 9000, None)
-    # Assert
+    # Assert: the flags that differ from the defaults, generated from the config's knobs
     assert host == socket.gethostname() and host in note
     assert len(commands) == 3
     assert commands[2] == (f"python client_new.py --host {shlex.quote(host)} --port 9000 --dataset synthetic "
-                           "--n-samples 500 --n-features 8 --n-classes 3 --partition dirichlet --alpha 0.1 "
-                           "--partition-id 2 --num-partitions 3 --seed 7")
-    assert deploy.partition_commands({**config, "dataset": "csv"}, host, 9000, "t") == []
-    assert "--target y" in deploy.csv_command({"dataset": "csv", "target": "y"}, "h", 1, "t")
+                           "--n-samples 500 --n-features 8 --n-classes 3 --partition shards --shards-per-client 3 "
+                           "--aggregation stacking --seed 7 --partition-id 2 --num-partitions 3")
+    assert deploy.partition_commands(RunConfig(dataset="csv"), host, 9000, "t") == []
+    assert "--target y" in deploy.csv_command(RunConfig(dataset="csv", target="y"), "h", 1, "t")
+
+
+def test_a_client_built_from_the_commands_gets_the_servers_split(tmp_path):
+    # Bug: a stacking client rebuilt "partition i of N" without the server's validation split, so it trained on
+    # the rows the meta-learner is fitted on. Now the commands carry the split and the client rebuilds it.
+    from fl.runs.build import build_run, client_partition, data_split
+    from fl.runs.cli import build_parser, config_from_args
+
+    config = RunConfig(dataset="breast_cancer", clients=3, model="random_forest", aggregation="stacking")
+    plan = build_run(config)
+    args = build_parser().parse_args(["client"] + deploy.data_flags(config))
+    client_config = config_from_args(args, clients=3)
+    # Execute
+    X, y, _ = client_partition(client_config, 1, 3)
+    # Assert: the same rows as the server's partition 1, none of them in its validation or test split
+    X_server, _ = plan.data.client_data(1)
+    np.testing.assert_array_equal(X, X_server)
+    held_out = {row.tobytes() for row in np.vstack([plan.data.split.X_val, plan.data.split.X_test])}
+    assert not any(row.tobytes() in held_out for row in X)
+    assert data_split(client_config) == plan.task.data_split
 
 
 def test_tls_server_commands_pin_its_certificate_and_pinned_clients_finish(app_env, processes):

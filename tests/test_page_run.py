@@ -131,13 +131,12 @@ def test_single_class_csv_target_is_refused_with_advice(app_env, tmp_path):
 
 
 def test_attack_and_privacy_settings_run_and_show_epsilon_and_roles(app_env):
-    # Prepare: 4 clients, one malicious (sign flip), median aggregation, server-side DP
+    # Prepare: 4 clients, one malicious (sign flip), FedAvg with server-side DP
     at = new_app()
     at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
     at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
     at.sidebar.slider(key="cfg_clients").set_value(4).run()
     at.sidebar.slider(key="cfg_rounds").set_value(3).run()
-    at.sidebar.radio(key="cfg_aggregation").set_value("median").run()
     at.sidebar.number_input(key="cfg_malicious_clients").set_value(1).run()
     at.sidebar.selectbox(key="cfg_dp").set_value("server").run()
     # Execute

@@ -133,7 +133,7 @@ def test_bad_partition_settings_are_data_errors(kwargs, word):
     n_rows=st.integers(min_value=1, max_value=120),
     n_labels=st.integers(min_value=1, max_value=6),
     n_clients=st.integers(min_value=1, max_value=15),
-    method=st.sampled_from(PARTITIONERS),
+    method=st.sampled_from(list(PARTITIONERS)),
     min_samples=st.integers(min_value=1, max_value=4),
     seed=st.integers(min_value=0, max_value=2**31),
 )

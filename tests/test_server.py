@@ -13,22 +13,20 @@ import pytest
 
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.runs.config import RunConfig
-from fl.data import load_dataset, make_federated_data
 from fl.wire import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
-from fl.runs.simulation import make_task, server_data
+from fl.runs.build import build_run
 
 
 class Harness:
     """A server plus client threads on loopback; everything is torn down by close()."""
 
     def __init__(self, n_clients=3, rounds=3, token=None, round_timeout=10.0, wait_for=None, **config_kw):
-        self.config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=n_clients, rounds=rounds, round_timeout=round_timeout,
-                                min_clients=1, **config_kw).validate()
-        ds = load_dataset("iris")
-        self.data = make_federated_data(ds, n_clients=n_clients, seed=0)
-        self.task = make_task(self.config, self.data)
+        self.config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=n_clients, rounds=rounds,
+                                round_timeout=round_timeout, min_clients=1, **config_kw)
+        self.plan = build_run(self.config)
+        self.data, self.task = self.plan.data, self.plan.task
         self.events: list[dict] = []
         self.server = FederatedServer(self.task, ServerSettings(token=token, wait_for_clients=wait_for or n_clients,
                                                                 join_timeout_s=20, limits=Limits(frame_timeout_s=1.0)),
@@ -51,7 +49,7 @@ class Harness:
         return client
 
     def run(self):
-        self.result = RoundRunner(self.server, self.config, server_data(self.data)).run()
+        self.result = RoundRunner(self.server, self.plan.settings, self.plan.strategy(), self.plan.server_data).run()
         return self.result
 
     def close(self):
@@ -274,7 +272,7 @@ def test_server_without_data_evaluates_federatedly(harness_factory):
     for i in range(3):
         h.add_client(i)
     # Execute
-    result = RoundRunner(h.server, h.config, None).run()
+    result = RoundRunner(h.server, h.plan.settings, h.plan.strategy(), None).run()
     # Assert: metrics are the sample-weighted evaluate_results of the clients
     assert result.status == "completed" and len(result.rounds) == 3
     assert all(0.5 < r["accuracy"] <= 1.0 and r["loss"] > 0 for r in result.rounds)
@@ -315,3 +313,17 @@ def test_a_refused_session_is_not_charged_to_the_next_client_with_its_id(harness
     assert [r["n_failures"] for r in result.rounds] == [0, 0]
     assert [r["n_fit_clients"] for r in result.rounds] == [1, 1]
     assert not h.of("failure")
+
+
+def test_a_partition_rebuilt_with_another_split_is_refused(harness_factory):
+    # Prepare: the server holds out a validation split (stacking); the client rebuilt its rows without one
+    h = harness_factory(n_clients=1, rounds=1, wait_for=1)
+    h.server.task.data_split = {"dataset": "iris", "test_size": 0.2, "val_size": 0.15, "seed": 0}
+    X, y = h.data.client_data(0)
+    local = LocalData(X, y, list(h.data.dataset.feature_names),
+                      data_split={"dataset": "iris", "test_size": 0.2, "val_size": 0.0, "seed": 0})
+    # Execute
+    result = FederatedClient("c0", local, ClientSettings(h.host, h.port, connect_timeout_s=5)).run()
+    # Assert: it leaves before training, saying which setting differs and what to add
+    assert not result.ok and "(data)" in result.reason
+    assert "val_size 0.0 here, 0.15 on the server" in result.reason and "--aggregation stacking" in result.reason

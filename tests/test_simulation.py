@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from fl.runs import simulation
 from fl.runs.config import ConfigError, RunConfig
-from fl.data import DataError, apply_standardization
+from fl.data import DataError, apply_standardization, label_distribution
 from fl.runs.store import RunStore
 
 
@@ -47,7 +47,7 @@ def test_dirichlet_clients_missing_classes_still_give_a_ten_class_model(model, n
                        seed=0)
     # Execute
     handle, result = _run(config)
-    presence = simulation.class_presence(handle.data)
+    presence = label_distribution(handle.data.split.y_train, handle.data.parts, handle.data.dataset.classes)
     # Assert
     assert (presence == 0).any(axis=1).sum() >= 5, "the split should leave several clients without some classes"
     assert result.status == "completed"

@@ -8,8 +8,13 @@ from sklearn.datasets import load_iris
 from sklearn.naive_bayes import GaussianNB
 from sklearn.tree import DecisionTreeClassifier
 
-from fl.learning.models import get_parameters, global_estimator
-from fl.learning.aggregation import aggregate_parameters, fedavg, merge_gaussian_nb, stacking, voting
+from fl.learning.aggregation import fedavg, stacking, voting
+from fl.learning.models import get_model
+from fl.learning.strategies import ExactMerge
+from fl.runs.build import make_strategy
+from fl.runs.config import RunConfig
+
+NB = get_model("gaussian_nb")
 
 
 def test_fedavg_weights_by_samples():
@@ -76,12 +81,12 @@ def test_gaussian_nb_merge_equals_pooled_fit():
     results = []
     for p in parts:
         est = GaussianNB().partial_fit(X[p], y[p], classes=classes)
-        results.append(([a for _, a in get_parameters("gaussian_nb", est)], len(p)))
+        results.append(([a for _, a in NB.get_parameters(est)], len(p)))
     pooled_idx = np.concatenate(parts)
     pooled = GaussianNB().fit(X[pooled_idx], y[pooled_idx])
     # Execute
-    merged = merge_gaussian_nb(results)
-    model = global_estimator("gaussian_nb", {}, list(zip(["theta_", "var_", "class_count_"], merged)), classes, 4)
+    merged = NB.merge(results)
+    model = NB.global_estimator({}, list(zip(["theta_", "var_", "class_count_"], merged)), classes, 4)
     # Assert: identical statistics and predictions to training on the pooled data
     np.testing.assert_allclose(model.theta_, pooled.theta_, rtol=1e-10)
     np.testing.assert_allclose(model.var_, pooled.var_, rtol=1e-8)
@@ -89,13 +94,16 @@ def test_gaussian_nb_merge_equals_pooled_fit():
     np.testing.assert_array_equal(model.predict(X), pooled.predict(X))
 
 
-def test_gaussian_nb_uses_exact_merge_whatever_the_method():
+def test_gaussian_nb_runs_its_exact_merge_not_an_average():
     # Prepare
     theta = np.array([[0.0], [2.0]])
-    results = [([theta, np.zeros((2, 1)), np.array([1.0, 0.0])], 1), ([theta + 2, np.zeros((2, 1)), np.array([1.0, 3.0])], 4)]
+    results = [([theta, np.zeros((2, 1)), np.array([1.0, 0.0])], 1),
+               ([theta + 2, np.zeros((2, 1)), np.array([1.0, 3.0])], 4)]
+    strategy = make_strategy(RunConfig(model="gaussian_nb", aggregation="fedavg"))
     # Execute
-    merged = aggregate_parameters("gaussian_nb", "fedavg", results)
+    merged = strategy.aggregate(results, None)
     # Assert: class 0 mean of 0 and 2 -> 1 with variance 1; class 1 only from client 2
+    assert isinstance(strategy, ExactMerge)
     np.testing.assert_allclose(merged[0], [[1.0], [4.0]])
     np.testing.assert_allclose(merged[1], [[1.0], [0.0]])
     np.testing.assert_allclose(merged[2], [2.0, 3.0])

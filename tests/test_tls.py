@@ -10,10 +10,9 @@ import pytest
 
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.runs.config import RunConfig
-from fl.data import load_dataset, make_federated_data
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
-from fl.runs.simulation import make_task, server_data
+from fl.runs.build import build_run
 from fl.wire.tls import client_context, make_certificates, server_context
 from tests.test_cli import ENV, ROOT, Processes, _listening_port
 
@@ -23,11 +22,13 @@ def certs(tmp_path_factory):
     return make_certificates(tmp_path_factory.mktemp("certs"), ["localhost", "127.0.0.1"])
 
 
-def _tls_run(certs, client_settings: list[ClientSettings]):
-    config = RunConfig(model="logreg", partition="iid", dataset="iris", clients=len(client_settings), rounds=2, min_clients=1).validate()
-    data = make_federated_data(load_dataset("iris"), n_clients=len(client_settings), seed=0)
-    server = FederatedServer(make_task(config, data), ServerSettings(
-        ssl_context=server_context(certs["cert"], certs["key"]), wait_for_clients=1, join_timeout_s=20,
+def _tls_run(certs, client_settings: list[ClientSettings], expect: int = 1):
+    """A TLS run; rounds start once ``expect`` clients have joined (the others are meant to be refused)."""
+    plan = build_run(RunConfig(model="logreg", partition="iid", dataset="iris", clients=len(client_settings),
+                               rounds=2, min_clients=1))
+    data = plan.data
+    server = FederatedServer(plan.task, ServerSettings(
+        ssl_context=server_context(certs["cert"], certs["key"]), wait_for_clients=expect, join_timeout_s=20,
         token="t0ken"))
     host, port = server.bind()
     results: dict[int, object] = {}
@@ -40,7 +41,7 @@ def _tls_run(certs, client_settings: list[ClientSettings]):
                              daemon=True)
         t.start()
         threads.append(t)
-    run = RoundRunner(server, config, server_data(data)).run()
+    run = RoundRunner(server, plan.settings, plan.strategy(), plan.server_data).run()
     for t in threads:
         t.join(20)
     return run, results
@@ -51,7 +52,7 @@ def test_clients_verifying_the_ca_complete_a_run(certs):
     settings = [ClientSettings(token="t0ken", ssl_context=client_context(cafile=certs["ca"]),
                                connect_timeout_s=10) for _ in range(2)]
     # Execute
-    run, results = _tls_run(certs, settings)
+    run, results = _tls_run(certs, settings, expect=2)
     # Assert
     assert run.status == "completed" and all(r["n_fit_clients"] == 2 for r in run.rounds)
     assert all(r.ok for r in results.values())

@@ -9,7 +9,8 @@ import streamlit as st
 
 from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
-from fl.runs.simulation import client_id_for, partition_summary, prepare_data
+from fl.runs.build import client_id_for, load_data
+from fl.runs.simulation import partition_summary
 from ui.format import pct, size
 
 STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",
@@ -38,7 +39,7 @@ def split_preview(config_dict: dict[str, Any]) -> dict[str, Any] | str:
     """
     try:
         config = RunConfig.from_dict(config_dict).validate()
-        data = prepare_data(config)
+        data = load_data(config)
     except (ConfigError, DataError) as exc:
         return str(exc)
     return partition_summary(data, [client_id_for(i) for i in range(config.clients)])

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.config import RunConfig
+from fl.runs.knobs import CLIENT, to_flags
 from fl.runs.state import RunHandle
 from fl.federation.server import ServerSettings
 from fl.wire.tls import default_hosts, make_certificates, server_context
@@ -93,17 +94,18 @@ def config_widgets() -> RunConfig | None:
 
 
 def _config_widgets() -> RunConfig | None:
+    values: dict[str, Any] = {}
     st.subheader("Data the server evaluates on")
-    values = sidebar.data_widgets()
+    sidebar.data_widgets(values)
     st.caption("The server keeps a held-out test split of its own copy to evaluate the global model; "
                "each client brings its own data.")
     st.subheader("Suggested split for the client commands")
-    values.update(sidebar.split_widgets())
+    sidebar.split_widgets(values)
     st.caption("Only used to write the commands below: machine i takes partition i of this many.")
     st.subheader("Model")
-    values.update(sidebar.model_widgets())
+    sidebar.model_widgets(values)
     st.subheader("Rounds")
-    values.update(sidebar.rounds_widgets(sidebar.is_one_shot(values)))
+    sidebar.rounds_widgets(values)
     return sidebar.config_from_values(values)
 
 
@@ -167,41 +169,24 @@ def _base(host: str, port: int, token: str | None, pin: str | None = None) -> li
     return args
 
 
-def _data_flags(config: dict[str, Any]) -> list[str]:
-    """The flags that make a client rebuild the server's dataset and split."""
-    flags = ["--dataset", config["dataset"]]
-    if config["dataset"] in ("synthetic", "xor"):
-        flags += ["--n-samples", str(config["n_samples"])]
-    if config["dataset"] == "synthetic":
-        flags += ["--n-features", str(config["n_features"]), "--n-classes", str(config["n_classes"])]
-    if config.get("test_size", 0.2) != 0.2:
-        flags += ["--test-size", f"{config['test_size']:g}"]
-    partition = config.get("partition", "iid")
-    if partition != "iid":
-        flags += ["--partition", partition]
-        extra = {"dirichlet": ("--alpha", "alpha"), "shards": ("--shards-per-client", "shards_per_client"),
-                 "quantity": ("--quantity-skew", "quantity_skew")}.get(partition)
-        if extra:
-            flags += [extra[0], f"{config[extra[1]]:g}"]
-    if config.get("min_samples", 2) != 2:
-        flags += ["--min-samples", str(config["min_samples"])]
-    return flags
+def data_flags(config: RunConfig) -> list[str]:
+    """The flags that make a client rebuild the server's dataset and split (generated from the knobs)."""
+    return ["--dataset", config.dataset] + to_flags(config, CLIENT, skip=("dataset", "csv_path", "target"))
 
 
-def partition_commands(config: dict[str, Any], host: str, port: int, token: str | None,
+def partition_commands(config: RunConfig, host: str, port: int, token: str | None,
                        pin: str | None = None) -> list[str]:
     """One command per partition of a built-in dataset; none for a CSV server."""
-    if config["dataset"] == "csv":
+    if config.dataset == "csv":
         return []
-    n = int(config["clients"])
-    return [shlex.join(_base(host, port, token, pin) + _data_flags(config)
-                       + ["--partition-id", str(i), "--num-partitions", str(n), "--seed", str(config["seed"])])
-            for i in range(n)]
+    n = int(config.clients)
+    return [shlex.join(_base(host, port, token, pin) + data_flags(config)
+                       + ["--partition-id", str(i), "--num-partitions", str(n)]) for i in range(n)]
 
 
-def csv_command(config: dict[str, Any], host: str, port: int, token: str | None, pin: str | None = None) -> str:
+def csv_command(config: RunConfig, host: str, port: int, token: str | None, pin: str | None = None) -> str:
     """A client with its own CSV; the label column is the server's when it has one."""
-    target = config.get("target") if config["dataset"] == "csv" and config.get("target") else "label"
+    target = config.target if config.dataset == "csv" and config.target else "label"
     return shlex.join(_base(host, port, token, pin) + ["--csv", "my_data.csv", "--target", target])
 
 

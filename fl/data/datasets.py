@@ -20,7 +20,15 @@ from fl.data.labels import normalize_labels, prepare_target
 from fl.data.csvread import read_csv_table
 from fl.data.partition import DataError, partition
 
-DATASETS = ("iris", "wine", "breast_cancer", "digits", "xor", "synthetic", "csv")
+DATASETS = {
+    "iris": "Iris: 150 flowers, 4 features, 3 classes",
+    "wine": "Wine: 178 wines, 13 features, 3 classes",
+    "breast_cancer": "Breast cancer: 569 cases, 30 features, 2 classes",
+    "digits": "Digits: 1,797 images, 64 pixels, 10 classes",
+    "xor": "XOR: 4 noisy points, not linearly separable",
+    "synthetic": "Synthetic: any size (make_classification)",
+    "csv": "A CSV file…",
+}
 
 _SKLEARN_LOADERS = {
     "iris": skdatasets.load_iris,

@@ -14,7 +14,12 @@ import numpy as np
 
 __all__ = ["DataError", "PARTITIONERS", "partition", "label_distribution"]
 
-PARTITIONERS = ("iid", "dirichlet", "shards", "quantity")
+PARTITIONERS = {
+    "iid": "IID: shuffled, equal shares",
+    "dirichlet": "Dirichlet label skew (non-IID)",
+    "shards": "Label shards (non-IID)",
+    "quantity": "Quantity skew (sizes differ)",
+}
 
 _DIRICHLET_TRIES = 100
 

@@ -23,6 +23,10 @@ import numpy as np
 
 Arrays = list[np.ndarray]
 
+ATTACKS = {"none": "None: an honest client", "label_flip": "Label flip: train on permuted labels",
+           "gaussian_noise": "Gaussian noise on the update", "sign_flip": "Sign flip: send the reversed, boosted update",
+           "scale": "Scale: send a boosted update"}
+
 
 @dataclass
 class Behaviour:

@@ -23,7 +23,7 @@ from fl.wire import blobs
 from fl.federation.behaviour import Behaviour
 from fl.data import DataError, apply_bins, apply_standardization, features_from_frame, local_holdout
 from fl.learning.metrics import score_classifier
-from fl.learning.models import global_estimator
+from fl.learning.models import get_model
 from fl.learning.privacy import clip_update
 from fl.learning.training import LocalModel
 from fl.wire.connection import Connection
@@ -42,6 +42,7 @@ from fl.wire import (
     ProtocolError,
     Welcome,
 )
+from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
 from fl.wire.tls import check_pin
 
@@ -57,6 +58,7 @@ class LocalData:
     feature_names: list[str] | None = None
     frame: pd.DataFrame | None = None
     target_values: pd.Series | None = None  # the label column as read, for a server that bins it into classes
+    data_split: dict | None = None  # how a "partition i of N" client rebuilt its rows (checked against the task's)
 
 
 @dataclass
@@ -157,6 +159,25 @@ def _plain_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def split_mismatch(server: dict | None, client: dict | None) -> str | None:
+    """Why a partition this client rebuilt may hold rows the server tests on, or None.
+
+    A client told "partition i of N" rebuilds the server's split from its own
+    flags; with another test share, validation share or seed its rows would
+    overlap the server's held-out rows and the run's numbers would be false.
+    """
+    if server is None or client is None:
+        return None
+    differ = {k: (client.get(k), v) for k, v in server.items() if client.get(k) != v}
+    if not differ:
+        return None
+    listing = ", ".join(f"{k} {mine} here, {theirs} on the server" for k, (mine, theirs) in differ.items())
+    hint = " (the server holds out a validation split for stacking: add --aggregation stacking)" \
+        if "val_size" in differ else ""
+    return (f"this partition was rebuilt with another split than the server's ({listing}); start the client with "
+            f"the server's data flags{hint}")
+
+
 class FederatedClient:
     """One participant. ``run()`` blocks until the client leaves."""
 
@@ -174,10 +195,10 @@ class FederatedClient:
         self.seed = seed
         self.conn: Connection | None = None
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def _emit(self, kind: EventType, **fields: Any) -> None:
         if self.on_event is not None:
             try:
-                self.on_event({"type": kind, "client_id": self.client_id, "t": round(time.time(), 3), **fields})
+                self.on_event(make_event(kind, client_id=self.client_id, **fields))
             except Exception:  # pragma: no cover - defensive
                 log.exception("client event sink failed")
 
@@ -210,11 +231,11 @@ class FederatedClient:
             return ClientResult(self.client_id, "server did not send welcome", ok=False)
         try:
             self._prepare(reply)
-            self._emit("welcome", run_id=reply.run_id, model=self.task.model, n_classes=len(self.task.classes),
+            self._emit(EventType.WELCOME, run_id=reply.run_id, model=self.task.model, n_classes=len(self.task.classes),
                        n_features=self.task.n_features, n_samples=len(self.y))
         except ClientError as exc:
             conn.send_error(exc.code, str(exc))
-            self._emit("client_error", code=exc.code, message=str(exc))
+            self._emit(EventType.CLIENT_ERROR, code=exc.code, message=str(exc))
             return ClientResult(self.client_id, f"cannot take part ({exc.code}): {exc}", ok=False)
         return self._serve(conn)
 
@@ -224,6 +245,9 @@ class FederatedClient:
             task = Task.from_dict(welcome.task)
         except ValueError as exc:
             raise ClientError("message", str(exc)) from None
+        problem = split_mismatch(task.data_split, self.data.data_split)
+        if problem:
+            raise ClientError("data", problem)
         X = self.data.X
         if task.feature_names is not None and self.data.feature_names != task.feature_names:
             if self.data.frame is None:
@@ -328,7 +352,7 @@ class FederatedClient:
         }
         if self.behaviour.delay_s > 0 and self.stop.wait(self.behaviour.delay_s):
             raise PeerClosed("stopped while delaying")
-        self._emit("fit", round=msg.round, **metrics)
+        self._emit(EventType.FIT, round=msg.round, **metrics)
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
                              blob=blobs.dump_model(self.model.estimator_))
@@ -352,12 +376,12 @@ class FederatedClient:
             estimator = blobs.load_model(msg.blob)
         elif msg.params is not None:
             try:
-                estimator = global_estimator(self.task.model, self.task.model_params, msg.params,
-                                             self.task.classes_array, self.task.n_features)
+                estimator = get_model(self.task.model).global_estimator(
+                    self.task.model_params, msg.params, self.task.classes_array, self.task.n_features)
             except (KeyError, ValueError) as exc:
                 raise ProtocolError("shape", f"evaluate parameters do not fit the task: {exc}") from None
         else:
             raise ProtocolError("message", "evaluate carried neither parameters nor a model")
         metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
-        self._emit("evaluate", round=msg.round, n_samples=len(self.y_eval), **metrics)
+        self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **metrics)
         return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=metrics)

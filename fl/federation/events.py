@@ -1,14 +1,70 @@
-"""What a run's events say, in words: one line per event for the CLI and the event log.
+"""A run's events and statuses, typed; and what each event says, in words.
 
-Events are plain dicts (``{"type": ..., "t": ..., ...}``) so they can be
-written to events.jsonl as they are; this module is the one place that turns
-them into sentences, so the command line and the dashboard say the same thing.
+Events travel as plain dicts (``{"type": ..., "t": ..., ...}``) so that
+events.jsonl, the live state and the command line read them alike; their
+``type`` is an ``EventType`` and client and run statuses are enums, so a
+misspelt name is an error, not a silent mismatch. ``StrEnum`` members are
+their own strings: JSON files and older readers see the same values.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import time
+from enum import StrEnum
+from typing import Any, Callable
+
+
+class EventType(StrEnum):
+    # the server's
+    LISTENING = "listening"
+    JOIN = "join"
+    LEAVE = "leave"
+    REFUSED = "refused"
+    ROUND_START = "round_start"
+    CLIENT_STATUS = "client_status"
+    FAILURE = "failure"
+    STRAGGLER = "straggler"
+    CLIENT_RESULT = "client_result"
+    ROUND = "round"
+    ERROR = "error"
+    DONE = "done"
+    # a client's own (its process prints them)
+    WELCOME = "welcome"
+    FIT = "fit"
+    EVALUATE = "evaluate"
+    CLIENT_ERROR = "client_error"
+
+
+class ClientStatus(StrEnum):
+    WAITING = "waiting"  # expected (a simulation), not connected yet
+    CONNECTED = "connected"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    IDLE = "idle"
+    GONE = "gone"  # lost mid-run
+    FINISHED = "finished"  # left after the run's bye
+
+
+class RunStatus(StrEnum):
+    STARTING = "starting"
+    WAITING = "waiting for clients"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def ended(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.STOPPED, RunStatus.FAILED)
+
+
+EventSink = Callable[[dict], None]
+
+
+def make_event(kind: EventType, **fields: Any) -> dict:
+    """An event dict stamped with the time."""
+    return {"type": kind, "t": round(time.time(), 3), **fields}
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -23,44 +79,49 @@ def _pct(value: Any) -> str:
     return "-"
 
 
+def _client_result(e: dict) -> str:
+    parts = [f"round {e.get('round')}: {e.get('status')}"]
+    if e.get("train_accuracy") is not None:
+        parts.append(f"train accuracy {_pct(e.get('train_accuracy'))}")
+    if e.get("eval_accuracy") is not None:
+        parts.append(f"global model on its data {_pct(e.get('eval_accuracy'))}")
+    if e.get("reason"):
+        parts.append(str(e["reason"]))
+    return ", ".join(parts)
+
+
+def _round(e: dict) -> str:
+    text = (f"round {e.get('round')}: accuracy {_pct(e.get('accuracy'))}, loss {_num(e.get('loss'))}, "
+            f"{e.get('n_fit_clients')} clients trained, {e.get('n_failures')} failed")
+    if e.get("worst_client_accuracy") is not None:
+        text += f", worst client {_pct(e.get('worst_client_accuracy'))}"
+    return text
+
+
+def _done(e: dict) -> str:
+    final = e.get("final_metrics") or {}
+    return f"run {e.get('status')}: accuracy {_pct(final.get('accuracy'))}" + (f" ({e['error']})" if e.get("error")
+                                                                             else "")
+
+
+SENTENCES: dict[str, Callable[[dict], str]] = {
+    EventType.LISTENING: lambda e: f"listening on {e.get('host')}:{e.get('port')}",
+    EventType.JOIN: lambda e: f"{e.get('client_id')} joined{' from ' + e['peer'] if e.get('peer') else ''} "
+                              f"with {e.get('n_samples')} rows",
+    EventType.LEAVE: lambda e: f"{e.get('client_id')} left: {e.get('reason')}",
+    EventType.REFUSED: lambda e: f"refused a connection from {e.get('peer')} ({e.get('code')}): {e.get('message')}",
+    EventType.ROUND_START: lambda e: f"round {e.get('round')} started with {len(e.get('clients') or [])} clients",
+    EventType.FAILURE: lambda e: f"round {e.get('round')}: {e.get('client_id')} failed: {e.get('reason')}",
+    EventType.STRAGGLER: lambda e: f"round {e.get('open_round')}: late result of round {e.get('round')} from "
+                                   f"{e.get('client_id')} ignored",
+    EventType.CLIENT_RESULT: _client_result,
+    EventType.ROUND: _round,
+    EventType.ERROR: lambda e: f"error: {e.get('message')}",
+    EventType.DONE: _done,
+}
+
+
 def describe_event(event: dict) -> str | None:
-    """One sentence about an event, or None for bookkeeping events nobody needs to read."""
-    kind, cid = event.get("type"), event.get("client_id")
-    if kind == "listening":
-        return f"listening on {event.get('host')}:{event.get('port')}"
-    if kind == "join":
-        peer = f" from {event['peer']}" if event.get("peer") else ""
-        return f"{cid} joined{peer} with {event.get('n_samples')} rows"
-    if kind == "leave":
-        return f"{cid} left: {event.get('reason')}"
-    if kind == "refused":
-        return f"refused a connection from {event.get('peer')} ({event.get('code')}): {event.get('message')}"
-    if kind == "round_start":
-        return f"round {event.get('round')} started with {len(event.get('clients') or [])} clients"
-    if kind == "failure":
-        return f"round {event.get('round')}: {cid} failed: {event.get('reason')}"
-    if kind == "straggler":
-        return f"round {event.get('open_round')}: late result of round {event.get('round')} from {cid} ignored"
-    if kind == "client_result":
-        parts = [f"round {event.get('round')}: {event.get('status')}"]
-        if event.get("train_accuracy") is not None:
-            parts.append(f"train accuracy {_pct(event.get('train_accuracy'))}")
-        if event.get("eval_accuracy") is not None:
-            parts.append(f"global model on its data {_pct(event.get('eval_accuracy'))}")
-        if event.get("reason"):
-            parts.append(str(event["reason"]))
-        return ", ".join(parts)
-    if kind == "round":
-        text = (f"round {event.get('round')}: accuracy {_pct(event.get('accuracy'))}, loss "
-                f"{_num(event.get('loss'))}, {event.get('n_fit_clients')} clients trained, "
-                f"{event.get('n_failures')} failed")
-        if event.get("worst_client_accuracy") is not None:
-            text += f", worst client {_pct(event.get('worst_client_accuracy'))}"
-        return text
-    if kind == "error":
-        return f"error: {event.get('message')}"
-    if kind == "done":
-        final = event.get("final_metrics") or {}
-        text = f"run {event.get('status')}: accuracy {_pct(final.get('accuracy'))}"
-        return text + (f" ({event['error']})" if event.get("error") else "")
-    return None
+    """One sentence about an event, or None for bookkeeping events nobody needs to read (client statuses)."""
+    say = SENTENCES.get(event.get("type"))  # type: ignore[arg-type]
+    return say(event) if say is not None else None

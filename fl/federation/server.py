@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from enum import StrEnum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,11 +35,11 @@ from fl.wire import (
     ProtocolError,
     Welcome,
 )
+from fl.federation.events import ClientStatus, EventSink, EventType, make_event
 from fl.federation.task import Task
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[dict], None]
 HANDSHAKE_LIMITS = Limits(max_header_bytes=64 << 10, max_message_bytes=64 << 10, frame_timeout_s=10.0)
 
 
@@ -66,8 +67,15 @@ class ClientSlot:
     conn: Connection
     n_samples: int
     peer: str
-    status: str = "connected"  # connected | training | evaluating | idle | gone
+    status: ClientStatus = ClientStatus.CONNECTED
     joined_at: float = field(default_factory=time.time)
+
+
+class Inbox(StrEnum):
+    """What a reader thread hands the round loop: a result, or news that the client is gone."""
+
+    RESULT = "result"
+    GONE = "gone"
 
 
 class ServerStopped(Exception):
@@ -87,7 +95,7 @@ class FederatedServer:
         self._clients: dict[str, ClientSlot] = {}
         # (kind, client_id, payload, connection): the connection tells a message of
         # the client's current session from one of an earlier session under the same id.
-        self.inbox: queue.Queue[tuple[str, str, Any, Connection]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[Inbox, str, Any, Connection]] = queue.Queue()
         self.stop_requested = threading.Event()
         self.start_now = threading.Event()
         self.accepting = threading.Event()
@@ -100,9 +108,9 @@ class FederatedServer:
         self.address: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ events
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: EventType, **fields: Any) -> None:
         """Hand an event to the sink; a failing sink must never stop the server."""
-        event = {"type": kind, "t": round(time.time(), 3), **fields}
+        event = make_event(kind, **fields)
         if self._sink is None:
             return
         try:
@@ -130,7 +138,7 @@ class FederatedServer:
         self.address = listener.getsockname()[:2]
         self.accepting.set()
         self._spawn(self._accept_loop, "fl-accept")
-        self.emit("listening", host=self.address[0], port=self.address[1], run_id=self.run_id)
+        self.emit(EventType.LISTENING, host=self.address[0], port=self.address[1], run_id=self.run_id)
         return self.address
 
     def stop(self) -> None:
@@ -147,13 +155,13 @@ class FederatedServer:
             except OSError:
                 pass
         for slot in self.slots():
-            if slot.status != "gone":
+            if slot.status != ClientStatus.GONE:
                 try:
                     slot.conn.send(Bye(reason=reason, final_metrics=final_metrics))
                 except (PeerClosed, OSError):
                     pass
             slot.conn.close()
-            self._set_status(slot.client_id, "gone")
+            self._set_status(slot.client_id, ClientStatus.GONE)
         for thread in self._threads:
             thread.join(timeout=2.0)
 
@@ -170,19 +178,19 @@ class FederatedServer:
     def active_ids(self) -> list[str]:
         """Connected clients, sorted so that sampling is reproducible."""
         with self._lock:
-            return sorted(cid for cid, s in self._clients.items() if s.status != "gone")
+            return sorted(cid for cid, s in self._clients.items() if s.status != ClientStatus.GONE)
 
     def slot(self, client_id: str) -> ClientSlot | None:
         with self._lock:
             return self._clients.get(client_id)
 
-    def _set_status(self, client_id: str, status: str) -> None:
+    def _set_status(self, client_id: str, status: ClientStatus) -> None:
         with self._lock:
             slot = self._clients.get(client_id)
-            if slot is not None and slot.status != "gone":
+            if slot is not None and slot.status != ClientStatus.GONE:
                 slot.status = status
 
-    def set_status(self, client_ids: list[str], status: str) -> None:
+    def set_status(self, client_ids: list[str], status: ClientStatus) -> None:
         for cid in client_ids:
             self._set_status(cid, status)
 
@@ -245,7 +253,7 @@ class FederatedServer:
         try:
             sock = self._wrap(sock)
         except OSError as exc:
-            self.emit("refused", peer="?", code="tls", message=str(exc))
+            self.emit(EventType.REFUSED, peer="?", code="tls", message=str(exc))
             sock.close()
             return
         # Until a client has said a valid hello it may send only small frames:
@@ -259,7 +267,7 @@ class FederatedServer:
         self._read_loop(client_id, conn)
 
     def _refuse(self, conn: Connection, code: str, message: str) -> None:
-        self.emit("refused", peer=conn.peer, code=code, message=message)
+        self.emit(EventType.REFUSED, peer=conn.peer, code=code, message=message)
         conn.send_error(code, message)
         conn.close()
 
@@ -286,11 +294,11 @@ class FederatedServer:
             self._refuse(conn, "shape", f"task has {self.task.n_features} features, client has {hello.n_features}")
             return None
         with self._lock:
-            active = [s for s in self._clients.values() if s.status != "gone"]
+            active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
             if not self.accepting.is_set() or len(active) >= self.settings.max_clients:
                 reason = "the run is not accepting clients" if not self.accepting.is_set() else "the run is full"
                 refuse: tuple[str, str] | None = ("full", reason)
-            elif hello.client_id in self._clients and self._clients[hello.client_id].status != "gone":
+            elif hello.client_id in self._clients and self._clients[hello.client_id].status != ClientStatus.GONE:
                 refuse = ("auth", f"client id {hello.client_id!r} is already connected")
             else:
                 refuse = None
@@ -303,7 +311,7 @@ class FederatedServer:
         except (PeerClosed, OSError):
             self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
-        self.emit("join", client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer)
+        self.emit(EventType.JOIN, client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer)
         return hello.client_id
 
     def _read_loop(self, client_id: str, conn: Connection) -> None:
@@ -319,7 +327,7 @@ class FederatedServer:
                 reason = "disconnected"
                 break
             if isinstance(msg, (FitResult, EvaluateResult)):
-                self.inbox.put(("result", client_id, msg, conn))
+                self.inbox.put((Inbox.RESULT, client_id, msg, conn))
             elif isinstance(msg, Ping):
                 try:
                     conn.send(Pong(t=msg.t))
@@ -347,11 +355,11 @@ class FederatedServer:
         """Mark the session on ``conn`` gone; a newer session under the same id is left alone."""
         with self._lock:
             slot = self._clients.get(client_id)
-            was_here = slot is not None and slot.conn is conn and slot.status != "gone"
+            was_here = slot is not None and slot.conn is conn and slot.status != ClientStatus.GONE
             if was_here:
-                slot.status = "gone"
+                slot.status = ClientStatus.GONE
         if was_here:
             self.last_leave_reason = f"{client_id}: {reason}"
-            self.inbox.put(("gone", client_id, reason, conn))
+            self.inbox.put((Inbox.GONE, client_id, reason, conn))
             if not self.stop_requested.is_set() and self.accepting.is_set():
-                self.emit("leave", client_id=client_id, reason=reason)
+                self.emit(EventType.LEAVE, client_id=client_id, reason=reason)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fl.learning.models import get_spec
+from fl.learning.models import get_model
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Task:
     feature_names: list[str] | None = None
     preprocess: dict | None = None
     local_test_size: float = 0.0  # share of its rows each client keeps out of training to score the global model
+    data_split: dict | None = None  # built-in data: what decides the rows the server holds out (clients check it)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -38,6 +39,8 @@ class Task:
             out["preprocess"] = self.preprocess
         if self.local_test_size:
             out["local_test_size"] = float(self.local_test_size)
+        if self.data_split is not None:
+            out["data_split"] = dict(self.data_split)
         return out
 
     @classmethod
@@ -52,10 +55,11 @@ class Task:
                 feature_names=list(data["feature_names"]) if data.get("feature_names") is not None else None,
                 preprocess=data.get("preprocess"),
                 local_test_size=float(data.get("local_test_size") or 0.0),
+                data_split=dict(data["data_split"]) if isinstance(data.get("data_split"), dict) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed task: {exc}") from None
-        get_spec(task.model)
+        get_model(task.model)
         if task.n_features < 1 or len(task.classes) < 2:
             raise ValueError("task needs n_features >= 1 and at least two classes")
         if not 0.0 <= task.local_test_size < 1.0:

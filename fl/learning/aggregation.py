@@ -1,4 +1,4 @@
-"""Aggregation: small pure functions over client results, plus ensembles.
+"""Aggregation math: small pure functions over client results, plus ensembles.
 
 A *result* is one client's parameter arrays and its sample count:
 ``results: list[tuple[list[np.ndarray], int]]``. Every rule returns the new
@@ -7,7 +7,8 @@ their inputs and never look at which client sent what, so they are easy to
 check against hand-computed vectors (tests/test_strategies.py).
 
 Whole-model aggregations (``stacking``, ``voting``) turn fitted client models
-into one global estimator (see fl.ensemble).
+into one global estimator (see fl.learning.ensemble). The strategy classes
+around these functions are in fl.learning.strategies.
 """
 
 from __future__ import annotations
@@ -20,12 +21,6 @@ from fl.learning.ensemble import SoftVotingEnsemble, StackingEnsemble
 
 Arrays = list[np.ndarray]
 Results = list[tuple[Arrays, int]]
-
-PARAMETER_AGGREGATIONS = ("fedavg", "median", "trimmed_mean", "krum")
-ROBUST_AGGREGATIONS = ("median", "trimmed_mean", "krum")
-ENSEMBLE_AGGREGATIONS = ("stacking", "voting")
-AGGREGATIONS = PARAMETER_AGGREGATIONS + ENSEMBLE_AGGREGATIONS
-
 
 def _check(results: Results) -> None:
     if not results:
@@ -105,50 +100,6 @@ def krum(results: Results, num_malicious: int = 0, num_to_keep: int = 0) -> Arra
         return [a.astype(np.float64, copy=True) for a in results[int(order[0])][0]]
     keep = order[: min(num_to_keep, n)]
     return fedavg([results[int(i)] for i in keep])
-
-
-def merge_gaussian_nb(results: Results) -> Arrays:
-    """Exact merge of Gaussian naive Bayes statistics, not an average.
-
-    Each result is ``[theta (k,d), var (k,d), class_count (k,)]`` with var the
-    per-class population variance. Per class c, over clients i:
-    n = sum n_i, mean = sum n_i mu_i / n,
-    var = sum n_i (v_i + mu_i^2) / n - mean^2 (the parallel-variance formula),
-    which equals the statistics of the pooled data exactly.
-    """
-    _check(results)
-    theta = np.stack([r[0][0] for r in results]).astype(np.float64)
-    var = np.stack([r[0][1] for r in results]).astype(np.float64)
-    counts = np.stack([r[0][2] for r in results]).astype(np.float64)  # (clients, k)
-    total = counts.sum(axis=0)  # (k,)
-    safe = np.where(total > 0, total, 1.0)[:, None]
-    w = counts[:, :, None]
-    mean = (w * theta).sum(axis=0) / safe
-    second = (w * (var + theta**2)).sum(axis=0) / safe
-    merged_var = np.maximum(second - mean**2, 0.0)
-    mean[total == 0] = 0.0
-    merged_var[total == 0] = 0.0
-    return [mean, merged_var, total]
-
-
-def aggregate_parameters(model: str, method: str, results: Results, *, trim_beta: float = 0.2,
-                         num_malicious: int = 0, num_to_keep: int = 0) -> Arrays:
-    """The global arrays for ``model`` under ``method``.
-
-    Gaussian naive Bayes statistics are merged exactly, because averaging
-    (or taking medians of) variances would be wrong.
-    """
-    if model == "gaussian_nb":
-        return merge_gaussian_nb(results)
-    if method == "fedavg":
-        return fedavg(results)
-    if method == "median":
-        return median(results)
-    if method == "trimmed_mean":
-        return trimmed_mean(results, trim_beta)
-    if method == "krum":
-        return krum(results, num_malicious, num_to_keep)
-    raise ValueError(f"unknown parameter aggregation {method!r}; known: {', '.join(PARAMETER_AGGREGATIONS)}")
 
 
 def voting(models: Sequence[Any], sample_counts: Sequence[int], classes: Sequence) -> SoftVotingEnsemble:

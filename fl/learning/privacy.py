@@ -28,6 +28,8 @@ import numpy as np
 
 Arrays = list[np.ndarray]
 
+DP_MODES = {"none": "Off", "server": "Server-side clipping", "client": "Client-side clipping"}
+
 logging.getLogger("absl").setLevel(logging.ERROR)  # the accountant logs every skipped RDP order
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 Arrays = list[np.ndarray]
-SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
+SERVER_OPTIMIZERS = {"none": "None (take the aggregate)", "fedavgm": "FedAvgM (server momentum)",
+                     "fedadagrad": "FedAdagrad", "fedadam": "FedAdam", "fedyogi": "FedYogi"}
 
 
 class ServerOptimizer:

@@ -1,202 +1,274 @@
-"""RunConfig: every knob of a federated run, validated, JSON round-trip.
+"""RunConfig: every knob of a federated run, declared once, validated, JSON round-trip.
 
-Validation happens once, up front, with messages a person can act on, so a
-bad setting never surfaces as a traceback halfway through a run.
+Each field carries a Knob (fl/runs/knobs.py): its range or choices, help,
+widget and flags. The command line, the validation, the dashboard's widgets
+and Deploy's client commands are generated from them, and each default is
+written here only. Choices come from the registries (datasets, partitioners,
+model adapters, strategies, server optimisers, attacks, DP modes), so a new
+model or rule shows up everywhere without further edits.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fl.data import DATASETS, PARTITIONERS
-from fl.learning.models import MODELS, check_model_params, get_spec
+from fl.federation.behaviour import ATTACKS
+from fl.learning.models import MODELS, get_model
+from fl.learning.privacy import DP_MODES
 from fl.learning.server_opt import SERVER_OPTIMIZERS
-from fl.learning.aggregation import AGGREGATIONS, ENSEMBLE_AGGREGATIONS, ROBUST_AGGREGATIONS
+from fl.learning.strategies import STRATEGIES, Payload, get_strategy
+from fl.runs.knobs import CLIENT, SERVER, SIMULATE, check_value, knob, knobs_of
 
-ATTACKS = ("none", "label_flip", "gaussian_noise", "sign_flip", "scale")
-DP_MODES = ("none", "server", "client")
+ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
+DATA_FOR_CLIENTS = (SIMULATE, SERVER, CLIENT)  # a client rebuilding "partition i of N" needs these too
 
 
 class ConfigError(ValueError):
     """A setting is out of range or inconsistent; str(e) says which and what to do."""
 
 
+def _parameters_travel(v: dict) -> bool:
+    """Robust rules, optimisers, DP and FedProx act on parameter arrays of a non-exact-merge model."""
+    aggregation, model = STRATEGIES.get(v.get("aggregation", "")), MODELS.get(v.get("model", ""))
+    return bool(aggregation and model and aggregation.payload is Payload.PARAMETERS and not model.exact_merge)
+
+
+def _mean_rule(v: dict) -> bool:
+    """Differential privacy's noise calibration assumes a mean of clipped updates (see WithDifferentialPrivacy)."""
+    aggregation = STRATEGIES.get(v.get("aggregation", ""))
+    return bool(aggregation and aggregation.is_mean)
+
+
+def _one_shot(v: dict) -> bool:
+    """Whole-model rules and one-shot models run a single round: no rounds or epochs to choose."""
+    aggregation, model = STRATEGIES.get(v.get("aggregation", "")), MODELS.get(v.get("model", ""))
+    return bool(aggregation and aggregation.payload is Payload.MODEL) or bool(model and model.one_shot)
+
+
+def _iterative(v: dict) -> bool:
+    model = MODELS.get(v.get("model", ""))
+    return bool(model and model.iterative)
+
+
 @dataclass
 class RunConfig:
-    """Everything that decides a run's numbers (network settings live elsewhere)."""
+    """Everything that decides a run's numbers (network settings live in ServerSettings)."""
 
     # data
-    dataset: str = "digits"
-    csv_path: str | None = None
-    target: str | None = None
-    target_bins: int = 0  # csv: 0 = the target's values are the classes; k >= 2 = k quantile classes
-    n_samples: int = 1000  # synthetic and xor
-    n_features: int = 20  # synthetic
-    n_classes: int = 2  # synthetic
-    test_size: float = 0.2
-    val_size: float = 0.15  # taken only for stacking (the meta-learner's data)
-    standardize: bool = True
+    dataset: str = knob("digits", help="built-in dataset, or csv", label="Dataset", group="data", kind=str,
+                        choices=lambda: list(DATASETS), names=DATASETS, widget="select", commands=DATA_FOR_CLIENTS)
+    csv_path: str | None = knob(None, help="CSV file (with --target)", group="data", kind=str, optional=True,
+                                flag="--csv", commands=DATA_FOR_CLIENTS)
+    target: str | None = knob(None, help="label column of the CSV", group="data", kind=str, optional=True,
+                              commands=DATA_FOR_CLIENTS)
+    target_bins: int = knob(0, help="turn a continuous numeric target into K quantile classes (0: no binning)",
+                            group="data", kind=int, low=0, high=20)
+    n_samples: int = knob(1000, help="rows for synthetic and xor", label="Rows", group="data", kind=int, low=20,
+                          high=10_000_000, widget="number", step=500, commands=DATA_FOR_CLIENTS,
+                          shown=lambda v: v.get("dataset") in ("synthetic", "xor"))
+    n_features: int = knob(20, help="features for synthetic", label="Features", group="data", kind=int, low=2,
+                           high=100_000, widget="number", commands=DATA_FOR_CLIENTS,
+                           shown=lambda v: v.get("dataset") == "synthetic")
+    n_classes: int = knob(2, help="classes for synthetic", label="Classes", group="data", kind=int, low=2, high=50,
+                          widget="number", commands=DATA_FOR_CLIENTS, shown=lambda v: v.get("dataset") == "synthetic")
+    test_size: float = knob(0.2, help="share of the data the server holds out to test", group="data", low=0.0,
+                            high=0.9, low_open=True, high_open=True, commands=DATA_FOR_CLIENTS)
+    val_size: float = knob(0.15, help="share the server holds out to fit stacking's meta-learner (stacking only)",
+                           group="data", low=0.0, high=0.5, high_open=True, commands=DATA_FOR_CLIENTS)
+    standardize: bool = knob(True, help="standardise features with the training pool's statistics",
+                             group="data", kind=bool)
+    local_test_size: float = knob(0.2, help="share of each client's rows kept out of its training to score "
+                                            "the global model", label="Each client's held-out share",
+                                  group="rounds", low=0.0, high=0.5, widget="slider", step=0.05, more=True)
     # split across clients
-    clients: int = 10
-    partition: str = "dirichlet"
-    alpha: float = 0.5  # dirichlet
-    shards_per_client: int = 2  # shards
-    quantity_skew: float = 1.5  # quantity
-    min_samples: int = 2
+    clients: int = knob(10, help="number of clients", label="Clients", group="split", kind=int, low=1, high=1000,
+                        widget="slider", ui_range=(1, 100), commands=(SIMULATE,))
+    partition: str = knob("dirichlet", help="how the data is split across clients", label="How the data is split",
+                          group="split", kind=str, choices=lambda: list(PARTITIONERS), names=PARTITIONERS,
+                          widget="select", commands=DATA_FOR_CLIENTS)
+    alpha: float = knob(0.5, help="Dirichlet concentration (smaller = more skew)",
+                        label="Dirichlet α (smaller = more skew)", group="split", low=0.0, high=1e6, low_open=True,
+                        widget="select_slider", options=ALPHAS, commands=DATA_FOR_CLIENTS,
+                        shown=lambda v: v.get("partition") == "dirichlet")
+    shards_per_client: int = knob(2, help="label shards per client", label="Label shards per client", group="split",
+                                  kind=int, low=1, high=1000, widget="slider", ui_range=(1, 10),
+                                  commands=DATA_FOR_CLIENTS, shown=lambda v: v.get("partition") == "shards")
+    quantity_skew: float = knob(1.5, help="power-law exponent of client sizes",
+                                label="Size skew (power-law exponent)", group="split", low=0.0, high=10.0,
+                                widget="slider", ui_range=(0.0, 4.0), step=0.25, commands=DATA_FOR_CLIENTS,
+                                shown=lambda v: v.get("partition") == "quantity")
+    min_samples: int = knob(2, help="smallest client partition", group="split", kind=int, low=1, high=1_000_000,
+                            commands=DATA_FOR_CLIENTS)
     # model and aggregation
-    model: str = "mlp"
-    model_params: dict[str, Any] = field(default_factory=dict)
-    aggregation: str = "fedavg"
+    model: str = knob("mlp", help="the scikit-learn model", label="Model", group="model", kind=str,
+                      choices=lambda: list(MODELS), names={n: m.label for n, m in MODELS.items()}, widget="select")
+    model_params: dict[str, Any] = knob(default_factory=dict, help='hyperparameters as JSON, e.g. \'{"C": 0.5}\'',
+                                        group="model", kind=dict)
+    aggregation: str = knob("fedavg", help="how the server combines the clients' results", label="Aggregation",
+                            group="model", kind=str, choices=lambda: list(STRATEGIES),
+                            names={n: s.label for n, s in STRATEGIES.items()}, widget="radio",
+                            commands=DATA_FOR_CLIENTS)
+    trim_beta: float = knob(0.2, help="trimmed mean: share cut at each end", label="Share trimmed at each end (β)",
+                            group="model", low=0.0, high=0.5, high_open=True, widget="slider",
+                            ui_range=(0.0, 0.45), step=0.05, shown=lambda v: v.get("aggregation") == "trimmed_mean")
+    num_malicious: int = knob(0, help="krum: assumed number of bad clients f", label="Assumed malicious clients f",
+                              group="model", kind=int, low=0, high=1000, widget="number",
+                              shown=lambda v: v.get("aggregation") == "krum")
+    num_to_keep: int = knob(0, help="krum: 0 = Krum, k = multi-Krum over the k best",
+                            label="Keep the k best (0 = Krum, k > 0 = multi-Krum)", group="model", kind=int, low=0,
+                            high=1000, widget="number", shown=lambda v: v.get("aggregation") == "krum")
     # rounds
-    rounds: int = 20
-    local_epochs: int = 1
-    learning_rate: float | None = None
-    fraction: float = 1.0
-    min_clients: int = 1
-    round_timeout: float = 60.0
-    seed: int = 0
-    client_eval: bool = True  # each round, every client scores the global model on its own held-out rows
-    local_test_size: float = 0.2  # share of each client's rows kept out of its training, for that score
-    # robust rules and server optimisers (parameter aggregations only)
-    trim_beta: float = 0.2  # trimmed_mean: share dropped at each end
-    num_malicious: int = 0  # krum: assumed number of bad clients f
-    num_to_keep: int = 0  # krum: 0 = Krum, k = multi-Krum mean of the k best
-    server_opt: str = "none"  # none | fedavgm | fedadagrad | fedadam | fedyogi
-    server_lr: float | None = None  # eta; None = the optimiser's default
-    server_momentum: float = 0.0  # fedavgm
-    proximal_mu: float = 0.0  # FedProx: clients add (mu/2)||w - w_global||^2
+    rounds: int = knob(20, help="rounds of training", label="Rounds", group="rounds", kind=int, low=1, high=10_000,
+                       widget="slider", ui_range=(1, 200), shown=lambda v: not _one_shot(v))
+    local_epochs: int = knob(1, help="passes over each client's own data per round", label="Local epochs per round",
+                             group="rounds", kind=int, low=1, high=1000, widget="slider", ui_range=(1, 50),
+                             fit_key="local_epochs", shown=lambda v: not _one_shot(v))
+    learning_rate: float | None = knob(None, help="clients' learning rate (default: the model's own)",
+                                       group="rounds", low=0.0, high=10.0, low_open=True, optional=True,
+                                       fit_key="learning_rate")
+    fraction: float = knob(1.0, help="share of clients sampled per round", label="Clients per round (fraction)",
+                           group="rounds", low=0.0, high=1.0, low_open=True, widget="slider", ui_range=(0.1, 1.0),
+                           step=0.1)
+    min_clients: int = knob(1, help="fewest clients in a round (a server waits for them to start)",
+                            label="Minimum clients per round", group="rounds", kind=int, low=1, high=1000,
+                            widget="number", more=True)
+    round_timeout: float = knob(60.0, help="seconds to wait for results", label="Round timeout (s)", group="rounds",
+                                low=0.0, high=86_400.0, low_open=True, widget="number", ui_range=(1.0, 3600.0),
+                                more=True)
+    seed: int = knob(0, help="seed for splits, sampling and training", label="Seed", group="rounds", kind=int,
+                     low=0, high=2**31 - 1, widget="number", commands=DATA_FOR_CLIENTS, more=True)
+    client_eval: bool = knob(True, help="every round, each client scores the global model on its held-out rows",
+                             label="Score the global model on each client's held-out rows", group="rounds",
+                             kind=bool, widget="checkbox", more=True)
+    # server optimisers and FedProx (parameter aggregations only)
+    server_opt: str = knob("none", help="server optimiser", label="Server optimiser", group="optimizer", kind=str,
+                           choices=lambda: list(SERVER_OPTIMIZERS), names=SERVER_OPTIMIZERS, widget="select",
+                           shown=_parameters_travel)
+    server_lr: float | None = knob(None, help="server learning rate η (default: the optimiser's own)",
+                                   label="Server learning rate η", group="optimizer", low=0.0, high=100.0,
+                                   low_open=True, optional=True, widget="select_slider",
+                                   options=(None, 0.001, 0.01, 0.03, 0.1, 0.3, 1.0),
+                                   names={None: "the optimiser's default"},
+                                   shown=lambda v: _parameters_travel(v) and v.get("server_opt", "none") != "none")
+    server_momentum: float = knob(0.9, help="FedAvgM server momentum", label="Server momentum", group="optimizer",
+                                  low=0.0, high=1.0, high_open=True, widget="slider", ui_range=(0.0, 0.99),
+                                  step=0.01, shown=lambda v: _parameters_travel(v) and v.get("server_opt") == "fedavgm")
+    proximal_mu: float = knob(0.0, help="FedProx μ (0 = off)", label="FedProx μ (0 = off)", group="optimizer",
+                              low=0.0, high=1000.0, widget="select_slider", options=(0.0, 0.001, 0.01, 0.1, 1.0),
+                              fit_key="proximal_mu", shown=lambda v: _parameters_travel(v) and _iterative(v))
     # simulated faults and attacks (simulation only; the server does not know who)
-    dropout_prob: float = 0.0
-    slow_clients: int = 0
-    slow_delay: float = 0.0
-    malicious_clients: int = 0
-    attack: str = "none"  # none | label_flip | gaussian_noise | sign_flip | scale
-    attack_scale: float = 4.0  # factor for sign_flip/scale, noise std for gaussian_noise
+    dropout_prob: float = knob(0.0, help="chance a client skips a round", label="Chance a client skips a round",
+                               group="faults", low=0.0, high=1.0, high_open=True, widget="slider",
+                               ui_range=(0.0, 0.9), step=0.05, commands=(SIMULATE,))
+    slow_clients: int = knob(0, help="clients that answer late", label="Slow clients", group="faults", kind=int,
+                             low=0, high=1000, widget="number", commands=(SIMULATE,))
+    slow_delay: float = knob(5.0, help="seconds a slow client waits before answering",
+                             label="Their delay (s); past the round timeout they are dropped", group="faults",
+                             low=0.0, high=3600.0, widget="number", commands=(SIMULATE,),
+                             shown=lambda v: v.get("slow_clients", 0) > 0)
+    malicious_clients: int = knob(0, help="clients that send bad updates (the server is not told)",
+                                  label="Malicious clients", group="faults", kind=int, low=0, high=1000,
+                                  widget="number", commands=(SIMULATE,))
+    attack: str = knob("sign_flip", help="what malicious clients do", label="Attack", group="faults", kind=str,
+                       choices=lambda: list(ATTACKS), names=ATTACKS, widget="select", commands=(SIMULATE,),
+                       shown=lambda v: v.get("malicious_clients", 0) > 0)
+    attack_scale: float = knob(4.0, help="attack strength: factor (sign_flip, scale) or noise std",
+                               label="Attack strength (factor or noise std)", group="faults", low=0.0, high=1e6,
+                               widget="number", commands=(SIMULATE,), shown=lambda v: v.get("malicious_clients", 0) > 0)
     # differential privacy
-    dp: str = "none"  # none | server | client (where updates are clipped)
-    clip_norm: float = 1.0
-    noise_multiplier: float = 1.0
-    dp_delta: float = 1e-5
+    dp: str = knob("none", help="differential privacy: clip updates on the server or on the clients",
+                   label="Clip and add noise", group="privacy", kind=str, choices=lambda: list(DP_MODES),
+                   names=DP_MODES, widget="select", shown=lambda v: _parameters_travel(v) and _mean_rule(v))
+    clip_norm: float = knob(1.0, help="DP clip norm C", label="Clip norm C", group="privacy", low=0.0, high=1e6,
+                            low_open=True, widget="number", shown=lambda v: v.get("dp", "none") != "none")
+    noise_multiplier: float = knob(1.0, help="DP noise multiplier σ", label="Noise multiplier σ", group="privacy",
+                                   low=0.0, high=1e4, widget="number", step=0.1,
+                                   shown=lambda v: v.get("dp", "none") != "none")
+    dp_delta: float = knob(1e-5, help="DP δ", label="δ", group="privacy", low=0.0, high=1.0, low_open=True,
+                           high_open=True, widget="select_slider", options=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
+                           shown=lambda v: v.get("dp", "none") != "none")
 
-    # ------------------------------------------------------------------
+    # ------------------------------------------------------------------ validation
     def validate(self) -> "RunConfig":
         """Raise ConfigError on the first bad setting; return self when all is well."""
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        if self.dataset == "csv" and not self.csv_path:
-            raise ConfigError("a CSV dataset needs a file: choose one (--csv FILE on the command line)")
-        if self.dataset == "csv" and not self.target:
-            raise ConfigError("a CSV dataset needs its label column: choose the target (--target COL)")
-        if self.target_bins == 1 or not isinstance(self.target_bins, int) or isinstance(self.target_bins, bool):
-            raise ConfigError("target_bins must be 0 (no binning) or a whole number of quantile classes from 2 to 20")
-        _check_int("target_bins", self.target_bins, 0, 20)
-        if not isinstance(self.client_eval, bool):
-            raise ConfigError(f"client_eval must be true or false, got {self.client_eval!r}")
-        if self.partition not in PARTITIONERS:
-            raise ConfigError(f"unknown partition {self.partition!r}; choose one of: {', '.join(PARTITIONERS)}")
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; known models: {', '.join(MODELS)}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"unknown aggregation {self.aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
-        spec = get_spec(self.model)
-        if self.aggregation not in ENSEMBLE_AGGREGATIONS and not spec.averageable:
-            raise ConfigError(
-                f"{self.model} cannot be averaged (its fitted trees or neighbours have no common parameter "
-                f"shape); use aggregation 'stacking' or 'voting' instead"
-            )
-        _check_int("clients", self.clients, 1, 1000)
-        _check_int("rounds", self.rounds, 1, 10_000)
-        _check_int("local_epochs", self.local_epochs, 1, 1000)
-        _check_int("min_clients", self.min_clients, 1, 1000)
-        _check_int("min_samples", self.min_samples, 1, 1_000_000)
-        _check_int("shards_per_client", self.shards_per_client, 1, 1000)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_int("n_samples", self.n_samples, 20, 10_000_000)
-        _check_int("n_features", self.n_features, 2, 100_000)
-        _check_int("n_classes", self.n_classes, 2, 50)
-        if self.min_clients > self.clients:
-            raise ConfigError(f"min_clients ({self.min_clients}) cannot exceed the number of clients ({self.clients})")
-        _check_float("fraction", self.fraction, 0.0, 1.0, low_open=True)
-        _check_float("alpha", self.alpha, 0.0, 1e6, low_open=True)
-        _check_float("quantity_skew", self.quantity_skew, 0.0, 10.0)
-        _check_float("test_size", self.test_size, 0.0, 0.9, low_open=True, high_open=True)
-        _check_float("val_size", self.val_size, 0.0, 0.5, high_open=True)
-        _check_float("local_test_size", self.local_test_size, 0.0, 0.5)
-        _check_float("round_timeout", self.round_timeout, 0.0, 86_400.0, low_open=True)
-        if self.learning_rate is not None:
-            _check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
-        if self.aggregation == "stacking" and self.val_size <= 0:
-            raise ConfigError("stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)")
-        if self.test_size + self.effective_val_size >= 0.9:
-            raise ConfigError("test_size plus val_size must stay below 0.9, or no data is left for the clients")
-        self._validate_advanced(spec)
-        if not isinstance(self.model_params, dict):
-            raise ConfigError("model_params must be a JSON object of hyperparameters")
-        try:
-            check_model_params(self.model, self.model_params)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        for name, k in knobs_of(type(self)).items():
+            problem = check_value(name, k, getattr(self, name))
+            if problem:
+                raise ConfigError(problem)
+        for problem in self._relations():
+            raise ConfigError(problem)
         return self
 
-    def _validate_advanced(self, spec: Any) -> None:
-        """Robust rules, server optimisers, FedProx, faults, attacks and DP."""
-        if self.server_opt not in SERVER_OPTIMIZERS:
-            raise ConfigError(f"unknown server optimiser {self.server_opt!r}; choose one of: "
-                              f"{', '.join(SERVER_OPTIMIZERS)}")
-        if self.attack not in ATTACKS:
-            raise ConfigError(f"unknown attack {self.attack!r}; choose one of: {', '.join(ATTACKS)}")
-        if self.dp not in DP_MODES:
-            raise ConfigError(f"unknown dp mode {self.dp!r}; choose one of: {', '.join(DP_MODES)}")
-        _check_float("trim_beta", self.trim_beta, 0.0, 0.5, high_open=True)
-        _check_int("num_malicious", self.num_malicious, 0, 1000)
-        _check_int("num_to_keep", self.num_to_keep, 0, 1000)
-        if self.server_lr is not None:
-            _check_float("server_lr", self.server_lr, 0.0, 100.0, low_open=True)
-        _check_float("server_momentum", self.server_momentum, 0.0, 1.0, high_open=True)
-        _check_float("proximal_mu", self.proximal_mu, 0.0, 1000.0)
-        _check_float("dropout_prob", self.dropout_prob, 0.0, 1.0, high_open=True)
-        _check_int("slow_clients", self.slow_clients, 0, 1000)
-        _check_float("slow_delay", self.slow_delay, 0.0, 3600.0)
-        _check_int("malicious_clients", self.malicious_clients, 0, 1000)
-        _check_float("attack_scale", self.attack_scale, 0.0, 1e6)
-        _check_float("clip_norm", self.clip_norm, 0.0, 1e6, low_open=True)
-        _check_float("noise_multiplier", self.noise_multiplier, 0.0, 1e4)
-        _check_float("dp_delta", self.dp_delta, 0.0, 1.0, low_open=True, high_open=True)
+    def _relations(self):
+        """Settings that are fine alone but not together; yields sentences."""
+        model, rule = get_model(self.model), get_strategy(self.aggregation)
+        if self.dataset == "csv" and not self.csv_path:
+            yield "a CSV dataset needs a file: choose one (--csv FILE on the command line)"
+        if self.dataset == "csv" and not self.target:
+            yield "a CSV dataset needs its label column: choose the target (--target COL)"
+        if self.target_bins == 1:
+            yield "target_bins must be 0 (no binning) or a whole number of quantile classes from 2 to 20"
+        refusal = rule.refuses(model)
+        if refusal:
+            yield refusal
+        problem = rule.from_config(self).problem(self.clients)
+        if problem:
+            yield problem
+        if rule.needs_validation and self.val_size <= 0:
+            yield "stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)"
+        if self.test_size + self.effective_val_size >= 0.9:
+            yield "test_size plus val_size must stay below 0.9, or no data is left for the clients"
+        if self.min_clients > self.clients:
+            yield f"min_clients ({self.min_clients}) cannot exceed the number of clients ({self.clients})"
         if self.slow_clients > self.clients or self.malicious_clients > self.clients:
-            raise ConfigError("slow_clients and malicious_clients cannot exceed the number of clients")
+            yield "slow_clients and malicious_clients cannot exceed the number of clients"
         if self.malicious_clients and self.attack == "none":
-            raise ConfigError("malicious clients need an attack: label_flip, gaussian_noise, sign_flip or scale")
-        param_only = {"a robust rule": self.aggregation in ROBUST_AGGREGATIONS,
-                      "a server optimiser": self.server_opt != "none", "differential privacy": self.dp != "none",
-                      "FedProx": self.proximal_mu > 0}
-        for what, used in param_only.items():
-            if used and self.is_ensemble:
-                raise ConfigError(f"{what} works on parameter arrays; stacking and voting combine whole models")
-            if used and self.model == "gaussian_nb" and what != "FedProx":
-                raise ConfigError(f"naive Bayes statistics are merged exactly; {what} does not apply to them")
-        if self.proximal_mu > 0 and self.model not in ("logreg", "sgd", "linear_svm", "mlp"):
-            raise ConfigError("FedProx needs an iterative model: logreg, sgd, linear_svm or mlp")
-        if self.aggregation == "trimmed_mean" and 2 * int(self.trim_beta * self.clients) >= self.clients:
-            raise ConfigError("trim_beta drops every client's value; lower it or use more clients")
+            yield "malicious clients need an attack: label_flip, gaussian_noise, sign_flip or scale"
+        yield from self._parameter_only(model, rule)
+        try:
+            model.check_params(self.model_params)
+        except ValueError as exc:
+            yield str(exc)
 
+    def _parameter_only(self, model: Any, rule: Any):
+        used = {"a server optimiser": self.server_opt != "none", "differential privacy": self.dp != "none",
+                "FedProx": self.proximal_mu > 0}
+        for what, on in used.items():
+            if on and rule.payload is Payload.MODEL:
+                yield f"{what} works on parameter arrays; stacking and voting combine whole models"
+            elif on and model.exact_merge and what != "FedProx":
+                yield f"{model.label} statistics are merged exactly; {what} does not apply to them"
+        if self.proximal_mu > 0 and not model.iterative:
+            yield "FedProx needs an iterative model: " + ", ".join(n for n, m in MODELS.items() if m.iterative)
+        if self.dp != "none" and rule.payload is Payload.PARAMETERS and not rule.is_mean and not model.exact_merge:
+            yield (f"differential privacy's noise is calibrated for a mean of clipped updates (sensitivity C/m); "
+                   f"{self.aggregation} is not a mean (Krum returns one client's update, sensitivity about 2C), so "
+                   "its ε would be false: use fedavg with dp")
+
+    # ------------------------------------------------------------------ derived
     @property
     def is_ensemble(self) -> bool:
         """Whole fitted models travel instead of parameter arrays."""
-        return self.aggregation in ENSEMBLE_AGGREGATIONS
+        return get_strategy(self.aggregation).payload is Payload.MODEL
 
     @property
     def effective_rounds(self) -> int:
-        """Ensembles and round-free models (naive Bayes) are one-shot: one round says it all."""
-        return 1 if self.is_ensemble or get_spec(self.model).round_free else self.rounds
+        """Ensembles and one-shot models (naive Bayes, trees) run one round: one round says it all."""
+        return 1 if self.is_ensemble or get_model(self.model).one_shot else self.rounds
 
     @property
     def effective_val_size(self) -> float:
-        return self.val_size if self.aggregation == "stacking" else 0.0
+        return self.val_size if get_strategy(self.aggregation).needs_validation else 0.0
 
-    # ------------------------------------------------------------------
+    def fit_config(self) -> dict[str, Any]:
+        """What every ``fit`` tells clients: the knobs with a ``fit_key`` that are set."""
+        return {k.fit_key: getattr(self, name) for name, k in knobs_of(type(self)).items()
+                if k.fit_key and getattr(self, name) not in (None, 0, 0.0)}
+
+    # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -221,22 +293,3 @@ class RunConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
         return cls.from_dict(data)
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
-                 high_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo = "above" if low_open else "at least"
-        hi = "below" if high_open else "at most"
-        raise ConfigError(f"{name} must be {lo} {low:g} and {hi} {high:g}, got {value:g}")

@@ -1,99 +1,54 @@
 """One in-process run: a server thread and N client threads over loopback.
 
-``start(config)`` validates everything that can be validated up front (so the
-caller can show a clear message), then returns a RunHandle at once; the run
-goes on in background threads. The handle's ``snapshot()`` is a consistent
-copy of the live state, safe to read from any thread (a Streamlit fragment
-polls it); ``stop()`` ends the run gracefully.
+``start(config)`` builds the run (fl.runs.build: everything that can be
+refused is refused there, so the caller can show a clear message), then
+returns a RunHandle at once; the run goes on in background threads. The
+handle's ``snapshot()`` is a consistent copy of the live state, safe to read
+from any thread (a Streamlit fragment polls it); ``stop()`` ends the run.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable
 
-import numpy as np
-
+from fl.data import FederatedData, label_distribution
 from fl.federation.behaviour import Behaviour, assign_behaviours
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.federation.events import EventType, make_event
+from fl.federation.rounds import RunResult
+from fl.federation.server import ServerSettings
+from fl.runs.build import build_run
 from fl.runs.config import RunConfig
-from fl.data import FederatedData, load_dataset, make_federated_data
-from fl.data.resources import check_config_size
-from fl.federation.rounds import RunResult, ServerData
-from fl.runs.store import RunStore, RunWriter, new_run_id
-from fl.runs.state import RunHandle, RunState, event_sink, launch_rounds
-from fl.federation.server import FederatedServer, ServerSettings
-from fl.federation.task import Task, make_preprocess
-
-
-def client_id_for(i: int) -> str:
-    return f"client_{i:03d}"
-
-
-def prepare_data(config: RunConfig) -> FederatedData:
-    """Load and split the data a config describes (DataError on bad data, ResourceError when too big)."""
-    check_config_size(config)
-    dataset = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
-                           n_samples=config.n_samples, n_features=config.n_features,
-                           n_classes=config.n_classes, seed=config.seed, target_bins=config.target_bins)
-    return make_federated_data(
-        dataset, n_clients=config.clients, partition_method=config.partition, alpha=config.alpha,
-        shards_per_client=config.shards_per_client, quantity_skew=config.quantity_skew,
-        min_samples=config.min_samples, test_size=config.test_size, val_size=config.effective_val_size,
-        seed=config.seed,
-    )
-
-
-def make_task(config: RunConfig, data: FederatedData) -> Task:
-    return Task(model=config.model, model_params=dict(config.model_params),
-                n_features=int(data.split.X_train.shape[1]), classes=list(data.dataset.classes),
-                feature_names=list(data.dataset.feature_names),
-                preprocess=make_preprocess(data.stats if config.standardize else None, data.dataset.target_edges),
-                local_test_size=config.local_test_size)
-
-
-def server_data(data: FederatedData) -> ServerData:
-    split = data.split
-    has_val = split.X_val is not None and len(split.X_val) > 0
-    return ServerData(split.X_test, split.y_test, split.X_val if has_val else None, split.y_val if has_val else None)
+from fl.runs.state import RunHandle, launch_rounds, open_run
+from fl.runs.store import RunStore
 
 
 def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | None = None,
           run_id: str | None = None, on_event: Callable[[dict], None] | None = None,
           with_baselines: bool = False) -> RunHandle:
-    """Validate, prepare data, bind a loopback server, start N client threads.
+    """Build the run, bind a loopback server, start N client threads.
 
     Raises ConfigError / DataError / OSError before any thread starts, so
     the caller can report them; after that, faults show up in the state.
     """
-    config.validate()
-    data = prepare_data(config)
-    task = make_task(config, data)
-    run_id = run_id or new_run_id()
-    client_ids = [client_id_for(i) for i in range(config.clients)]
-    n_samples = {cid: int(len(part)) for cid, part in zip(client_ids, data.parts)}
+    plan = build_run(config)
+    data = plan.data
+    assert data is not None
+    client_ids = plan.client_ids
     behaviours = assign_behaviours(client_ids, seed=config.seed, dropout_prob=config.dropout_prob,
                                    slow_clients=config.slow_clients, slow_delay=config.slow_delay,
                                    malicious_clients=config.malicious_clients, attack=config.attack,
                                    attack_scale=config.attack_scale)
-    state = RunState(run_id, config, client_ids, n_samples)
-    state.n_classes = len(data.dataset.classes)
-    state.set_roles({cid: _role(b) for cid, b in behaviours.items() if _role(b)})
-    writer = None
-    if out_dir is not None:
-        writer = RunWriter(out_dir, config.to_dict(), run_id)
-    elif store is not None:
-        writer = store.create(run_id, config.to_dict())
-    if writer is not None:
-        writer.save_json("partition.json", partition_summary(data, client_ids))
-    sink = event_sink(state, writer, on_event)
     settings = ServerSettings(host="127.0.0.1", port=0, max_clients=config.clients,
                               wait_for_clients=config.clients, join_timeout_s=60.0)
-    server = FederatedServer(task, settings, on_event=sink, run_id=run_id)
-    server.bind()
-    handle = RunHandle(run_id, config, state, data, server, writer=writer)
-    host, port = server.address
+    handle = open_run(plan, settings, kind="simulation", store=store, out_dir=out_dir, run_id=run_id,
+                      on_event=on_event, client_ids=client_ids,
+                      n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)})
+    handle.state.set_roles({cid: _role(b) for cid, b in behaviours.items() if _role(b)})
+    if handle.writer is not None:
+        handle.writer.save_json("partition.json", partition_summary(data, client_ids))
+    host, port = handle.server.address
     for i, cid in enumerate(client_ids):
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
@@ -102,15 +57,14 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
         thread = threading.Thread(target=client.run, name=f"fl-{cid}", daemon=True)
         thread.start()
         handle.threads.append(thread)
-
     client_threads = list(handle.threads)
-    server.clients_alive = lambda: any(t.is_alive() for t in client_threads)
+    handle.server.clients_alive = lambda: any(t.is_alive() for t in client_threads)
     if with_baselines:
         handle.state.set_baselines(None, "computing")
         handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids),
-                                                   name=f"fl-baselines-{run_id}", daemon=True)
+                                                   name=f"fl-baselines-{handle.run_id}", daemon=True)
         handle.baselines_thread.start()
-    launch_rounds(handle, server_data(data))
+    launch_rounds(handle)
     return handle
 
 
@@ -140,7 +94,7 @@ def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
         return
     except Exception as exc:  # a model that cannot fit the pooled data, say
         handle.state.set_baselines(None, "failed")
-        handle.state.apply({"type": "error", "t": time.time(), "message": f"baselines failed: {exc}"})
+        handle.state.apply(make_event(EventType.ERROR, message=f"baselines failed: {exc}"))
         return
     handle.state.set_baselines(baselines)
     if handle.writer is not None:
@@ -158,12 +112,5 @@ def run(config: RunConfig, **kwargs: Any) -> RunResult:
 
 def partition_summary(data: FederatedData, client_ids: list[str]) -> dict[str, Any]:
     """Who holds how many rows of which class: the clients x classes heatmap."""
-    return {"clients": client_ids, "classes": list(data.dataset.classes),
-            "counts": class_presence(data).astype(int).tolist()}
-
-
-def class_presence(data: FederatedData) -> np.ndarray:
-    """(clients, classes) label counts, for the heatmap of a non-IID split."""
-    from fl.data import label_distribution
-
-    return label_distribution(data.split.y_train, data.parts, data.dataset.classes)
+    counts = label_distribution(data.split.y_train, data.parts, data.dataset.classes)
+    return {"clients": client_ids, "classes": list(data.dataset.classes), "counts": counts.astype(int).tolist()}

@@ -1,7 +1,9 @@
 """A run's live state and its handle, shared by simulated and hosted runs.
 
 RunState is fed by events from any thread (server, clients, baselines) and
-hands out deep-copied snapshots, so a page can read it while workers write.
+hands out cheap, consistent snapshots, so a page can read it while workers
+write. ``open_run`` and ``launch_rounds`` are the wiring every run shares:
+state, run store, server, handle, the thread that drives the rounds.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fl.runs.config import RunConfig
 from fl.data import FederatedData
-from fl.federation.rounds import RoundRunner, RunResult, ServerData
-from fl.runs.store import RunWriter
-from fl.federation.server import FederatedServer
+from fl.federation.events import ClientStatus, EventType, RunStatus
+from fl.federation.rounds import RoundRunner, RunResult
+from fl.federation.server import FederatedServer, ServerSettings
+from fl.runs.build import RunPlan
+from fl.runs.config import RunConfig
+from fl.runs.store import RunStore, RunWriter, new_run_id
 
 MAX_EVENTS_KEPT = 2000
 
@@ -27,7 +31,7 @@ class RunState:
         self._lock = threading.Lock()
         self.run_id = run_id
         self.config = config
-        self.status = "starting"
+        self.status = RunStatus.STARTING
         self.started_at = time.time()
         self.finished_at: float | None = None
         self.error: str | None = None
@@ -42,62 +46,84 @@ class RunState:
         self.baselines_status = "none"  # none | computing | ready | failed | skipped
         self.n_classes: int | None = None  # of the task, for "did the model learn at all" (1/classes)
         self.kind = "simulation"  # or "hosted": remote clients, no baselines
-        self.clients: dict[str, dict] = {
-            cid: {"client_id": cid, "status": "waiting", "n_samples": n_samples.get(cid), "rounds_trained": 0,
-                  "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None}
-            for cid in client_ids
+        self.clients: dict[str, dict] = {cid: self._new_client(cid, n_samples.get(cid)) for cid in client_ids}
+        self._handlers: dict[str, Callable[[dict, dict | None], None]] = {
+            EventType.LISTENING: self._on_listening, EventType.JOIN: self._on_join, EventType.LEAVE: self._on_leave,
+            EventType.ROUND_START: self._on_round_start, EventType.CLIENT_STATUS: self._on_client_status,
+            EventType.CLIENT_RESULT: self._on_client_result, EventType.FAILURE: self._on_failure,
+            EventType.ROUND: self._on_round, EventType.ERROR: self._on_error, EventType.DONE: self._on_done,
         }
+
+    @staticmethod
+    def _new_client(cid: str, n_samples: int | None = None) -> dict:
+        return {"client_id": cid, "status": ClientStatus.WAITING, "n_samples": n_samples, "rounds_trained": 0,
+                "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None}
 
     def apply(self, event: dict) -> None:
         """Fold one event into the state. Events are kept as they are (never mutated afterwards)."""
-        kind = event.get("type")
         with self._lock:
             self.events.append(event)
             if len(self.events) > MAX_EVENTS_KEPT:
                 del self.events[: len(self.events) - MAX_EVENTS_KEPT]
             cid = event.get("client_id")
-            client = self._client(cid) if cid else None
-            if kind == "listening":
-                self.address = (event["host"], event["port"])
-                self.status = "waiting for clients"
-            elif kind == "join" and client is not None:
-                client.update(status="connected", n_samples=event.get("n_samples"), reason=None)
-            elif kind == "leave" and client is not None:
-                client.update(status="gone", reason=event.get("reason"))
-            elif kind == "round_start":
-                self.status = "running"
-                self.current_round = event["round"]
-            elif kind == "client_status":
-                for c in event.get("clients", []):
-                    if c in self.clients and self.clients[c]["status"] != "gone":
-                        self.clients[c]["status"] = event.get("status")
-            elif kind == "client_result" and client is not None:
-                self.client_rows.append(event)
-                client.update(bytes_sent=event.get("bytes_sent"), bytes_received=event.get("bytes_received"))
-                if event.get("status") == "ok":
-                    client.update(last_accuracy=event.get("train_accuracy"), last_loss=event.get("train_loss"))
-                    client["rounds_trained"] = client.get("rounds_trained", 0) + 1
-                if event.get("eval_accuracy") is not None:
-                    client["eval_accuracy"] = event.get("eval_accuracy")
-            elif kind == "failure" and client is not None:
-                client["failures"] = client.get("failures", 0) + 1
-            elif kind == "round":
-                self.rounds.append(event)
-            elif kind == "error":
-                self.error = event.get("message")
-            elif kind == "done":
-                self.status = event.get("status", "completed")
-                self.error = event.get("error") or self.error
-                self.final_metrics = event.get("final_metrics") or {}
-                self.finished_at = time.time()
-                for c in self.clients.values():
-                    if c.get("status") != "gone":
-                        c["status"] = "finished"  # left after bye; "gone" means lost mid-run
+            client = self.clients.setdefault(cid, self._new_client(cid)) if cid else None
+            handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
+            if handler is not None:
+                handler(event, client)
 
-    def _client(self, cid: str) -> dict:
-        return self.clients.setdefault(cid, {"client_id": cid, "status": "waiting", "rounds_trained": 0,
-                                             "failures": 0})
+    # ------------------------------------------------------------------ one handler per event type
+    def _on_listening(self, event: dict, client: dict | None) -> None:
+        self.address = (event["host"], event["port"])
+        self.status = RunStatus.WAITING
 
+    def _on_join(self, event: dict, client: dict | None) -> None:
+        if client is not None:
+            client.update(status=ClientStatus.CONNECTED, n_samples=event.get("n_samples"), reason=None)
+
+    def _on_leave(self, event: dict, client: dict | None) -> None:
+        if client is not None:
+            client.update(status=ClientStatus.GONE, reason=event.get("reason"))
+
+    def _on_round_start(self, event: dict, client: dict | None) -> None:
+        self.status = RunStatus.RUNNING
+        self.current_round = event["round"]
+
+    def _on_client_status(self, event: dict, client: dict | None) -> None:
+        for cid in event.get("clients", []):
+            if cid in self.clients and self.clients[cid]["status"] != ClientStatus.GONE:
+                self.clients[cid]["status"] = ClientStatus(event.get("status"))
+
+    def _on_client_result(self, event: dict, client: dict | None) -> None:
+        if client is None:
+            return
+        self.client_rows.append(event)
+        client.update(bytes_sent=event.get("bytes_sent"), bytes_received=event.get("bytes_received"))
+        if event.get("status") == "ok":
+            client.update(last_accuracy=event.get("train_accuracy"), last_loss=event.get("train_loss"))
+            client["rounds_trained"] = client.get("rounds_trained", 0) + 1
+        if event.get("eval_accuracy") is not None:
+            client["eval_accuracy"] = event.get("eval_accuracy")
+
+    def _on_failure(self, event: dict, client: dict | None) -> None:
+        if client is not None:
+            client["failures"] = client.get("failures", 0) + 1
+
+    def _on_round(self, event: dict, client: dict | None) -> None:
+        self.rounds.append(event)
+
+    def _on_error(self, event: dict, client: dict | None) -> None:
+        self.error = event.get("message")
+
+    def _on_done(self, event: dict, client: dict | None) -> None:
+        self.status = RunStatus(event.get("status", RunStatus.COMPLETED))
+        self.error = event.get("error") or self.error
+        self.final_metrics = event.get("final_metrics") or {}
+        self.finished_at = time.time()
+        for c in self.clients.values():
+            if c.get("status") != ClientStatus.GONE:
+                c["status"] = ClientStatus.FINISHED  # left after bye; "gone" means lost mid-run
+
+    # ------------------------------------------------------------------ set from outside the event stream
     def set_roles(self, roles: dict[str, str]) -> None:
         """Mark clients the user made malicious or slow (for display only)."""
         with self._lock:
@@ -131,12 +157,11 @@ class RunState:
 
 @dataclass
 class RunHandle:
-    """What ``start`` returns: live state, stop, wait, and the final result."""
+    """What ``start`` and ``host`` return: live state, stop, wait, and the final result."""
 
     run_id: str
-    config: RunConfig
+    plan: RunPlan
     state: RunState
-    data: FederatedData | None  # None for a hosted run: the clients' data is theirs
     server: FederatedServer
     kind: str = "simulation"  # simulation | hosted
     threads: list[threading.Thread] = field(default_factory=list)
@@ -144,6 +169,15 @@ class RunHandle:
     result: RunResult | None = None
     writer: RunWriter | None = None
     baselines_thread: threading.Thread | None = None
+
+    @property
+    def config(self) -> RunConfig:
+        return self.plan.config
+
+    @property
+    def data(self) -> FederatedData | None:
+        """The run's whole split (a simulation's partitions); None when the clients' data is theirs."""
+        return self.plan.data if self.kind == "simulation" else None
 
     def snapshot(self) -> dict[str, Any]:
         return self.state.snapshot()
@@ -173,25 +207,48 @@ class RunHandle:
         return self.result
 
 
-def event_sink(state: RunState, writer: RunWriter | None,
-               extra: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
-    """One callback that feeds the live state, the run store and an optional listener."""
+def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunStore | None = None,
+             out_dir: str | None = None, run_id: str | None = None,
+             on_event: Callable[[dict], None] | None = None, client_ids: list[str] | None = None,
+             n_samples: dict[str, int] | None = None) -> RunHandle:
+    """State, server (bound), run directory and handle: the wiring every run shares.
+
+    The run directory is made only once the port is bound (a port in use
+    leaves no empty run behind); the events before it are replayed into it.
+    Raises OSError when the server cannot bind.
+    """
+    run_id = run_id or new_run_id()
+    state = RunState(run_id, plan.config, client_ids or [], n_samples or {})
+    state.kind = kind
+    state.n_classes = len(plan.task.classes)
+    early: list[dict] = []
+    writer: RunWriter | None = None
 
     def sink(event: dict) -> None:
         state.apply(event)
-        if writer is not None:
+        if writer is None:
+            early.append(event)
+        else:
             writer.on_event(event)
-        if extra is not None:
-            extra(event)
+        if on_event is not None:
+            on_event(event)
 
-    return sink
+    server = FederatedServer(plan.task, settings, on_event=sink, run_id=run_id)
+    server.bind()
+    if out_dir is not None or store is not None:
+        writer = RunWriter(out_dir, plan.config.to_dict(), run_id) if out_dir is not None \
+            else store.create(run_id, plan.config.to_dict())
+        for event in early:
+            writer.on_event(event)
+    return RunHandle(run_id, plan, state, server, kind=kind, writer=writer)
 
 
-def launch_rounds(handle: RunHandle, server_data: ServerData | None) -> None:
+def launch_rounds(handle: RunHandle) -> None:
     """Start the thread that drives the rounds and records the result."""
+    runner = RoundRunner(handle.server, handle.plan.settings, handle.plan.strategy(), handle.plan.server_data)
 
     def drive() -> None:
-        result = RoundRunner(handle.server, handle.config, server_data).run()
+        result = runner.run()
         handle.client_stop.set()  # clients still here leave; baselines of a stopped run give up
         if handle.baselines_thread is not None:
             handle.baselines_thread.join()  # summary.json of a finished run always has them

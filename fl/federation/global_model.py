@@ -1,0 +1,125 @@
+"""What the server holds between rounds: global parameter arrays, or a combined ensemble.
+
+Two kinds, one interface, chosen by the strategy's payload (never by a model
+or rule name): a ``ParameterModel`` sends its arrays in ``fit``, checks the
+arrays that come back against the task's shapes and lets the strategy turn
+them into the next arrays; an ``EnsembleModel`` asks for whole fitted models
+(skops blobs, loaded through the allow-list) and lets the strategy combine
+them. Both end as one scikit-learn estimator (``estimator``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fl.federation.task import Task
+from fl.learning.models import ModelAdapter, NamedArrays, get_model
+from fl.learning.strategies import ModelStrategy, ParameterStrategy, Payload, Strategy
+from fl.wire import FitResult, ProtocolError, blobs
+
+Accepted = list[tuple[str, Any, int]]  # (client id, payload, samples), sorted by client id
+
+
+class GlobalModel:
+    """The server's model between rounds."""
+
+    estimator: Any = None
+
+    def fit_payload(self) -> dict[str, Any]:
+        """Extra fields of the ``fit`` message (the global parameters, if any)."""
+        return {}
+
+    def evaluate_payload(self) -> dict[str, Any]:
+        """The fields of an ``evaluate`` message that carry the global model."""
+        raise NotImplementedError
+
+    def accept(self, msg: FitResult) -> tuple[Any, str | None]:
+        """(what to aggregate, None) or (None, why this result cannot be merged)."""
+        raise NotImplementedError
+
+    def update(self, accepted: Accepted) -> None:
+        raise NotImplementedError
+
+
+class ParameterModel(GlobalModel):
+    def __init__(self, strategy: ParameterStrategy, task: Task, model: ModelAdapter, seed: int):
+        self.strategy = strategy
+        self.task = task
+        self.model = model
+        self.classes = task.classes_array
+        self.arrays: NamedArrays | None = model.initial_parameters(task.model_params, self.classes, task.n_features,
+                                                                   seed)
+        self.expected = model.expected_shapes(task.model_params, self.classes, task.n_features)
+
+    def fit_payload(self) -> dict[str, Any]:
+        return {"params": self.arrays}
+
+    def evaluate_payload(self) -> dict[str, Any]:
+        return {"params": self.arrays}
+
+    @property
+    def _current(self) -> list[np.ndarray] | None:
+        return [a for _, a in self.arrays] if self.arrays is not None else None
+
+    def accept(self, msg: FitResult) -> tuple[Any, str | None]:
+        if msg.metrics.get("dropped_out"):
+            return None, "dropped out of this round"
+        if msg.params is None:
+            return None, "sent no parameter arrays"
+        got = [(name, tuple(arr.shape)) for name, arr in msg.params]
+        if got != self.expected:
+            return None, f"wrong arrays {got}, expected {self.expected}"
+        if not all(np.all(np.isfinite(arr)) for _, arr in msg.params):
+            return None, "parameters are not finite"
+        if msg.n_samples < 1:
+            return None, "reported no samples"
+        arrays = [a for _, a in msg.params]
+        problem = self.strategy.check_update(arrays, self._current)
+        return (None, problem) if problem else (arrays, None)
+
+    def update(self, accepted: Accepted) -> None:
+        merged = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted], self._current)
+        self.arrays = list(zip([name for name, _ in self.expected], merged))
+        self.estimator = self.model.global_estimator(self.task.model_params, self.arrays, self.classes,
+                                                     self.task.n_features)
+
+
+class EnsembleModel(GlobalModel):
+    def __init__(self, strategy: ModelStrategy, task: Task, validation: tuple[np.ndarray, np.ndarray] | None):
+        self.strategy = strategy
+        self.task = task
+        self.classes = task.classes_array
+        self.validation = validation
+
+    def evaluate_payload(self) -> dict[str, Any]:
+        return {"blob": blobs.dump_model(self.estimator)}
+
+    def accept(self, msg: FitResult) -> tuple[Any, str | None]:
+        if msg.blob is None:
+            return None, "sent no model blob"
+        try:
+            model = blobs.load_model(msg.blob)
+        except ProtocolError as exc:
+            return None, str(exc)
+        classes = np.asarray(getattr(model, "classes_", []))
+        if not hasattr(model, "predict") or not np.all(np.isin(classes, self.classes)):
+            return None, "model blob is not a classifier over the task's classes"
+        if getattr(model, "n_features_in_", self.task.n_features) != self.task.n_features:
+            return None, "model blob expects a different number of features"
+        return model, None
+
+    def update(self, accepted: Accepted) -> None:
+        self.estimator = self.strategy.combine([m for _, m, _ in accepted], [n for _, _, n in accepted],
+                                               self.classes, self.validation)
+
+
+def make_global_model(strategy: Strategy, task: Task, seed: int,
+                      validation: tuple[np.ndarray, np.ndarray] | None) -> GlobalModel:
+    """The keeper the strategy's payload calls for."""
+    if strategy.payload is Payload.MODEL:
+        assert isinstance(strategy, ModelStrategy)
+        return EnsembleModel(strategy, task, validation)
+    assert isinstance(strategy, ParameterStrategy)
+    return ParameterModel(strategy, task, get_model(task.model), seed)

@@ -1,0 +1,132 @@
+"""Linear models: logistic regression (L-BFGS) and SGD classifiers (log loss, hinge loss).
+
+Parameters: ``coef_`` (k, d) and ``intercept_`` (k,), k = 1 for two classes.
+A local epoch is one pass over the local data: one L-BFGS iteration for
+logistic regression (each evaluates the full-batch gradient), one
+``partial_fit`` pass for SGD. FedProx enters exactly for logistic regression
+(fl/learning/fedprox.py) and as a proximal step per epoch for SGD.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+from fl.learning.fedprox import prox_logreg, proximal_step
+from fl.learning.models.base import Hyper, ModelAdapter, NamedArrays, as_f64, n_outputs, phantom_rows
+
+
+class LinearAdapter(ModelAdapter):
+    """Shared by the linear models: arrays ``coef_`` and ``intercept_``, zero at round 1."""
+
+    averageable = True
+    iterative = True
+
+    def initial_parameters(self, params: dict | None, classes: Any, n_features: int, seed: int) -> NamedArrays:
+        k = n_outputs(np.asarray(classes))
+        return [("coef_", np.zeros((k, n_features))), ("intercept_", np.zeros(k))]
+
+    def get_parameters(self, estimator: Any) -> NamedArrays:
+        return [("coef_", as_f64(estimator.coef_)), ("intercept_", as_f64(estimator.intercept_))]
+
+    def set_parameters(self, estimator: Any, arrays: NamedArrays) -> None:
+        values = dict(arrays)
+        estimator.coef_ = as_f64(values["coef_"]).copy()
+        estimator.intercept_ = as_f64(values["intercept_"]).copy()
+
+    def global_estimator(self, params: dict | None, arrays: NamedArrays, classes: Any, n_features: int) -> Any:
+        est = self.build(params, 0)
+        est.classes_ = np.asarray(classes)
+        est.n_features_in_ = n_features
+        est.t_ = 1.0
+        self.set_parameters(est, arrays)
+        return est
+
+
+class LogisticRegressionAdapter(LinearAdapter):
+    name = "logreg"
+    label = "Logistic regression"
+    hyperparameters: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("C", "Inverse regularisation C", 1.0, options=(0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0)),)
+
+    def make(self, params: dict, seed: int) -> LogisticRegression:
+        return LogisticRegression(random_state=seed, **params)
+
+    def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:
+        return estimator.set_params(max_iter=max(int(estimator.max_iter), 200))
+
+    def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
+        """``epochs`` warm-started L-BFGS iterations over the global classes.
+
+        Classes missing locally enter as zero-weight rows: the objective is
+        exactly the local one, but scikit-learn allocates the global shape.
+        With a FedProx term (mu > 0) the same objective plus the proximal
+        term is minimised by fl.learning.fedprox.prox_logreg.
+        """
+        est = self.build(params, seed)
+        est.set_params(max_iter=epochs, warm_start=True)
+        est.classes_ = classes
+        self.set_parameters(est, global_arrays or self.initial_parameters(params, classes, n_features, seed))
+        mu = float(config.get("proximal_mu") or 0.0)
+        if mu > 0:
+            est.coef_, est.intercept_ = prox_logreg(X, y, classes, est.coef_, est.intercept_, float(est.C), mu, epochs)
+            est.n_features_in_ = X.shape[1]
+            return est
+        missing = np.setdiff1d(classes, np.unique(y))
+        X_fit, y_fit, weights = X, y, np.ones(len(y))
+        if len(missing) or len(np.unique(y)) < 2:
+            X_fit = np.vstack([X, np.zeros((len(missing), X.shape[1]))])
+            y_fit = np.concatenate([y, missing.astype(y.dtype, copy=False)])
+            weights = np.concatenate([weights, np.zeros(len(missing))])
+        return est.fit(X_fit, y_fit, sample_weight=weights)
+
+
+class SGDAdapter(LinearAdapter):
+    """Linear classifiers trained by SGD; one local epoch is one partial_fit pass."""
+
+    loss: ClassVar[str] = "log_loss"
+    hyperparameters: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("alpha", "L2 penalty α", 1e-4, options=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2)),)
+
+    def make(self, params: dict, seed: int) -> SGDClassifier:
+        return SGDClassifier(loss=self.loss, random_state=seed, **params)
+
+    def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
+        """``epochs`` partial_fit passes from the global weights.
+
+        The estimator is kept between rounds, so SGD's learning-rate
+        schedule (``t_``) carries on; only the weights are replaced.
+        """
+        est = previous if isinstance(previous, SGDClassifier) else None
+        if est is None:
+            est = self.build(params, seed)
+            X0, y0 = phantom_rows(classes, n_features)
+            est.partial_fit(X0, y0, classes=classes)  # allocates the global shapes, then overwritten below
+            est.t_ = 1.0
+        lr = config.get("learning_rate")
+        if lr is not None:
+            est.set_params(learning_rate="constant", eta0=float(lr))
+        if global_arrays is not None:
+            self.set_parameters(est, global_arrays)
+        mu = float(config.get("proximal_mu") or 0.0)
+        anchor = [a for _, a in global_arrays] if (mu > 0 and global_arrays is not None) else None
+        for _ in range(epochs):
+            est.partial_fit(X, y, classes=classes)
+            if anchor is not None:  # FedProx: one proximal step per epoch (see fl/learning/fedprox.py)
+                est.coef_[...], est.intercept_[...] = proximal_step([est.coef_, est.intercept_], anchor, mu)
+        return est
+
+
+class SGDLogLossAdapter(SGDAdapter):
+    name = "sgd"
+    label = "SGD classifier (log loss)"
+
+
+class LinearSVMAdapter(SGDAdapter):
+    name = "linear_svm"
+    label = "Linear SVM (hinge loss, SGD)"
+    loss = "hinge"

@@ -1,0 +1,111 @@
+"""The neural network: scikit-learn's MLPClassifier.
+
+Parameters: ``coefs_.i`` and ``intercepts_.i`` per layer, seeded Glorot
+weights at round 1 (scikit-learn's own scheme), the same on every client. A
+local epoch is one ``partial_fit`` pass of mini-batches; each round starts
+from the global weights with a fresh optimiser (FedProx: one proximal step
+per epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.neural_network import MLPClassifier
+
+from fl.learning.fedprox import proximal_step
+from fl.learning.models.base import Hyper, ModelAdapter, NamedArrays, as_f64, phantom_rows
+
+
+class MLPAdapter(ModelAdapter):
+    name = "mlp"
+    label = "Neural network (MLP)"
+    hyperparameters: ClassVar[tuple[Hyper, ...]] = (
+        Hyper("hidden_layer_sizes", "Hidden layers (units, comma-separated)", (64,), layers=True),
+        Hyper("learning_rate_init", "Learning rate", 0.005, options=(0.0005, 0.001, 0.005, 0.01, 0.05)),
+    )
+    fixed_defaults: ClassVar[dict[str, Any]] = {"batch_size": 32, "alpha": 1e-4}
+    averageable = True
+    iterative = True
+
+    def make(self, params: dict, seed: int) -> MLPClassifier:
+        params = dict(params)
+        params["hidden_layer_sizes"] = tuple(int(u) for u in np.atleast_1d(params.get("hidden_layer_sizes", (64,))))
+        return MLPClassifier(random_state=seed, **params)
+
+    def fresh(self, params: dict | None, classes: np.ndarray, n_features: int, seed: int) -> MLPClassifier:
+        """An MLP with global shapes and seeded Glorot weights, untouched by any data."""
+        est = self.build(params, seed)
+        X0, y0 = phantom_rows(classes, n_features)
+        batch_size = est.batch_size
+        est.set_params(batch_size=len(y0))
+        est.partial_fit(X0, y0, classes=classes)  # allocates every attribute
+        est.set_params(batch_size=batch_size)
+        rng = np.random.default_rng(seed)
+        factor = 2.0 if est.activation == "logistic" else 6.0
+        for i, coef in enumerate(est.coefs_):
+            bound = np.sqrt(factor / (coef.shape[0] + coef.shape[1]))
+            est.coefs_[i] = rng.uniform(-bound, bound, coef.shape)
+            est.intercepts_[i] = rng.uniform(-bound, bound, coef.shape[1])
+        restart_optimizer(est)
+        return est
+
+    def initial_parameters(self, params: dict | None, classes: Any, n_features: int, seed: int) -> NamedArrays:
+        return self.get_parameters(self.fresh(params, np.asarray(classes), n_features, seed))
+
+    def get_parameters(self, estimator: Any) -> NamedArrays:
+        return [(f"coefs_.{i}", as_f64(c)) for i, c in enumerate(estimator.coefs_)] + [
+            (f"intercepts_.{i}", as_f64(b)) for i, b in enumerate(estimator.intercepts_)]
+
+    def set_parameters(self, estimator: MLPClassifier, arrays: NamedArrays) -> None:
+        values = dict(arrays)
+        n = len(estimator.coefs_)
+        estimator.coefs_ = [as_f64(values[f"coefs_.{i}"]).copy() for i in range(n)]
+        estimator.intercepts_ = [as_f64(values[f"intercepts_.{i}"]).copy() for i in range(n)]
+        restart_optimizer(estimator)
+
+    def global_estimator(self, params: dict | None, arrays: NamedArrays, classes: Any, n_features: int) -> Any:
+        est = self.fresh(params, np.asarray(classes), n_features, 0)
+        self.set_parameters(est, arrays)
+        return est
+
+    def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:
+        return estimator.set_params(max_iter=max(int(estimator.max_iter), 200))
+
+    def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
+        est = previous if isinstance(previous, MLPClassifier) else self.fresh(params, classes, n_features, seed)
+        lr = config.get("learning_rate")
+        if lr is not None:
+            est.set_params(learning_rate_init=float(lr))
+        if global_arrays is not None:
+            self.set_parameters(est, global_arrays)
+        wanted = {**self.defaults, **(params or {})}.get("batch_size")
+        if wanted != "auto":
+            est.set_params(batch_size=max(1, min(int(wanted), len(X))))
+        mu = float(config.get("proximal_mu") or 0.0)
+        anchor = [a for _, a in global_arrays] if (mu > 0 and global_arrays is not None) else None
+        for _ in range(epochs):
+            est.partial_fit(X, y, classes=classes)
+            if anchor is not None:  # FedProx: one proximal step per epoch, in place (the optimiser holds the arrays)
+                stepped = proximal_step(est.coefs_ + est.intercepts_, anchor, mu)
+                for target, value in zip(est.coefs_ + est.intercepts_, stepped):
+                    target[...] = value
+        return est
+
+
+def restart_optimizer(est: MLPClassifier) -> None:
+    """Forget the optimiser's state: the next partial_fit starts a fresh one on the current weights.
+
+    scikit-learn offers no public way to do this; the attributes touched are
+    listed here only, and tests/test_models.py pins the behaviour (two
+    clients starting a round from the same weights train identically).
+    """
+    if hasattr(est, "_optimizer"):
+        del est._optimizer
+    est.t_ = 0
+    est.n_iter_ = 0
+    est.loss_curve_ = []
+    est._no_improvement_count = 0
+    est.best_loss_ = np.inf

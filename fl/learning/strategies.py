@@ -1,0 +1,211 @@
+"""Strategies: one small class per aggregation rule, around the pure functions of aggregation.py.
+
+As in Flower, a strategy holds its parameters and says what it is: its
+name and label, whether clients send parameter arrays or whole fitted models
+(``payload``), whether it is a (weighted) mean of the updates (``is_mean``,
+what differential privacy's noise calibration assumes), which config fields
+it reads (``knobs``), which models it can serve (``refuses``) and how it
+aggregates. Subclasses register themselves by ``name``; ``STRATEGIES`` is
+the registry the config, the CLI and the dashboard read their choices from.
+Server optimisers and differential privacy wrap a strategy
+(fl/learning/wrappers.py); the round loop only calls the interface below.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from fl.learning.aggregation import Arrays, Results, fedavg, krum, median, stacking, trimmed_mean, voting
+from fl.learning.models import ModelAdapter
+
+STRATEGIES: dict[str, type["Strategy"]] = {}
+
+
+class Payload(StrEnum):
+    """What clients send back from ``fit``: parameter arrays, or a whole fitted model (skops blob)."""
+
+    PARAMETERS = "parameters"
+    MODEL = "model"
+
+
+class Strategy:
+    """An aggregation rule. The constructor stores parameters only."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    payload: ClassVar[Payload] = Payload.PARAMETERS
+    is_mean: ClassVar[bool] = False
+    knobs: ClassVar[tuple[str, ...]] = ()
+    needs_validation: ClassVar[bool] = False  # the server's validation split (stacking's meta-learner)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            STRATEGIES[cls.name] = cls
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Strategy":
+        """Built from the config fields it names in ``knobs``."""
+        return cls(**{knob: getattr(config, knob) for knob in cls.knobs})
+
+    @classmethod
+    def refuses(cls, model: ModelAdapter) -> str | None:
+        """Why this rule cannot serve ``model`` (a sentence), or None when it can."""
+        if cls.payload is Payload.PARAMETERS and not model.averageable:
+            return (f"{model.name} cannot be averaged (its fitted trees or neighbours have no common parameter "
+                    "shape); use aggregation 'stacking' or 'voting' instead")
+        return None
+
+    def problem(self, n_clients: int) -> str | None:
+        """Why this rule cannot aggregate ``n_clients`` results (a sentence), or None."""
+        return None
+
+    @property
+    def one_shot(self) -> bool:
+        """Whole models trained from scratch: one round says it all."""
+        return self.payload is Payload.MODEL
+
+    def fit_config(self) -> dict[str, Any]:
+        """Keys this strategy adds to every ``fit`` message's config."""
+        return {"return": str(self.payload)}
+
+    def end_round(self, n_available: int, n_sampled: int) -> None:
+        """Called once per round after aggregation (privacy accounting counts rounds)."""
+
+    def round_metrics(self) -> dict[str, Any]:
+        """Numbers this strategy reports in each round's record."""
+        return {}
+
+
+class ParameterStrategy(Strategy):
+    """Clients send parameter arrays; the rule turns them into the next global arrays."""
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        raise NotImplementedError
+
+    def check_update(self, arrays: Arrays, current: Arrays | None) -> str | None:
+        """Why one client's arrays cannot be merged under this strategy, or None."""
+        return None
+
+
+class RobustRule(ParameterStrategy):
+    """Robust rules order coordinates or compare updates: they are not a mean of clipped updates."""
+
+    @classmethod
+    def refuses(cls, model: ModelAdapter) -> str | None:
+        if model.exact_merge:
+            return f"{model.label} statistics are merged exactly; {cls.label} does not apply to them"
+        return super().refuses(model)
+
+
+class FedAvg(ParameterStrategy):
+    name = "fedavg"
+    label = "FedAvg: sample-weighted average"
+    is_mean = True
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        return fedavg(results)
+
+
+class Median(RobustRule):
+    name = "median"
+    label = "Coordinate-wise median (robust)"
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        return median(results)
+
+
+class TrimmedMean(RobustRule):
+    name = "trimmed_mean"
+    label = "Trimmed mean (robust)"
+    knobs = ("trim_beta",)
+
+    def __init__(self, trim_beta: float = 0.2):
+        self.trim_beta = trim_beta
+
+    def problem(self, n_clients: int) -> str | None:
+        if 2 * int(self.trim_beta * n_clients) >= n_clients:
+            return "trim_beta drops every client's value; lower it or use more clients"
+        return None
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        return trimmed_mean(results, self.trim_beta)
+
+
+class Krum(RobustRule):
+    name = "krum"
+    label = "Krum (robust)"
+    knobs = ("num_malicious", "num_to_keep")
+
+    def __init__(self, num_malicious: int = 0, num_to_keep: int = 0):
+        self.num_malicious = num_malicious
+        self.num_to_keep = num_to_keep
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        return krum(results, self.num_malicious, self.num_to_keep)
+
+
+class ExactMerge(ParameterStrategy):
+    """A model whose statistics merge exactly (naive Bayes): its own merge replaces averaging."""
+
+    label = "Exact merge of the model's statistics"
+    is_mean = False
+
+    def __init__(self, model: ModelAdapter):
+        self.model = model
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        return self.model.merge(results)
+
+
+class ModelStrategy(Strategy):
+    """Clients send whole fitted models; the rule combines them into one global estimator."""
+
+    payload = Payload.MODEL
+
+    def combine(self, models: Sequence[Any], counts: Sequence[int], classes: Sequence,
+                validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
+        raise NotImplementedError
+
+
+class Stacking(ModelStrategy):
+    name = "stacking"
+    label = "Stacking: meta-learner over client models"
+    needs_validation = True
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Stacking":
+        return cls(seed=config.seed)
+
+    def combine(self, models: Sequence[Any], counts: Sequence[int], classes: Sequence,
+                validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
+        if validation is None:
+            raise ValueError("stacking needs the server's validation split to fit its meta-learner")
+        return stacking(models, classes, validation[0], validation[1], seed=self.seed)
+
+
+class Voting(ModelStrategy):
+    name = "voting"
+    label = "Soft voting of client models"
+
+    def combine(self, models: Sequence[Any], counts: Sequence[int], classes: Sequence,
+                validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
+        return voting(models, counts, classes)
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown aggregation {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
+
+
+def strategies_for(model: ModelAdapter) -> list[str]:
+    """The rules that can serve ``model``, in menu order."""
+    return [name for name, cls in STRATEGIES.items() if cls.refuses(model) is None]
