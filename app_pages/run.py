@@ -14,8 +14,7 @@ from fl.data import DataError
 from ui import live, preview, sidebar
 from ui.compare import can_compare, same_settings, show_comparison, start_comparison
 from ui.state import (
-    DRAFT_CONFIG, PENDING_CONFIG, comparison_handles, follow, new_run, registry, shown_handle,
-    sync_url,
+    DRAFT_CONFIG, PENDING_CONFIG, comparison_handles, follow, new_run, registry, shown_handle, stop_runs, sync_url,
 )
 
 if PENDING_CONFIG in st.session_state:  # a reload of a run, or "load into Run page" from Runs
@@ -41,7 +40,8 @@ with buttons:
     start = start_col.button("Start", type="primary", disabled=config is None or running, width="stretch",
                              key="start_run", help="Train with these settings.")
     stop = stop_col.button("Stop", disabled=not running, width="stretch", key="stop_run",
-                           help="End the run after the round in progress; its results are kept.")
+                           help="End the run now; the rounds done so far are kept.",
+                           on_click=stop_runs, args=([h.run_id for h in shown],))
     fresh = st.button("New run", disabled=running or not shown, width="stretch", key="new_run",
                       help="Clear the view and configure another run; this one stays on the Runs page.")
     compare = can_compare(config) and not running and st.button(
@@ -49,9 +49,7 @@ with buttons:
         help="The same run under four rules, one chart.")
 
 if stop and running:
-    with st.spinner("Stopping…"):
-        for h in shown:
-            h.stop()
+    with st.spinner("Stopping…"):  # stop_runs already asked them to stop, before this rerun began
         for h in shown:
             h.wait(10)
     st.rerun()

@@ -57,17 +57,13 @@ import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 
 from _common import MachineLoad, source_version, table  # noqa: E402
-from fl.wire import blobs
 from fl.runs import simulation  # noqa: E402
+from fl.wire import blobs  # noqa: E402
 from fl.runs.config import RunConfig  # noqa: E402
 from fl.data import apply_standardization  # noqa: E402
 from fl.learning.metrics import score_classifier  # noqa: E402
-from fl.learning.models import get_parameters, get_spec  # noqa: E402
-
-try:  # LocalModel moved from fl.learning.models to fl.training
-    from fl.learning.training import LocalModel
-except ImportError:  # pragma: no cover - older trees
-    from fl.learning.models import LocalModel
+from fl.learning.models import get_model  # noqa: E402
+from fl.learning.training import LocalModel  # noqa: E402
 
 RUN_TIMEOUT_S = 120.0
 
@@ -166,13 +162,13 @@ def solo_training(config: RunConfig, handle, result) -> tuple[float, float]:
     Returns (total, of which the train metrics: score_classifier timed again
     on its own).
     """
-    data, task = handle.data, simulation.make_task(config, handle.data)
+    data, task = handle.data, handle.plan.task
     classes = np.asarray(task.classes)
     whole = config.is_ensemble
     global_arrays = None
     if not whole:
         est = result.model.steps[-1][1] if hasattr(result.model, "steps") else result.model
-        global_arrays = get_parameters(config.model, est)
+        global_arrays = get_model(config.model).get_parameters(est)
     fit_config = {"local_epochs": config.local_epochs, "seed": config.seed + 1,
                   "return": "model" if whole else "parameters"}
     total = metrics = 0.0
@@ -182,7 +178,7 @@ def solo_training(config: RunConfig, handle, result) -> tuple[float, float]:
         y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
         model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=config.seed + i)
         kwargs = dict(global_arrays=global_arrays, epochs=config.local_epochs, config=fit_config, whole_model=whole)
-        if not (whole or get_spec(config.model).round_free):
+        if not (whole or get_model(config.model).one_shot):
             model.fit(X, y, **kwargs)  # round 1 builds the estimator; later rounds reuse it
         fit_s, score_s = [], []
         for _ in range(3):  # fastest of three: the cost without interference

@@ -71,19 +71,33 @@ def test_connection_recv_after_peer_close_and_after_own_close(unix_pair):
         conn.send(Ping(t=0.0))
 
 
-def test_close_wakes_a_blocked_reader(tcp_pair):
-    # Prepare
+def test_close_wakes_a_blocked_reader(tcp_pair, monkeypatch):
+    # Prepare: socket waits of 30 s, so a reader that close() did not wake would sit there for 30 s
+    import fl.wire.connection
+    import fl.wire.frames
+
+    monkeypatch.setattr(fl.wire.frames, "POLL_S", 30.0)
+    monkeypatch.setattr(fl.wire.connection, "POLL_S", 30.0)
     _, server = tcp_pair
     conn = Connection(server)
-    outcome = []
-    reader = threading.Thread(target=lambda: outcome.append(_recv_outcome(conn)))
+    outcome: list[tuple[str, float]] = []
+    blocking = threading.Event()
+
+    def read() -> None:
+        blocking.set()
+        started = time.monotonic()
+        outcome.append((_recv_outcome(conn), time.monotonic() - started))
+
+    reader = threading.Thread(target=read, name="fl-test-reader")
     reader.start()
-    time.sleep(0.1)
+    assert blocking.wait(5)
+    time.sleep(0.05)  # let it enter recv
     # Execute
     conn.close()
-    reader.join(5)
-    # Assert
-    assert outcome == ["PeerClosed"]
+    reader.join(10)
+    # Assert: woken at once (shutdown), not by a timeout
+    assert outcome and outcome[0][0] == "PeerClosed"
+    assert outcome[0][1] < 5.0
 
 
 def _recv_outcome(conn: Connection) -> str:

@@ -1,4 +1,4 @@
-"""Wire protocol v1 (fl.protocol): frame round trips, malformed frames, timeouts and EOF."""
+"""Wire protocol v1 framing (fl.wire.frames): frame round trips, malformed frames, timeouts and EOF."""
 
 from __future__ import annotations
 

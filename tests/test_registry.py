@@ -35,7 +35,9 @@ def test_simulated_run_gets_baselines_and_is_found_again(tmp_path):
 def test_baselines_are_in_summary_even_when_the_rounds_end_first(tmp_path, model, aggregation):
     # Prepare: one-shot runs end in a fraction of the time the baselines take
     registry = RunRegistry(RunStore(tmp_path))
-    config = RunConfig(dataset="digits", clients=8, model=model, aggregation=aggregation, partition="iid")
+    params = {"n_estimators": 20} if model == "random_forest" else {}
+    config = RunConfig(dataset="digits", clients=8, model=model, model_params=params, aggregation=aggregation,
+                       partition="iid")
     # Execute
     handle = registry.start(config)
     handle.wait(120)

@@ -33,14 +33,16 @@ def test_trimmed_mean_by_hand():
 
 
 def test_krum_picks_the_update_closest_to_its_neighbours():
-    # Prepare: three close updates and one far away; n - f - 2 = 4 - 1 - 2 = 1 neighbour
-    results = _results([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2], [10.0, 10.0]], counts=[1, 3, 1, 1])
+    # Prepare: with f = 0 each score sums the squared distances to the n - 2 = 2 nearest others:
+    # a=[10,10] huge; b=[0,.2]: .0229+.05=.0729; c=[.1,0]: .0089+.05=.0589; d=[.02,.05]: .0089+.0229=.0318
+    updates = [[10.0, 10.0], [0.0, 0.2], [0.1, 0.0], [0.02, 0.05]]
+    results = _results(updates, counts=[1, 1, 3, 1])
     # Execute
-    best = krum(results, num_malicious=1)[0]
-    multi = krum(results, num_malicious=1, num_to_keep=2)[0]
-    # Assert: scores 0.01, 0.01, 0.04, ~181 -> first of the tied best; multi-Krum = weighted mean of two best
-    np.testing.assert_allclose(best, [0.0, 0.0])
-    np.testing.assert_allclose(multi, [(0.0 * 1 + 0.1 * 3) / 4, 0.0])
+    best = krum(results, num_malicious=0)[0]
+    multi = krum(results, num_malicious=0, num_to_keep=2)[0]
+    # Assert: neither the first update nor any mean, but d; multi-Krum is the weighted mean of d and c
+    np.testing.assert_allclose(best, [0.02, 0.05])
+    np.testing.assert_allclose(multi, [(0.02 * 1 + 0.1 * 3) / 4, (0.05 * 1 + 0.0 * 3) / 4])
 
 
 @pytest.mark.parametrize("rule", [median, lambda r: trimmed_mean(r, 0.2), lambda r: krum(r, 1)])

@@ -28,14 +28,20 @@ class Harness:
         self.plan = build_run(self.config)
         self.data, self.task = self.plan.data, self.plan.task
         self.events: list[dict] = []
+        self.listeners: list = []
         self.server = FederatedServer(self.task, ServerSettings(token=token, wait_for_clients=wait_for or n_clients,
                                                                 join_timeout_s=20, limits=Limits(frame_timeout_s=1.0)),
-                                      on_event=self.events.append)
+                                      on_event=self._on_event)
         self.host, self.port = self.server.bind()
         self.threads: list[threading.Thread] = []
         self.client_results: dict[str, object] = {}
         self.stop = threading.Event()
         self.result = None
+
+    def _on_event(self, event: dict) -> None:
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
 
     def add_client(self, i: int, cls=FederatedClient, token=None, client_id=None, y=None):
         X, y0 = self.data.client_data(i)
@@ -167,18 +173,25 @@ def test_client_killed_mid_round_is_a_failure_not_a_crash(harness_factory):
 
 
 class SlowClient(FederatedClient):
+    """Answers round 1 only once the server has closed that round without it: a straggler, by construction."""
+
+    round_one_over: threading.Event
+
     def handle_fit(self, msg):
         if msg.round == 1:
-            time.sleep(1.5)
+            self.round_one_over.wait(30)
         return super().handle_fit(msg)
 
 
 def test_straggler_is_dropped_then_counted_not_merged(harness_factory):
-    # Prepare: round timeout 0.7 s, one client takes 1.5 s in round 1
+    # Prepare: round timeout 0.7 s; one client holds its round-1 answer until round 1 has ended
     h = harness_factory(n_clients=3, rounds=4, round_timeout=0.7)
+    over = threading.Event()
+    h.listeners.append(lambda e: over.set() if e["type"] == "round" and e["round"] == 1 else None)
     h.add_client(0)
     h.add_client(1)
-    h.add_client(2, cls=SlowClient)
+    slow = h.add_client(2, cls=SlowClient)
+    slow.round_one_over = over
     # Execute
     result = h.run()
     # Assert

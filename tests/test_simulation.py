@@ -188,3 +188,22 @@ def test_stop_ends_a_run_within_the_round_in_progress(no_thread_leaks):
     assert result is not None and result.status == "stopped"
     assert len(result.rounds) <= at_stop
     assert handle.snapshot()["status"] == "stopped"
+
+
+def test_clients_seen_evaluating_reach_the_live_state(no_thread_leaks):
+    # Bug: the round loop set "evaluating" on its own registry only; the Clients page never showed it
+    holder: list = []
+    seen: list[str] = []
+
+    def listen(event: dict) -> None:
+        if holder and event["type"] == "client_status" and event["status"] == "evaluating":
+            seen.append(str(holder[0].snapshot()["clients"]["client_000"]["status"]))
+
+    # Execute
+    handle = simulation.start(RunConfig(dataset="iris", clients=3, rounds=4, model="logreg", partition="iid"),
+                              on_event=listen)
+    holder.append(handle)
+    handle.wait(60)
+    # Assert
+    assert "evaluating" in seen
+    assert handle.snapshot()["clients"]["client_000"]["status"] == "finished"

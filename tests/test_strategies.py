@@ -125,3 +125,29 @@ def test_voting_and_stacking_return_real_estimators_over_global_classes():
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
         assert set(model.predict(X)) <= set(classes)
     assert (stack.predict(X) == y).mean() > 0.9
+
+
+def test_adding_a_rule_is_one_class(tmp_path):
+    # Prepare: a rule with no parameter (the coordinate-wise maximum, a bad idea but a valid rule), one class
+    from fl.learning.strategies import STRATEGIES, ParameterStrategy
+    from fl.runs import simulation
+    from fl.runs.cli import build_parser
+
+    class CoordinateMax(ParameterStrategy):
+        name = "coordinate_max_test"
+        label = "Coordinate-wise maximum (test)"
+
+        def aggregate(self, results, current):
+            return [np.max(np.stack([arrays[i] for arrays, _ in results]), axis=0) for i in range(len(results[0][0]))]
+
+    try:
+        # Execute: offered by the CLI, accepted by the config, run end to end
+        parser_help = build_parser()._subparsers._group_actions[0].choices["simulate"].format_help()
+        config = RunConfig(dataset="iris", clients=3, rounds=2, model="logreg", aggregation="coordinate_max_test",
+                           partition="iid")
+        result = simulation.run(config)
+        # Assert
+        assert "coordinate_max_test" in parser_help
+        assert result.status == "completed" and len(result.rounds) == 2
+    finally:
+        del STRATEGIES["coordinate_max_test"]

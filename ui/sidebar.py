@@ -24,7 +24,7 @@ from ui.knob_widgets import KNOBS, default, hyper_value_for_widget, hyper_widget
 from ui.state import runs_root
 
 TARGET_BIN_CHOICES = [0, 2, 3, 4, 5, 10]
-ROBUST_KNOBS = ("trim_beta", "num_malicious", "num_to_keep")
+OWN_WIDGETS = ("model", "model_params", "aggregation")  # drawn by model_widgets itself
 
 
 def _key(name: str) -> str:
@@ -149,7 +149,7 @@ def model_widgets(values: dict[str, Any]) -> None:
     params = {h.name: hyper_widget(adapter.name, h) for h in adapter.hyperparameters}
     values["model_params"] = params
     values["aggregation"] = knob_widget("aggregation", values, options=strategies_for(adapter))
-    _draw(list(ROBUST_KNOBS), values)
+    _draw([n for n in _group("model") if n not in OWN_WIDGETS], values)  # the chosen rule's own knobs
     if not adapter.averageable:
         st.caption(f"{adapter.label} cannot be averaged: fitted trees or stored neighbours have no common "
                    "parameter shape, so whole models are combined instead.")

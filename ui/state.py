@@ -115,6 +115,14 @@ def new_run() -> None:
     st.session_state.pop(COMPARISON, None)
 
 
+def stop_runs(run_ids: list[str]) -> None:
+    """A Stop button's callback: it runs before the page's script, so the runs stop at once."""
+    for run_id in run_ids:
+        handle = registry().get(run_id)
+        if handle is not None:
+            handle.stop()
+
+
 def current_handle(kind: str | None = "simulation") -> RunHandle | None:
     """The run the Clients page describes: this tab's run, else this tab's hosted run (Deploy)."""
     handle = shown_handle()

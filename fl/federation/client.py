@@ -8,6 +8,7 @@ goes away.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -88,6 +89,9 @@ class ClientSettings:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     pin_sha256: str | None = None  # with a pin, the server certificate must have this SHA-256 fingerprint
+    # Clients hosted in one process take turns on the CPU (one fit or scoring at a time): threads that all
+    # train at once only fight over the interpreter lock, and starve everything else in the process.
+    compute_lock: Any = field(default_factory=contextlib.nullcontext)
 
 
 def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
@@ -271,7 +275,10 @@ class FederatedClient:
         if unknown:
             raise ClientError("labels", f"local labels {unknown[:5]} are not among the task's classes")
         self.task = task
-        X = apply_standardization(X, task.standardize)
+        try:
+            X = apply_standardization(X, task.standardize)
+        except DataError as exc:
+            raise ClientError("shape", str(exc)) from None
         y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
         seed = client_seed(self.seed, self.client_id)
         train, held = local_holdout(len(y), task.local_test_size, seed)
@@ -333,20 +340,18 @@ class FederatedClient:
         Fit config keys: local_epochs, learning_rate, proximal_mu (FedProx),
         dp_clip_norm (client-side DP clipping), return ("parameters"/"model").
         """
-        started = time.perf_counter()
         if self.behaviour.drops_out():
             return FitResult(round=msg.round, n_samples=len(self.y), metrics={"dropped_out": True, "train_time_s": 0.0})
         whole = msg.config.get("return") == "model"
         y = self.behaviour.labels(self.y, self.task.classes_array)
-        try:
+        with self.settings.compute_lock:
+            started = time.perf_counter()
+            self._check_params(msg.params, "fit")
             self.model.fit(self.X, y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
                            config=msg.config, whole_model=whole)
-        except (KeyError, ValueError) as exc:
-            if msg.params is None:
-                raise
-            raise ProtocolError("shape", f"fit parameters do not fit the task: {exc}") from None
+            train_time = time.perf_counter() - started
         metrics = {
-            "train_time_s": round(time.perf_counter() - started, 6),
+            "train_time_s": round(train_time, 6),
             "train_loss": self.model.train_metrics_["loss"],
             "train_accuracy": self.model.train_metrics_["accuracy"],
         }
@@ -357,6 +362,16 @@ class FederatedClient:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
                              blob=blobs.dump_model(self.model.estimator_))
         return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=self._update(msg))
+
+    def _check_params(self, params: list | None, where: str) -> None:
+        """Parameters from the server must have the task's names and shapes (else error code ``shape``)."""
+        if params is None:
+            return
+        expected = get_model(self.task.model).expected_shapes(self.task.model_params, self.task.classes_array,
+                                                              self.task.n_features)
+        got = [(name, tuple(arr.shape)) for name, arr in params]
+        if got != expected:
+            raise ProtocolError("shape", f"{where} parameters {got} do not fit the task, which needs {expected}")
 
     def _update(self, msg: Fit) -> list[tuple[str, np.ndarray]]:
         """The arrays to send: trained, then (simulated) attacked, then DP-clipped if asked."""
@@ -371,17 +386,16 @@ class FederatedClient:
         return list(zip(names, arrays))
 
     def handle_evaluate(self, msg: Evaluate) -> EvaluateResult:
-        """Score the global model on local data (federated evaluation)."""
-        if msg.blob is not None:
-            estimator = blobs.load_model(msg.blob)
-        elif msg.params is not None:
-            try:
+        """Score the global model on the rows this client held out of training."""
+        with self.settings.compute_lock:
+            if msg.blob is not None:
+                estimator = blobs.load_model(msg.blob)
+            elif msg.params is not None:
+                self._check_params(msg.params, "evaluate")
                 estimator = get_model(self.task.model).global_estimator(
                     self.task.model_params, msg.params, self.task.classes_array, self.task.n_features)
-            except (KeyError, ValueError) as exc:
-                raise ProtocolError("shape", f"evaluate parameters do not fit the task: {exc}") from None
-        else:
-            raise ProtocolError("message", "evaluate carried neither parameters nor a model")
-        metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
+            else:
+                raise ProtocolError("message", "evaluate carried neither parameters nor a model")
+            metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
         self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **metrics)
         return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=metrics)

@@ -97,6 +97,8 @@ class EnsembleModel(GlobalModel):
         return {"blob": blobs.dump_model(self.estimator)}
 
     def accept(self, msg: FitResult) -> tuple[Any, str | None]:
+        if msg.metrics.get("dropped_out"):
+            return None, "dropped out of this round"
         if msg.blob is None:
             return None, "sent no model blob"
         try:
@@ -104,8 +106,9 @@ class EnsembleModel(GlobalModel):
         except ProtocolError as exc:
             return None, str(exc)
         classes = np.asarray(getattr(model, "classes_", []))
-        if not hasattr(model, "predict") or not np.all(np.isin(classes, self.classes)):
-            return None, "model blob is not a classifier over the task's classes"
+        scores = hasattr(model, "predict_proba") or hasattr(model, "decision_function")
+        if not hasattr(model, "predict") or not scores or not np.all(np.isin(classes, self.classes)):
+            return None, "model blob is not a classifier over the task's classes (with probabilities or margins)"
         if getattr(model, "n_features_in_", self.task.n_features) != self.task.n_features:
             return None, "model blob expects a different number of features"
         return model, None

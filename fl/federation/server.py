@@ -1,10 +1,11 @@
 """The federated server: accept loop, handshake, client registry, events.
 
 One thread accepts; one reader thread per client turns frames into items on
-a single inbox queue; the round loop (fl.rounds.RoundRunner, driven by
-``FederatedServer.run``) is the only consumer of that queue. A client that
-misbehaves or vanishes only ever affects itself: its reader thread reports it
-gone and the round loop counts it as a failure.
+a single inbox queue; the round loop (``RoundRunner.run`` in
+fl/federation/rounds.py, which sends every ``fit``, ``evaluate`` and ``bye``
+through this server) is the only consumer of that queue. A client that
+misbehaves or vanishes only ever affects itself: its reader thread marks it
+gone and the round loop counts it as a failure if it owed a result.
 """
 
 from __future__ import annotations

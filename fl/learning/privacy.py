@@ -22,7 +22,9 @@ al., 2018) does; with every client in every round, no amplification.
 from __future__ import annotations
 
 import logging
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -31,6 +33,25 @@ Arrays = list[np.ndarray]
 DP_MODES = {"none": "Off", "server": "Server-side clipping", "client": "Client-side clipping"}
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # the accountant logs every skipped RDP order
+_ABSL_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_absl_basic_config():
+    """Keep absl from configuring the process's root logger.
+
+    absl.logging calls ``logging.basicConfig()`` whenever the root logger has
+    no handler, which pins a handler to whatever sys.stderr is at that moment
+    (a closed capture file in a test run, later). A NullHandler on the root
+    for the duration of the call keeps it from doing so.
+    """
+    with _ABSL_GUARD:
+        guard = logging.NullHandler()
+        logging.root.addHandler(guard)
+        try:
+            yield
+        finally:
+            logging.root.removeHandler(guard)
 
 
 def update_norm(current: Arrays, params: Arrays) -> float:
@@ -71,5 +92,6 @@ class PrivacyAccountant:
         event = self._dp.GaussianDpEvent(self.noise_multiplier)
         if 0 < n_sampled < n_available:
             event = self._dp.PoissonSampledDpEvent(n_sampled / n_available, event)
-        self._accountant.compose(event)
-        return float(self._accountant.get_epsilon(self.delta))
+        with _no_absl_basic_config():
+            self._accountant.compose(event)
+            return float(self._accountant.get_epsilon(self.delta))

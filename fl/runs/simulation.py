@@ -49,10 +49,12 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     if handle.writer is not None:
         handle.writer.save_json("partition.json", partition_summary(data, client_ids))
     host, port = handle.server.address
+    compute_lock = threading.Lock()  # the clients of this process take turns on the CPU
     for i, cid in enumerate(client_ids):
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
-        client = FederatedClient(cid, local, ClientSettings(host=host, port=port, connect_timeout_s=30.0),
+        client = FederatedClient(cid, local, ClientSettings(host=host, port=port, connect_timeout_s=30.0,
+                                                            compute_lock=compute_lock),
                                  stop=handle.client_stop, seed=config.seed, behaviour=behaviours[cid])
         thread = threading.Thread(target=client.run, name=f"fl-{cid}", daemon=True)
         thread.start()

@@ -16,7 +16,11 @@ import skops.io as sio
 from fl.wire.messages import ProtocolError
 
 # Types beyond skops' defaults that the supported models need. Each entry is
-# here because a model in fl.models produces it; see tests/test_blobs.py.
+# here because a model of fl.learning.models or an ensemble of
+# fl.learning.ensemble (the global model of a stacking or voting run, sent in
+# ``evaluate``) holds it. tests/test_models.py loads every model's fitted
+# estimator through load_model and checks that a blob naming a type outside
+# the allow-list is refused.
 EXTRA_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.tree._tree.Tree",
     "sklearn.neighbors._kd_tree.KDTree",

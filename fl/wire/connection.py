@@ -106,7 +106,10 @@ class Connection:
                 raise PeerClosed(f"{self.peer}: connection is closed")
             if self.sock.pending() == 0:
                 wait = min(POLL_S, max(0.0, deadline - time.monotonic()))
-                readable, _, _ = select.select([self.sock], [], [], wait)
+                try:
+                    readable, _, _ = select.select([self.sock], [], [], wait)
+                except (ValueError, OSError):  # closed under us by another thread (fd -1)
+                    raise PeerClosed(f"{self.peer}: connection is closed") from None
                 if not readable:
                     if time.monotonic() >= deadline:
                         raise TimeoutError(f"no frame within {idle_timeout} s")

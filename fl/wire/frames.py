@@ -6,7 +6,7 @@ This is the Python reference of the contract in docs/protocol.md. A frame is
 
 where the body holds C-contiguous little-endian arrays (six dtypes, nothing
 else) and optionally one opaque blob. Nothing here pickles or unpickles; a
-``skops`` blob stays bytes until fl.blobs loads it with an allow-list.
+``skops`` blob stays bytes until fl.wire.blobs loads it with an allow-list.
 
 A receiver never trusts a length it has not checked: magic and both lengths
 are checked before the header is read, the header before the body is

@@ -1,9 +1,10 @@
 """Typed messages of wire protocol v1, and the pieces they share with framing.
 
-Import these names from ``fl.protocol``; this module exists only to keep the
+Import these names from ``fl.wire``; this module exists only to keep the
 framing code and the message table in files of readable size. It sits *below*
-``fl.protocol`` (which re-exports everything here), so the errors, ``Frame``
-and the constants live here to avoid an import cycle.
+``fl.wire.frames`` (which imports and re-exports everything here, as
+``fl.wire`` does in turn), so the errors, ``Frame`` and the constants live
+here to avoid an import cycle.
 
 Every ``from_frame`` validates the header fields the contract names and
 raises ``ProtocolError("message", ...)`` on anything wrong, so server and
@@ -220,7 +221,12 @@ class Welcome:
 
 @dataclass
 class Fit:
-    """S→C: train locally for this round, starting from these parameters."""
+    """S→C: train locally for this round, from these global parameters or (none sent) from scratch.
+
+    ``config`` carries ``return`` ("parameters" or "model"), ``seed`` and,
+    when set, ``local_epochs``, ``learning_rate``, ``proximal_mu`` and
+    ``dp_clip_norm``: see docs/protocol.md, "The fit config".
+    """
 
     TYPE: ClassVar[str] = "fit"
     round: int
@@ -268,7 +274,7 @@ class FitResult:
 
 @dataclass
 class Evaluate:
-    """S→C: evaluate these global parameters on local data."""
+    """S→C: score the global model (arrays or a skops blob) on local rows, held out if task.local_test_size > 0."""
 
     TYPE: ClassVar[str] = "evaluate"
     round: int
@@ -288,7 +294,7 @@ class Evaluate:
 
 @dataclass
 class EvaluateResult:
-    """C→S: local evaluation metrics for a round."""
+    """C→S: the global model's ``accuracy``, ``loss`` and ``f1_macro`` on ``n_samples`` local rows."""
 
     TYPE: ClassVar[str] = "evaluate_result"
     round: int
@@ -340,7 +346,7 @@ class Pong(_Probe):
 
 @dataclass
 class Bye:
-    """S→C: the run is over (or this client is dismissed)."""
+    """S→C: the run is over (finished, stopped or failed); ``final_metrics`` are the last round's."""
 
     TYPE: ClassVar[str] = "bye"
     reason: str
