@@ -77,20 +77,20 @@ class Case:
 # local_epochs is pinned (the RunConfig default has changed before) so the numbers stay comparable.
 EPOCHS = 5
 CASES = [
-    Case("logreg digits 5 clients", RunConfig(dataset="digits", model="logreg", clients=5, rounds=10,
+    Case("logreg digits 5 clients", RunConfig(dataset="digits", model="logreg", clients=5, rounds=10, partition="iid",
                                               local_epochs=EPOCHS)),
-    Case("logreg digits 20 clients", RunConfig(dataset="digits", model="logreg", clients=20, rounds=10,
+    Case("logreg digits 20 clients", RunConfig(dataset="digits", model="logreg", clients=20, rounds=10, partition="iid",
                                                local_epochs=EPOCHS)),
-    Case("logreg digits 50 clients", RunConfig(dataset="digits", model="logreg", clients=50, rounds=10,
+    Case("logreg digits 50 clients", RunConfig(dataset="digits", model="logreg", clients=50, rounds=10, partition="iid",
                                                local_epochs=EPOCHS)),
-    Case("mlp digits 10 clients", RunConfig(dataset="digits", model="mlp", clients=10, rounds=10,
+    Case("mlp digits 10 clients", RunConfig(dataset="digits", model="mlp", clients=10, rounds=10, partition="iid",
                                             local_epochs=EPOCHS)),
     Case("random_forest stacking breast_cancer 5 clients",
          RunConfig(dataset="breast_cancer", model="random_forest", aggregation="stacking", clients=5,
-                   local_epochs=EPOCHS)),
+                   partition="iid", local_epochs=EPOCHS)),
     Case("logreg synthetic 100k×50 10 clients",
          RunConfig(dataset="synthetic", n_samples=100_000, n_features=50, model="logreg", clients=10, rounds=5,
-                   local_epochs=EPOCHS)),
+                   partition="iid", local_epochs=EPOCHS)),
 ]
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import joblib
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -37,7 +38,7 @@ def test_store_writes_lists_loads_and_deletes(tmp_path):
     assert list(run.metrics()["accuracy"]) == pytest.approx([0.6, 0.7])
     assert run.clients()["train_loss"].isna().all()  # NaN is stored as an empty cell, never as "nan"
     assert [e["type"] for e in run.events()][:2] == ["join", "client_result"]
-    assert run.load_model().predict(np.eye(3)).tolist() == [0, 1, 2]
+    assert joblib.load(run.model_path).predict(np.eye(3)).tolist() == [0, 1, 2]
     store.delete("run-1")
     assert store.list() == []
 

@@ -146,14 +146,9 @@ class StoredRun:
 
     @property
     def model_path(self) -> Path | None:
+        """The final model (joblib, our own file: load it with joblib.load yourself, never a file from a peer)."""
         path = self.path / "model.joblib"
         return path if path.exists() else None
-
-    def load_model(self) -> Any:
-        """Our own file, written by RunWriter; never a file from the network."""
-        if self.model_path is None:
-            raise FileNotFoundError(f"run {self.run_id} has no saved model")
-        return joblib.load(self.model_path)
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
