@@ -26,6 +26,9 @@ class GlobalModel:
     """The server's model between rounds."""
 
     estimator: Any = None
+    # Whether sending it to every client to score costs little next to a round: parameter arrays do; an
+    # ensemble of N fitted models is N times a model, loaded N times.
+    cheap_to_send: bool = True
 
     def fit_payload(self) -> dict[str, Any]:
         """Extra fields of the ``fit`` message (the global parameters, if any)."""
@@ -87,6 +90,8 @@ class ParameterModel(GlobalModel):
 
 
 class EnsembleModel(GlobalModel):
+    cheap_to_send = False
+
     def __init__(self, strategy: ModelStrategy, task: Task, validation: tuple[np.ndarray, np.ndarray] | None):
         self.strategy = strategy
         self.task = task

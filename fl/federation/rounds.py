@@ -274,8 +274,10 @@ class RoundRunner:
 
         The global metrics come from the server's test split when it has
         one, else from the clients (sample-weighted mean): federated
-        evaluation. Clients are asked only when needed or when client_eval
-        is on; a client that fails to answer is reported, never fatal.
+        evaluation. Clients are asked only when needed, or when client_eval
+        is on and the global model is cheap to send (parameter arrays, not an
+        ensemble of whole models); a client that fails to answer is
+        reported, never fatal.
         """
         if self.model.estimator is None:
             return {k: math.nan for k in METRIC_KEYS}, {}
@@ -284,7 +286,7 @@ class RoundRunner:
             metrics = score_classifier(self.model.estimator, self._scale(self.data.X_test), self.data.y_test,
                                        self.classes)
         per_client: dict[str, dict] = {}
-        if self.data is None or self.settings.client_eval:
+        if self.data is None or (self.settings.client_eval and self.model.cheap_to_send):
             per_client = self._evaluate_on_clients(round_no)
         if metrics is None:
             metrics = weighted_mean(per_client)
