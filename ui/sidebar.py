@@ -168,9 +168,9 @@ def rounds_widgets(values: dict[str, Any]) -> None:
 
 def advanced_widgets(values: dict[str, Any]) -> None:
     """Server optimiser, FedProx, simulated faults and attacks, differential privacy."""
-    with st.expander("Advanced: optimiser, FedProx, faults, attacks, privacy"):
+    with st.expander("Advanced: optimiser, FedProx, faults, attacks, privacy, runtime"):
         for group, title in (("optimizer", "Server optimiser and FedProx"), ("faults", "Faults and attacks"),
-                             ("privacy", "Differential privacy")):
+                             ("privacy", "Differential privacy"), ("runtime", "Runtime")):
             names = [n for n in _group(group) if shown(n, values)]
             if names:
                 st.markdown(f"**{title}**")

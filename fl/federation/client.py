@@ -1,16 +1,16 @@
-"""The federated client: connect, handshake, then serve fit and evaluate.
+"""The federated client: what one participant does with its own data.
 
-The client's data never leaves this module: it answers ``fit`` with
-parameters (or a whole fitted model as a skops blob) and ``evaluate`` with
-metrics. It leaves cleanly on ``bye``, on ``error``, and when the server
-goes away.
+The client's data never leaves this module: it checks its data against the
+server's task, answers ``fit`` with parameters (or a whole fitted model as a
+skops blob) and ``evaluate`` with metrics. The network side (connecting,
+the handshake, serving messages, leaving on ``bye``, ``error`` or when the
+server goes away) is fl/federation/session.py, which runs one client or a
+host of many on an event loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -27,25 +27,9 @@ from fl.learning.metrics import score_classifier
 from fl.learning.models import get_model
 from fl.learning.privacy import clip_update
 from fl.learning.training import LocalModel
-from fl.wire.connection import Connection
-from fl.wire import (
-    Bye,
-    Error,
-    Evaluate,
-    EvaluateResult,
-    Fit,
-    FitResult,
-    Hello,
-    Limits,
-    PeerClosed,
-    Ping,
-    Pong,
-    ProtocolError,
-    Welcome,
-)
+from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, Limits, ProtocolError, Welcome
 from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
-from fl.wire.tls import check_pin
 
 log = logging.getLogger(__name__)
 
@@ -89,78 +73,6 @@ class ClientSettings:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     pin_sha256: str | None = None  # with a pin, the server certificate must have this SHA-256 fingerprint
-    # Clients hosted in one process take turns on the CPU (one fit or scoring at a time): threads that all
-    # train at once only fight over the interpreter lock, and starve everything else in the process.
-    compute_lock: Any = field(default_factory=contextlib.nullcontext)
-
-
-def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
-    """An SSL error in words a person can act on."""
-    where = f"{settings.host}:{settings.port}"
-    text = str(exc)
-    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
-        return (f"the server at {where} does not speak TLS (it is a plain TCP server): drop --tls-ca / --tls-pin, "
-                "or connect to the server's TLS port")
-    if "pinned" in text:
-        return (f"the certificate of the server at {where} does not match --tls-pin: this may be another server; "
-                "check the fingerprint the server printed")
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        detail = "its name does not match" if "mismatch" in text.lower() else "it is not signed by the CA in --tls-ca"
-        return f"the certificate of the server at {where} cannot be trusted ({detail})"
-    return f"TLS with the server at {where} failed ({exc.reason or text})"
-
-
-def connect_with_retry(settings: ClientSettings, stop: threading.Event | None = None,
-                       on_attempt: Callable[[int, str, float], None] | None = None) -> socket.socket:
-    """Connect, retrying with exponential backoff (0.05 s doubling to 2 s) until the timeout.
-
-    ``on_attempt(attempt, problem, seconds_left)`` is called after each failed
-    attempt, so a person at a terminal sees that the client is waiting and why.
-    TLS failures are not retried: they raise ConnectionError with plain words.
-    """
-    deadline = time.monotonic() + settings.connect_timeout_s
-    delay = 0.05
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            sock = socket.create_connection((settings.host, settings.port), timeout=5.0)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if settings.ssl_context is not None:
-                try:
-                    sock = settings.ssl_context.wrap_socket(sock, server_hostname=settings.server_hostname
-                                                            or settings.host)
-                    if settings.pin_sha256:
-                        check_pin(sock, settings.pin_sha256)
-                except ssl.SSLError as exc:
-                    sock.close()
-                    raise ConnectionError(tls_problem(exc, settings)) from None
-            sock.settimeout(None)
-            return sock
-        except ConnectionError as exc:
-            if not isinstance(exc, (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)):
-                raise
-            problem = _plain_os_error(exc)
-        except OSError as exc:
-            problem = _plain_os_error(exc)
-        left = deadline - time.monotonic()
-        if left < delay or (stop is not None and stop.is_set()):
-            raise ConnectionError(f"could not reach the server at {settings.host}:{settings.port} "
-                                  f"after {attempt} attempts ({problem})") from None
-        if on_attempt is not None:
-            on_attempt(attempt, problem, left)
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
-
-
-def _plain_os_error(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused: no server is listening there yet"
-    if isinstance(exc, socket.gaierror):
-        return "unknown host name"
-    if isinstance(exc, TimeoutError):
-        return "no answer: a firewall may drop the connection"
-    return exc.strerror or str(exc)
 
 
 def split_mismatch(server: dict | None, client: dict | None) -> str | None:
@@ -197,7 +109,7 @@ class FederatedClient:
         self.on_event = on_event
         self.stop = stop or threading.Event()
         self.seed = seed
-        self.conn: Connection | None = None
+        self.conn: Any = None  # the session's connection, while it lasts
 
     def _emit(self, kind: EventType, **fields: Any) -> None:
         if self.on_event is not None:
@@ -208,40 +120,14 @@ class FederatedClient:
 
     # ------------------------------------------------------------------ session
     def run(self) -> ClientResult:
-        """Connect, take part until the server says bye. Never raises for network faults."""
-        try:
-            sock = connect_with_retry(self.settings, self.stop, self.on_attempt)
-        except ConnectionError as exc:
-            return ClientResult(self.client_id, str(exc), ok=False)
-        self.conn = Connection(sock, self.settings.limits)
-        try:
-            return self._session(self.conn)
-        finally:
-            self.conn.close()
+        """Connect, take part until the server says bye; blocks. Never raises for network faults.
 
-    def _session(self, conn: Connection) -> ClientResult:
-        try:
-            conn.send(Hello(client_id=self.client_id, n_samples=len(self.data.y),
-                            n_features=int(self.data.X.shape[1]), token=self.settings.token))
-            reply = conn.recv(idle_timeout=self.settings.connect_timeout_s)
-        except (PeerClosed, OSError, TimeoutError, ProtocolError) as exc:
-            hint = "" if self.settings.ssl_context is not None else \
-                "; if the server uses TLS, add --tls-ca CA.pem or --tls-pin FINGERPRINT"
-            return ClientResult(self.client_id, f"handshake failed ({exc}){hint}", ok=False)
-        if isinstance(reply, Error):
-            return ClientResult(self.client_id, f"refused by server ({reply.code}): {reply.message}", ok=False)
-        if not isinstance(reply, Welcome):
-            conn.send_error("message", "expected welcome")
-            return ClientResult(self.client_id, "server did not send welcome", ok=False)
-        try:
-            self._prepare(reply)
-            self._emit(EventType.WELCOME, run_id=reply.run_id, model=self.task.model, n_classes=len(self.task.classes),
-                       n_features=self.task.n_features, n_samples=len(self.y))
-        except ClientError as exc:
-            conn.send_error(exc.code, str(exc))
-            self._emit(EventType.CLIENT_ERROR, code=exc.code, message=str(exc))
-            return ClientResult(self.client_id, f"cannot take part ({exc.code}): {exc}", ok=False)
-        return self._serve(conn)
+        One client on an event loop of its own (fl/federation/session.py);
+        a ClientHost runs many on one.
+        """
+        from fl.federation.session import ClientHost
+
+        return ClientHost([self], stop=self.stop).run()[0]
 
     def _prepare(self, welcome: Welcome) -> None:
         """Check the local data against the task; build the local model."""
@@ -298,65 +184,26 @@ class FederatedClient:
         except DataError as exc:
             raise ClientError("labels", str(exc)) from None
 
-    def _serve(self, conn: Connection) -> ClientResult:
-        rounds = 0
-        while True:
-            if self.stop.is_set():
-                return ClientResult(self.client_id, "stopped", rounds)
-            try:
-                msg = conn.recv(idle_timeout=0.5)
-            except TimeoutError:
-                continue
-            except ProtocolError as exc:
-                conn.send_error(exc.code, str(exc))
-                return ClientResult(self.client_id, f"protocol error: {exc}", rounds, ok=False)
-            except (PeerClosed, OSError):
-                return ClientResult(self.client_id, "server gone", rounds, ok=False)
-            try:
-                if isinstance(msg, Fit):
-                    conn.send(self.handle_fit(msg))
-                    rounds += 1
-                elif isinstance(msg, Evaluate):
-                    conn.send(self.handle_evaluate(msg))
-                elif isinstance(msg, Ping):
-                    conn.send(Pong(t=msg.t))
-                elif isinstance(msg, Bye):
-                    return ClientResult(self.client_id, msg.reason, rounds, msg.final_metrics)
-                elif isinstance(msg, Error):
-                    return ClientResult(self.client_id, f"server error ({msg.code}): {msg.message}", rounds, ok=False)
-            except ProtocolError as exc:
-                conn.send_error(exc.code, str(exc))
-                return ClientResult(self.client_id, f"protocol error: {exc}", rounds, ok=False)
-            except (PeerClosed, OSError):
-                return ClientResult(self.client_id, "server gone", rounds, ok=False)
-            except Exception as exc:  # local training failed: tell the server, leave cleanly
-                conn.send_error("internal", f"{type(exc).__name__}: {exc}")
-                return ClientResult(self.client_id, f"local failure: {exc}", rounds, ok=False)
-
-    # ------------------------------------------------------------------ handlers
     def handle_fit(self, msg: Fit) -> FitResult:
         """Train on local data only and report parameters or the fitted model.
 
         Fit config keys: local_epochs, learning_rate, proximal_mu (FedProx),
         dp_clip_norm (client-side DP clipping), return ("parameters"/"model").
+        A host calls this on its one compute thread: one fit at a time.
         """
         if self.behaviour.drops_out():
             return FitResult(round=msg.round, n_samples=len(self.y), metrics={"dropped_out": True, "train_time_s": 0.0})
         whole = msg.config.get("return") == "model"
         y = self.behaviour.labels(self.y, self.task.classes_array)
-        with self.settings.compute_lock:
-            started = time.perf_counter()
-            self._check_params(msg.params, "fit")
-            self.model.fit(self.X, y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
-                           config=msg.config, whole_model=whole)
-            train_time = time.perf_counter() - started
+        started = time.perf_counter()
+        self._check_params(msg.params, "fit")
+        self.model.fit(self.X, y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
+                       config=msg.config, whole_model=whole)
         metrics = {
-            "train_time_s": round(train_time, 6),
+            "train_time_s": round(time.perf_counter() - started, 6),
             "train_loss": self.model.train_metrics_["loss"],
             "train_accuracy": self.model.train_metrics_["accuracy"],
         }
-        if self.behaviour.delay_s > 0 and self.stop.wait(self.behaviour.delay_s):
-            raise PeerClosed("stopped while delaying")
         self._emit(EventType.FIT, round=msg.round, **metrics)
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
@@ -387,15 +234,14 @@ class FederatedClient:
 
     def handle_evaluate(self, msg: Evaluate) -> EvaluateResult:
         """Score the global model on the rows this client held out of training."""
-        with self.settings.compute_lock:
-            if msg.blob is not None:
-                estimator = blobs.load_model(msg.blob)
-            elif msg.params is not None:
-                self._check_params(msg.params, "evaluate")
-                estimator = get_model(self.task.model).global_estimator(
-                    self.task.model_params, msg.params, self.task.classes_array, self.task.n_features)
-            else:
-                raise ProtocolError("message", "evaluate carried neither parameters nor a model")
-            metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
+        if msg.blob is not None:
+            estimator = blobs.load_model(msg.blob)
+        elif msg.params is not None:
+            self._check_params(msg.params, "evaluate")
+            estimator = get_model(self.task.model).global_estimator(
+                self.task.model_params, msg.params, self.task.classes_array, self.task.n_features)
+        else:
+            raise ProtocolError("message", "evaluate carried neither parameters nor a model")
+        metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
         self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **metrics)
         return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=metrics)

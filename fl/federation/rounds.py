@@ -13,7 +13,7 @@ import math
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -24,7 +24,7 @@ from fl.federation.global_model import GlobalModel, make_global_model
 from fl.federation.server import FederatedServer, Inbox, ServerStopped
 from fl.learning.metrics import score_classifier
 from fl.learning.strategies import Strategy
-from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, PeerClosed, ProtocolError
+from fl.wire import Evaluate, EvaluateResult, Fit, FitResult
 
 METRIC_KEYS = ("accuracy", "loss", "f1_macro")
 
@@ -112,20 +112,9 @@ class RoundRunner:
             return active
         return sorted(self.rng.choice(active, size=k, replace=False).tolist())
 
-    def _send(self, client_ids: list[str], make_msg: Callable[[str], Any],
-              status: ClientStatus) -> tuple[list[str], dict[str, str]]:
-        """Send one message per client; those that cannot be reached fail at once."""
-        sent, failed = [], {}
-        for cid in client_ids:
-            slot = self.server.slot(cid)
-            if slot is None or slot.status == ClientStatus.GONE:
-                failed[cid] = "gone before the round"
-                continue
-            try:
-                slot.conn.send(make_msg(cid))
-                sent.append(cid)
-            except (PeerClosed, OSError, ProtocolError) as exc:
-                failed[cid] = f"send failed: {exc}"
+    def _send(self, client_ids: list[str], msg: Any, status: ClientStatus) -> tuple[list[str], dict[str, str]]:
+        """Send one message (encoded once) to every client; those that cannot be reached fail at once."""
+        sent, failed = self.server.broadcast(client_ids, msg)
         self._set_status(sent, status)
         return sent, failed
 
@@ -207,8 +196,7 @@ class RoundRunner:
         config = {**self.settings.fit_config, "seed": self.settings.seed + round_no, **self.strategy.fit_config()}
         n_available = len(self.server.active_ids())
         payload = self.model.fit_payload()
-        sent, failures = self._send(chosen, lambda cid: Fit(round=round_no, config=config, **payload),
-                                    ClientStatus.TRAINING)
+        sent, failures = self._send(chosen, Fit(round=round_no, config=config, **payload), ClientStatus.TRAINING)
         results, late = self._collect(round_no, FitResult, sent)
         failures.update(late)
         rows, accepted = self._accept_results(results, failures)
@@ -294,7 +282,7 @@ class RoundRunner:
 
     def _evaluate_on_clients(self, round_no: int) -> dict[str, dict]:
         payload = self.model.evaluate_payload()
-        sent, failures = self._send(self.server.active_ids(), lambda cid: Evaluate(round=round_no, **payload),
+        sent, failures = self._send(self.server.active_ids(), Evaluate(round=round_no, **payload),
                                     ClientStatus.EVALUATING)
         results, late = self._collect(round_no, EvaluateResult, sent)
         failures.update(late)

@@ -1,19 +1,24 @@
-"""The federated server: accept loop, handshake, client registry, events.
+"""The federated server: one event loop for every connection, a client registry, events.
 
-One thread accepts; one reader thread per client turns frames into items on
-a single inbox queue; the round loop (``RoundRunner.run`` in
-fl/federation/rounds.py, which sends every ``fit``, ``evaluate`` and ``bye``
-through this server) is the only consumer of that queue. A client that
-misbehaves or vanishes only ever affects itself: its reader thread marks it
-gone and the round loop counts it as a failure if it owed a result.
+All network I/O (accept, TLS, handshake, reading and writing frames) runs on
+one asyncio event loop in one thread, however many clients there are: the
+number of server threads does not grow with the clients. Readers turn frames
+into items on a single inbox queue; the round loop (``RoundRunner.run`` in
+fl/federation/rounds.py, in a thread of its own) is the only consumer of
+that queue and sends every ``fit``, ``evaluate`` and ``bye`` through this
+server, from its thread, without waiting on the network. A client that
+misbehaves or vanishes only ever affects itself: its reader marks it gone and
+the round loop counts it as a failure if it owed a result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -21,7 +26,7 @@ from enum import StrEnum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fl.wire.connection import Connection
+from fl.wire.aio import AioConnection, LoopThread, encode_message
 from fl.wire import (
     PROTOCOL_VERSION,
     Bye,
@@ -65,7 +70,7 @@ class ClientSlot:
     """What the server knows of one client; never its data."""
 
     client_id: str
-    conn: Connection
+    conn: AioConnection
     n_samples: int
     peer: str
     status: ClientStatus = ClientStatus.CONNECTED
@@ -96,16 +101,16 @@ class FederatedServer:
         self._clients: dict[str, ClientSlot] = {}
         # (kind, client_id, payload, connection): the connection tells a message of
         # the client's current session from one of an earlier session under the same id.
-        self.inbox: queue.Queue[tuple[Inbox, str, Any, Connection]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[Inbox, str, Any, AioConnection]] = queue.Queue()
         self.stop_requested = threading.Event()
         self.start_now = threading.Event()
         self.accepting = threading.Event()
-        self._listener: socket.socket | None = None
+        self._io: LoopThread | None = None
+        self._listener: asyncio.Server | None = None
         # Set by a simulation: whether any of its client workers still runs. When none
         # does, waiting for more clients is pointless and the run fails at once.
         self.clients_alive: Callable[[], bool] | None = None
         self.last_leave_reason: str | None = None
-        self._threads: list[threading.Thread] = []
         self.address: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ events
@@ -121,26 +126,38 @@ class FederatedServer:
 
     # ------------------------------------------------------------------ lifecycle
     def bind(self) -> tuple[str, int]:
-        """Bind and start accepting; returns the real (host, port) (port 0 picks one).
+        """Bind and start accepting on the server's event loop; returns the real (host, port).
 
-        Raises OSError (e.g. address in use) for the caller to report.
+        Port 0 picks a free one. Raises OSError (e.g. address in use) for the
+        caller to report; nothing is left running then.
         """
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        raise_open_file_limit()
+        self._io = LoopThread(f"fl-io-{self.run_id}")
+        self._io.loop.set_exception_handler(self._loop_exception)
         try:
-            listener.bind((self.settings.host, self.settings.port))
-            listener.listen(128)
-        except OSError:
-            listener.close()
+            self._listener = self._io.call(asyncio.start_server(
+                self._on_connection, self.settings.host, self.settings.port, ssl=self.settings.ssl_context,
+                ssl_handshake_timeout=self.settings.hello_timeout_s if self.settings.ssl_context else None,
+                backlog=4096, reuse_address=True), timeout=30)
+        except BaseException:
+            self._io.stop()
+            self._io = None
             raise
-        listener.settimeout(0.2)
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
+        self.address = self._listener.sockets[0].getsockname()[:2]
         self.accepting.set()
-        self._spawn(self._accept_loop, "fl-accept")
         self.emit(EventType.LISTENING, host=self.address[0], port=self.address[1], run_id=self.run_id)
         return self.address
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        """A failed TLS handshake surfaces here, not in a connection handler: report it as a refusal."""
+        exc = context.get("exception")
+        if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
+            transport = context.get("transport")
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+            self.emit(EventType.REFUSED, peer=where, code="tls", message=str(exc) or type(exc).__name__)
+            return
+        loop.default_exception_handler(context)
 
     def stop(self) -> None:
         """Ask the round loop to end; it says bye to everyone and closes."""
@@ -148,28 +165,37 @@ class FederatedServer:
         self.start_now.set()
 
     def close(self, reason: str = "run finished", final_metrics: dict | None = None) -> None:
-        """Say bye to every client still here, then close every socket."""
+        """Say bye to every client still here, then close every connection and the event loop."""
         self.accepting.clear()
-        if self._listener is not None:
-            try:
-                self._listener.close()
-            except OSError:
-                pass
+        io, self._io = self._io, None
+        if io is None:  # never bound, or closed already
+            return
+        try:
+            io.call(self._close_all(Bye(reason=reason, final_metrics=final_metrics)), timeout=15)
+        except Exception:  # pragma: no cover - a loop that cannot even close: stop it anyway
+            log.exception("closing the server's connections failed")
         for slot in self.slots():
+            self._set_status(slot.client_id, ClientStatus.GONE)
+        io.stop()
+
+    async def _close_all(self, bye: Bye) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        buffers, size = encode_message(bye)
+        slots = self.slots()
+        for slot in slots:
             if slot.status != ClientStatus.GONE:
                 try:
-                    slot.conn.send(Bye(reason=reason, final_metrics=final_metrics))
-                except (PeerClosed, OSError):
+                    slot.conn.send_encoded(buffers, size)
+                except PeerClosed:
                     pass
+        await asyncio.gather(*(slot.conn.drain(2.0) for slot in slots))
+        for slot in slots:
             slot.conn.close()
-            self._set_status(slot.client_id, ClientStatus.GONE)
-        for thread in self._threads:
-            thread.join(timeout=2.0)
-
-    def _spawn(self, target: Callable, name: str, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ registry
     def slots(self) -> list[ClientSlot]:
@@ -200,6 +226,22 @@ class FederatedServer:
         slots = self.slots()
         return sum(s.conn.bytes_sent for s in slots), sum(s.conn.bytes_received for s in slots)
 
+    def broadcast(self, client_ids: list[str], msg: Any) -> tuple[list[str], dict[str, str]]:
+        """Send one message to many clients, encoded once; (sent to, {client: why not})."""
+        buffers, size = encode_message(msg)
+        sent, failed = [], {}
+        for cid in client_ids:
+            slot = self.slot(cid)
+            if slot is None or slot.status == ClientStatus.GONE:
+                failed[cid] = "gone before the round"
+                continue
+            try:
+                slot.conn.send_encoded(buffers, size)
+                sent.append(cid)
+            except PeerClosed as exc:
+                failed[cid] = f"send failed: {exc}"
+        return sent, failed
+
     def wait_for_clients(self, min_clients: int) -> None:
         """Block until enough clients joined (or a manual start / timeout).
 
@@ -228,101 +270,89 @@ class FederatedServer:
                 )
             time.sleep(0.05)
 
-    # ------------------------------------------------------------------ sockets
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while self.accepting.is_set():
-            try:
-                sock, _addr = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._spawn(self._serve_connection, "fl-conn", sock)
-
-    def _wrap(self, sock: socket.socket) -> socket.socket:
-        if self.settings.ssl_context is None:
-            return sock
-        sock.settimeout(self.settings.hello_timeout_s)
-        wrapped = self.settings.ssl_context.wrap_socket(sock, server_side=True)
-        wrapped.settimeout(None)
-        return wrapped
-
-    def _serve_connection(self, sock: socket.socket) -> None:
+    # ------------------------------------------------------------------ connections (on the event loop)
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Handshake, then read frames until the client leaves."""
-        try:
-            sock = self._wrap(sock)
-        except OSError as exc:
-            self.emit(EventType.REFUSED, peer="?", code="tls", message=str(exc))
-            sock.close()
-            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Until a client has said a valid hello it may send only small frames:
         # an unauthenticated peer must not make us allocate a 256 MiB body.
-        conn = Connection(sock, HANDSHAKE_LIMITS)
-        client_id = self._handshake(conn)
-        if client_id is None:
+        conn = AioConnection(reader, writer, HANDSHAKE_LIMITS)
+        try:
+            client_id = await self._handshake(conn)
+            if client_id is None:
+                return
+            conn.limits = self.settings.limits
+            await self._read_loop(client_id, conn)
+        except asyncio.CancelledError:
+            pass
+        finally:
             conn.close()
-            return
-        conn.limits = self.settings.limits
-        self._read_loop(client_id, conn)
 
-    def _refuse(self, conn: Connection, code: str, message: str) -> None:
+    def _refuse(self, conn: AioConnection, code: str, message: str) -> None:
         self.emit(EventType.REFUSED, peer=conn.peer, code=code, message=message)
         conn.send_error(code, message)
-        conn.close()
 
-    def _handshake(self, conn: Connection) -> str | None:
+    async def _handshake(self, conn: AioConnection) -> str | None:
         try:
-            hello = conn.recv(idle_timeout=self.settings.hello_timeout_s)
+            hello = await conn.recv(idle_timeout=self.settings.hello_timeout_s)
         except (TimeoutError, PeerClosed, OSError):
             return None
         except ProtocolError as exc:
             self._refuse(conn, exc.code, str(exc))
+            await conn.drain(1.0)
             return None
-        if not isinstance(hello, Hello):
-            self._refuse(conn, "message", "the first message must be hello")
-            return None
-        if hello.protocol != PROTOCOL_VERSION:
-            self._refuse(conn, "version", f"server speaks protocol {PROTOCOL_VERSION}, client sent {hello.protocol}")
-            return None
-        if self.settings.token is not None and not hmac.compare_digest(
-            (hello.token or "").encode(), self.settings.token.encode()
-        ):
-            self._refuse(conn, "auth", "wrong or missing token")
-            return None
-        if self.task.feature_names is None and hello.n_features != self.task.n_features:
-            self._refuse(conn, "shape", f"task has {self.task.n_features} features, client has {hello.n_features}")
-            return None
-        with self._lock:
-            active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
-            if not self.accepting.is_set() or len(active) >= self.settings.max_clients:
-                reason = "the run is not accepting clients" if not self.accepting.is_set() else "the run is full"
-                refuse: tuple[str, str] | None = ("full", reason)
-            elif hello.client_id in self._clients and self._clients[hello.client_id].status != ClientStatus.GONE:
-                refuse = ("auth", f"client id {hello.client_id!r} is already connected")
-            else:
-                refuse = None
-                self._clients[hello.client_id] = ClientSlot(hello.client_id, conn, hello.n_samples, conn.peer)
-        if refuse is not None:
-            self._refuse(conn, *refuse)
+        problem = self._check_hello(hello)
+        if problem is None:
+            with self._lock:
+                problem = self._admit(hello, conn)
+        if problem is not None:
+            self._refuse(conn, *problem)
+            await conn.drain(1.0)
             return None
         try:
             conn.send(Welcome(run_id=self.run_id, task=self.task.to_dict()))
-        except (PeerClosed, OSError):
+        except PeerClosed:
             self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
         self.emit(EventType.JOIN, client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer)
         return hello.client_id
 
-    def _read_loop(self, client_id: str, conn: Connection) -> None:
+    def _check_hello(self, hello: Any) -> tuple[str, str] | None:
+        """(error code, why) when the first message is not a hello this run takes."""
+        if not isinstance(hello, Hello):
+            return "message", "the first message must be hello"
+        if hello.protocol != PROTOCOL_VERSION:
+            return "version", f"server speaks protocol {PROTOCOL_VERSION}, client sent {hello.protocol}"
+        if self.settings.token is not None and not hmac.compare_digest(
+                (hello.token or "").encode(), self.settings.token.encode()):
+            return "auth", "wrong or missing token"
+        if self.task.feature_names is None and hello.n_features != self.task.n_features:
+            return "shape", f"task has {self.task.n_features} features, client has {hello.n_features}"
+        return None
+
+    def _admit(self, hello: Hello, conn: AioConnection) -> tuple[str, str] | None:
+        """Register the client (the registry lock is held), or say why not."""
+        active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
+        if not self.accepting.is_set():
+            return "full", "the run is not accepting clients"
+        if len(active) >= self.settings.max_clients:
+            return "full", "the run is full"
+        if hello.client_id in self._clients and self._clients[hello.client_id].status != ClientStatus.GONE:
+            return "auth", f"client id {hello.client_id!r} is already connected"
+        self._clients[hello.client_id] = ClientSlot(hello.client_id, conn, hello.n_samples, conn.peer)
+        return None
+
+    async def _read_loop(self, client_id: str, conn: AioConnection) -> None:
         reason = "left"
         while True:
             try:
-                msg = conn.recv(idle_timeout=None)
+                msg = await conn.recv(idle_timeout=None)
             except ProtocolError as exc:
                 reason = f"protocol error ({exc.code}): {exc}"
                 conn.send_error(exc.code, str(exc))
+                await conn.drain(1.0)
                 break
             except (PeerClosed, OSError, TimeoutError):
                 reason = "disconnected"
@@ -332,7 +362,7 @@ class FederatedServer:
             elif isinstance(msg, Ping):
                 try:
                     conn.send(Pong(t=msg.t))
-                except (PeerClosed, OSError):
+                except PeerClosed:
                     reason = "disconnected"
                     break
             elif isinstance(msg, Pong):
@@ -343,16 +373,17 @@ class FederatedServer:
             else:
                 reason = f"unexpected message {type(msg).__name__}"
                 conn.send_error("message", reason)
+                await conn.drain(1.0)
                 break
         self._mark_gone(client_id, reason, conn)  # first: no round may pick a slot whose socket is closing
         conn.close()
 
-    def is_current(self, client_id: str, conn: Connection) -> bool:
+    def is_current(self, client_id: str, conn: AioConnection) -> bool:
         """Whether ``conn`` is the client's live session (not an earlier one under the same id)."""
         slot = self.slot(client_id)
         return slot is not None and slot.conn is conn
 
-    def _mark_gone(self, client_id: str, reason: str, conn: Connection) -> None:
+    def _mark_gone(self, client_id: str, reason: str, conn: AioConnection) -> None:
         """Mark the session on ``conn`` gone; a newer session under the same id is left alone."""
         with self._lock:
             slot = self._clients.get(client_id)
@@ -364,3 +395,15 @@ class FederatedServer:
             self.inbox.put((Inbox.GONE, client_id, reason, conn))
             if not self.stop_requested.is_set() and self.accepting.is_set():
                 self.emit(EventType.LEAVE, client_id=client_id, reason=reason)
+
+
+def raise_open_file_limit() -> None:
+    """Every client is a socket: lift the soft limit on open files (often 1,024) to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the default
+        pass

@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score, hinge_loss, log_loss
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -58,27 +57,73 @@ def uses_hinge_loss(estimator: Any) -> bool:
 
 def score_classifier(estimator: Any, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
                      with_f1: bool = True) -> dict[str, float]:
-    """Accuracy, loss and macro F1 of ``estimator`` on (X, y).
+    """Accuracy, loss and macro F1 of ``estimator`` on (X, y), every label of ``y`` among ``classes``.
 
-    loss is the log loss over the global classes (probabilities clipped), or
-    the multiclass hinge loss for hinge-loss models, whose probabilities would
-    be made up.
+    loss is the log loss over the global classes (probabilities clipped to
+    [1e-15, 1] and renormalised), or the hinge loss for hinge-loss models,
+    whose probabilities would be made up. Computed with numpy alone: with
+    many small clients scikit-learn's input checks cost more than the
+    scoring (tests/test_metrics.py checks every number against scikit-learn).
     """
     classes = np.asarray(classes)
     if len(y) == 0:
         return {"accuracy": math.nan, "loss": math.nan, "f1_macro": math.nan}
+    index = np.searchsorted(classes, np.asarray(y))
     with np.errstate(all="ignore"):
         if uses_hinge_loss(estimator):
-            pred = estimator.predict(X)
-            margins = estimator.decision_function(X)
-            loss = float(hinge_loss(y, margins, labels=classes))
+            margins = aligned_margins(estimator, X, classes)
+            pred_index = np.searchsorted(classes, estimator.predict(X))
+            loss = hinge(margins, index)
         else:
             proba = aligned_proba(estimator, X, classes)
-            pred = classes[np.argmax(proba, axis=1)]
+            pred_index = np.argmax(proba, axis=1)
             clipped = np.clip(proba, 1e-15, 1.0)
             clipped /= clipped.sum(axis=1, keepdims=True)
-            loss = float(log_loss(y, clipped, labels=classes))
-        scores = {"accuracy": float(np.mean(pred == y)), "loss": loss}
-        if with_f1:
-            scores["f1_macro"] = float(f1_score(y, pred, labels=classes, average="macro", zero_division=0))
-        return scores
+            loss = float(-np.mean(np.log(clipped[np.arange(len(index)), index])))
+    scores = {"accuracy": float(np.mean(pred_index == index)), "loss": loss}
+    if with_f1:
+        scores["f1_macro"] = macro_f1(index, pred_index, len(classes))
+    return scores
+
+
+def aligned_margins(estimator: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Decision margins in the column order of ``classes`` (a 1-D margin for a two-class task).
+
+    A class the model never saw gets the row's lowest margin minus one: never
+    predicted, and a finite loss when it is the true label.
+    """
+    margins = np.asarray(estimator.decision_function(X), dtype=np.float64)
+    est_classes = np.asarray(estimator.classes_)
+    same = len(est_classes) == len(classes) and np.array_equal(est_classes, classes)
+    if margins.ndim == 1:
+        if same:
+            return margins
+        margins = np.column_stack([-margins, margins])
+    if same:
+        return margins
+    out = np.full((margins.shape[0], len(classes)), np.nan)
+    out[:, np.searchsorted(classes, est_classes)] = margins
+    floor = np.nanmin(out, axis=1, keepdims=True) - 1.0
+    return np.where(np.isnan(out), floor, out)
+
+
+def hinge(margins: np.ndarray, index: np.ndarray) -> float:
+    """scikit-learn's hinge_loss: binary margins against ±1, else Crammer-Singer over the classes."""
+    if margins.ndim == 1:
+        sign = np.where(index == 1, 1.0, -1.0)
+        return float(np.mean(np.maximum(0.0, 1.0 - sign * margins)))
+    rows = np.arange(len(index))
+    true = margins[rows, index]
+    others = margins.copy()
+    others[rows, index] = -np.inf
+    return float(np.mean(np.maximum(0.0, 1.0 - (true - others.max(axis=1)))))
+
+
+def macro_f1(index: np.ndarray, pred_index: np.ndarray, n_classes: int) -> float:
+    """Mean over every class of 2·TP / (2·TP + FP + FN), 0 for a class with none of them."""
+    tp = np.bincount(index[index == pred_index], minlength=n_classes).astype(np.float64)
+    fp = np.bincount(pred_index, minlength=n_classes) - tp
+    fn = np.bincount(index, minlength=n_classes) - tp
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    return float(f1.mean())

@@ -23,7 +23,8 @@ from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
                 "rounds": "rounds and evaluation", "optimizer": "server optimisers and FedProx",
-                "faults": "simulated faults and attacks", "privacy": "differential privacy"}
+                "faults": "simulated faults and attacks", "privacy": "differential privacy",
+                "runtime": "runtime"}
 
 
 class UsageError(Exception):
@@ -66,8 +67,8 @@ def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
         elif k.choices is not None:
             group.add_argument(flag, choices=list(k.choices()), **kw)
         else:
-            group.add_argument(flag, type=k.kind, metavar=name.split("_")[-1].upper() if k.kind is str else None,
-                               **kw)
+            group.add_argument(flag, type=k.parse or k.kind,
+                               metavar=name.split("_")[-1].upper() if k.kind is str or k.parse else None, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,11 @@ ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
 DATA_FOR_CLIENTS = (SIMULATE, SERVER, CLIENT)  # a client rebuilding "partition i of N" needs these too
 
 
+def workers_flag(text: str) -> int:
+    """``--workers auto`` or a number of worker processes."""
+    return 0 if text.strip().lower() == "auto" else int(text)
+
+
 class ConfigError(ValueError):
     """A setting is out of range or inconsistent; str(e) says which and what to do."""
 
@@ -178,6 +183,11 @@ class RunConfig:
     attack_scale: float = knob(4.0, help="attack strength: factor (sign_flip, scale) or noise std",
                                label="Attack strength (factor or noise std)", group="faults", low=0.0, high=1e6,
                                widget="number", commands=(SIMULATE,), shown=lambda v: v.get("malicious_clients", 0) > 0)
+    # runtime (how the simulation runs; the numbers are the same whatever it is)
+    workers: int = knob(0, help="worker processes for a simulation's clients (0 or auto: one host in this process "
+                                "below 100 clients, one process per core from there)", label="Worker processes "
+                                "(0 = auto)", group="runtime", kind=int, low=0, high=256, widget="number",
+                        commands=(SIMULATE,), parse=workers_flag)
     # differential privacy
     dp: str = knob("none", help="differential privacy: clip updates on the server or on the clients",
                    label="Clip and add noise", group="privacy", kind=str, choices=lambda: list(DP_MODES),

@@ -1,20 +1,22 @@
-"""One in-process run: a server thread and N client threads over loopback.
+"""One simulated run: a server and N clients over loopback TCP.
 
 ``start(config)`` builds the run (fl.runs.build: everything that can be
 refused is refused there, so the caller can show a clear message), then
-returns a RunHandle at once; the run goes on in background threads. The
+returns a RunHandle at once; the run goes on in the background: the
+server's event loop and round loop in threads of this process, the clients
+in one host here or in worker processes (fl/runs/workers.py). The
 handle's ``snapshot()`` is a consistent copy of the live state, safe to read
 from any thread (a Streamlit fragment polls it); ``stop()`` ends the run.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any, Callable
 
 from fl.data import FederatedData, label_distribution
-from fl.federation.behaviour import Behaviour, assign_behaviours
-from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
@@ -22,6 +24,9 @@ from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore
+from fl.runs.workers import HostSpec, make_clients, roles, run_in_processes, split_indices, worker_count
+
+JOIN_TIMEOUT_S = 60.0
 
 
 def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | None = None,
@@ -36,31 +41,28 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     data = plan.data
     assert data is not None
     client_ids = plan.client_ids
-    behaviours = assign_behaviours(client_ids, seed=config.seed, dropout_prob=config.dropout_prob,
-                                   slow_clients=config.slow_clients, slow_delay=config.slow_delay,
-                                   malicious_clients=config.malicious_clients, attack=config.attack,
-                                   attack_scale=config.attack_scale)
     settings = ServerSettings(host="127.0.0.1", port=0, max_clients=config.clients,
-                              wait_for_clients=config.clients, join_timeout_s=60.0)
+                              wait_for_clients=config.clients, join_timeout_s=JOIN_TIMEOUT_S)
     handle = open_run(plan, settings, kind="simulation", store=store, out_dir=out_dir, run_id=run_id,
                       on_event=on_event, client_ids=client_ids,
                       n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)})
-    handle.state.set_roles({cid: _role(b) for cid, b in behaviours.items() if _role(b)})
+    handle.state.set_roles(roles(config, client_ids))
     if handle.writer is not None:
         handle.writer.save_json("partition.json", partition_summary(data, client_ids))
     host, port = handle.server.address
-    compute_lock = threading.Lock()  # the clients of this process take turns on the CPU
-    for i, cid in enumerate(client_ids):
-        X, y = data.client_data(i)
-        local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
-        client = FederatedClient(cid, local, ClientSettings(host=host, port=port, connect_timeout_s=30.0,
-                                                            compute_lock=compute_lock),
-                                 stop=handle.client_stop, seed=config.seed, behaviour=behaviours[cid])
-        thread = threading.Thread(target=client.run, name=f"fl-{cid}", daemon=True)
-        thread.start()
-        handle.threads.append(thread)
-    client_threads = list(handle.threads)
-    handle.server.clients_alive = lambda: any(t.is_alive() for t in client_threads)
+    n_workers = worker_count(config)
+    if n_workers == 0:  # one host in this process
+        clients = make_clients(config, data, list(range(len(client_ids))), host, port, handle.client_stop,
+                               JOIN_TIMEOUT_S)
+        target: Callable[[], Any] = ClientHost(clients, stop=handle.client_stop, name=handle.run_id).run
+    else:  # hosts in worker processes, each rebuilding its clients' partitions from the config
+        specs = [HostSpec(config.to_dict(), host, port, indices, JOIN_TIMEOUT_S)
+                 for indices in split_indices(len(client_ids), n_workers)]
+        target = functools.partial(run_in_processes, specs)
+    hosts = threading.Thread(target=target, name=f"fl-hosts-{handle.run_id}", daemon=True)
+    hosts.start()
+    handle.threads.append(hosts)
+    handle.server.clients_alive = hosts.is_alive
     if with_baselines:
         handle.state.set_baselines(None, "computing")
         handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids),
@@ -68,16 +70,6 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
         handle.baselines_thread.start()
     launch_rounds(handle)
     return handle
-
-
-def _role(behaviour: Behaviour) -> str:
-    """What the user configured this client to be (the server is never told)."""
-    parts = []
-    if behaviour.malicious:
-        parts.append(f"malicious ({behaviour.attack})")
-    if behaviour.delay_s > 0:
-        parts.append(f"slow (+{behaviour.delay_s:g} s)")
-    return ", ".join(parts)
 
 
 def _baselines(handle: RunHandle, client_ids: list[str]) -> None:

@@ -13,12 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import warnings
+
 import numpy as np
 from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import ConvergenceWarning
 
 NamedArrays = list[tuple[str, np.ndarray]]
 
 MODELS: dict[str, "ModelAdapter"] = {}
+
+# Few local iterations per round is the point of federated training, so the solvers' "did not
+# converge" warnings are expected noise. A module-level filter: warnings.catch_warnings is not
+# thread-safe, and it must hold in worker processes too (they import this module).
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 
 @dataclass(frozen=True)
