@@ -1,4 +1,8 @@
-"""Clients: who is connected, how the data is split, how the global model serves each client."""
+"""Clients: who is connected, how the data is split, how the global model serves each client.
+
+Drawn for 10 clients or 1,000: the split becomes distributions, the
+per-client curves a percentile band, and the table can be filtered.
+"""
 
 import json
 
@@ -6,20 +10,14 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from ui import charts
-from ui.clients import client_rounds_frame, split_preview, status_table
+from ui.clients import (
+    STATUS_ICONS, client_rounds_frame, draw_split, filter_clients, split_preview, status_table,
+)
 from ui.format import pct
 from ui.state import DRAFT_CONFIG, current_handle, store
 
 st.title("Clients")
 handle = current_handle(kind=None)
-
-
-def draw_split(summary) -> None:
-    if isinstance(summary, str):
-        st.error(f"This split cannot be made: {summary}")
-    elif summary:
-        st.plotly_chart(charts.label_heatmap(summary["counts"], summary["clients"], summary["classes"]),
-                        key="heatmap")
 
 
 def partition_of(run_id: str):
@@ -33,33 +31,43 @@ def partition_of(run_id: str):
 if handle is None:
     st.info("No run in this tab yet. This is how the data will be split with the settings on the Run page; "
             "press Start there to train.")
-    draw_split(split_preview(st.session_state.get(DRAFT_CONFIG) or RunConfig().to_dict()))
+    draw_split(split_preview(st.session_state.get(DRAFT_CONFIG) or RunConfig().to_dict()), "heatmap")
     st.stop()
 
 st.caption(f"Run `{handle.run_id}` ({handle.kind})")
+many = handle.config.clients > charts.MAX_CLIENT_LINES
 
 
 def draw(snap: dict, key: str) -> None:
     n_gone = sum(c.get("status") == "gone" for c in snap["clients"].values())
     last = snap["rounds"][-1] if snap["rounds"] else {}
     c1, c2, c3, c4, c5 = st.columns(5)
-    c1.metric("Clients", len(snap["clients"]))
+    c1.metric("Clients", f"{len(snap['clients']):,}")
     c2.metric("Rounds done", f"{len(snap['rounds'])} / {snap['total_rounds']}")
     c3.metric("Lost mid-run", n_gone, help="Clients that disconnected before the run ended.")
     c4.metric("Worst client", pct(last.get("worst_client_accuracy")),
-              help="The global model's accuracy on the data of the client it serves worst, last round.")
+              help="The global model's accuracy on the held-out rows of the client it serves worst, last round.")
     std = last.get("client_accuracy_std")
     c5.metric("Spread across clients", f"±{100 * std:.1f} pts" if isinstance(std, float) else "–",
-              help="Standard deviation of the global model's accuracy over the clients' own data.")
-    st.dataframe(status_table(snap["clients"]), hide_index=True)
+              help="Standard deviation of the global model's accuracy over the clients' held-out rows.")
+    left, right = st.columns([3, 2])
+    text = left.text_input("Find clients", key=f"{key}-find", placeholder="client id contains…")
+    statuses = right.multiselect("Status", list(STATUS_ICONS), key=f"{key}-status")
+    shown = filter_clients(snap["clients"], text, statuses)
+    st.caption(f"{len(shown):,} of {len(snap['clients']):,} clients")
+    st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))))
     rows = snap["client_rows"]
-    if rows and snap["total_rounds"] == 1:
+    if snap["total_rounds"] == 1 and rows:
         per_client = ((snap.get("baselines") or {}).get("local_only") or {}).get("per_client")
         st.plotly_chart(charts.client_bars_figure(rows, per_client), key=f"{key}-bars")
+    elif many and snap["rounds"]:
+        st.plotly_chart(charts.client_band_figure(snap["rounds"], snap["total_rounds"]), key=f"{key}-band")
+        st.caption("Each client scores the round's global model on its own held-out rows; with this many clients "
+                   "the page draws their spread. Pick a client below for its own numbers.")
     elif rows:
         st.plotly_chart(charts.client_metric_figure(rows, "eval_accuracy", total_rounds=snap["total_rounds"]),
                         key=f"{key}-eval")
-        st.caption("Each client scores the round's global model on its own data: under a non-IID split the "
+        st.caption("Each client scores the round's global model on its own held-out rows: under a non-IID split the "
                    "clients it serves worst stand out.")
         left, right = st.columns(2)
         left.plotly_chart(charts.client_metric_figure(rows, "train_accuracy", total_rounds=snap["total_rounds"]),
@@ -68,20 +76,23 @@ def draw(snap: dict, key: str) -> None:
                            key=f"{key}-loss")
     if snap["clients"]:
         st.plotly_chart(charts.bytes_figure(snap["clients"]), key=f"{key}-bytes")
-    with st.expander("Every client, every round"):
+    with st.expander("One client, every round" if many else "Every client, every round"):
+        if many:
+            chosen = st.selectbox("Client", sorted(shown) or sorted(snap["clients"]), key=f"{key}-one")
+            rows = [r for r in handle.snapshot()["client_rows"] if r.get("client_id") == chosen]
         st.dataframe(client_rounds_frame(rows), hide_index=True)
 
 
 if handle.kind == "simulation":
-    draw_split(partition_of(handle.run_id) or split_preview(handle.config.to_dict()))
+    draw_split(partition_of(handle.run_id) or split_preview(handle.config.to_dict()), "heatmap")
 
 if handle.done:
-    draw(handle.snapshot(), "static")
+    draw(handle.snapshot(client_rows=not many), "static")
 else:
     @st.fragment(run_every=1.0)
     def live() -> None:
         if handle.done:
             st.rerun(scope="app")
-        draw(handle.snapshot(), "live")
+        draw(handle.snapshot(client_rows=not many), "live")
 
     live()

@@ -132,6 +132,55 @@ def client_bars_figure(client_rows: list[dict], local_only: dict[str, float] | N
 
 
 MAX_CLIENT_LINES = 20  # above this, per-client curves become a percentile band
+MAX_HEATMAP_CLIENTS = 50  # above this, the split is drawn as distributions (and the first clients' heatmap)
+
+
+def client_band_figure(rounds: list[dict], total_rounds: int | None = None) -> go.Figure:
+    """The global model on the clients' held-out rows, per round: 10th to 90th percentile, median, worst.
+
+    Drawn from the round records alone (fl.federation.rounds.client_spread),
+    so a thousand clients cost what ten do.
+    """
+    def series(key: str) -> list:
+        return [r.get(key) if is_number(r.get(key)) else None for r in rounds]
+
+    xs = [r["round"] for r in rounds]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_p90"), mode="lines", line=dict(width=0),
+                             name="90th percentile", showlegend=False, hovertemplate="90th: %{y:.1%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_p10"), mode="lines", line=dict(width=0), fill="tonexty",
+                             name="10th to 90th percentile of clients", hovertemplate="10th: %{y:.1%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_median"), mode="lines+markers", name="median client",
+                             hovertemplate="median: %{y:.1%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=xs, y=series("worst_client_accuracy"), mode="lines", name="worst client",
+                             line=dict(dash="dot", color=REFERENCE_COLOUR),
+                             hovertemplate="worst: %{y:.1%}<extra></extra>"))
+    values = [v for key in ("worst_client_accuracy", "client_accuracy_p90") for v in series(key) if v is not None]
+    label = METRIC_LABELS["eval_accuracy"]
+    fig = _layout(fig, f"{label} across clients", label, percent=True, values=values, total_rounds=total_rounds)
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
+    return fig
+
+
+def split_overview_figures(counts: list[list[int]], clients: list[str], classes: list) -> list[go.Figure]:
+    """For many clients: how many rows each holds, how many classes each holds, and the first clients' heatmap."""
+    matrix = np.asarray(counts)
+    sizes = go.Figure(go.Histogram(x=matrix.sum(axis=1), nbinsx=40, hovertemplate="%{x} rows: %{y} clients"
+                                                                              "<extra></extra>"))
+    sizes.update_layout(title=dict(text=f"Rows per client ({len(clients):,} clients)", x=0), height=300,
+                        margin=dict(l=10, r=10, t=50, b=10))
+    sizes.update_xaxes(title_text="Training rows")
+    sizes.update_yaxes(title_text="Clients", rangemode="tozero")
+    held = (matrix > 0).sum(axis=1)
+    spread = go.Figure(go.Histogram(x=held, xbins=dict(start=0.5, end=len(classes) + 0.5, size=1),
+                                    hovertemplate="%{x} classes: %{y} clients<extra></extra>"))
+    spread.update_layout(title=dict(text=f"Classes each client holds (of {len(classes)})", x=0), height=300,
+                         margin=dict(l=10, r=10, t=50, b=10))
+    spread.update_xaxes(title_text="Classes held", dtick=1)
+    spread.update_yaxes(title_text="Clients", rangemode="tozero")
+    first = label_heatmap(counts[:MAX_HEATMAP_CLIENTS], clients[:MAX_HEATMAP_CLIENTS], classes)
+    first.update_layout(title=dict(text=f"Label distribution of the first {MAX_HEATMAP_CLIENTS} clients"))
+    return [sizes, spread, first]
 
 
 def client_metric_figure(client_rows: list[dict], metric: str = "eval_accuracy", highlight: Iterable[str] = (),
@@ -223,6 +272,16 @@ def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) ->
 
 def bytes_figure(clients: dict[str, dict]) -> go.Figure:
     ids = sorted(clients)
+    if len(ids) > MAX_HEATMAP_CLIENTS:  # a thousand pairs of bars say nothing: how the bytes are spread
+        fig = go.Figure([go.Histogram(x=[clients[c].get("bytes_sent") or 0 for c in ids], name="Sent to client"),
+                         go.Histogram(x=[clients[c].get("bytes_received") or 0 for c in ids],
+                                      name="Received from client")])
+        fig.update_layout(barmode="overlay", title=dict(text=f"Bytes exchanged by each of {len(ids):,} clients",
+                                                        x=0), height=320, margin=dict(l=10, r=10, t=50, b=10))
+        fig.update_traces(opacity=0.6)
+        fig.update_xaxes(title_text="Bytes")
+        fig.update_yaxes(title_text="Clients", rangemode="tozero")
+        return fig
     fig = go.Figure([
         go.Bar(name="Sent to client", x=ids, y=[clients[c].get("bytes_sent") or 0 for c in ids]),
         go.Bar(name="Received from client", x=ids, y=[clients[c].get("bytes_received") or 0 for c in ids]),

@@ -11,6 +11,7 @@ from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
 from fl.runs.build import client_id_for, load_data
 from fl.runs.simulation import partition_summary
+from ui import charts
 from ui.format import pct, size
 
 STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",
@@ -43,6 +44,30 @@ def split_preview(config_dict: dict[str, Any]) -> dict[str, Any] | str:
     except (ConfigError, DataError) as exc:
         return str(exc)
     return partition_summary(data, [client_id_for(i) for i in range(config.clients)])
+
+
+def draw_split(summary: Any, key: str) -> None:
+    """The clients x classes picture of a split: a heatmap, or for many clients their distributions."""
+    if isinstance(summary, str):
+        st.error(f"This split cannot be made: {summary}")
+        return
+    if not summary:
+        return
+    if len(summary["clients"]) <= charts.MAX_HEATMAP_CLIENTS:
+        st.plotly_chart(charts.label_heatmap(summary["counts"], summary["clients"], summary["classes"]), key=key)
+        return
+    sizes, held, first = charts.split_overview_figures(summary["counts"], summary["clients"], summary["classes"])
+    left, right = st.columns(2)
+    left.plotly_chart(sizes, key=f"{key}-sizes")
+    right.plotly_chart(held, key=f"{key}-held")
+    st.plotly_chart(first, key=f"{key}-first")
+
+
+def filter_clients(clients: dict[str, dict], text: str, statuses: list[str]) -> dict[str, dict]:
+    """The clients whose id contains ``text`` and whose status is among ``statuses`` (all when empty)."""
+    text = text.strip().lower()
+    return {cid: c for cid, c in clients.items()
+            if text in cid.lower() and (not statuses or str(c.get("status")) in statuses)}
 
 
 def client_rounds_frame(client_rows: list[dict]) -> pd.DataFrame:

@@ -85,6 +85,10 @@ def charts_block(snap: dict, key: str) -> None:
     right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
     marked = [cid for cid, c in snap["clients"].items() if "malicious" in (c.get("role") or "")]
     rows = snap["client_rows"]
+    if len(snap["clients"]) > charts.MAX_CLIENT_LINES:
+        if any(r.get("worst_client_accuracy") is not None for r in rounds):
+            st.plotly_chart(charts.client_band_figure(rounds, total), key=f"{key}-clients")
+        rows = []
     metric = "eval_accuracy" if any(r.get("eval_accuracy") is not None for r in rows) else "train_accuracy"
     if rows:
         st.plotly_chart(charts.client_metric_figure(rows, metric, highlight=marked, total_rounds=total),
@@ -185,13 +189,14 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> N
 
 def show_run(handle: RunHandle) -> None:
     """Live while running (fragment polling the snapshot), static once done."""
+    few = handle.config.clients <= charts.MAX_CLIENT_LINES  # many clients: a band from the round records
     if handle.done:
-        draw(handle.snapshot(), handle, key=f"static-{handle.run_id}")
+        draw(handle.snapshot(client_rows=few), handle, key=f"static-{handle.run_id}")
         return
 
     @st.fragment(run_every=REFRESH_SECONDS)
     def live() -> None:
-        snap = handle.snapshot()
+        snap = handle.snapshot(client_rows=few)
         if handle.done:
             st.rerun(scope="app")  # one full rerun draws the final view with downloads
         draw(snap, handle, key=f"live-{handle.run_id}", done=False)

@@ -15,7 +15,7 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from ui import charts, widgets
-from ui.clients import split_preview
+from ui.clients import draw_split, split_preview
 from ui.sidebar import csv_report
 
 KIND_LABELS = {"target": "label", "numeric": "number", "category": "category", "dropped": "not used"}
@@ -49,8 +49,7 @@ def new_run_view(config: RunConfig | None) -> None:
     st.subheader("How the data will be split")
     st.caption(f"{len(sizes)} clients holding {min(sizes)} to {max(sizes)} training rows each; the server keeps "
                "a held-out test split.")
-    st.plotly_chart(charts.label_heatmap(summary["counts"], summary["clients"], summary["classes"]),
-                    key="preview-heatmap")
+    draw_split(summary, "preview-heatmap")
 
 
 def csv_section(report: Any) -> None:

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--port", type=int, default=8080)
     own.add_argument("--token")
     own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: from host and partition)")
-    own.add_argument("--partition-id", type=int, help="take partition I of a built-in dataset ...")
+    own.add_argument("--partition-id", type=parse_partitions, metavar="I|I-J",
+                     help="take partition I of a built-in dataset (or host partitions I to J, one process) ...")
     own.add_argument("--num-partitions", type=int, help="... split in N partitions")
     own.add_argument("--connect-timeout", type=float, default=60.0, help="keep retrying this long")
     own.add_argument("--tls-ca", metavar="PEM", help="use TLS; verify the server against this CA file")
@@ -195,13 +196,16 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
+    """One client (its CSV, or partition I), or a host of many (``--partition-id 0-249``) on one event loop."""
     from fl.federation.client import ClientSettings, FederatedClient
+    from fl.federation.session import ClientHost
     from fl.wire import CLIENT_ID_PATTERN
 
-    local, default_id = _client_data(args)
-    client_id = args.client_id or default_id
-    if not CLIENT_ID_PATTERN.fullmatch(client_id):
-        raise UsageError(f"--client-id {client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
+    datas = _client_data(args)
+    if args.client_id and len(datas) > 1:
+        raise UsageError("--client-id names one client; a range of partitions is named client_000, client_001, ...")
+    if args.client_id and not CLIENT_ID_PATTERN.fullmatch(args.client_id):
+        raise UsageError(f"--client-id {args.client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
                               connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin)
     if args.tls_ca or args.tls_pin:
@@ -211,19 +215,51 @@ def cmd_client(args: argparse.Namespace) -> int:
             settings.ssl_context = client_context(cafile=args.tls_ca, pin_sha256=args.tls_pin)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot use --tls-ca {args.tls_ca}: {exc}") from None
-    on_attempt, on_event = client_printer(client_id)
-    print(f"{client_id}: connecting to {args.host}:{args.port} with {len(local.y)} local rows", flush=True)
-    result = FederatedClient(client_id, local, settings, seed=getattr(args, "seed", 0), on_event=on_event,
-                             on_attempt=on_attempt).run()
-    print(f"{client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
-    return 0 if result.ok else 1
+    clients = []
+    for n, (local, default_id) in enumerate(datas):
+        client_id = args.client_id or default_id
+        on_attempt, on_event = client_printer(client_id)
+        verbose = len(datas) == 1 or n == 0  # a host of many: the first client speaks for the waiting
+        clients.append(FederatedClient(client_id, local, settings, seed=getattr(args, "seed", 0),
+                                       on_event=on_event if len(datas) == 1 else None,
+                                       on_attempt=on_attempt if verbose else None))
+    where = f"{args.host}:{args.port}"
+    if len(clients) == 1:
+        print(f"{clients[0].client_id}: connecting to {where} with {len(datas[0][0].y)} local rows", flush=True)
+    else:
+        print(f"hosting {len(clients)} clients ({clients[0].client_id} to {clients[-1].client_id}) on one event "
+              f"loop, connecting to {where}", flush=True)
+    results = ClientHost(clients, name="cli").run()
+    for result in results if len(results) == 1 else []:
+        print(f"{result.client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
+    if len(results) > 1:
+        reasons: dict[str, int] = {}
+        for result in results:
+            reasons[result.reason] = reasons.get(result.reason, 0) + 1
+        said = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        print(f"{len(results)} clients left after {max(r.rounds_trained for r in results)} rounds: {said}", flush=True)
+    return 0 if all(r.ok for r in results) else 1
 
 
-def _client_data(args: argparse.Namespace) -> tuple[Any, str]:
-    """The client's own rows: its CSV, or partition i of N of a built-in dataset split as the server splits it."""
+def parse_partitions(text: str) -> list[int]:
+    """``3`` or a range ``0-249`` (inclusive), as argparse reads --partition-id."""
+    text = str(text).strip()
+    try:
+        if "-" in text.lstrip("-"):
+            first, last = (int(part) for part in text.split("-", 1))
+            if last < first:
+                raise ValueError
+            return list(range(first, last + 1))
+        return [int(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a partition number or a range such as 0-249") from None
+
+
+def _client_data(args: argparse.Namespace) -> list[tuple[Any, str]]:
+    """The client's own rows (its CSV), or partitions of a built-in dataset split as the server splits it."""
     from fl.data import load_client_frame
     from fl.federation.client import LocalData
-    from fl.runs.build import client_partition, data_split
+    from fl.runs.build import client_id_for, data_split, load_data
 
     if getattr(args, "csv_path", None):
         if not getattr(args, "target", None):
@@ -232,19 +268,21 @@ def _client_data(args: argparse.Namespace) -> tuple[Any, str]:
             own = load_client_frame(args.csv_path, args.target)
         except DataError as exc:
             raise UsageError(str(exc)) from None
-        return LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame,
-                         target_values=own.target_values), f"{socket.gethostname()}-csv"
+        return [(LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame,
+                           target_values=own.target_values), f"{socket.gethostname()}-csv")]
     if not (hasattr(args, "dataset") and args.partition_id is not None and args.num_partitions):
         raise UsageError("a client needs its data: --csv FILE --target COL, or --dataset NAME "
                          "--partition-id I --num-partitions N")
-    if not 0 <= args.partition_id < args.num_partitions:
+    if not all(0 <= i < args.num_partitions for i in args.partition_id):
         raise UsageError(f"--partition-id must be between 0 and {args.num_partitions - 1}")
     config = config_from_args(args, clients=args.num_partitions)
     try:
-        X, y, names = client_partition(config, args.partition_id, args.num_partitions)
+        data = load_data(config, args.num_partitions)
     except DataError as exc:
         raise UsageError(str(exc)) from None
-    return LocalData(X=X, y=y, feature_names=names, data_split=data_split(config)), f"client_{args.partition_id:03d}"
+    split, names = data_split(config), list(data.dataset.feature_names)
+    return [(LocalData(*data.client_data(i), feature_names=names, data_split=split), client_id_for(i))
+            for i in args.partition_id]
 
 
 def _server_tls(args: argparse.Namespace) -> Any:

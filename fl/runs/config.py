@@ -26,9 +26,12 @@ ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
 DATA_FOR_CLIENTS = (SIMULATE, SERVER, CLIENT)  # a client rebuilding "partition i of N" needs these too
 
 
+AUTO = -1  # workers: choose by the number of clients
+
+
 def workers_flag(text: str) -> int:
-    """``--workers auto`` or a number of worker processes."""
-    return 0 if text.strip().lower() == "auto" else int(text)
+    """``--workers auto`` or a number of worker processes (0: the clients run in this process)."""
+    return AUTO if text.strip().lower() == "auto" else int(text)
 
 
 class ConfigError(ValueError):
@@ -89,8 +92,8 @@ class RunConfig:
                                             "the global model", label="Each client's held-out share",
                                   group="rounds", low=0.0, high=0.5, widget="slider", step=0.05, more=True)
     # split across clients
-    clients: int = knob(10, help="number of clients", label="Clients", group="split", kind=int, low=1, high=1000,
-                        widget="slider", ui_range=(1, 100), commands=(SIMULATE,))
+    clients: int = knob(10, help="number of clients", label="Clients", group="split", kind=int, low=1, high=100_000,
+                        widget="slider", ui_range=(1, 1000), commands=(SIMULATE,))
     partition: str = knob("dirichlet", help="how the data is split across clients", label="How the data is split",
                           group="split", kind=str, choices=lambda: list(PARTITIONERS), names=PARTITIONERS,
                           widget="select", commands=DATA_FOR_CLIENTS)
@@ -138,7 +141,7 @@ class RunConfig:
                            group="rounds", low=0.0, high=1.0, low_open=True, widget="slider", ui_range=(0.1, 1.0),
                            step=0.1)
     min_clients: int = knob(1, help="fewest clients in a round (a server waits for them to start)",
-                            label="Minimum clients per round", group="rounds", kind=int, low=1, high=1000,
+                            label="Minimum clients per round", group="rounds", kind=int, low=1, high=100_000,
                             widget="number", more=True)
     round_timeout: float = knob(60.0, help="seconds to wait for results", label="Round timeout (s)", group="rounds",
                                 low=0.0, high=86_400.0, low_open=True, widget="number", ui_range=(1.0, 3600.0),
@@ -169,13 +172,13 @@ class RunConfig:
                                group="faults", low=0.0, high=1.0, high_open=True, widget="slider",
                                ui_range=(0.0, 0.9), step=0.05, commands=(SIMULATE,))
     slow_clients: int = knob(0, help="clients that answer late", label="Slow clients", group="faults", kind=int,
-                             low=0, high=1000, widget="number", commands=(SIMULATE,))
+                             low=0, high=100_000, widget="number", commands=(SIMULATE,))
     slow_delay: float = knob(5.0, help="seconds a slow client waits before answering",
                              label="Their delay (s); past the round timeout they are dropped", group="faults",
                              low=0.0, high=3600.0, widget="number", commands=(SIMULATE,),
                              shown=lambda v: v.get("slow_clients", 0) > 0)
     malicious_clients: int = knob(0, help="clients that send bad updates (the server is not told)",
-                                  label="Malicious clients", group="faults", kind=int, low=0, high=1000,
+                                  label="Malicious clients", group="faults", kind=int, low=0, high=100_000,
                                   widget="number", commands=(SIMULATE,))
     attack: str = knob("sign_flip", help="what malicious clients do", label="Attack", group="faults", kind=str,
                        choices=lambda: list(ATTACKS), names=ATTACKS, widget="select", commands=(SIMULATE,),
@@ -184,10 +187,10 @@ class RunConfig:
                                label="Attack strength (factor or noise std)", group="faults", low=0.0, high=1e6,
                                widget="number", commands=(SIMULATE,), shown=lambda v: v.get("malicious_clients", 0) > 0)
     # runtime (how the simulation runs; the numbers are the same whatever it is)
-    workers: int = knob(0, help="worker processes for a simulation's clients (0 or auto: one host in this process "
-                                "below 100 clients, one process per core from there)", label="Worker processes "
-                                "(0 = auto)", group="runtime", kind=int, low=0, high=256, widget="number",
-                        commands=(SIMULATE,), parse=workers_flag)
+    workers: int = knob(AUTO, help="worker processes for a simulation's clients: 0 runs them in this process, "
+                                   "auto (-1) does so below 50 clients and uses one process per core from there",
+                        label="Worker processes (-1 = auto, 0 = none)", group="runtime", kind=int, low=-1, high=256,
+                        widget="number", commands=(SIMULATE,), parse=workers_flag)
     # differential privacy
     dp: str = knob("none", help="differential privacy: clip updates on the server or on the clients",
                    label="Clip and add noise", group="privacy", kind=str, choices=lambda: list(DP_MODES),

@@ -136,11 +136,13 @@ class RunState:
             self.baselines = baselines
             self.baselines_status = status
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, client_rows: bool = True) -> dict[str, Any]:
         """A consistent copy, cheap enough to take every second.
 
         Event dicts are never mutated once applied, so the lists are copied
         shallowly; only the per-client dicts, which change, are copied.
+        ``client_rows=False`` leaves out the clients x rounds rows (a page
+        drawing a thousand clients as a band reads the round records).
         """
         with self._lock:
             return {
@@ -148,7 +150,7 @@ class RunState:
                 "started_at": self.started_at, "finished_at": self.finished_at, "error": self.error,
                 "address": self.address, "round": self.current_round, "total_rounds": self.total_rounds,
                 "rounds": list(self.rounds), "clients": {cid: dict(c) for cid, c in self.clients.items()},
-                "client_rows": list(self.client_rows), "events": list(self.events),
+                "client_rows": list(self.client_rows) if client_rows else [], "events": list(self.events),
                 "final_metrics": dict(self.final_metrics),
                 "baselines": self.baselines, "baselines_status": self.baselines_status, "kind": self.kind,
                 "n_classes": self.n_classes,
@@ -179,8 +181,8 @@ class RunHandle:
         """The run's whole split (a simulation's partitions); None when the clients' data is theirs."""
         return self.plan.data if self.kind == "simulation" else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return self.state.snapshot()
+    def snapshot(self, client_rows: bool = True) -> dict[str, Any]:
+        return self.state.snapshot(client_rows)
 
     @property
     def done(self) -> bool:

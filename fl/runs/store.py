@@ -30,7 +30,8 @@ from typing import Any
 import joblib
 import pandas as pd
 
-METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_std",
+METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_p10",
+                   "client_accuracy_median", "client_accuracy_p90", "client_accuracy_std",
                    "n_fit_clients", "n_failures", "n_stragglers", "duration_s", "bytes_sent", "bytes_received",
                    "epsilon")
 # eval_*: the global model of that round scored by the client on its own data
