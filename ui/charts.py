@@ -165,11 +165,13 @@ def client_band_figure(rounds: list[dict], total_rounds: int | None = None) -> g
 def split_overview_figures(counts: list[list[int]], clients: list[str], classes: list) -> list[go.Figure]:
     """For many clients: how many rows each holds, how many classes each holds, and the first clients' heatmap."""
     matrix = np.asarray(counts)
-    sizes = go.Figure(go.Histogram(x=matrix.sum(axis=1), nbinsx=40, hovertemplate="%{x} rows: %{y} clients"
-                                                                              "<extra></extra>"))
+    rows = matrix.sum(axis=1)
+    width = max(1, int(np.ceil((int(rows.max(initial=0)) + 1) / 40)))  # whole rows per bin, axis from zero
+    sizes = go.Figure(go.Histogram(x=rows, xbins=dict(start=-0.5, end=int(rows.max(initial=0)) + 0.5, size=width),
+                                   hovertemplate="%{x} rows: %{y} clients<extra></extra>"))
     sizes.update_layout(title=dict(text=f"Rows per client ({len(clients):,} clients)", x=0), height=300,
                         margin=dict(l=10, r=10, t=50, b=10))
-    sizes.update_xaxes(title_text="Training rows")
+    sizes.update_xaxes(title_text="Training rows", rangemode="tozero")
     sizes.update_yaxes(title_text="Clients", rangemode="tozero")
     held = (matrix > 0).sum(axis=1)
     spread = go.Figure(go.Histogram(x=held, xbins=dict(start=0.5, end=len(classes) + 0.5, size=1),
