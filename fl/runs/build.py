@@ -1,0 +1,154 @@
+"""build_run: the one place a RunConfig becomes a run's pieces.
+
+A simulation, a hosted run (dashboard or ``server_new.py``), the client that
+rebuilds "partition i of N" and the tests all come through here, so they
+load the same data, hold out the same rows, hand clients the same task and
+aggregate with the same strategy. Nothing here starts a thread or opens a
+socket: that is simulation.py's and hosting.py's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fl.data import (
+    Dataset, FederatedData, check_config_size, load_dataset, make_federated_data, normalize_labels,
+)
+from fl.federation.rounds import RoundSettings, ServerData
+from fl.federation.task import Task, make_preprocess
+from fl.learning.models import get_model
+from fl.learning.server_opt import make_server_optimizer
+from fl.learning.strategies import ExactMerge, ParameterStrategy, Strategy, get_strategy
+from fl.learning.wrappers import WithDifferentialPrivacy, WithServerOptimizer
+from fl.runs.config import ConfigError, RunConfig
+
+
+def client_id_for(i: int) -> str:
+    return f"client_{i:03d}"
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, built once from its config."""
+
+    config: RunConfig
+    task: Task
+    server_data: ServerData | None  # None: the server has no data and evaluates federatedly
+    data: FederatedData | None  # the whole split, partitions included (simulations and partition clients)
+    settings: RoundSettings
+
+    def strategy(self) -> Strategy:
+        """A fresh strategy (it keeps state across rounds: optimiser moments, privacy spent)."""
+        return make_strategy(self.config)
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [client_id_for(i) for i in range(len(self.data.parts))] if self.data is not None else []
+
+
+def build_run(config: RunConfig, *, classes: list | None = None, n_features: int | None = None) -> RunPlan:
+    """Validate, load and split the data, and make the task, the settings and the server's data.
+
+    With ``classes`` and ``n_features`` (a server without data of its own)
+    nothing is loaded: clients bring all the data and evaluation is federated.
+    Raises ConfigError or DataError (ResourceError when the data is too big).
+    """
+    config.validate()
+    if classes is not None:
+        return _plan_without_data(config, classes, n_features)
+    data = load_data(config)
+    return RunPlan(config, make_task(config, data), server_data(data), data, round_settings(config))
+
+
+def load_data(config: RunConfig, n_partitions: int | None = None) -> FederatedData:
+    """Load, hold out the server's rows and partition the rest; a pure, seeded function of the config."""
+    check_config_size(config)
+    dataset = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
+                           n_samples=config.n_samples, n_features=config.n_features, n_classes=config.n_classes,
+                           seed=config.seed, target_bins=config.target_bins)
+    return make_federated_data(
+        dataset, n_clients=n_partitions or config.clients, partition_method=config.partition, alpha=config.alpha,
+        shards_per_client=config.shards_per_client, quantity_skew=config.quantity_skew,
+        min_samples=config.min_samples, test_size=config.test_size, val_size=config.effective_val_size,
+        seed=config.seed)
+
+
+def data_split(config: RunConfig, dataset: Dataset | None = None) -> dict[str, Any] | None:
+    """What decides which rows the server holds out, for a client to check it rebuilt the same pool.
+
+    None for a CSV (each site has its own file).
+    """
+    if config.dataset == "csv":
+        return None
+    split = {"dataset": config.dataset, "test_size": config.test_size, "val_size": config.effective_val_size,
+             "seed": config.seed}
+    if config.dataset in ("synthetic", "xor"):
+        split["n_samples"] = config.n_samples
+    if config.dataset == "synthetic":
+        split.update(n_features=config.n_features, n_classes=config.n_classes)
+    return split
+
+
+def make_task(config: RunConfig, data: FederatedData) -> Task:
+    return Task(model=config.model, model_params=dict(config.model_params),
+                n_features=int(data.split.X_train.shape[1]), classes=list(data.dataset.classes),
+                feature_names=list(data.dataset.feature_names),
+                preprocess=make_preprocess(data.stats if config.standardize else None, data.dataset.target_edges),
+                local_test_size=config.local_test_size, data_split=data_split(config))
+
+
+def server_data(data: FederatedData) -> ServerData:
+    split = data.split
+    has_val = split.X_val is not None and len(split.X_val) > 0
+    return ServerData(split.X_test, split.y_test, split.X_val if has_val else None, split.y_val if has_val else None)
+
+
+def round_settings(config: RunConfig) -> RoundSettings:
+    return RoundSettings(rounds=config.effective_rounds, fraction=config.fraction, min_clients=config.min_clients,
+                         round_timeout=config.round_timeout, seed=config.seed, client_eval=config.client_eval,
+                         fit_config=config.fit_config())
+
+
+def make_strategy(config: RunConfig) -> Strategy:
+    """The rule, its model's exact merge where it has one, then differential privacy and a server optimiser."""
+    model = get_model(config.model)
+    strategy = get_strategy(config.aggregation).from_config(config)
+    if not isinstance(strategy, ParameterStrategy):
+        return strategy
+    if model.exact_merge:
+        return ExactMerge(model)
+    if config.dp != "none":
+        strategy = WithDifferentialPrivacy(strategy, config.dp, config.clip_norm, config.noise_multiplier,
+                                           config.dp_delta, seed=config.seed)
+    if config.server_opt != "none":
+        strategy = WithServerOptimizer(strategy, make_server_optimizer(
+            config.server_opt, server_lr=config.server_lr, momentum=config.server_momentum))
+    return strategy
+
+
+def _plan_without_data(config: RunConfig, classes: list, n_features: int | None) -> RunPlan:
+    if get_strategy(config.aggregation).needs_validation:
+        raise ConfigError("stacking needs a validation split on the server: give it a dataset or a CSV")
+    labels = sorted(set(normalize_labels([str(c).strip() for c in classes if str(c).strip()]).tolist()))
+    if len(labels) < 2:
+        raise ConfigError("a server without data needs at least two class labels, e.g. --classes 0,1")
+    if not n_features or n_features < 1:
+        raise ConfigError("a server without data needs the number of features, e.g. --features 30")
+    task = Task(config.model, dict(config.model_params), int(n_features), labels,
+                local_test_size=config.local_test_size)
+    return RunPlan(config, task, None, None, round_settings(config))
+
+
+def client_partition(config: RunConfig, partition_id: int, n_partitions: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                        list[str]]:
+    """Partition ``partition_id`` of ``n_partitions``: the rows a simulation would give that client.
+
+    The same split as the server's (test and validation rows held out the
+    same way), so no client trains on rows the server tests or validates on.
+    """
+    data = load_data(config, n_partitions)
+    X, y = data.client_data(partition_id)
+    return X, y, list(data.dataset.feature_names)

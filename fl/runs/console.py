@@ -1,0 +1,88 @@
+"""What the command line prints: a line per round, sentences for events, a client's own progress.
+
+Lines meant for a person; the numbers themselves are in the run store.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable
+
+from fl.federation.events import EventType, describe_event
+
+SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
+                  EventType.ERROR)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def round_line(event: dict, total_rounds: int) -> str:
+    """The per-round line of simulate and server."""
+    line = (f"round {event['round']}/{total_rounds}  accuracy {fmt(event.get('accuracy'))}  "
+            f"loss {fmt(event.get('loss'))}  f1 {fmt(event.get('f1_macro'))}  "
+            f"clients {event['n_fit_clients']} ({event['n_failures']} failed)  {event['duration_s']:.2f} s")
+    if event.get("worst_client_accuracy") is not None:
+        line += f"  worst client {fmt(event['worst_client_accuracy'])}"
+    if event.get("epsilon") is not None:
+        line += f"  epsilon {fmt(event['epsilon'], 2)}"
+    return line
+
+
+def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[dict], None]:
+    """One line per round on stdout, flushed, plus joins, leaves and failures on stderr.
+
+    ``quiet_joins`` (simulations with many clients) counts joins instead of
+    printing one line each.
+    """
+    joined = 0
+
+    def on_event(event: dict) -> None:
+        nonlocal joined
+        kind = event.get("type")
+        if kind == EventType.ROUND:
+            print(round_line(event, total_rounds), flush=True)
+            return
+        if kind == EventType.JOIN and quiet_joins:
+            joined += 1
+            return
+        text = None
+        if kind == EventType.ROUND_START and event.get("round") == 1 and quiet_joins:
+            text = f"{joined} clients joined; round 1 starts"
+        elif kind in SAID_ON_STDERR:
+            text = describe_event(event)
+        if text:
+            sys.stderr.write(text + "\n")  # one write: lines from threads never interleave
+            sys.stderr.flush()
+
+    return on_event
+
+
+def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], Callable[[dict], None]]:
+    """What a client process tells the person who started it: joining, each round, leaving."""
+
+    def on_attempt(attempt: int, problem: str, seconds_left: float) -> None:
+        print(f"{client_id}: waiting for the server (attempt {attempt}: {problem}); "
+              f"trying {seconds_left:.0f} s more", file=sys.stderr, flush=True)
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        if kind == EventType.WELCOME:
+            print(f"{client_id}: joined run {event['run_id']} ({event['model']}, {event['n_classes']} classes, "
+                  f"{event['n_features']} features) with {event['n_samples']} local rows", flush=True)
+        elif kind == EventType.FIT:
+            print(f"{client_id}: round {event['round']}  trained in {event.get('train_time_s', 0):.2f} s  "
+                  f"train accuracy {fmt(event.get('train_accuracy'))}  loss {fmt(event.get('train_loss'))}",
+                  flush=True)
+        elif kind == EventType.EVALUATE:
+            print(f"{client_id}: round {event['round']}  global model on local data: accuracy "
+                  f"{fmt(event.get('accuracy'))}  loss {fmt(event.get('loss'))}", flush=True)
+        elif kind == EventType.CLIENT_ERROR:
+            print(f"{client_id}: cannot take part ({event.get('code')}): {event.get('message')}", file=sys.stderr,
+                  flush=True)
+
+    return on_attempt, on_event

@@ -1,0 +1,132 @@
+"""Where a simulation's clients run: one host in this process, or hosts in worker processes.
+
+A host (fl/federation/session.py) runs many clients on one event loop and
+one compute thread. A small simulation has one host in a thread of the
+server's own process; a large one spreads its clients over K worker
+processes launched through joblib, so that ``joblib.parallel_config(
+backend=...)`` can place them on a Dask or Ray cluster without new code.
+Every worker rebuilds the run's data from its config (the split is a pure,
+seeded function of it) and takes only its clients' partitions: no data
+crosses a process boundary, and clients still reach the server over real TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fl.federation.behaviour import Behaviour, assign_behaviours
+from fl.federation.client import ClientResult, ClientSettings, FederatedClient, LocalData
+from fl.federation.session import ClientHost
+
+# Measured (bench/bench_scale.py, docs/performance.md): below this many clients the worker
+# processes' start-up and data rebuild cost more than the second core saves.
+AUTO_PROCESSES_FROM = 50
+
+_loky_runs = 0
+_loky_lock = threading.Lock()
+
+
+@dataclass
+class HostSpec:
+    """What one host needs: plain data, so that it crosses to a worker process by pickle of our own."""
+
+    config: dict[str, Any]
+    host: str
+    port: int
+    indices: list[int]  # partitions (= clients) this host runs
+    connect_timeout_s: float = 60.0
+
+
+def worker_count(config: Any) -> int:
+    """How many worker processes: ``config.workers``, or when it is auto (-1) none below AUTO_PROCESSES_FROM
+    clients and one per core from there (0 means the clients run in this process)."""
+    if config.workers >= 0:
+        return min(config.workers, config.clients)
+    if config.clients < AUTO_PROCESSES_FROM:
+        return 0
+    return max(1, min(os.cpu_count() or 1, config.clients))
+
+
+def split_indices(n_clients: int, n_hosts: int) -> list[list[int]]:
+    """Contiguous ranges of client indices, as even as can be."""
+    n_hosts = max(1, n_hosts)
+    return [list(range(i * n_clients // n_hosts, (i + 1) * n_clients // n_hosts)) for i in range(n_hosts)]
+
+
+def make_clients(config: Any, data: Any, indices: list[int], host: str, port: int, stop: threading.Event | None,
+                 connect_timeout_s: float) -> list[FederatedClient]:
+    """The clients of ``indices``, each with its own partition, seed and (simulated) behaviour."""
+    from fl.runs.build import client_id_for
+
+    all_ids = [client_id_for(i) for i in range(len(data.parts))]
+    behaviours = assign_behaviours(all_ids, seed=config.seed, dropout_prob=config.dropout_prob,
+                                   slow_clients=config.slow_clients, slow_delay=config.slow_delay,
+                                   malicious_clients=config.malicious_clients, attack=config.attack,
+                                   attack_scale=config.attack_scale)
+    clients = []
+    for i in indices:
+        X, y = data.client_data(i)
+        local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
+        clients.append(FederatedClient(all_ids[i], local,
+                                       ClientSettings(host=host, port=port, connect_timeout_s=connect_timeout_s),
+                                       stop=stop, seed=config.seed, behaviour=behaviours[all_ids[i]]))
+    return clients
+
+
+def roles(config: Any, client_ids: list[str]) -> dict[str, str]:
+    """What the user made each client (malicious, slow); the server is never told."""
+    behaviours = assign_behaviours(client_ids, seed=config.seed, dropout_prob=config.dropout_prob,
+                                   slow_clients=config.slow_clients, slow_delay=config.slow_delay,
+                                   malicious_clients=config.malicious_clients, attack=config.attack,
+                                   attack_scale=config.attack_scale)
+    return {cid: role for cid, b in behaviours.items() if (role := describe_role(b))}
+
+
+def describe_role(behaviour: Behaviour) -> str:
+    parts = []
+    if behaviour.malicious:
+        parts.append(f"malicious ({behaviour.attack})")
+    if behaviour.delay_s > 0:
+        parts.append(f"slow (+{behaviour.delay_s:g} s)")
+    return ", ".join(parts)
+
+
+def run_host(spec: HostSpec) -> list[dict[str, Any]]:
+    """A worker process's job: rebuild the data, run its clients until the server says bye."""
+    from fl.runs.build import load_data
+    from fl.runs.config import RunConfig
+
+    config = RunConfig.from_dict(spec.config)
+    data = load_data(config)
+    clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s)
+    return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
+
+
+def run_in_processes(specs: list[HostSpec]) -> list[ClientResult]:
+    """Run the hosts in worker processes through joblib; blocks until every host has ended.
+
+    With joblib's default backend (loky) its worker processes are shut down
+    when no simulation uses them any more, so a finished run leaves no
+    process behind. Another backend (``joblib.parallel_config``) manages its own.
+    """
+    global _loky_runs
+    from joblib import Parallel, delayed
+    from joblib._parallel_backends import LokyBackend
+    from joblib.parallel import get_active_backend
+
+    loky = isinstance(get_active_backend()[0], LokyBackend)
+    with _loky_lock:
+        _loky_runs += loky
+    try:
+        outputs = Parallel(n_jobs=len(specs))(delayed(run_host)(spec) for spec in specs)
+    finally:
+        with _loky_lock:
+            _loky_runs -= loky
+            if loky and _loky_runs == 0:
+                from joblib.externals.loky import get_reusable_executor
+
+                get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    return [ClientResult(**result) for output in outputs for result in output]
