@@ -9,7 +9,7 @@ import streamlit as st
 
 from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
-from fl.runs.build import client_id_for, load_data
+from fl.runs.build import client_id_for, data_inputs, load_data
 from fl.runs.simulation import partition_summary
 from ui import charts
 from ui.format import pct, size
@@ -32,18 +32,28 @@ def status_table(clients: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@st.cache_data(show_spinner="Splitting the data…", max_entries=32)
 def split_preview(config_dict: dict[str, Any]) -> dict[str, Any] | str:
     """The clients x classes counts a config would produce, or an error sentence.
 
     Pure and seeded, so the preview is exactly the split a run will use.
+    Cached on the data settings only: changing the model or the rounds
+    does not split the data again.
     """
     try:
         config = RunConfig.from_dict(config_dict).validate()
-        data = load_data(config)
+    except ConfigError as exc:
+        return str(exc)
+    return _split_summary(data_inputs(config), config)
+
+
+@st.cache_data(show_spinner="Splitting the data…", max_entries=32)
+def _split_summary(inputs: dict[str, Any], _config: RunConfig) -> dict[str, Any] | str:
+    """``inputs`` is the cache key (``data_inputs``); ``_config``, which Streamlit does not hash, is read."""
+    try:
+        data = load_data(_config)
     except (ConfigError, DataError) as exc:
         return str(exc)
-    return partition_summary(data, [client_id_for(i) for i in range(config.clients)])
+    return partition_summary(data, [client_id_for(i) for i in range(_config.clients)])
 
 
 def draw_split(summary: Any, key: str) -> None:

@@ -78,22 +78,28 @@ def _dirichlet(y: np.ndarray, n_clients: int, alpha: float, min_samples: int,
                rng: np.random.Generator) -> list[np.ndarray]:
     """Label skew of Hsu et al. (2019): each class is spread over clients by Dir(alpha)."""
     class_rows = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-    best: list[np.ndarray] | None = None
+    # Draw until every client gets min_samples (or keep the best draw): the sizes of a draw come from its
+    # cut points alone, so only the chosen draw is turned into row lists (1,000 clients: 100 draws in ms).
+    best_cuts: list[np.ndarray] = []
     best_min = -1
     for _ in range(_DIRICHLET_TRIES):
-        buckets: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+        cuts_per_class, sizes = [], np.zeros(n_clients, dtype=np.int64)
         for rows in class_rows:
             p = rng.dirichlet(np.full(n_clients, alpha))
             cuts = (np.cumsum(p)[:-1] * len(rows)).astype(np.int64)
-            for i, chunk in enumerate(np.split(rows, cuts)):
-                buckets[i].append(chunk)
-        parts = [np.concatenate(b) if b else np.empty(0, np.int64) for b in buckets]
-        smallest = min(len(p) for p in parts)
+            cuts_per_class.append(cuts)
+            bounds = np.clip(np.concatenate(([0], cuts, [len(rows)])), 0, len(rows))
+            sizes += np.maximum(np.diff(bounds), 0)
+        smallest = int(sizes.min())
         if smallest > best_min:
-            best, best_min = parts, smallest
+            best_cuts, best_min = cuts_per_class, smallest
         if smallest >= min_samples:
             break
-    assert best is not None
+    buckets: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+    for rows, cuts in zip(class_rows, best_cuts):
+        for i, chunk in enumerate(np.split(rows, cuts)):
+            buckets[i].append(chunk)
+    best = [np.concatenate(b) if b else np.empty(0, np.int64) for b in buckets]
     return _top_up(best, min_samples, rng)
 
 

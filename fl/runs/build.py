@@ -63,17 +63,29 @@ def build_run(config: RunConfig, *, classes: list | None = None, n_features: int
     return RunPlan(config, make_task(config, data), server_data(data), data, round_settings(config))
 
 
+def data_inputs(config: RunConfig, n_partitions: int | None = None) -> dict[str, Any]:
+    """Every setting ``load_data`` reads: configs with equal inputs get the same rows and the same split
+    (the dashboard's split preview is cached on them, so changing the model does not re-split)."""
+    return dict(dataset=config.dataset, csv_path=config.csv_path, target=config.target, n_samples=config.n_samples,
+                n_features=config.n_features, n_classes=config.n_classes, seed=config.seed,
+                target_bins=config.target_bins, n_clients=n_partitions or config.clients,
+                partition_method=config.partition, alpha=config.alpha, shards_per_client=config.shards_per_client,
+                quantity_skew=config.quantity_skew, min_samples=config.min_samples, test_size=config.test_size,
+                val_size=config.effective_val_size)
+
+
 def load_data(config: RunConfig, n_partitions: int | None = None) -> FederatedData:
-    """Load, hold out the server's rows and partition the rest; a pure, seeded function of the config."""
+    """Load, hold out the server's rows and partition the rest; a pure, seeded function of ``data_inputs``."""
     check_config_size(config)
-    dataset = load_dataset(config.dataset, csv_path=config.csv_path, target=config.target,
-                           n_samples=config.n_samples, n_features=config.n_features, n_classes=config.n_classes,
-                           seed=config.seed, target_bins=config.target_bins)
+    inputs = data_inputs(config, n_partitions)
+    dataset = load_dataset(inputs["dataset"], csv_path=inputs["csv_path"], target=inputs["target"],
+                           n_samples=inputs["n_samples"], n_features=inputs["n_features"],
+                           n_classes=inputs["n_classes"], seed=inputs["seed"], target_bins=inputs["target_bins"])
     return make_federated_data(
-        dataset, n_clients=n_partitions or config.clients, partition_method=config.partition, alpha=config.alpha,
-        shards_per_client=config.shards_per_client, quantity_skew=config.quantity_skew,
-        min_samples=config.min_samples, test_size=config.test_size, val_size=config.effective_val_size,
-        seed=config.seed)
+        dataset, n_clients=inputs["n_clients"], partition_method=inputs["partition_method"], alpha=inputs["alpha"],
+        shards_per_client=inputs["shards_per_client"], quantity_skew=inputs["quantity_skew"],
+        min_samples=inputs["min_samples"], test_size=inputs["test_size"], val_size=inputs["val_size"],
+        seed=inputs["seed"])
 
 
 def data_split(config: RunConfig, dataset: Dataset | None = None) -> dict[str, Any] | None:

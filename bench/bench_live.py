@@ -1,0 +1,173 @@
+"""How soon a finished round shows in the browser, at 10 and 1,000 clients.
+
+Run from the repository root (needs Debian's chromium and Playwright):
+
+    python bench/bench_live.py                  # 10 and 1,000 clients (~2 min)
+    python bench/bench_live.py --clients 1000
+
+Starts ``streamlit run app.py`` on a free loopback port, sets the run up in
+the sidebar as a user would (dataset, rows, clients, model, rounds), presses
+Start and reads the page every 50 ms. For each round, the latency is the
+time from the engine's own record of the round's end (the ``round`` event's
+``t`` in events.jsonl) to the first read of the page that says
+"N/M rounds done" (or "Finished M rounds" for the last). The page polls the
+run once a second, so about 0.5 s on average and 1 s at worst are expected,
+plus the time the browser takes to draw. Also: the time from the click on
+Start to the first read that shows the run's progress.
+
+The browser runs on the same machine as the server and the run here, so on
+2 cores it takes CPU from both; a user's browser usually runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from _common import MachineLoad, source_version, table  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CASES = {
+    10: dict(dataset=None, rows=None, clients=None, model=None, rounds=None),  # the default run: MLP, 20 rounds
+    1000: dict(dataset="Synthetic: any size (make_classification)", rows="100000", clients="End",
+               model="Logistic regression", rounds=8),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_streamlit(runs_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "FL_RUNS_DIR": str(runs_dir)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("streamlit did not come up")
+
+
+def set_slider(sidebar, name: str, key: str | int) -> None:
+    slider = sidebar.locator(f'input[type=range][aria-label="{name}"]')
+    slider.focus()
+    if isinstance(key, int):
+        slider.press("Home")
+        for _ in range(key - 1):
+            slider.press("ArrowRight")
+    else:
+        slider.press(key)
+
+
+def choose(page, sidebar, name: str, option: str) -> None:
+    sidebar.get_by_role("combobox", name=name).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_timeout(800)
+
+
+def one(page, url: str, runs_dir: Path, clients: int) -> dict:
+    case = CASES[clients]
+    page.goto(url)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    start = sidebar.get_by_role("button", name="Start", exact=True)
+    start.wait_for(timeout=60_000)
+    if case["dataset"]:
+        choose(page, sidebar, "Dataset", case["dataset"])
+    if case["rows"]:
+        rows = sidebar.get_by_role("spinbutton", name="Rows")
+        rows.fill(case["rows"])
+        rows.press("Enter")
+        page.wait_for_timeout(1500)
+    if case["clients"]:
+        set_slider(sidebar, "Clients", case["clients"])
+        page.wait_for_timeout(1500)
+    if case["model"]:
+        choose(page, sidebar, "Model", case["model"])
+    if case["rounds"]:
+        set_slider(sidebar, "Rounds", case["rounds"])
+    page.wait_for_timeout(1500)
+    start.click()
+    clicked = time.time()
+    total, seen = case["rounds"] or 20, {}
+    deadline = time.monotonic() + 600
+    while total not in seen and time.monotonic() < deadline:
+        text = page.evaluate("document.body.innerText")
+        now = time.time()
+        done = [int(n) for n in re.findall(r"(\d+)/\d+ rounds done", text)]
+        done += [total for _ in re.findall(r"Finished \d+ rounds", text)]
+        if "rounds done" in text:
+            seen.setdefault(0, now)
+        for n in range(1, max(done, default=0) + 1):
+            seen.setdefault(n, now)
+        time.sleep(0.05)
+    run_id = re.search(r"(\d{8}-\d{6}-[0-9a-f]+)", page.evaluate("document.body.innerText")).group(1)
+    events = [json.loads(line) for line in (runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+    ended = {e["round"]: e["t"] for e in events if e["type"] == "round"}
+    # A round seen in the same read as the next one was shown late only by the page's skipping: count them all.
+    latencies = [seen[n] - ended[n] for n in sorted(ended) if n in seen and n > 0]
+    durations = [e["duration_s"] for e in events if e["type"] == "round"]
+    return {
+        "clients": f"{clients:,}",
+        "rounds": len(latencies),
+        "median round s": f"{statistics.median(durations):.2f}",
+        "median latency s": f"{statistics.median(latencies):.2f}",
+        "worst latency s": f"{max(latencies):.2f}",
+        "rounds shown within 1 s": f"{sum(lat <= 1.0 for lat in latencies)}/{len(latencies)}",
+        "Start to the live view s": f"{seen[0] - clicked:.2f}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, action="append", choices=sorted(CASES))
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    load = MachineLoad()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+        runs_dir = Path(tmp) / "runs"
+        proc, url = start_streamlit(runs_dir)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu",
+                                           "--disable-background-networking"])
+        try:
+            for clients in args.clients or sorted(CASES):
+                page = browser.new_page(viewport={"width": 1440, "height": 1300})
+                rows.append(one(page, url, runs_dir, clients))
+                page.close()
+                print(rows[-1], flush=True)
+        finally:
+            browser.close()
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\n{source_version()}; {load.summary()}\n")
+    print(table(list(rows[0]), [list(r.values()) for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
