@@ -9,7 +9,7 @@ import json
 import streamlit as st
 
 from fl.runs.config import RunConfig
-from ui import charts
+from ui import charts, experiment_charts
 from ui.clients import (
     STATUS_ICONS, client_rounds_frame, draw_split, filter_clients, split_preview, status_table,
 )
@@ -74,6 +74,13 @@ def draw(snap: dict, key: str) -> None:
                           key=f"{key}-acc")
         right.plotly_chart(charts.client_metric_figure(rows, "train_loss", total_rounds=snap["total_rounds"]),
                            key=f"{key}-loss")
+    heatmap = experiment_charts.scrutiny_heatmap(rows) if rows else None
+    if heatmap is not None:
+        st.plotly_chart(heatmap, key=f"{key}-scrutiny")
+        flagged = sorted({r["client_id"] for r in rows if r.get("flagged")})
+        st.caption("The server measures every update it receives: its distance to the median update, as a robust "
+                   "z-score (red: far from the others; above 3 it is flagged). "
+                   + (f"Flagged at least once: {', '.join(flagged)}." if flagged else "No update was flagged."))
     if snap["clients"]:
         st.plotly_chart(charts.bytes_figure(snap["clients"]), key=f"{key}-bytes")
     with st.expander("One client, every round" if many else "Every client, every round"):

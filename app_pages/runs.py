@@ -3,7 +3,9 @@
 import streamlit as st
 
 from ui import charts, history
+from ui.live import model_buttons
 from ui.state import PENDING_CONFIG, registry, store
+from ui.sweep_view import live_run_ids as sweep_live_run_ids
 
 FLASH = "runs_flash"  # a message that must survive the rerun after a delete
 
@@ -17,7 +19,7 @@ if not runs:
             "to compare, download or run again.")
     st.stop()
 
-live_ids = {h.run_id for h in registry().active()}
+live_ids = {h.run_id for h in registry().active()} | sweep_live_run_ids()
 st.caption(f"{len(runs)} run{'s' if len(runs) != 1 else ''}, newest first. Select rows to compare them; "
            "select one to download, reload or delete it.")
 event = st.dataframe(
@@ -44,10 +46,11 @@ if len(chosen) > 1:
 
 run = chosen[0]
 st.caption(f"Run `{run.run_id}`")
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 c1.download_button("Download run (zip)", lambda: history.zip_run(run), file_name=f"{run.run_id}.zip",
                    mime="application/zip", on_click="ignore", key="download_zip", width="stretch",
-                   help="config.json, summary.json, metrics.csv, clients.csv, events.jsonl and the model")
+                   help="config.json, summary.json, metrics.csv, clients.csv, events.jsonl and the models")
+model_buttons(run.run_id, c3)
 if c2.button("Load config into Run page", key="load_config", width="stretch",
              help="Sets the Run page's sidebar to this run's settings, to repeat or vary it."):
     st.session_state[PENDING_CONFIG] = run.config

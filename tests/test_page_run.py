@@ -31,7 +31,9 @@ def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
     assert {"Global accuracy", "Loss", "Worst client", "Centralized", "Local only (mean)"} <= set(labels)
     assert len(at.get("plotly_chart")) >= 3  # accuracy, loss, per-client
     assert len(at.dataframe) >= 1
-    assert len(at.get("download_button")) == 3
+    labels = [b.label for b in at.get("download_button")]
+    assert labels[:3] == ["Metrics (CSV)", "Config (JSON)", "Final model (joblib)"]
+    assert labels[3].startswith("Best model (round ")  # the best round's model, beside the final one
     assert (app_env).exists() and any(app_env.iterdir())  # the run store has it
 
 

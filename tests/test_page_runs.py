@@ -92,10 +92,13 @@ def test_one_selected_run_can_be_downloaded_as_a_zip(app_env):
     data = history.zip_run(runs[1])
     # Assert
     assert not at.exception
-    assert [b.label for b in at.get("download_button")] == ["Download run (zip)"]
+    labels = [b.label for b in at.get("download_button")]
+    assert labels[:2] == ["Download run (zip)", "Final model (joblib)"]
+    assert labels[2] == f"Best model (round {runs[1].summary['best_round']})"
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     prefix = runs[1].run_id + "/"
-    for name in ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib"):
+    for name in ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
+                 "best_model.joblib"):
         assert prefix + name in names
     assert not any(n.endswith(".tmp") for n in names)
 

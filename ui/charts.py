@@ -141,7 +141,7 @@ MAX_HEATMAP_CLIENTS = 50  # above this, the split is drawn as distributions (and
 def client_band_figure(rounds: list[dict], total_rounds: int | None = None) -> go.Figure:
     """The global model on the clients' held-out rows, per round: 10th to 90th percentile, median, worst.
 
-    Drawn from the round records alone (fl.federation.rounds.client_spread),
+    Drawn from the round records alone (fl.federation.round_stats.client_spread),
     so a thousand clients cost what ten do.
     """
     def series(key: str) -> list:

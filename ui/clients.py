@@ -28,6 +28,8 @@ def status_table(clients: dict[str, dict]) -> pd.DataFrame:
                      "Failures": c.get("failures", 0),
                      "Global model on its data": pct(c.get("eval_accuracy")),
                      "Last train accuracy": pct(c.get("last_accuracy")),
+                     "Flagged rounds": c.get("flagged_rounds", 0),
+                     "Converged": {True: "yes", False: "no"}.get(c.get("converged"), "–"),
                      "Sent": size(c.get("bytes_sent")), "Received": size(c.get("bytes_received"))})
     return pd.DataFrame(rows)
 
@@ -85,5 +87,10 @@ def client_rounds_frame(client_rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=["round", "client_id", "train_accuracy", "train_loss", "train_time_s"])
     df = pd.DataFrame(client_rows)
     keep = [c for c in ("round", "client_id", "status", "n_samples", "eval_accuracy", "eval_loss", "train_accuracy",
-                        "train_loss", "train_time_s", "reason") if c in df]
-    return df[keep]
+                        "train_loss", "train_time_s", "epoch_losses", "converged", "samples_used", "update_norm",
+                        "update_cosine", "update_z", "flagged", "reason") if c in df]
+    df = df[keep].copy()
+    if "epoch_losses" in df:  # the client's losses per local epoch, as it reported them
+        df["epoch_losses"] = df["epoch_losses"].map(
+            lambda v: ", ".join(f"{x:.3g}" if isinstance(x, float) else "–" for x in v) if isinstance(v, list) else v)
+    return df

@@ -20,7 +20,7 @@ from ui.format import is_number, when
 # What a run directory may hold; the zip takes those present, nothing else
 # (no stray temp files such as summary.json.tmp).
 RUN_FILES = ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
-             "baselines.json", "partition.json")
+             "best_model.joblib", "baselines.json", "partition.json", "weights.npz", "weights.csv")
 TABLE_COLUMNS = ["Started", "Dataset", "Model", "Aggregation", "Clients", "Rounds done", "Final accuracy",
                  "Status", "Run id"]
 

@@ -44,6 +44,10 @@ def knob_widget(name: str, values: dict, options: Sequence | None = None) -> Any
         return st.select_slider(label, list(k.options), format_func=lambda v: _option(k, v), **kw)
     if k.widget == "checkbox":
         return st.checkbox(label, help=k.help if k.label else None, **kw)
+    if k.widget == "text":
+        return st.text_input(label, help=k.help if k.label else None, **kw).strip()
+    if k.widget == "checkbox_text":
+        return _checkbox_text(name, k, kw)
     cast = int if k.kind is int else float
     step = k.step if k.step is not None else (1 if k.kind is int else None)
     args = {"min_value": cast(low) if low is not None else None, "max_value": cast(high) if high is not None else None}
@@ -52,6 +56,16 @@ def knob_widget(name: str, values: dict, options: Sequence | None = None) -> Any
     if k.widget == "slider":
         return st.slider(label, **args, **kw)
     return st.number_input(label, **args, **kw)
+
+
+def _checkbox_text(name: str, k: Knob, kw: dict[str, Any]) -> str:
+    """A switch, then its text: "" when off, the text when on, ``k.const`` when on and left empty (the CLI's
+    flag alone)."""
+    on = st.checkbox(k.widget_label(), help=k.help, **widgets.kw(name + "_on", False))
+    if not on:
+        return ""
+    text = st.text_input(f"{name.split('_')[-1].upper()} (empty: {k.const})", placeholder=str(k.const), **kw)
+    return text.strip() or str(k.const)
 
 
 def _option(k: Knob, value: Any) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.state import RunHandle
-from ui import charts
+from ui import charts, experiment_charts
 from ui.format import duration, is_number, num, pct, size
 from ui.state import store
 
@@ -98,6 +98,9 @@ def charts_block(snap: dict, key: str) -> None:
                        "The server does not know who they are.")
     if any(r.get("epsilon") is not None for r in rounds):
         st.plotly_chart(charts.epsilon_figure(rounds, snap["config"].get("dp_delta")), key=f"{key}-eps")
+    rates = [(r["round"], r["learning_rate"]) for r in rounds if r.get("learning_rate") is not None]
+    if rates and snap["config"].get("lr_schedule", "constant") != "constant":
+        st.plotly_chart(experiment_charts.learning_rate_figure(rates, total), key=f"{key}-lr")
 
 
 def _one_shot_charts(snap: dict, key: str) -> None:
@@ -129,18 +132,38 @@ def downloads(snap: dict, handle: RunHandle | None) -> None:
                        key=f"dl-metrics-{run_id}")
     c2.download_button("Config (JSON)", json.dumps(snap["config"], indent=2), file_name=f"{run_id}-config.json",
                        mime="application/json", key=f"dl-config-{run_id}")
-    model_bytes = _model_bytes(run_id)
-    c3.download_button("Model (joblib)", model_bytes or b"", file_name=f"{run_id}-model.joblib",
-                       mime="application/octet-stream", disabled=model_bytes is None, key=f"dl-model-{run_id}",
-                       help="The global model with its scaling: joblib.load(f).predict(raw_rows)")
+    model_buttons(run_id, c3)
 
 
-def _model_bytes(run_id: str) -> bytes | None:
+def model_buttons(run_id: str, column: Any) -> None:
+    """The final model and, beside it, the best round's (saying what it was selected on)."""
     try:
-        path = store().load(run_id).model_path
-    except (FileNotFoundError, ValueError):
-        return None
-    return path.read_bytes() if path is not None else None
+        stored = store().load(run_id)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        stored = None
+    final = stored.model_path if stored is not None else None
+    column.download_button("Final model (joblib)", final.read_bytes() if final else b"",
+                           file_name=f"{run_id}-model.joblib", mime="application/octet-stream",
+                           disabled=final is None, key=f"dl-model-{run_id}",
+                           help="The global model with its scaling: joblib.load(f).predict(raw_rows)")
+    best = stored.best_model_path if stored is not None else None
+    if best is None:
+        return
+    summary = stored.summary
+    column.download_button(f"Best model (round {summary.get('best_round')})", best.read_bytes(),
+                           file_name=f"{run_id}-best_model.joblib", mime="application/octet-stream",
+                           key=f"dl-best-{run_id}", help=best_model_note(summary))
+
+
+def best_model_note(summary: dict) -> str:
+    """What the best round was chosen on, and so how far its number can be trusted."""
+    on, score = summary.get("best_selected_on"), summary.get("best_score")
+    number = f" ({pct(score)})" if is_number(score) else ""
+    if on == "validation":
+        return f"Chosen on the server's validation split{number}; its test accuracy is an honest estimate."
+    where = "test split" if on == "test" else "clients' scores"
+    return (f"Chosen on the {where}{number}, the same numbers that rank it: that accuracy is optimistic. "
+            "Judge it on data it has not seen.")
 
 
 def chance_level(snap: dict) -> float | None:

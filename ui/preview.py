@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.config import RunConfig
-from ui import charts, widgets
+from ui import charts, experiment_charts, widgets
 from ui.clients import draw_split, split_preview
 from ui.sidebar import csv_report
 
@@ -50,6 +50,10 @@ def new_run_view(config: RunConfig | None) -> None:
     st.caption(f"{len(sizes)} clients holding {min(sizes)} to {max(sizes)} training rows each; the server keeps "
                "a held-out test split.")
     draw_split(summary, "preview-heatmap")
+    if config.learning_rate_at(1) is not None:
+        rates = [(r, config.learning_rate_at(r)) for r in range(1, config.effective_rounds + 1)]
+        st.plotly_chart(experiment_charts.learning_rate_figure(rates, config.effective_rounds, planned=True),
+                        key="preview-lr")
 
 
 def csv_section(report: Any) -> None:

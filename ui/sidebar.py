@@ -43,6 +43,9 @@ def apply_config(config: dict[str, Any]) -> None:
             continue
         if k.widget == "select_slider" and value not in k.options and isinstance(value, (int, float)):
             value = min((o for o in k.options if o is not None), key=lambda o: abs(o - value))
+        if k.widget == "checkbox_text":  # the switch, then the text (empty when it is the knob's const)
+            st.session_state[_key(name + "_on")] = bool(value)
+            value = "" if value == k.const else value
         st.session_state[_key(name)] = value
     model = MODELS.get(config.get("model", ""))
     for hyper in (model.hyperparameters if model else ()):
@@ -163,7 +166,7 @@ def rounds_widgets(values: dict[str, Any]) -> None:
         st.caption("Whole-model aggregations and one-shot models run a single round.")
     _draw(_group("rounds", more=False), values)
     with st.expander("More settings"):
-        _draw(_group("rounds", more=True), values)
+        _draw(_group("rounds", more=True) + _group("tracking"), values)
 
 
 def advanced_widgets(values: dict[str, Any]) -> None:

@@ -26,8 +26,8 @@ from fl.data import DataError, apply_bins, apply_standardization, features_from_
 from fl.learning.metrics import score_classifier
 from fl.learning.models import get_model
 from fl.learning.privacy import clip_update
-from fl.learning.training import LocalModel
-from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, Limits, ProtocolError, Welcome
+from fl.learning.training import PLATEAU_EPOCHS, LocalModel, has_converged
+from fl.wire import Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Limits, ProtocolError, Welcome
 from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
 
@@ -173,6 +173,7 @@ class FederatedClient:
         # held-out share asked for, on its training rows (the server's choice).
         self.X_eval, self.y_eval = (X[held], y[held]) if task.local_test_size > 0 else (self.X, self.y)
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
+        self.loss_history: list[float] = []  # the last epochs' losses, across rounds (the converged flag)
 
     def _labels(self, task: Task) -> np.ndarray:
         """The local labels, binned with the server's edges when its task turns a numeric label into classes."""
@@ -205,10 +206,22 @@ class FederatedClient:
             "train_accuracy": self.model.train_metrics_["accuracy"],
         }
         self._emit(EventType.FIT, round=msg.round, **metrics)
+        self.loss_history = (self.loss_history + list(self.model.epoch_losses_))[-PLATEAU_EPOCHS:]
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
-                             blob=blobs.dump_model(self.model.estimator_))
-        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=self._update(msg))
+                             blob=blobs.dump_model(self.model.estimator_), metadata=self._metadata(metrics, None))
+        params = self._update(msg)
+        norm = None
+        if msg.params is not None:
+            norm = float(np.sqrt(sum(float(np.sum((a - g) ** 2)) for (_, a), (_, g) in zip(params, msg.params))))
+        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=params,
+                         metadata=self._metadata(metrics, norm))
+
+    def _metadata(self, metrics: dict, update_norm: float | None) -> FitMetadata:
+        """This round's account of training (protocol: fit_result.metadata)."""
+        return FitMetadata(train_time_s=metrics["train_time_s"], epoch_losses=list(self.model.epoch_losses_),
+                           converged=has_converged(self.loss_history), samples_used=len(self.y),
+                           update_norm=update_norm)
 
     def _check_params(self, params: list | None, where: str) -> None:
         """Parameters from the server must have the task's names and shapes (else error code ``shape``)."""

@@ -26,6 +26,7 @@ class EventType(StrEnum):
     FAILURE = "failure"
     STRAGGLER = "straggler"
     CLIENT_RESULT = "client_result"
+    FLAGGED = "flagged"  # an update far from the others (fl/federation/scrutiny.py)
     ROUND = "round"
     ERROR = "error"
     DONE = "done"
@@ -115,6 +116,9 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
     EventType.STRAGGLER: lambda e: f"round {e.get('open_round')}: late result of round {e.get('round')} from "
                                    f"{e.get('client_id')} ignored",
     EventType.CLIENT_RESULT: _client_result,
+    EventType.FLAGGED: lambda e: f"round {e.get('round')}: {e.get('client_id')}'s update is far from the others "
+                                 f"(robust z {_num(e.get('update_z'), 1)}, norm {_num(e.get('update_norm'))}, "
+                                 f"cosine to the aggregate {_num(e.get('update_cosine'), 2)})",
     EventType.ROUND: _round,
     EventType.ERROR: lambda e: f"error: {e.get('message')}",
     EventType.DONE: _done,

@@ -45,6 +45,13 @@ class GlobalModel:
     def update(self, accepted: Accepted) -> None:
         raise NotImplementedError
 
+    def parameters(self) -> list[np.ndarray] | None:
+        """The global parameter arrays (None for a combined ensemble)."""
+        return None
+
+    def arrays_named(self) -> NamedArrays | None:
+        return None
+
 
 class ParameterModel(GlobalModel):
     def __init__(self, strategy: ParameterStrategy, task: Task, model: ModelAdapter, seed: int):
@@ -65,6 +72,12 @@ class ParameterModel(GlobalModel):
     @property
     def _current(self) -> list[np.ndarray] | None:
         return [a for _, a in self.arrays] if self.arrays is not None else None
+
+    def parameters(self) -> list[np.ndarray] | None:
+        return self._current
+
+    def arrays_named(self) -> NamedArrays | None:
+        return self.arrays
 
     def accept(self, msg: FitResult) -> tuple[Any, str | None]:
         if msg.metrics.get("dropped_out"):

@@ -13,7 +13,7 @@ import math
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -21,12 +21,13 @@ from sklearn.preprocessing import StandardScaler
 
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
+from fl.federation.round_stats import METRIC_KEYS, client_spread, finite, metadata_fields, weighted_mean
+from fl.federation.scrutiny import scrutinize
 from fl.federation.server import FederatedServer, Inbox, ServerStopped
 from fl.learning.metrics import score_classifier
 from fl.learning.strategies import Strategy
 from fl.wire import Evaluate, EvaluateResult, Fit, FitResult
 
-METRIC_KEYS = ("accuracy", "loss", "f1_macro")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class RoundSettings:
     seed: int = 0
     client_eval: bool = True
     fit_config: dict[str, Any] = field(default_factory=dict)  # sent in every fit (local_epochs, ...)
+    learning_rate: Callable[[int], float] | None = None  # the clients' rate in round r (a server's schedule)
 
 
 @dataclass
@@ -59,6 +61,19 @@ class RunResult:
     final_metrics: dict = field(default_factory=dict)
     model: Any = None  # the final global model, predicting on raw features
     error: str | None = None
+    best: "BestRound | None" = None  # the round whose global model scored best, and that model
+
+
+@dataclass
+class BestRound:
+    """The best global model so far: selected on the server's validation split when it has one, else on the
+    accuracy the run reports (the test split, or the clients' scores), which makes its number optimistic."""
+
+    round: int
+    score: float
+    selected_on: str  # "validation" | "test" | "clients"
+    metrics: dict
+    model: Any
 
 
 def fixed_scaler(stats: dict, n_features: int) -> StandardScaler:
@@ -89,6 +104,8 @@ class RoundRunner:
         self.model: GlobalModel = make_global_model(strategy, self.task, settings.seed, validation)
         self.rounds: list[dict] = []
         self.stragglers = 0  # late results seen in the current round
+        self.best: BestRound | None = None
+        self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
 
     @property
     def total_rounds(self) -> int:
@@ -176,8 +193,10 @@ class RoundRunner:
         reason = {RunStatus.COMPLETED: "run finished", RunStatus.STOPPED: "run stopped"}.get(status, "server error")
         self.server.close(reason, final_metrics=final)
         model = self.final_model()
-        self.server.emit(EventType.DONE, status=status, final_metrics=final, error=error)
-        return RunResult(status=status, rounds=self.rounds, final_metrics=final, model=model, error=error)
+        best = {"best_round": self.best.round, "best_selected_on": self.best.selected_on} if self.best else {}
+        self.server.emit(EventType.DONE, status=status, final_metrics=final, error=error, **best)
+        return RunResult(status=status, rounds=self.rounds, final_metrics=final, model=model, error=error,
+                         best=self.best)
 
     def final_model(self) -> Any:
         """The global model as one estimator on raw features (scaling included)."""
@@ -194,6 +213,8 @@ class RoundRunner:
         chosen = self._sample()
         self.server.emit(EventType.ROUND_START, round=round_no, clients=chosen)
         config = {**self.settings.fit_config, "seed": self.settings.seed + round_no, **self.strategy.fit_config()}
+        if self.settings.learning_rate is not None:  # from the initial rate and the round, never the last rate
+            config["learning_rate"] = self.settings.learning_rate(round_no)
         n_available = len(self.server.active_ids())
         payload = self.model.fit_payload()
         sent, failures = self._send(chosen, Fit(round=round_no, config=config, **payload), ClientStatus.TRAINING)
@@ -205,12 +226,17 @@ class RoundRunner:
             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
         self._stop_if_asked()
         if accepted:
+            before = self.model.parameters()
             self.model.update(accepted)
             self.strategy.end_round(n_available, len(chosen))
+            self._scrutinize(round_no, before, accepted, rows)
+        if self.on_global is not None and self.model.arrays_named() is not None:
+            self.on_global(round_no, self.model.arrays_named())  # every round's global parameters (an archive)
         elif self.model.estimator is None and self.strategy.one_shot:
             raise RuntimeError("no client returned a usable model")
         self._stop_if_asked()
         metrics, per_client = self._evaluate(round_no)
+        self._keep_if_best(round_no, metrics)
         for cid, scores in per_client.items():
             rows.setdefault(cid, {"client_id": cid, "n_samples": scores["n_samples"], "status": "not sampled"})
             rows[cid].update(eval_accuracy=scores.get("accuracy"), eval_loss=scores.get("loss"))
@@ -231,6 +257,7 @@ class RoundRunner:
             "bytes_sent": sent1 - sent0,
             "bytes_received": recv1 - recv0,
             "epsilon": None,
+            "learning_rate": config.get("learning_rate"),
             **self.strategy.round_metrics(),
         }
         self.rounds.append(record)
@@ -246,7 +273,8 @@ class RoundRunner:
             payload, problem = self.model.accept(msg)
             status = "ok" if problem is None else "dropped out" if msg.metrics.get("dropped_out") else "rejected"
             rows[cid] = {"client_id": cid, "n_samples": msg.n_samples, "status": status, "reason": problem,
-                         **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")}}
+                         **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")},
+                         **metadata_fields(msg)}
             if problem is not None:
                 failures[cid] = problem
             else:
@@ -256,6 +284,33 @@ class RoundRunner:
             rows.setdefault(cid, {"client_id": cid, "n_samples": slot.n_samples if slot else None,
                                   "status": "failed", "reason": reason})
         return rows, accepted
+
+    def _scrutinize(self, round_no: int, before: list[np.ndarray] | None, accepted: list[tuple[str, Any, int]],
+                    rows: dict[str, dict]) -> None:
+        """Norm, cosine to the aggregate step and robust z of every accepted update; flag the outliers."""
+        after = self.model.parameters()
+        if before is None or after is None:
+            return  # whole fitted models: no update to measure
+        for cid, scores in scrutinize(before, [(cid, arrays) for cid, arrays, _ in accepted], after).items():
+            rows[cid].update(scores)
+            if scores["flagged"]:
+                self.server.emit(EventType.FLAGGED, round=round_no, client_id=cid, update_z=scores["update_z"],
+                                 update_norm=scores["update_norm"], update_cosine=scores["update_cosine"])
+
+    def _keep_if_best(self, round_no: int, metrics: dict[str, float]) -> None:
+        """Keep this round's global model if it scores best so far (ties keep the earlier round)."""
+        if self.model.estimator is None:
+            return
+        if self.data is not None and self.data.X_val is not None:
+            selected_on = "validation"
+            score = score_classifier(self.model.estimator, self._scale(self.data.X_val), self.data.y_val,
+                                     self.classes, with_f1=False)["accuracy"]
+        else:
+            selected_on, score = ("test" if self.data is not None else "clients"), metrics.get("accuracy")
+        if not finite(score) or (self.best is not None and score <= self.best.score):
+            return
+        self.best = BestRound(round_no, float(score), selected_on, {k: metrics.get(k) for k in METRIC_KEYS},
+                              self.final_model())
 
     def _evaluate(self, round_no: int) -> tuple[dict[str, float], dict[str, dict]]:
         """(global metrics, per-client scores of the global model on each client's own held-out rows).
@@ -291,35 +346,3 @@ class RoundRunner:
             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=f"evaluation: {reason}")
         return {cid: {**{k: r.metrics.get(k) for k in METRIC_KEYS}, "n_samples": r.n_samples}
                 for cid, r in sorted(results.items())}
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def weighted_mean(per_client: dict[str, dict]) -> dict[str, float]:
-    """Sample-weighted mean of each metric over the clients that reported a finite value."""
-    out = {}
-    for key in METRIC_KEYS:
-        pairs = [(s.get(key), s["n_samples"]) for s in per_client.values()]
-        pairs = [(v, n) for v, n in pairs if _finite(v) and n > 0]
-        weight = sum(n for _, n in pairs)
-        out[key] = sum(v * n for v, n in pairs) / weight if weight else math.nan
-    return out
-
-
-SPREAD_KEYS = ("worst_client_accuracy", "client_accuracy_p10", "client_accuracy_median", "client_accuracy_p90",
-               "client_accuracy_std")
-
-
-def client_spread(per_client: dict[str, dict]) -> dict[str, float | None]:
-    """How the global model serves the clients, on their own held-out rows: the worst, percentiles, spread.
-
-    Kept in each round's record, so a page can draw a thousand clients as a
-    band without reading a thousand rows.
-    """
-    values = np.array([s.get("accuracy") for s in per_client.values() if _finite(s.get("accuracy"))])
-    if not len(values):
-        return dict.fromkeys(SPREAD_KEYS)
-    p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return dict(zip(SPREAD_KEYS, (float(values.min()), float(p10), float(p50), float(p90), float(values.std()))))

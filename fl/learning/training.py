@@ -8,7 +8,8 @@ learning-rate schedule carry on) and scores it on the training rows.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -35,14 +36,31 @@ class LocalModel:
         """
         adapter = get_model(self.name)
         classes = np.asarray(self.classes)
+        losses: list[float] = []
         if whole_model or adapter.one_shot:
             self.estimator_ = adapter.fit_whole(self.params, X, y, classes, self.seed)
         else:
             self.estimator_ = adapter.fit_local(getattr(self, "estimator_", None), self.params, X, y, classes,
                                                 self.n_features, global_arrays, max(1, int(epochs)), config or {},
-                                                self.seed)
+                                                self.seed, losses=losses)
         self.train_metrics_ = score_classifier(self.estimator_, X, y, classes, with_f1=False)  # F1 is unused here
+        # One loss per local epoch where the model trains epoch by epoch; one solve (L-BFGS, whole models): one.
+        self.epoch_losses_ = losses or [self.train_metrics_["loss"]]
         return self
 
     def get_parameters(self) -> NamedArrays:
         return get_model(self.name).get_parameters(self.estimator_)
+
+
+PLATEAU_EPOCHS = 3
+CONVERGENCE_TOLERANCE = 1e-3
+
+
+def has_converged(losses: Sequence[float | None]) -> bool | None:
+    """Whether training has reached a plateau: the last ``PLATEAU_EPOCHS`` epoch losses all lie within
+    ``CONVERGENCE_TOLERANCE`` (0.1 %) of the last one, relative to it. None until there are that many finite
+    losses. A loss that still falls, or rises, is not a plateau."""
+    recent = [v for v in losses if v is not None and math.isfinite(v)][-PLATEAU_EPOCHS:]
+    if len(recent) < PLATEAU_EPOCHS:
+        return None
+    return bool(max(recent) - min(recent) <= CONVERGENCE_TOLERANCE * max(abs(recent[-1]), 1e-12))

@@ -20,6 +20,7 @@ from fl.data import (
 from fl.federation.rounds import RoundSettings, ServerData
 from fl.federation.task import Task, make_preprocess
 from fl.learning.models import get_model
+from fl.learning.schedules import parse_schedule
 from fl.learning.server_opt import make_server_optimizer
 from fl.learning.strategies import ExactMerge, ParameterStrategy, Strategy, get_strategy
 from fl.learning.wrappers import WithDifferentialPrivacy, WithServerOptimizer
@@ -119,9 +120,10 @@ def server_data(data: FederatedData) -> ServerData:
 
 
 def round_settings(config: RunConfig) -> RoundSettings:
+    schedule = None if parse_schedule(config.lr_schedule).is_constant else config.learning_rate_at
     return RoundSettings(rounds=config.effective_rounds, fraction=config.fraction, min_clients=config.min_clients,
                          round_timeout=config.round_timeout, seed=config.seed, client_eval=config.client_eval,
-                         fit_config=config.fit_config())
+                         fit_config=config.fit_config(), learning_rate=schedule)
 
 
 def make_strategy(config: RunConfig) -> Strategy:

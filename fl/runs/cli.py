@@ -24,7 +24,7 @@ from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
                 "rounds": "rounds and evaluation", "optimizer": "server optimisers and FedProx",
                 "faults": "simulated faults and attacks", "privacy": "differential privacy",
-                "runtime": "runtime"}
+                "runtime": "runtime", "tracking": "experiment tracking"}
 
 
 class UsageError(Exception):
@@ -57,7 +57,7 @@ def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
             continue
         group = groups.get(k.group) or groups.setdefault(k.group, parser.add_argument_group(GROUP_TITLES[k.group]))
         default = default_of(RunConfig, name)
-        shown = "on" if default is True else "off" if default is False else default
+        shown = "on" if default is True else "off" if default is False or default == "" else default
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f"{k.help} (default: {shown})"}
         flag = k.flag_name(name)
         if k.kind is bool:
@@ -67,13 +67,16 @@ def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
         elif k.choices is not None:
             group.add_argument(flag, choices=list(k.choices()), **kw)
         else:
+            if k.const is not None:  # the value is optional: the flag alone means k.const
+                kw.update(nargs="?", const=k.const)
             group.add_argument(flag, type=k.parse or k.kind,
                                metavar=name.split("_")[-1].upper() if k.kind is str or k.parse else None, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
-    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs}", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep}",
+                                parser_class=OneLineParser)
     sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
     sim.add_argument("--config", metavar="JSON", help="rerun a saved config.json (flags beside it override)")
     sim.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
@@ -113,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--host", action="append", help="server name or IP (repeat); default localhost, "
                                                         "127.0.0.1 and this machine's name")
     certs.add_argument("--days", type=int, default=365)
+    from fl.runs.sweep_cli import add_sweep_parser  # its own module, which imports this one
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -315,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        commands = {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client, "certs": cmd_certs}
+        from fl.runs.sweep_cli import cmd_sweep
+
+        commands = {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client, "certs": cmd_certs,
+                    "sweep": cmd_sweep}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,9 +18,11 @@ from fl.data import DATASETS, PARTITIONERS
 from fl.federation.behaviour import ATTACKS
 from fl.learning.models import MODELS, get_model
 from fl.learning.privacy import DP_MODES
+from fl.learning.schedules import parse_schedule, schedule_problem
 from fl.learning.server_opt import SERVER_OPTIMIZERS
 from fl.learning.strategies import STRATEGIES, Payload, get_strategy
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, check_value, knob, knobs_of
+from fl.runs.tracking import LOCAL_STORE, problem as tracking_problem
 
 ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
 DATA_FOR_CLIENTS = (SIMULATE, SERVER, CLIENT)  # a client rebuilding "partition i of N" needs these too
@@ -54,6 +56,12 @@ def _one_shot(v: dict) -> bool:
     """Whole-model rules and one-shot models run a single round: no rounds or epochs to choose."""
     aggregation, model = STRATEGIES.get(v.get("aggregation", "")), MODELS.get(v.get("model", ""))
     return bool(aggregation and aggregation.payload is Payload.MODEL) or bool(model and model.one_shot)
+
+
+def _has_learning_rate(v: dict) -> bool:
+    """Models trained with a learning rate (a schedule applies): the MLP and the SGD models."""
+    model = MODELS.get(v.get("model", ""))
+    return bool(model and model.iterative and model.learning_rate(v.get("model_params")) is not None)
 
 
 def _iterative(v: dict) -> bool:
@@ -137,6 +145,11 @@ class RunConfig:
     learning_rate: float | None = knob(None, help="clients' learning rate (default: the model's own)",
                                        group="rounds", low=0.0, high=10.0, low_open=True, optional=True,
                                        fit_key="learning_rate")
+    lr_schedule: str = knob("constant", help="the clients' learning rate per round, set by the server: constant, "
+                                             "step:FACTOR:EVERY (step:0.5:5 halves it every 5 rounds), "
+                                             "exponential:GAMMA or cosine; from the initial rate and the round",
+                            label="Learning-rate schedule", group="rounds", kind=str, widget="text",
+                            check=schedule_problem, more=True, shown=lambda v: _has_learning_rate(v))
     fraction: float = knob(1.0, help="share of clients sampled per round", label="Clients per round (fraction)",
                            group="rounds", low=0.0, high=1.0, low_open=True, widget="slider", ui_range=(0.1, 1.0),
                            step=0.1)
@@ -186,11 +199,20 @@ class RunConfig:
     attack_scale: float = knob(4.0, help="attack strength: factor (sign_flip, scale) or noise std",
                                label="Attack strength (factor or noise std)", group="faults", low=0.0, high=1e6,
                                widget="number", commands=(SIMULATE,), shown=lambda v: v.get("malicious_clients", 0) > 0)
+    archive_weights: bool = knob(False, help="keep every round's global parameters (weights.npz) and per-layer "
+                                             "statistics (weights.csv) in the run's directory",
+                                 label="Archive every round's weights", group="rounds", kind=bool,
+                                 widget="checkbox", more=True, shown=_parameters_travel)
     # runtime (how the simulation runs; the numbers are the same whatever it is)
     workers: int = knob(AUTO, help="worker processes for a simulation's clients: 0 runs them in this process, "
                                    "auto (-1) does so below 50 clients and uses one process per core from there",
                         label="Worker processes (-1 = auto, 0 = none)", group="runtime", kind=int, low=-1, high=256,
                         widget="number", commands=(SIMULATE,), parse=workers_flag)
+    # experiment tracking (never changes the numbers; fl/runs/tracking.py)
+    mlflow_uri: str = knob("", help="log params, metrics per round and models to MLflow: --mlflow alone logs to "
+                                    "./mlruns, --mlflow URI to that tracking server or store (http://..., a path)",
+                           label="Track in MLflow", group="tracking", kind=str, flag="--mlflow", const=LOCAL_STORE,
+                           widget="checkbox_text", check=tracking_problem, commands=(SIMULATE, SERVER))
     # differential privacy
     dp: str = knob("none", help="differential privacy: clip updates on the server or on the clients",
                    label="Clip and add noise", group="privacy", kind=str, choices=lambda: list(DP_MODES),
@@ -240,6 +262,10 @@ class RunConfig:
             yield "slow_clients and malicious_clients cannot exceed the number of clients"
         if self.malicious_clients and self.attack == "none":
             yield "malicious clients need an attack: label_flip, gaussian_noise, sign_flip or scale"
+        if not parse_schedule(self.lr_schedule).is_constant and not _has_learning_rate(self.to_dict()):
+            yield (f"a learning-rate schedule needs a model trained with a learning rate "
+                   f"({', '.join(n for n, m in MODELS.items() if m.iterative and m.learning_rate({}) is not None)}); "
+                   f"{model.label} has none: use --lr-schedule constant")
         yield from self._parameter_only(model, rule)
         try:
             model.check_params(self.model_params)
@@ -275,6 +301,15 @@ class RunConfig:
     @property
     def effective_val_size(self) -> float:
         return self.val_size if get_strategy(self.aggregation).needs_validation else 0.0
+
+    def learning_rate_at(self, round_no: int) -> float | None:
+        """The clients' learning rate in round ``round_no`` under the schedule, from the initial rate (the
+        learning_rate knob, else the model's own) and the round alone; None when no schedule is set."""
+        schedule = parse_schedule(self.lr_schedule)
+        if schedule.is_constant:
+            return None
+        initial = self.learning_rate or get_model(self.model).learning_rate(self.model_params)
+        return schedule.rate(float(initial), round_no, self.effective_rounds)
 
     def fit_config(self) -> dict[str, Any]:
         """What every ``fit`` tells clients: the knobs with a ``fit_key`` that are set."""

@@ -24,7 +24,7 @@ RUN_COMMANDS = (SIMULATE, SERVER)
 class Knob:
     help: str
     label: str = ""  # the widget's label; the help's first words when empty
-    group: str = "run"  # data | split | model | rounds | optimizer | faults | privacy | runtime
+    group: str = "run"  # data | split | model | rounds | optimizer | faults | privacy | runtime | tracking
     kind: type = float  # int | float | str | bool | dict (JSON)
     low: float | None = None
     high: float | None = None
@@ -34,7 +34,8 @@ class Knob:
     choices: Callable[[], Sequence[str]] | None = None  # from a registry, read when asked
     commands: tuple[str, ...] = RUN_COMMANDS
     flag: str | None = None  # the flag's name when it is not --field-name
-    widget: str | None = None  # slider | number | select | select_slider | radio | checkbox | None
+    widget: str | None = None  # slider | number | select | select_slider | radio | checkbox | text |
+    #                            checkbox_text (on/off, then a text; ticked and empty = const) | None
     options: tuple | None = None  # a select slider's values
     ui_range: tuple | None = None  # a slider's (min, max), when narrower than what validation allows
     step: float | None = None
@@ -43,6 +44,8 @@ class Knob:
     fit_key: str | None = None  # sent to clients in every fit config under this key (when set)
     names: dict[Any, str] | None = None  # how a widget shows each choice
     parse: Callable[[str], Any] | None = None  # how the command line reads it, when not just kind(text)
+    check: Callable[[Any], str | None] | None = None  # why a value of the right kind is still wrong (a sentence)
+    const: Any = None  # when set, the flag's value is optional: the flag alone means this (--mlflow)
 
     def flag_name(self, name: str) -> str:
         return self.flag or "--" + name.replace("_", "-")
@@ -78,7 +81,9 @@ def check_value(name: str, k: Knob, value: Any) -> str | None:
         allowed = list(k.choices())
         return None if value in allowed else f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}"
     if k.kind is str:
-        return None if isinstance(value, str) else f"{name} must be text, got {value!r}"
+        if not isinstance(value, str):
+            return f"{name} must be text, got {value!r}"
+        return k.check(value) if k.check is not None else None
     if k.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         return f"{name} must be a whole number, got {value!r}"
     if k.kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):

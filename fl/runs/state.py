@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fl.data import FederatedData
-from fl.federation.events import ClientStatus, EventType, RunStatus
+from fl.federation.events import ClientStatus, EventType, RunStatus, make_event
 from fl.federation.rounds import RoundRunner, RunResult
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.runs.build import RunPlan
-from fl.runs.config import RunConfig
+from fl.runs.archive import WeightsArchive
+from fl.runs.config import ConfigError, RunConfig
 from fl.runs.store import RunStore, RunWriter, new_run_id
+from fl.runs.tracking import MlflowTracker, open_tracker
 
 MAX_EVENTS_KEPT = 2000
 
@@ -57,7 +59,8 @@ class RunState:
     @staticmethod
     def _new_client(cid: str, n_samples: int | None = None) -> dict:
         return {"client_id": cid, "status": ClientStatus.WAITING, "n_samples": n_samples, "rounds_trained": 0,
-                "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None}
+                "failures": 0, "bytes_sent": 0, "bytes_received": 0, "last_accuracy": None, "last_loss": None,
+                "flagged_rounds": 0, "converged": None}
 
     def apply(self, event: dict) -> None:
         """Fold one event into the state. Events are kept as they are (never mutated afterwards)."""
@@ -103,6 +106,10 @@ class RunState:
             client["rounds_trained"] = client.get("rounds_trained", 0) + 1
         if event.get("eval_accuracy") is not None:
             client["eval_accuracy"] = event.get("eval_accuracy")
+        if event.get("converged") is not None:
+            client["converged"] = event.get("converged")
+        if event.get("flagged"):
+            client["flagged_rounds"] = client.get("flagged_rounds", 0) + 1
 
     def _on_failure(self, event: dict, client: dict | None) -> None:
         if client is not None:
@@ -171,6 +178,7 @@ class RunHandle:
     result: RunResult | None = None
     writer: RunWriter | None = None
     baselines_thread: threading.Thread | None = None
+    tracker: MlflowTracker | None = None  # MLflow, when the config asks for it (fl/runs/tracking.py)
 
     @property
     def config(self) -> RunConfig:
@@ -219,12 +227,15 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
     leaves no empty run behind); the events before it are replayed into it.
     Raises OSError when the server cannot bind.
     """
+    if plan.config.archive_weights and out_dir is None and store is None:
+        raise ConfigError("archive_weights keeps every round's weights in the run's directory: add --out DIR")
     run_id = run_id or new_run_id()
     state = RunState(run_id, plan.config, client_ids or [], n_samples or {})
     state.kind = kind
     state.n_classes = len(plan.task.classes)
     early: list[dict] = []
     writer: RunWriter | None = None
+    tracker = open_tracker(plan.config, run_id, kind)  # its thread starts once the server is bound
 
     def sink(event: dict) -> None:
         state.apply(event)
@@ -232,6 +243,8 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
             early.append(event)
         else:
             writer.on_event(event)
+        if tracker is not None:
+            tracker.on_event(event)  # only queues: MLflow never slows the rounds
         if on_event is not None:
             on_event(event)
 
@@ -242,22 +255,32 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
             else store.create(run_id, plan.config.to_dict())
         for event in early:
             writer.on_event(event)
-    return RunHandle(run_id, plan, state, server, kind=kind, writer=writer)
+    if tracker is not None:
+        tracker.start(warn=lambda message: sink(make_event(EventType.ERROR, message=message)))
+    return RunHandle(run_id, plan, state, server, kind=kind, writer=writer, tracker=tracker)
 
 
 def launch_rounds(handle: RunHandle) -> None:
     """Start the thread that drives the rounds and records the result."""
     runner = RoundRunner(handle.server, handle.plan.settings, handle.plan.strategy(), handle.plan.server_data)
+    archive = WeightsArchive(handle.writer.dir) if handle.config.archive_weights and handle.writer else None
+    if archive is not None:
+        runner.on_global = archive.add
 
     def drive() -> None:
         result = runner.run()
+        if archive is not None:
+            archive.close()
         handle.client_stop.set()  # clients still here leave; baselines of a stopped run give up
         if handle.baselines_thread is not None:
             handle.baselines_thread.join()  # summary.json of a finished run always has them
         if handle.writer is not None:
             handle.writer.finish(result.status, model=result.model, error=result.error,
-                                 extra={"baselines": handle.state.baselines})
+                                 extra={"baselines": handle.state.baselines}, best=result.best)
         handle.result = result
+        if handle.tracker is not None:  # after the writer: the run directory's files are complete
+            handle.tracker.close(result.status, run_dir=handle.writer.dir if handle.writer else None,
+                                 model=result.model, baselines=handle.state.baselines)
 
     driver = threading.Thread(target=drive, name=f"fl-run-{handle.run_id}", daemon=True)
     driver.start()

@@ -10,6 +10,10 @@ directory):
     events.jsonl   every event, one JSON object per line
     model.joblib   the final global model (joblib: our own local files only;
                    never used for anything that came from the network)
+    best_model.joblib  the global model of the round that scored best (summary.json:
+                   best_round, best_selected_on, best_score, best_metrics)
+    weights.npz, weights.csv  every round's global parameters and per-layer statistics
+                   (with --archive-weights)
 
 Files are appended as events arrive, so a crash loses at most the last line.
 """
@@ -33,10 +37,14 @@ import pandas as pd
 METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_p10",
                    "client_accuracy_median", "client_accuracy_p90", "client_accuracy_std",
                    "n_fit_clients", "n_failures", "n_stragglers", "duration_s", "bytes_sent", "bytes_received",
-                   "epsilon")
-# eval_*: the global model of that round scored by the client on its own data
+                   "epsilon", "learning_rate")
+# eval_*: the global model of that round scored by the client on its own data;
+# epoch_losses .. reported_update_norm: the client's own account (fit_result metadata, ";"-separated losses);
+# update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py)
 CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "status", "reason", "train_time_s", "train_loss",
-                   "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received")
+                   "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received",
+                   "epoch_losses", "converged", "samples_used", "reported_update_norm",
+                   "update_norm", "update_cosine", "update_z", "flagged")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -58,6 +66,13 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for None or a non-finite number, a list as its items joined by ";"."""
+    if isinstance(value, (list, tuple)):
+        return ";".join("" if _clean(v) is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
+    return "" if _clean(value) is None else value
 
 
 class RunWriter:
@@ -85,7 +100,7 @@ class RunWriter:
 
     def _append_row(self, name: str, columns: tuple[str, ...], event: dict) -> None:
         with open(self.dir / name, "a", newline="") as fh:
-            csv.writer(fh).writerow(["" if _clean(event.get(c)) is None else event.get(c) for c in columns])
+            csv.writer(fh).writerow([_cell(event.get(c)) for c in columns])
 
     def on_event(self, event: dict) -> None:
         """Feed every server event here."""
@@ -112,11 +127,17 @@ class RunWriter:
             self.summary.update(fields)
             self._write_summary()
 
-    def finish(self, status: str, model: Any = None, error: str | None = None, extra: dict | None = None) -> None:
-        """Record the end of the run and save the final model."""
+    def finish(self, status: str, model: Any = None, error: str | None = None, extra: dict | None = None,
+               best: Any = None) -> None:
+        """Record the end of the run; save the final model and the best round's (``best``: a BestRound)."""
         with self._lock:
             if model is not None:
                 joblib.dump(model, self.dir / "model.joblib")
+            if best is not None:
+                joblib.dump(best.model, self.dir / "best_model.joblib")
+                self.summary.update(best_round=best.round, best_selected_on=best.selected_on,
+                                    best_score=_clean(best.score),
+                                    best_metrics={k: _clean(v) for k, v in best.metrics.items()})
             self.summary.update(status=status, finished_at=time.time(), error=error, **(extra or {}))
             self._write_summary()
 
@@ -149,6 +170,12 @@ class StoredRun:
     def model_path(self) -> Path | None:
         """The final model (joblib, our own file: load it with joblib.load yourself, never a file from a peer)."""
         path = self.path / "model.joblib"
+        return path if path.exists() else None
+
+    @property
+    def best_model_path(self) -> Path | None:
+        """The global model of the best round (``summary["best_round"]``), beside the final one."""
+        path = self.path / "best_model.joblib"
         return path if path.exists() else None
 
 

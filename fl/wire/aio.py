@@ -16,7 +16,8 @@ import threading
 from typing import Any
 
 from fl.wire.frames import PREFIX_SIZE, Limits, _build, _check_prefix, _parse_header, encode_frame
-from fl.wire.messages import BLOB_FORMAT_SKOPS, Error, Frame, Message, PeerClosed, ProtocolError, parse_message
+from fl.wire.fields import BLOB_FORMAT_SKOPS, Frame, PeerClosed, ProtocolError
+from fl.wire.messages import Error, Message, parse_message
 
 WRITE_BUFFER_FACTOR = 2  # a peer whose unsent bytes pass twice the largest frame is not reading: drop it
 

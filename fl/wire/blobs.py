@@ -13,7 +13,7 @@ from typing import Any
 
 import skops.io as sio
 
-from fl.wire.messages import ProtocolError
+from fl.wire.fields import ProtocolError
 
 # Types beyond skops' defaults that the supported models need. Each entry is
 # here because a model of fl.learning.models or an ensemble of

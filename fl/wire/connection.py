@@ -13,7 +13,8 @@ import ssl
 import threading
 import time
 
-from fl.wire.messages import BLOB_FORMAT_SKOPS, Error, Message, PeerClosed, parse_message
+from fl.wire.fields import BLOB_FORMAT_SKOPS, PeerClosed
+from fl.wire.messages import Error, Message, parse_message
 from fl.wire.frames import POLL_S, Limits, encode_frame, read_frame, send_buffers
 
 

@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from fl.wire.fields import (  # re-exported: import them from fl.wire
+    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, PeerClosed, ProtocolError, json_safe,
+)
 from fl.wire.messages import (  # re-exported: import them from fl.wire
-    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MESSAGE_TYPES, PROTOCOL_VERSION, Bye, Error, Evaluate,
-    EvaluateResult, Fit, FitResult, Frame, Hello, Message, NamedArrays, PeerClosed, Ping, Pong,
-    ProtocolError, Welcome, json_safe, parse_message,
+    MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, Ping, Pong,
+    Welcome, parse_message,
 )
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_FRAME_TIMEOUT_S", "CLIENT_ID_PATTERN", "PREFIX_SIZE",
     "BLOB_FORMAT_SKOPS", "NamedArrays", "ProtocolError", "PeerClosed", "Limits", "Frame",
     "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
-    "Hello", "Welcome", "Fit", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
+    "Hello", "Welcome", "Fit", "FitMetadata", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
     "Error", "Message", "MESSAGE_TYPES", "parse_message",
 ]
 

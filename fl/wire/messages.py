@@ -3,8 +3,8 @@
 Import these names from ``fl.wire``; this module exists only to keep the
 framing code and the message table in files of readable size. It sits *below*
 ``fl.wire.frames`` (which imports and re-exports everything here, as
-``fl.wire`` does in turn), so the errors, ``Frame`` and the constants live
-here to avoid an import cycle.
+``fl.wire`` does in turn); the errors, ``Frame``, the constants and the
+field checks are in ``fl.wire.fields``, below both.
 
 Every ``from_frame`` validates the header fields the contract names and
 raises ``ProtocolError("message", ...)`` on anything wrong, so server and
@@ -15,133 +15,13 @@ are ignored: the contract lets later builds add optional fields.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
-import numpy as np
-
-PROTOCOL_VERSION = 1
-# \A...\Z so that .match(), .search() and .fullmatch() all reject "ok\n".
-CLIENT_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
-BLOB_FORMAT_SKOPS = "skops"
-
-NamedArrays = list[tuple[str, np.ndarray]]
-"""Ordered (name, array) pairs: the order is the order on the wire."""
-
-
-class ProtocolError(Exception):
-    """A frame or message broke the contract.
-
-    ``.code`` is a short machine string (``magic``, ``header_too_large``,
-    ``body_too_large``, ``json``, ``dtype``, ``shape``, ``length``, ``message``,
-    ``blob``, ``timeout``); ``str(e)`` is for people.
-    """
-
-    def __init__(self, code: str, message: str):
-        super().__init__(code, message)  # both in args, so copies keep the code
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class PeerClosed(ConnectionError):
-    """The peer closed the connection (at a frame boundary or mid-frame)."""
-
-
-@dataclass
-class Frame:
-    """One decoded frame: the header as received, the arrays, the blob."""
-
-    header: dict
-    arrays: NamedArrays
-    blob: bytes | None = None
-
-
-def json_safe(obj: Any) -> Any:
-    """Return ``obj`` ready for ``json.dumps(allow_nan=False)``.
-
-    Non-finite floats become ``None`` (a NaN metric travels as ``null``, the
-    only spelling standard JSON has), numpy scalars and arrays become plain
-    Python values, tuples become lists. Other values are left for json to
-    accept or reject.
-    """
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if obj is None or isinstance(obj, (str, int)):
-        return obj
-    if isinstance(obj, dict):
-        return {(k.item() if isinstance(k, np.generic) else k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    return obj
-
-
-# --------------------------------------------------------------- validation
-
-
-def _fail(msg_type: str, text: str) -> NoReturn:
-    raise ProtocolError("message", f"{msg_type}: {text}")
-
-
-def _int(h: dict, key: str, t: str, minimum: int | None = None) -> int:
-    value = h.get(key)
-    if type(value) is not int:  # bool is an int subclass; it is not a count
-        _fail(t, f"{key!r} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        _fail(t, f"{key!r} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(h: dict, key: str, t: str) -> float:
-    value = h.get(key)
-    if type(value) not in (int, float) or not math.isfinite(value):
-        _fail(t, f"{key!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _str(h: dict, key: str, t: str, optional: bool = False) -> str | None:
-    value = h.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        _fail(t, f"{key!r} must be a string, got {value!r}")
-    return value
-
-
-def _dict(h: dict, key: str, t: str, optional: bool = False) -> dict | None:
-    value = h.get(key)
-    if value is None and optional:
-        return None
-    if not isinstance(value, dict):
-        _fail(t, f"{key!r} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _check_type(frame: Frame, cls: type) -> dict:
-    h = frame.header
-    if h.get("type") != cls.TYPE:
-        _fail(cls.TYPE, f"frame has type {h.get('type')!r}")
-    return h
-
-
-def _payload(frame: Frame, t: str) -> tuple[NamedArrays | None, bytes | None]:
-    """Parameters of fit/fit_result/evaluate: arrays, a skops blob, or nothing."""
-    if frame.blob is not None:
-        desc = frame.header.get("blob")
-        fmt = desc.get("format") if isinstance(desc, dict) else BLOB_FORMAT_SKOPS
-        if fmt != BLOB_FORMAT_SKOPS:
-            raise ProtocolError("blob", f"{t}: blob format {fmt!r} is not 'skops'")
-    return (list(frame.arrays) if frame.arrays else None), frame.blob
+from fl.wire.fields import (
+    CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _dict, _fail, _float, _int,
+    _payload, _str, json_safe,
+)
 
 
 # ----------------------------------------------------------------- messages
@@ -248,8 +128,54 @@ class Fit:
 
 
 @dataclass
+class FitMetadata:
+    """What a client says about its round of training: the optional ``metadata`` object of ``fit_result``.
+
+    Typed JSON, checked field by field; a server reports these as the
+    client's own account (it computes what it must trust, such as update
+    norms, itself).
+    """
+
+    train_time_s: float
+    epoch_losses: list[float | None]  # one per local epoch (one for a single solve); null for a non-finite loss
+    converged: bool | None  # loss plateau over the client's last epochs; null until it has 3 of them
+    samples_used: int  # rows trained on this round
+    update_norm: float | None  # L2 norm of (sent parameters - global parameters); null for a fitted model
+
+    MAX_EPOCH_LOSSES: ClassVar[int] = 10_000
+
+    def to_json(self) -> dict:
+        return json_safe({"train_time_s": self.train_time_s, "epoch_losses": list(self.epoch_losses),
+                          "converged": self.converged, "samples_used": self.samples_used,
+                          "update_norm": self.update_norm})
+
+    @classmethod
+    def from_json(cls, value: Any, t: str) -> FitMetadata:
+        """Validate every field; ``t`` names the message in errors."""
+        if not isinstance(value, dict):
+            _fail(t, f"'metadata' must be a JSON object, got {type(value).__name__}")
+        losses = value.get("epoch_losses")
+        if not isinstance(losses, list) or len(losses) > cls.MAX_EPOCH_LOSSES:
+            _fail(t, f"'metadata.epoch_losses' must be a list of at most {cls.MAX_EPOCH_LOSSES} numbers")
+        if any(v is not None and (type(v) not in (int, float) or not math.isfinite(v)) for v in losses):
+            _fail(t, "'metadata.epoch_losses' must hold finite numbers or null")
+        converged = value.get("converged")
+        if converged is not None and type(converged) is not bool:
+            _fail(t, f"'metadata.converged' must be true, false or null, got {converged!r}")
+        train_time = _float(value, "train_time_s", t + " metadata")
+        norm = value.get("update_norm")
+        if norm is not None:
+            norm = _float(value, "update_norm", t + " metadata")
+        if train_time < 0 or (norm is not None and norm < 0):
+            _fail(t, "'metadata.train_time_s' and 'metadata.update_norm' cannot be negative")
+        return cls(train_time_s=train_time, epoch_losses=[None if v is None else float(v) for v in losses],
+                   converged=converged, samples_used=_int(value, "samples_used", t + " metadata", 0),
+                   update_norm=norm)
+
+
+@dataclass
 class FitResult:
-    """C→S: the locally trained parameters (arrays) or model (skops blob)."""
+    """C→S: the locally trained parameters (arrays) or model (skops blob), and optionally its metadata."""
 
     TYPE: ClassVar[str] = "fit_result"
     round: int
@@ -257,19 +183,23 @@ class FitResult:
     metrics: dict
     params: NamedArrays | None = None
     blob: bytes | None = None
+    metadata: FitMetadata | None = None
 
     def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
         header = {"type": self.TYPE, "round": self.round, "n_samples": self.n_samples,
                   "metrics": json_safe(self.metrics)}
+        if self.metadata is not None:
+            header["metadata"] = self.metadata.to_json()
         return header, list(self.params or []), self.blob
 
     @classmethod
     def from_frame(cls, frame: Frame) -> FitResult:
-        """Validate round >= 1, n_samples >= 0 and a metrics object."""
+        """Validate round >= 1, n_samples >= 0, a metrics object and, when present, the metadata."""
         h = _check_type(frame, cls)
         params, blob = _payload(frame, cls.TYPE)
+        metadata = FitMetadata.from_json(h["metadata"], cls.TYPE) if h.get("metadata") is not None else None
         return cls(round=_int(h, "round", cls.TYPE, 1), n_samples=_int(h, "n_samples", cls.TYPE, 0),
-                   metrics=_dict(h, "metrics", cls.TYPE), params=params, blob=blob)
+                   metrics=_dict(h, "metrics", cls.TYPE), params=params, blob=blob, metadata=metadata)
 
 
 @dataclass

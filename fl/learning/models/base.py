@@ -124,9 +124,18 @@ class ModelAdapter:
         return estimator
 
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
-                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
-        """Local epochs from the global weights (iterative models); ``previous`` is last round's estimator."""
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
+                  losses: list[float] | None = None) -> Any:
+        """Local epochs from the global weights (iterative models); ``previous`` is last round's estimator.
+
+        Adapters that train epoch by epoch append each epoch's training loss to ``losses``.
+        """
         return self.fit_whole(params, X, y, classes, seed)
+
+    def learning_rate(self, params: dict | None) -> float | None:
+        """The rate local training uses with these hyperparameters, which a server's schedule starts from;
+        None when the model is not trained with one (a schedule does not apply)."""
+        return None
 
 
 def get_model(name: str) -> ModelAdapter:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
+from fl.learning.metrics import score_classifier
 from fl.learning.fedprox import prox_logreg, proximal_step
 from fl.learning.models.base import Hyper, ModelAdapter, NamedArrays, as_f64, n_outputs, phantom_rows
 
@@ -58,8 +59,9 @@ class LogisticRegressionAdapter(LinearAdapter):
         return estimator.set_params(max_iter=max(int(estimator.max_iter), 200))
 
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
-                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
-        """``epochs`` warm-started L-BFGS iterations over the global classes.
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
+                  losses: list[float] | None = None) -> Any:
+        """``epochs`` warm-started L-BFGS iterations over the global classes (one solve: no per-epoch loss).
 
         Classes missing locally enter as zero-weight rows: the objective is
         exactly the local one, but scikit-learn allocates the global shape.
@@ -94,8 +96,13 @@ class SGDAdapter(LinearAdapter):
     def make(self, params: dict, seed: int) -> SGDClassifier:
         return SGDClassifier(loss=self.loss, random_state=seed, **params)
 
+    def learning_rate(self, params: dict | None) -> float:
+        """eta0 (scikit-learn's default 0.01); with a schedule the rate is constant within a round."""
+        return float({**self.defaults, **(params or {})}.get("eta0", 0.01))
+
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
-                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
+                  losses: list[float] | None = None) -> Any:
         """``epochs`` partial_fit passes from the global weights.
 
         The estimator is kept between rounds, so SGD's learning-rate
@@ -118,6 +125,8 @@ class SGDAdapter(LinearAdapter):
             est.partial_fit(X, y, classes=classes)
             if anchor is not None:  # FedProx: one proximal step per epoch (see fl/learning/fedprox.py)
                 est.coef_[...], est.intercept_[...] = proximal_step([est.coef_, est.intercept_], anchor, mu)
+            if losses is not None:  # SGD keeps no loss of its own: the local rows' loss (log or hinge) after the pass
+                losses.append(score_classifier(est, X, y, classes, with_f1=False)["loss"])
         return est
 
 

@@ -73,8 +73,12 @@ class MLPAdapter(ModelAdapter):
     def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:
         return estimator.set_params(max_iter=max(int(estimator.max_iter), 200))
 
+    def learning_rate(self, params: dict | None) -> float:
+        return float({**self.defaults, **(params or {})}["learning_rate_init"])
+
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
-                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int) -> Any:
+                  n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
+                  losses: list[float] | None = None) -> Any:
         est = previous if isinstance(previous, MLPClassifier) else self.fresh(params, classes, n_features, seed)
         lr = config.get("learning_rate")
         if lr is not None:
@@ -92,6 +96,8 @@ class MLPAdapter(ModelAdapter):
                 stepped = proximal_step(est.coefs_ + est.intercepts_, anchor, mu)
                 for target, value in zip(est.coefs_ + est.intercepts_, stepped):
                     target[...] = value
+            if losses is not None:
+                losses.append(float(est.loss_))  # the epoch's mean mini-batch loss, L2 term included
         return est
 
 

@@ -1,0 +1,64 @@
+"""Charts of a run's experiment features: the learning-rate schedule and the scrutiny of client updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+from ui.charts import round_axis
+from ui.format import is_number
+
+Z_COLOURS = [[0.0, "#2c7bb6"], [0.5, "#f7f7f7"], [1.0, "#d7191c"]]
+
+
+def learning_rate_figure(rates: list[tuple[int, float]], total_rounds: int | None, planned: bool = False) -> go.Figure:
+    """The clients' learning rate per round (the server's schedule), as run or as planned."""
+    xs = [r for r, _ in rates]
+    fig = go.Figure(go.Scatter(x=xs, y=[v for _, v in rates], mode="lines+markers", line=dict(shape="hv"),
+                               hovertemplate="round %{x}: %{y:.4g}<extra></extra>"))
+    title = "Clients' learning rate per round" + (" (planned)" if planned else "")
+    fig.update_layout(title=dict(text=title, x=0), height=260, margin=dict(l=10, r=10, t=50, b=10),
+                      showlegend=False)
+    fig.update_yaxes(title_text="Learning rate", rangemode="tozero", exponentformat="power")
+    round_axis(fig, total_rounds or (max(xs) if xs else 1))
+    return fig
+
+
+def scrutiny_heatmap(client_rows: list[dict], max_clients: int = 60) -> go.Figure | None:
+    """Clients x rounds of the robust z-score of each update's distance to the median update; None without any.
+
+    Red: far from the others (flagged above 3); a client that sent nothing that
+    round is blank.
+    """
+    rows = [r for r in client_rows if is_number(r.get("update_z"))]
+    if not rows:
+        return None
+    clients = sorted({r["client_id"] for r in rows})[:max_clients]
+    rounds = sorted({int(r["round"]) for r in rows})
+    index = {(r["client_id"], int(r["round"])): r for r in rows}
+    z = [[_cell(index.get((cid, rnd)), "update_z") for rnd in rounds] for cid in clients]
+    text = [[_hover(index.get((cid, rnd))) for rnd in rounds] for cid in clients]
+    limit = max(4.0, max((abs(v) for row in z for v in row if v is not None), default=4.0))
+    fig = go.Figure(go.Heatmap(z=z, x=rounds, y=clients, zmin=-limit, zmax=limit, colorscale=Z_COLOURS,
+                               text=text, hovertemplate="%{y}, round %{x}<br>%{text}<extra></extra>",
+                               colorbar=dict(title="robust z")))
+    fig.update_layout(title=dict(text="How far each update is from the others (robust z; flagged above 3)", x=0),
+                      height=max(260, 24 * len(clients) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(title_text="Round", dtick=max(1, len(rounds) // 10), tickformat="d")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def _cell(row: dict | None, key: str) -> Any:
+    return row.get(key) if row is not None and is_number(row.get(key)) else None
+
+
+def _hover(row: dict | None) -> str:
+    if row is None:
+        return "no update"
+    cosine = row.get("update_cosine")
+    text = f"z {row['update_z']:.1f}, norm {row.get('update_norm', 0):.3g}"
+    if is_number(cosine):
+        text += f", cosine to the aggregate {cosine:.2f}"
+    return text + (" · flagged" if row.get("flagged") else "")
