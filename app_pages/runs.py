@@ -2,9 +2,12 @@
 
 import streamlit as st
 
+from fl.data import DataError
+from fl.federation.checkpoint import CheckpointError
+from fl.runs.config import ConfigError
 from ui import charts, history
 from ui.live import model_buttons
-from ui.state import PENDING_CONFIG, registry, store
+from ui.state import PENDING_CONFIG, follow, registry, store
 from ui.sweep_view import live_run_ids as sweep_live_run_ids
 
 FLASH = "runs_flash"  # a message that must survive the rerun after a delete
@@ -55,6 +58,22 @@ if c2.button("Load config into Run page", key="load_config", width="stretch",
              help="Sets the Run page's sidebar to this run's settings, to repeat or vary it."):
     st.session_state[PENDING_CONFIG] = run.config
     st.switch_page("app_pages/run.py")
+
+if run.resumable and run.run_id not in live_ids:
+    if run.kind != "simulation":
+        st.info(history.resume_note(run))
+    else:
+        st.caption(history.resume_note(run))
+        if st.button("Resume this run", key=f"resume_{run.run_id}", type="primary",
+                     help="Continue from the last finished round, in this run's directory, under its id."):
+            try:
+                follow(registry().resume(run.run_id))
+            except (CheckpointError, ConfigError, DataError) as exc:
+                st.error(f"Cannot resume this run: {exc}")
+            except OSError as exc:
+                st.error(f"Cannot resume this run: {exc.strerror or exc}")
+            else:
+                st.switch_page("app_pages/run.py")
 
 with st.expander("Delete this run"):
     sure = st.checkbox("I really want to delete this run", key=f"confirm_delete_{run.run_id}")

@@ -155,3 +155,32 @@ def test_a_run_still_running_is_not_deleted(app_env):
     assert (app_env / handle.run_id).exists()
     handle.stop()
     assert handle.wait(10) is not None
+
+
+def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
+    # Prepare: a simulated run of 6 rounds, stopped once it has finished 2
+    import time
+
+    from ui.state import CURRENT_RUN, _registry
+
+    handle = simulation.start(RunConfig(partition="iid", dataset="iris", clients=3, rounds=6, model="logreg",
+                                        workers=0), store=RunStore(app_env))
+    deadline = time.monotonic() + 60
+    while handle.state.current_round < 3 and handle.result is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handle.stop()
+    assert handle.wait(30) is not None and handle.result.status == "stopped"
+    at = runs_page(new_app())
+    select(at, [0])
+    assert "it can go on from round" in texts(at.caption)
+    # Execute
+    at.button(key=f"resume_{handle.run_id}").click().run()
+    # Assert: this tab follows the resumed run, which ends with every round once
+    assert not at.exception and not at.error
+    assert at.session_state[CURRENT_RUN] == handle.run_id
+    resumed = _registry(str(app_env)).get(handle.run_id)
+    assert resumed is not None and resumed is not handle
+    assert resumed.wait(60) is not None and resumed.result.status == "completed"
+    stored = RunStore(app_env).load(handle.run_id)
+    assert list(stored.metrics()["round"]) == [1, 2, 3, 4, 5, 6]
+    assert stored.summary["status"] == "completed" and not stored.resumable

@@ -18,6 +18,7 @@ from typing import Any, Callable
 class EventType(StrEnum):
     # the server's
     LISTENING = "listening"
+    RESUMED = "resumed"  # a run continues from its checkpoint after round ``round``
     JOIN = "join"
     LEAVE = "leave"
     REFUSED = "refused"
@@ -107,6 +108,8 @@ def _done(e: dict) -> str:
 
 SENTENCES: dict[str, Callable[[dict], str]] = {
     EventType.LISTENING: lambda e: f"listening on {e.get('host')}:{e.get('port')}",
+    EventType.RESUMED: lambda e: f"resumed from the checkpoint of round {e.get('round')}: the rounds go on from "
+                                 f"round {(e.get('round') or 0) + 1}",
     EventType.JOIN: lambda e: f"{e.get('client_id')} joined{' from ' + e['peer'] if e.get('peer') else ''} "
                               f"with {e.get('n_samples')} rows",
     EventType.LEAVE: lambda e: f"{e.get('client_id')} left: {e.get('reason')}",

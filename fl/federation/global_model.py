@@ -52,6 +52,18 @@ class GlobalModel:
     def arrays_named(self) -> NamedArrays | None:
         return None
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the model: ``{"arrays": ...}``, ``{"blob": ...}``, or {} before any."""
+        return {}
+
+    def estimator_of(self, state: dict[str, Any]) -> Any:
+        """The estimator a ``state()`` describes (None for an empty one)."""
+        return None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Become the model of a checkpoint (a resumed run)."""
+        self.estimator = self.estimator_of(state)
+
 
 class ParameterModel(GlobalModel):
     def __init__(self, strategy: ParameterStrategy, task: Task, model: ModelAdapter, seed: int):
@@ -78,6 +90,30 @@ class ParameterModel(GlobalModel):
 
     def arrays_named(self) -> NamedArrays | None:
         return self.arrays
+
+    def state(self) -> dict[str, Any]:
+        if self.estimator is None or self.arrays is None:
+            return {}
+        return {"arrays": [[name, np.asarray(a)] for name, a in self.arrays]}
+
+    def estimator_of(self, state: dict[str, Any]) -> Any:
+        if not state.get("arrays"):
+            return None
+        return self.model.global_estimator(self.task.model_params, self._named(state), self.classes,
+                                           self.task.n_features)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("arrays"):
+            arrays = self._named(state)
+            got = [(name, tuple(a.shape)) for name, a in arrays]
+            if got != self.expected:
+                raise ProtocolError("shape", f"the checkpoint holds arrays {got}; this task needs {self.expected}")
+            self.arrays = arrays
+        super().load_state(state)
+
+    @staticmethod
+    def _named(state: dict[str, Any]) -> NamedArrays:
+        return [(str(name), np.asarray(a)) for name, a in state["arrays"]]  # dtypes as saved: bit-exact
 
     def accept(self, msg: FitResult) -> tuple[Any, str | None]:
         if msg.metrics.get("dropped_out"):
@@ -113,6 +149,12 @@ class EnsembleModel(GlobalModel):
 
     def evaluate_payload(self) -> dict[str, Any]:
         return {"blob": blobs.dump_model(self.estimator)}
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.estimator is None else {"blob": blobs.dump_model(self.estimator)}
+
+    def estimator_of(self, state: dict[str, Any]) -> Any:
+        return blobs.load_model(state["blob"]) if state.get("blob") else None
 
     def accept(self, msg: FitResult) -> tuple[Any, str | None]:
         if msg.metrics.get("dropped_out"):

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
 from fl.federation.round_stats import METRIC_KEYS, client_spread, finite, metadata_fields, weighted_mean
@@ -26,7 +27,7 @@ from fl.federation.scrutiny import scrutinize
 from fl.federation.server import FederatedServer, Inbox, ServerStopped
 from fl.learning.metrics import score_classifier
 from fl.learning.strategies import Strategy
-from fl.wire import Evaluate, EvaluateResult, Fit, FitResult
+from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, json_safe
 
 
 
@@ -74,6 +75,7 @@ class BestRound:
     selected_on: str  # "validation" | "test" | "clients"
     metrics: dict
     model: Any
+    state: dict = field(default_factory=dict)  # the global model's state() then: a checkpoint keeps it
 
 
 def fixed_scaler(stats: dict, n_features: int) -> StandardScaler:
@@ -106,6 +108,8 @@ class RoundRunner:
         self.stragglers = 0  # late results seen in the current round
         self.best: BestRound | None = None
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
+        self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round (a resumable run)
+        self.start_round = 0  # the last round a resumed run had finished before
 
     @property
     def total_rounds(self) -> int:
@@ -182,7 +186,7 @@ class RoundRunner:
         status, error = RunStatus.COMPLETED, None
         try:
             self.server.wait_for_clients(self.settings.min_clients)
-            for round_no in range(1, self.total_rounds + 1):
+            for round_no in range(self.start_round + 1, self.total_rounds + 1):
                 self._one_round(round_no)
         except ServerStopped:
             status = RunStatus.STOPPED
@@ -261,7 +265,38 @@ class RoundRunner:
             **self.strategy.round_metrics(),
         }
         self.rounds.append(record)
+        if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
+            self.on_checkpoint(self.checkpoint())
         self.server.emit(EventType.ROUND, **record)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Checkpoint:
+        """Everything the rounds after this one depend on (fl/federation/checkpoint.py)."""
+        best = None
+        if self.best is not None:
+            best = {"round": self.best.round, "score": self.best.score, "selected_on": self.best.selected_on,
+                    "metrics": self.best.metrics, "model": self.best.state}
+        return Checkpoint(round=self.rounds[-1]["round"] if self.rounds else 0, rounds=list(self.rounds),
+                          rng_state=self.rng.bit_generator.state, model=self.model.state(),
+                          strategy=self.strategy.state(), best=best, task=json_safe(self.task.to_dict()),
+                          run_id=self.server.run_id)
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue after ``ckpt.round``: its records, sampling RNG, global model, strategy state and best."""
+        problem = ckpt.task_problem(self.task.to_dict())
+        if problem:
+            raise CheckpointError(problem)
+        self.rounds = [dict(r) for r in ckpt.rounds]
+        self.start_round = ckpt.round
+        self.rng.bit_generator.state = ckpt.rng_state
+        self.model.load_state(ckpt.model)
+        self.strategy.load_state(ckpt.strategy)
+        if ckpt.best:
+            b = ckpt.best
+            estimator = self.model.estimator_of(b["model"])
+            model = estimator if self.scaler is None else Pipeline([("standardize", self.scaler), ("model", estimator)])
+            self.best = BestRound(int(b["round"]), float(b["score"]), b["selected_on"], b["metrics"], model,
+                                  b["model"])
 
     def _accept_results(self, results: dict[str, FitResult],
                         failures: dict[str, str]) -> tuple[dict[str, dict], list[tuple[str, Any, int]]]:
@@ -310,7 +345,7 @@ class RoundRunner:
         if not finite(score) or (self.best is not None and score <= self.best.score):
             return
         self.best = BestRound(round_no, float(score), selected_on, {k: metrics.get(k) for k in METRIC_KEYS},
-                              self.final_model())
+                              self.final_model(), self.model.state() if self.on_checkpoint is not None else {})
 
     def _evaluate(self, round_no: int) -> tuple[dict[str, float], dict[str, dict]]:
         """(global metrics, per-client scores of the global model on each client's own held-out rows).

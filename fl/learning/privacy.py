@@ -84,9 +84,18 @@ class PrivacyAccountant:
         self.noise_multiplier = noise_multiplier
         self.delta = delta
         self._accountant = rdp_privacy_accountant.RdpAccountant()
+        self.steps: list[tuple[int, int]] = []  # (n_available, n_sampled) of every round composed
+
+    def replay(self, steps: list[tuple[int, int]]) -> float | None:
+        """Compose the rounds of a checkpoint again (a resumed run); returns ε after them."""
+        epsilon = None
+        for n_available, n_sampled in steps:
+            epsilon = self.step(int(n_available), int(n_sampled))
+        return epsilon
 
     def step(self, n_available: int, n_sampled: int) -> float:
         """Compose one round and return the total ε so far (inf without noise)."""
+        self.steps.append((n_available, n_sampled))
         if self.noise_multiplier <= 0:
             return math.inf
         event = self._dp.GaussianDpEvent(self.noise_multiplier)

@@ -26,6 +26,16 @@ SERVER_OPTIMIZERS = {"none": "None (take the aggregate)", "fedavgm": "FedAvgM (s
 class ServerOptimizer:
     """x_{t+1} = step(x_t, aggregated). The base class just takes the aggregate (plain FedAvg)."""
 
+    moments: tuple[str, ...] = ()  # the attributes carried between rounds (a checkpoint keeps them)
+
+    def state(self) -> dict[str, Arrays | None]:
+        return {name: getattr(self, name) for name in self.moments}
+
+    def load_state(self, state: dict[str, Arrays | None]) -> None:
+        for name in self.moments:
+            value = state.get(name)
+            setattr(self, name, None if value is None else [np.asarray(a, dtype=np.float64) for a in value])
+
     def step(self, current: Arrays, aggregated: Arrays) -> Arrays:
         return [np.array(a, dtype=np.float64, copy=True) for a in aggregated]
 
@@ -37,6 +47,8 @@ def _delta(current: Arrays, aggregated: Arrays) -> Arrays:
 
 
 class FedAvgM(ServerOptimizer):
+    moments = ("velocity",)
+
     def __init__(self, server_lr: float = 1.0, momentum: float = 0.0):
         self.server_lr = server_lr
         self.momentum = momentum
@@ -51,6 +63,8 @@ class FedAvgM(ServerOptimizer):
 
 
 class FedAdagrad(ServerOptimizer):
+    moments = ("v",)
+
     def __init__(self, eta: float = 0.1, tau: float = 1e-9):
         self.eta = eta
         self.tau = tau
@@ -65,6 +79,8 @@ class FedAdagrad(ServerOptimizer):
 
 
 class FedAdam(ServerOptimizer):
+    moments = ("m", "v")
+
     def __init__(self, eta: float = 0.1, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-9):
         self.eta, self.beta1, self.beta2, self.tau = eta, beta1, beta2, tau
         self.m: Arrays | None = None

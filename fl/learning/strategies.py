@@ -79,6 +79,14 @@ class Strategy:
         """Numbers this strategy reports in each round's record."""
         return {}
 
+    def state(self) -> dict[str, Any]:
+        """What this strategy carries from one round to the next (JSON values and numpy arrays), for a
+        checkpoint; the rules themselves are stateless."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take back what ``state`` returned (a resumed run)."""
+
 
 class ParameterStrategy(Strategy):
     """Clients send parameter arrays; the rule turns them into the next global arrays."""

@@ -50,6 +50,12 @@ class Wrapper(ParameterStrategy):
     def round_metrics(self) -> dict[str, Any]:
         return self.inner.round_metrics()
 
+    def state(self) -> dict[str, Any]:
+        return {"inner": self.inner.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_state(state.get("inner") or {})
+
 
 class WithServerOptimizer(Wrapper):
     """x_{t+1} = optimizer.step(x_t, aggregate): FedAvgM, FedAdagrad, FedAdam, FedYogi (fl/learning/server_opt)."""
@@ -61,6 +67,13 @@ class WithServerOptimizer(Wrapper):
     def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
         merged = self.inner.aggregate(results, current)
         return merged if current is None else self.optimizer.step(current, merged)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "optimizer": self.optimizer.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.optimizer.load_state(state.get("optimizer") or {})
 
 
 class WithDifferentialPrivacy(Wrapper):
@@ -115,4 +128,17 @@ class WithDifferentialPrivacy(Wrapper):
 
     def round_metrics(self) -> dict[str, Any]:
         return {**self.inner.round_metrics(), "epsilon": self.epsilon}
+
+    def state(self) -> dict[str, Any]:
+        """The noise RNG and the accountant's rounds: a resumed run draws the same noise and spends the
+        same privacy budget as one that never stopped."""
+        return {**super().state(), "rng": self.rng.bit_generator.state, "epsilon": self.epsilon,
+                "accounted": [list(step) for step in self.accountant.steps]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+        self.accountant.replay([tuple(step) for step in state.get("accounted") or []])
+        self.epsilon = state.get("epsilon")
 

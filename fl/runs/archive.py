@@ -32,12 +32,21 @@ def layer_stats(array: np.ndarray) -> dict[str, float]:
 class WeightsArchive:
     """Collects the global parameters of each round (``add``) and writes weights.npz on ``close``."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, after_round: int = 0):
+        """``after_round``: a resumed run's checkpoint round; weights.csv keeps the rows up to it, weights.npz
+        (kept in memory until the end, so lost with a crash) gets the rounds from there on."""
         self.dir = Path(directory)
         self._arrays: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        kept = []
+        if after_round and (self.dir / "weights.csv").exists():
+            with open(self.dir / "weights.csv", newline="") as fh:
+                kept = [row for row in list(csv.reader(fh))[1:] if row and row[0].isdigit()
+                        and int(row[0]) <= after_round]
         with open(self.dir / "weights.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(WEIGHTS_COLUMNS)
+            writer = csv.writer(fh)
+            writer.writerow(WEIGHTS_COLUMNS)
+            writer.writerows(kept)
 
     def add(self, round_no: int, arrays: list[tuple[str, np.ndarray]]) -> None:
         with self._lock, open(self.dir / "weights.csv", "a", newline="") as fh:

@@ -27,6 +27,10 @@ GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model
                 "runtime": "runtime", "tracking": "experiment tracking"}
 
 
+RESUME_HELP = ("continue the run in --out DIR after its last finished round (its saved settings, its "
+               "checkpoint, its run id); run settings cannot be changed then")
+
+
 class UsageError(Exception):
     """Exit 2 with this one line."""
 
@@ -80,11 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
     sim.add_argument("--config", metavar="JSON", help="rerun a saved config.json (flags beside it override)")
     sim.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
+    sim.add_argument("--resume", action="store_true", help=RESUME_HELP)
     add_knob_flags(sim, SIMULATE)
 
     srv = sub.add_parser("server", help="host a run for client processes (prints 'listening on HOST:PORT')")
     srv.add_argument("--config", metavar="JSON", help="the run's settings from a saved config.json")
     srv.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
+    srv.add_argument("--resume", action="store_true", help=RESUME_HELP)
     add_knob_flags(srv, SERVER)
     net = srv.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1")
@@ -144,14 +150,36 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
 
 
 # ---------------------------------------------------------------------- commands
+def resume_from_args(args: argparse.Namespace) -> Any:
+    """``--resume``: the run in --out DIR, read and checked (a Resumable), or None without the flag."""
+    if not getattr(args, "resume", False):
+        return None
+    from fl.federation.checkpoint import CheckpointError
+    from fl.runs.resume import open_resume
+
+    if not args.out:
+        raise UsageError("--resume continues the run in --out DIR: add --out")
+    given = sorted(knobs_of(RunConfig)[name].flag_name(name) for name in knobs_of(RunConfig) if hasattr(args, name))
+    if given or getattr(args, "config", None):
+        flags = ", ".join(given + (["--config"] if getattr(args, "config", None) else []))
+        raise UsageError(f"--resume goes on with the run's saved settings; drop {flags}")
+    try:
+        return open_resume(args.out)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from fl.federation.checkpoint import CheckpointError
     from fl.runs import simulation
 
-    config = config_from_args(args)
+    resumable = resume_from_args(args)
+    config = resumable.config if resumable else config_from_args(args)
     try:
-        handle = simulation.start(config, out_dir=args.out,
+        handle = simulation.start(config, out_dir=args.out, run_id=resumable.run_id if resumable else None,
+                                  resume=resumable.checkpoint if resumable else None,
                                   on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20))
-    except (DataError, ConfigError) as exc:
+    except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
     return _wait_and_finish(handle)
 
@@ -178,11 +206,16 @@ def cmd_server(args: argparse.Namespace) -> int:
     from fl.federation.server import ServerSettings
     from fl.runs import hosting
 
-    has_data = any(hasattr(args, name) for name in ("dataset", "csv_path")) or bool(getattr(args, "config", None))
+    from fl.federation.checkpoint import CheckpointError
+
+    resumable = resume_from_args(args)
+    has_data = any(hasattr(args, name) for name in ("dataset", "csv_path")) or bool(getattr(args, "config", None)) \
+        or (resumable is not None and not (args.classes and args.features))
     if not has_data and not (args.classes and args.features):
         raise UsageError("the server needs its own data (--dataset or --csv/--target) or, for federated "
                          "evaluation, both --classes and --features")
-    config = config_from_args(args, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
+    config = resumable.config if resumable else \
+        config_from_args(args, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
                               wait_for_clients=config.min_clients, join_timeout_s=args.wait,
                               ssl_context=_server_tls(args))
@@ -190,8 +223,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     try:
         handle = hosting.host(config, settings, out_dir=args.out, classes=classes,
                               n_features=args.features if not has_data else None,
-                              on_event=progress_printer(config.effective_rounds))
-    except (DataError, ConfigError) as exc:
+                              on_event=progress_printer(config.effective_rounds),
+                              run_id=resumable.run_id if resumable else None,
+                              resume=resumable.checkpoint if resumable else None)
+    except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)

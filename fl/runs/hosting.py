@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from fl.federation.server import ServerSettings
+from fl.federation.checkpoint import Checkpoint
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
@@ -20,15 +21,18 @@ from fl.runs.store import RunStore
 
 def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None = None,
          out_dir: str | None = None, run_id: str | None = None, on_event: Callable[[dict], None] | None = None,
-         classes: list | None = None, n_features: int | None = None) -> RunHandle:
+         classes: list | None = None, n_features: int | None = None,
+         resume: Checkpoint | None = None) -> RunHandle:
     """Bind the server and wait for clients in the background.
 
     With ``classes`` and ``n_features`` the server has no data of its own.
-    Raises ConfigError, DataError, or OSError (e.g. the port is in use)
-    before any thread starts.
+    ``resume``: go on after that checkpoint's round, in the same directory
+    under the same run id (clients with ``--reconnect`` rejoin it).
+    Raises ConfigError, DataError, CheckpointError, or OSError (e.g. the
+    port is in use) before any thread starts.
     """
     plan = build_run(config, classes=classes, n_features=n_features)
     handle = open_run(plan, settings, kind="hosted", store=store, out_dir=out_dir, run_id=run_id,
-                      on_event=on_event)
+                      on_event=on_event, resume=resume)
     launch_rounds(handle)
     return handle

@@ -39,6 +39,25 @@ class RunRegistry:
             self._handles[handle.run_id] = handle
         return handle
 
+    def resume(self, run_id: str) -> RunHandle:
+        """Continue a stored simulated run after its checkpoint's round, under its id, with baselines.
+
+        Raises CheckpointError (why it cannot be resumed), ConfigError, DataError or OSError up front; a run
+        this process is still running is refused.
+        """
+        from fl.federation.checkpoint import CheckpointError
+        from fl.runs.resume import open_resume
+
+        live = self.get(run_id)
+        if live is not None and not live.done:
+            raise CheckpointError(f"run {run_id} is still running")
+        resumable = open_resume(self.store.root / run_id)
+        handle = simulation.start(resumable.config, store=self.store, run_id=resumable.run_id,
+                                  resume=resumable.checkpoint, with_baselines=True)
+        with self._lock:
+            self._handles[handle.run_id] = handle
+        return handle
+
     def get(self, run_id: str | None) -> RunHandle | None:
         with self._lock:
             return self._handles.get(run_id) if run_id else None

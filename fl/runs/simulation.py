@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 from fl.data import FederatedData, label_distribution
+from fl.federation.checkpoint import Checkpoint
 from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
 from fl.federation.rounds import RunResult
@@ -31,11 +32,16 @@ JOIN_TIMEOUT_S = 60.0
 
 def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | None = None,
           run_id: str | None = None, on_event: Callable[[dict], None] | None = None,
-          with_baselines: bool = False) -> RunHandle:
+          with_baselines: bool = False, resume: Checkpoint | None = None) -> RunHandle:
     """Build the run, bind a loopback server, start N client threads.
 
-    Raises ConfigError / DataError / OSError before any thread starts, so
-    the caller can report them; after that, faults show up in the state.
+    ``resume``: continue that checkpoint's run (same directory and run id)
+    after its round, with fresh clients: a model whose clients keep state
+    between rounds (the MLP's Adam moments, SGD's step count) then differs
+    slightly from a run that never stopped; a stateless one (L-BFGS logistic
+    regression) does not. Raises ConfigError / DataError / CheckpointError /
+    OSError before any thread starts, so the caller can report them; after
+    that, faults show up in the state.
     """
     plan = build_run(config)
     data = plan.data
@@ -45,7 +51,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                               wait_for_clients=config.clients, join_timeout_s=JOIN_TIMEOUT_S)
     handle = open_run(plan, settings, kind="simulation", store=store, out_dir=out_dir, run_id=run_id,
                       on_event=on_event, client_ids=client_ids,
-                      n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)})
+                      n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)}, resume=resume)
     handle.state.set_roles(roles(config, client_ids))
     if handle.writer is not None:
         handle.writer.save_json("partition.json", partition_summary(data, client_ids))

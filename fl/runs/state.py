@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fl.data import FederatedData
+from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus, make_event
 from fl.federation.rounds import RoundRunner, RunResult
 from fl.federation.server import FederatedServer, ServerSettings
@@ -179,6 +180,7 @@ class RunHandle:
     writer: RunWriter | None = None
     baselines_thread: threading.Thread | None = None
     tracker: MlflowTracker | None = None  # MLflow, when the config asks for it (fl/runs/tracking.py)
+    resume: Checkpoint | None = None  # the checkpoint this run continues from
 
     @property
     def config(self) -> RunConfig:
@@ -220,19 +222,27 @@ class RunHandle:
 def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunStore | None = None,
              out_dir: str | None = None, run_id: str | None = None,
              on_event: Callable[[dict], None] | None = None, client_ids: list[str] | None = None,
-             n_samples: dict[str, int] | None = None) -> RunHandle:
+             n_samples: dict[str, int] | None = None, resume: Checkpoint | None = None) -> RunHandle:
     """State, server (bound), run directory and handle: the wiring every run shares.
 
     The run directory is made only once the port is bound (a port in use
     leaves no empty run behind); the events before it are replayed into it.
-    Raises OSError when the server cannot bind.
+    ``resume``: continue that checkpoint's run in its directory (same run id).
+    Raises OSError when the server cannot bind, CheckpointError when the
+    checkpoint does not fit this run's task.
     """
     if plan.config.archive_weights and out_dir is None and store is None:
         raise ConfigError("archive_weights keeps every round's weights in the run's directory: add --out DIR")
+    if resume is not None:
+        problem = resume.task_problem(plan.task.to_dict())
+        if problem:
+            raise CheckpointError(problem)
     run_id = run_id or new_run_id()
     state = RunState(run_id, plan.config, client_ids or [], n_samples or {})
     state.kind = kind
     state.n_classes = len(plan.task.classes)
+    for record in resume.rounds if resume is not None else []:
+        state.apply(make_event(EventType.ROUND, **record))  # the rounds before the crash, shown again
     early: list[dict] = []
     writer: RunWriter | None = None
     tracker = open_tracker(plan.config, run_id, kind)  # its thread starts once the server is bound
@@ -251,19 +261,28 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
     server = FederatedServer(plan.task, settings, on_event=sink, run_id=run_id)
     server.bind()
     if out_dir is not None or store is not None:
-        writer = RunWriter(out_dir, plan.config.to_dict(), run_id) if out_dir is not None \
-            else store.create(run_id, plan.config.to_dict())
+        writer = RunWriter(out_dir, plan.config.to_dict(), run_id, resume=resume) if out_dir is not None \
+            else store.create(run_id, plan.config.to_dict(), resume=resume)
+        writer.update_summary(kind=kind)  # a resume knows whether it needs clients of its own (simulation)
         for event in early:
             writer.on_event(event)
     if tracker is not None:
         tracker.start(warn=lambda message: sink(make_event(EventType.ERROR, message=message)))
-    return RunHandle(run_id, plan, state, server, kind=kind, writer=writer, tracker=tracker)
+    if resume is not None:
+        sink(make_event(EventType.RESUMED, round=resume.round))
+    return RunHandle(run_id, plan, state, server, kind=kind, writer=writer, tracker=tracker, resume=resume)
 
 
 def launch_rounds(handle: RunHandle) -> None:
-    """Start the thread that drives the rounds and records the result."""
+    """Start the thread that drives the rounds and records the result (after a checkpoint's round, when
+    the handle resumes one); every round leaves a checkpoint in the run's directory."""
     runner = RoundRunner(handle.server, handle.plan.settings, handle.plan.strategy(), handle.plan.server_data)
-    archive = WeightsArchive(handle.writer.dir) if handle.config.archive_weights and handle.writer else None
+    if handle.resume is not None:
+        runner.restore(handle.resume)
+    if handle.writer is not None:
+        runner.on_checkpoint = handle.writer.save_checkpoint
+    after = handle.resume.round if handle.resume is not None else 0
+    archive = WeightsArchive(handle.writer.dir, after) if handle.config.archive_weights and handle.writer else None
     if archive is not None:
         runner.on_global = archive.add
 

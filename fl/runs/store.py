@@ -14,8 +14,15 @@ directory):
                    best_round, best_selected_on, best_score, best_metrics)
     weights.npz, weights.csv  every round's global parameters and per-layer statistics
                    (with --archive-weights)
+    checkpoint.npz what the server needs to continue after its last finished round
+                   (fl/federation/checkpoint.py; no pickle), replaced after every round
 
-Files are appended as events arrive, so a crash loses at most the last line.
+CSV and event lines are appended as events arrive, so a crash loses at most the
+last line; config, summary, models and the checkpoint are written aside and
+renamed over (fl/runs/files.py), so a crash never leaves one truncated. A
+resumed run (``RunWriter(..., resume=checkpoint)``) keeps the directory and
+rewrites metrics.csv and clients.csv up to the checkpoint's round, so every
+round appears exactly once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ from typing import Any
 
 import joblib
 import pandas as pd
+
+from fl.federation.checkpoint import Checkpoint, CheckpointError
+from fl.runs.files import dump_atomically, write_atomically, write_json_atomically
+
+CHECKPOINT_FILE = "checkpoint.npz"
 
 METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_p10",
                    "client_accuracy_median", "client_accuracy_p90", "client_accuracy_std",
@@ -78,7 +90,8 @@ def _cell(value: Any) -> Any:
 class RunWriter:
     """Writes one run directory as events arrive; thread-safe."""
 
-    def __init__(self, directory: str | Path, config: dict[str, Any], run_id: str):
+    def __init__(self, directory: str | Path, config: dict[str, Any], run_id: str,
+                 resume: Checkpoint | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
@@ -86,17 +99,41 @@ class RunWriter:
         self.summary: dict[str, Any] = {"run_id": run_id, "status": "running", "started_at": time.time(),
                                         "finished_at": None, "final_metrics": {}, "rounds_done": 0,
                                         "baselines": None}
-        (self.dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        if resume is not None:
+            self._resume(resume)
+            return
+        write_json_atomically(self.dir / "config.json", config, sort_keys=True)
         for name, columns in (("metrics.csv", METRICS_COLUMNS), ("clients.csv", CLIENTS_COLUMNS)):
             with open(self.dir / name, "w", newline="") as fh:
                 csv.writer(fh).writerow(columns)
         (self.dir / "events.jsonl").write_text("")
         self._write_summary()
 
+    def _resume(self, ckpt: Checkpoint) -> None:
+        """Continue this directory after ``ckpt.round``: metrics.csv is the checkpoint's rounds, clients.csv
+        loses the rows of any round after it (that round runs again), events.jsonl goes on."""
+        try:
+            self.summary.update(json.loads((self.dir / "summary.json").read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass  # a summary lost with the crash: the one above stands in
+        resumed = list(self.summary.get("resumed_after_rounds") or []) + [ckpt.round]
+        self.summary.update(status="running", finished_at=None, error=None, rounds_done=ckpt.round,
+                            resumed_after_rounds=resumed)
+        if ckpt.rounds:
+            self.summary["final_metrics"] = {k: _clean(ckpt.rounds[-1].get(k)) for k in ("accuracy", "loss", "f1_macro")}
+        write_atomically(self.dir / "metrics.csv", _csv_text(METRICS_COLUMNS, ckpt.rounds))
+        write_atomically(self.dir / "clients.csv", _csv_text(CLIENTS_COLUMNS, _rows_up_to(
+            self.dir / "clients.csv", ckpt.round)))
+        self._write_summary()
+
+    def save_checkpoint(self, ckpt: Checkpoint) -> None:
+        """Replace checkpoint.npz (called by the round loop after every round)."""
+        data = ckpt.to_bytes()
+        with self._lock:
+            write_atomically(self.dir / CHECKPOINT_FILE, data)
+
     def _write_summary(self) -> None:
-        tmp = self.dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary, indent=2, default=str))
-        tmp.replace(self.dir / "summary.json")
+        write_atomically(self.dir / "summary.json", json.dumps(self.summary, indent=2, default=str))
 
     def _append_row(self, name: str, columns: tuple[str, ...], event: dict) -> None:
         with open(self.dir / name, "a", newline="") as fh:
@@ -119,7 +156,7 @@ class RunWriter:
     def save_json(self, name: str, data: Any) -> None:
         """A side file of the run (e.g. baselines.json, partition.json)."""
         with self._lock:
-            (self.dir / name).write_text(json.dumps(data, indent=2, default=_json_default))
+            write_json_atomically(self.dir / name, data, default=_json_default)
 
     def update_summary(self, **fields: Any) -> None:
         """Add fields to summary.json (e.g. baselines that arrive after the rounds)."""
@@ -132,14 +169,53 @@ class RunWriter:
         """Record the end of the run; save the final model and the best round's (``best``: a BestRound)."""
         with self._lock:
             if model is not None:
-                joblib.dump(model, self.dir / "model.joblib")
+                dump_atomically(self.dir / "model.joblib", lambda path: joblib.dump(model, path))
             if best is not None:
-                joblib.dump(best.model, self.dir / "best_model.joblib")
+                dump_atomically(self.dir / "best_model.joblib", lambda path: joblib.dump(best.model, path))
                 self.summary.update(best_round=best.round, best_selected_on=best.selected_on,
                                     best_score=_clean(best.score),
                                     best_metrics={k: _clean(v) for k, v in best.metrics.items()})
             self.summary.update(status=status, finished_at=time.time(), error=error, **(extra or {}))
             self._write_summary()
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _rows_up_to(path: Path, last_round: int) -> list[dict]:
+    """The rows of a CSV with a ``round`` column up to ``last_round`` (a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        out = []
+        for row in csv.DictReader(fh):
+            try:
+                if int(row.get("round") or 0) <= last_round:
+                    out.append(row)
+            except ValueError:
+                continue
+        return out
+
+
+def load_checkpoint(directory: str | Path) -> Checkpoint:
+    """The checkpoint of the run in ``directory``; CheckpointError saying why not."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} has no checkpoint: it finished no round, or was made before runs "
+                              "kept one") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({exc.strerror or exc})") from None
+    return Checkpoint.from_bytes(data)
 
 
 @dataclass
@@ -173,6 +249,16 @@ class StoredRun:
         return path if path.exists() else None
 
     @property
+    def kind(self) -> str:
+        """simulation or hosted (runs from before the field was kept: simulation)."""
+        return self.summary.get("kind") or "simulation"
+
+    @property
+    def resumable(self) -> bool:
+        """Whether it ended before its last round with a checkpoint to continue from."""
+        return self.summary.get("status") != "completed" and (self.path / CHECKPOINT_FILE).exists()
+
+    @property
     def best_model_path(self) -> Path | None:
         """The global model of the best round (``summary["best_round"]``), beside the final one."""
         path = self.path / "best_model.joblib"
@@ -191,9 +277,9 @@ class RunStore:
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
 
-    def create(self, run_id: str, config: dict[str, Any]) -> RunWriter:
+    def create(self, run_id: str, config: dict[str, Any], resume: Checkpoint | None = None) -> RunWriter:
         self._check_id(run_id)
-        return RunWriter(self.root / run_id, config, run_id)
+        return RunWriter(self.root / run_id, config, run_id, resume=resume)
 
     def _check_id(self, run_id: str) -> None:
         if not RUN_ID_PATTERN.match(run_id):

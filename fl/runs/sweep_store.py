@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from fl.runs.files import write_atomically
 from fl.runs.store import RUN_ID_PATTERN, RunStore
 
 SWEEPS_DIR = "sweeps"
@@ -32,13 +32,6 @@ SWEEP_FILES = ("sweep.json", "summary.csv", "cells.csv")
 RUN_FILES = ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
              "partition.json")
 SWEEP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write aside, then rename over: a reader sees the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
