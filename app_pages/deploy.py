@@ -2,11 +2,13 @@
 
 import streamlit as st
 
-from fl.runs.config import ConfigError
 from fl.data import DataError
+from fl.federation.checkpoint import CheckpointError
+from fl.runs.config import ConfigError, RunConfig
 from fl.runs.state import RunHandle
+from fl.runs.store import StoredRun
 from ui import deploy, live
-from ui.state import registry
+from ui.state import RESUME_RUN, registry, store
 
 st.title("Deploy")
 handle = deploy.hosted_handle()
@@ -17,13 +19,21 @@ def start_form() -> None:
     st.markdown("Host a server here; clients on other machines join it with their own data "
                 "(`python client_new.py ...`, commands below once the server is up). Only parameters or "
                 "fitted models cross the network, never the clients' data.")
+    resuming = resumed_run()
     server_col, config_col = st.columns(2, gap="large")
     with server_col:
         st.subheader("Server")
         values = deploy.server_widgets()
-        start = st.button("Start server", type="primary", key="start_server", width="stretch")
+        start = st.button("Resume run" if resuming else "Start server", type="primary", key="start_server",
+                          width="stretch")
     with config_col:
-        config = deploy.config_widgets()
+        if resuming is not None:
+            st.subheader("Run settings")
+            st.caption("A resumed run keeps the settings it started with.")
+            st.json(resuming.config, expanded=False)
+            config = RunConfig.from_dict(resuming.config)
+        else:
+            config = deploy.config_widgets()
     if not start:
         return
     problem = deploy.check_server_inputs(values)
@@ -35,15 +45,37 @@ def start_form() -> None:
     settings = deploy.server_settings(values)
     try:
         with st.spinner("Loading the server's data and opening the port…"):
-            hosted = registry().host(config, settings)
-    except (ConfigError, DataError) as exc:
+            hosted = registry().resume(resuming.run_id, settings) if resuming is not None \
+                else registry().host(config, settings)
+    except (ConfigError, DataError, CheckpointError) as exc:
         server_col.error(f"Cannot host this run: {exc}")
         return
     except OSError as exc:
         server_col.error(deploy.bind_error(exc, settings.host, settings.port))
         return
+    st.session_state.pop(RESUME_RUN, None)
     st.session_state[deploy.DEPLOY_RUN] = hosted.run_id
     st.rerun()
+
+
+def resumed_run() -> StoredRun | None:
+    """The stored hosted run this tab was sent here to resume (from the Runs page), with a way back out."""
+    run_id = st.session_state.get(RESUME_RUN)
+    if not run_id:
+        return None
+    try:
+        run = store().load(run_id)
+    except (OSError, ValueError):
+        st.session_state.pop(RESUME_RUN, None)
+        return None
+    done = run.summary.get("rounds_done") or 0
+    st.info(f"Resuming run `{run.run_id}` after round {done} of {run.config.get('rounds')}. Clients started with "
+            "`--reconnect SECONDS` rejoin by themselves if this server listens on the same host and port with "
+            "the same token (and TLS) as before; others can join with the commands shown once it is up.")
+    if st.button("Host a new run instead", key="cancel_resume"):
+        st.session_state.pop(RESUME_RUN, None)
+        st.rerun()
+    return run
 
 
 def connection_info(handle: RunHandle) -> None:

@@ -7,7 +7,7 @@ from fl.federation.checkpoint import CheckpointError
 from fl.runs.config import ConfigError
 from ui import charts, history
 from ui.live import model_buttons
-from ui.state import PENDING_CONFIG, follow, registry, store
+from ui.state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
 from ui.sweep_view import live_run_ids as sweep_live_run_ids
 
 FLASH = "runs_flash"  # a message that must survive the rerun after a delete
@@ -62,6 +62,10 @@ if c2.button("Load config into Run page", key="load_config", width="stretch",
 if run.resumable and run.run_id not in live_ids:
     if run.kind != "simulation":
         st.info(history.resume_note(run))
+        if st.button("Resume on the Deploy page", key=f"resume_{run.run_id}", type="primary",
+                     help="Host a server for this run again; it goes on from its last finished round."):
+            st.session_state[RESUME_RUN] = run.run_id
+            st.switch_page("app_pages/deploy.py")
     else:
         st.caption(history.resume_note(run))
         if st.button("Resume this run", key=f"resume_{run.run_id}", type="primary",

@@ -152,7 +152,8 @@ def test_client_commands_for_every_interface_and_a_non_iid_split():
     # Assert: the flags that differ from the defaults, generated from the config's knobs
     assert host == socket.gethostname() and host in note
     assert len(commands) == 3
-    assert commands[2] == (f"python client_new.py --host {shlex.quote(host)} --port 9000 --dataset synthetic "
+    assert commands[2] == (f"python client_new.py --host {shlex.quote(host)} --port 9000 --reconnect 600 "
+                           "--dataset synthetic "
                            "--n-samples 500 --n-features 8 --n-classes 3 --partition shards --shards-per-client 3 "
                            "--aggregation stacking --seed 7 --partition-id 2 --num-partitions 3")
     assert deploy.partition_commands(RunConfig(dataset="csv"), host, 9000, "t") == []

@@ -184,3 +184,40 @@ def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
     stored = RunStore(app_env).load(handle.run_id)
     assert list(stored.metrics()["round"]) == [1, 2, 3, 4, 5, 6]
     assert stored.summary["status"] == "completed" and not stored.resumable
+
+
+def test_a_stopped_hosted_run_is_resumed_from_the_deploy_page(app_env):
+    # Prepare: a run stopped after round 2, recorded as hosted (its clients were other machines)
+    import time
+
+    from ui.state import DEPLOY_RUN, _registry
+
+    handle = simulation.start(RunConfig(partition="iid", dataset="iris", clients=2, rounds=8, model="logreg",
+                                        workers=0), store=RunStore(app_env))
+    deadline = time.monotonic() + 60
+    while handle.state.current_round < 3 and handle.result is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handle.stop()
+    assert handle.wait(30) is not None
+    summary_path = app_env / handle.run_id / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "kind": "hosted"}))
+    at = runs_page(new_app())
+    select(at, [0])
+    assert "Resume it here on the Deploy page" in texts(at.info)
+    # Execute: Runs -> Deploy, then host it again on a free loopback port
+    at.button(key=f"resume_{handle.run_id}").click().run()
+    assert "Resuming run" in texts(at.info)
+    at.switch_page("app_pages/deploy.py").run()  # AppTest stays on the page it was given; the app switched
+    at.text_input(key="deploy_host").set_value("127.0.0.1")
+    at.number_input(key="deploy_port").set_value(0)
+    at.button(key="start_server").click().run()
+    # Assert: the same run id is hosted again and waits for its clients
+    assert not at.exception and not at.error
+    assert at.session_state[DEPLOY_RUN] == handle.run_id
+    resumed = _registry(str(app_env)).get(handle.run_id)
+    try:
+        assert resumed is not None and resumed.kind == "hosted" and resumed.resume is not None
+        assert any(e.get("type") == "resumed" for e in resumed.snapshot()["events"])
+    finally:
+        resumed.stop()
+        resumed.wait(10)

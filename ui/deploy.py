@@ -11,7 +11,6 @@ import errno
 import secrets
 import shlex
 import socket
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +20,8 @@ from fl.runs.config import RunConfig
 from fl.runs.knobs import CLIENT, to_flags
 from fl.runs.state import RunHandle
 from fl.federation.server import ServerSettings
-from fl.wire.tls import default_hosts, make_certificates, server_context
+from fl.runs.tls_dirs import make_server_tls
+from fl.wire.tls import default_hosts
 from ui import sidebar
 from ui.clients import STATUS_ICONS
 from ui import widgets
@@ -83,7 +83,8 @@ def server_widgets() -> dict[str, Any]:
     out["max_clients"] = c5.number_input("Most clients accepted", 1, 1000, key=_key("max_clients"))
     out["tls"] = st.checkbox("Encrypt with TLS", key=_key("tls"),
                              help="A fresh certificate is made for this server; the client commands pin its "
-                                  "fingerprint (--tls-pin), so the token and parameters never cross in clear.")
+                                  "fingerprint (--tls-pin), so the token and parameters never cross in clear. "
+                                  "The certificate and its key are deleted when the server ends.")
     return out
 
 
@@ -128,11 +129,8 @@ def server_settings(values: dict[str, Any]) -> ServerSettings:
     settings = ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
                               token=values["token"] or None, max_clients=int(values["max_clients"]),
                               wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]))
-    if values.get("tls"):
-        made = make_certificates(Path(runs_root()) / "_tls" / secrets.token_hex(6),
-                                 sorted({settings.host, *default_hosts()} - {"0.0.0.0", "::", ""}))
-        settings.ssl_context = server_context(made["cert"], made["key"])
-        settings.tls_pin = made["pin"]
+    if values.get("tls"):  # certificates for this server alone, deleted when its run ends (fl/runs/tls_dirs.py)
+        make_server_tls(settings, runs_root(), sorted({settings.host, *default_hosts()} - {"0.0.0.0", "::", ""}))
     return settings
 
 
@@ -160,8 +158,11 @@ def command_host(host: str) -> tuple[str, str | None]:
     return host, None
 
 
+RECONNECT_S = 600  # the commands' clients rejoin for 10 minutes after losing the server (a resumed server)
+
+
 def _base(host: str, port: int, token: str | None, pin: str | None = None) -> list[str]:
-    args = ["python", "client_new.py", "--host", host, "--port", str(port)]
+    args = ["python", "client_new.py", "--host", host, "--port", str(port), "--reconnect", str(RECONNECT_S)]
     if token:
         args += ["--token", token]
     if pin:

@@ -127,9 +127,9 @@ def resume_note(run: StoredRun) -> str:
     done = run.summary.get("rounds_done") or 0
     total = run.config.get("rounds")
     if run.kind != "simulation":
-        return (f"This hosted run stopped after round {done} of {total}. Resume it from its checkpoint with "
-                f"`python server_new.py --out {run.path} --resume` (add the network flags it had: --host, --port, "
-                "--token, TLS); clients started with `--reconnect SECONDS` rejoin on their own.")
+        return (f"This hosted run stopped after round {done} of {total}. Resume it here on the Deploy page, or "
+                f"with `python server_new.py --out {run.path} --resume` and the network flags it had (--host, "
+                "--port, --token, TLS); clients started with `--reconnect SECONDS` rejoin on their own.")
     return (f"This run stopped after round {done} of {total}; its checkpoint keeps the global model and the "
             f"server's state, so it can go on from round {done + 1}. Its clients start afresh: a model whose "
             "clients keep state between rounds (the MLP's optimiser) may end slightly differently from a run "

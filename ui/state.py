@@ -19,12 +19,14 @@ import streamlit as st
 from fl.runs.registry import RunRegistry
 from fl.runs.store import RunStore
 from fl.runs.state import RunHandle
+from fl.runs.tls_dirs import clean_stale
 
 CURRENT_RUN = "current_run_id"  # the run this tab shows on the Run page; absent = a new run being configured
 COMPARISON = "comparison_run_ids"  # the runs of a rule comparison this tab started
 PENDING_CONFIG = "pending_config"  # a config dict to put into the sidebar before it is drawn
 DRAFT_CONFIG = "draft_config"  # the Run page's sidebar settings, for the Clients page preview
 DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found (Deploy page)
+RESUME_RUN = "deploy_resume_run_id"  # a stored hosted run the Runs page sent to Deploy to be resumed
 RESTORED = "restored_from_url"  # the URL has been read once for this session
 URL_RUN, URL_COMPARE = "run", "compare"
 
@@ -36,6 +38,8 @@ def runs_root() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _registry(root: str) -> RunRegistry:
+    """Once per process (the app starting): the TLS keys of hosted servers no longer running go first."""
+    clean_stale(root)
     return RunRegistry(RunStore(root))
 
 

@@ -53,6 +53,7 @@ class ClientResult:
     rounds_trained: int = 0
     final_metrics: dict | None = None
     ok: bool = True
+    lost: bool = False  # the server went away mid-run (not a bye, not a refusal): a reconnecting client rejoins
 
 
 class ClientError(Exception):
@@ -73,6 +74,7 @@ class ClientSettings:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     pin_sha256: str | None = None  # with a pin, the server certificate must have this SHA-256 fingerprint
+    reconnect_s: float = 0.0  # after losing the server mid-run, keep trying to rejoin this long (0: leave)
 
 
 def split_mismatch(server: dict | None, client: dict | None) -> str | None:
@@ -110,6 +112,8 @@ class FederatedClient:
         self.stop = stop or threading.Event()
         self.seed = seed
         self.conn: Any = None  # the session's connection, while it lasts
+        self.joins = 0  # welcomes received: more than one means it rejoined after losing the server
+        self.task_dict: dict | None = None  # the task it prepared for (a rejoin to the same one keeps its state)
 
     def _emit(self, kind: EventType, **fields: Any) -> None:
         if self.on_event is not None:
@@ -130,7 +134,14 @@ class FederatedClient:
         return ClientHost([self], stop=self.stop).run()[0]
 
     def _prepare(self, welcome: Welcome) -> None:
-        """Check the local data against the task; build the local model."""
+        """Check the local data against the task; build the local model.
+
+        Rejoining the same task (a reconnect, or a resumed server) keeps
+        everything: the local model with its warm start and the loss
+        history, so the server sees the same client as before.
+        """
+        if self.task_dict is not None and welcome.task == self.task_dict:
+            return
         try:
             task = Task.from_dict(welcome.task)
         except ValueError as exc:
@@ -174,6 +185,7 @@ class FederatedClient:
         self.X_eval, self.y_eval = (X[held], y[held]) if task.local_test_size > 0 else (self.X, self.y)
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
         self.loss_history: list[float] = []  # the last epochs' losses, across rounds (the converged flag)
+        self.task_dict = welcome.task
 
     def _labels(self, task: Task) -> np.ndarray:
         """The local labels, binned with the server's edges when its task turns a numeric label into classes."""

@@ -36,6 +36,7 @@ class EventType(StrEnum):
     FIT = "fit"
     EVALUATE = "evaluate"
     CLIENT_ERROR = "client_error"
+    RECONNECTING = "reconnecting"  # lost the server mid-run; trying to rejoin (``--reconnect``)
 
 
 class ClientStatus(StrEnum):
@@ -113,7 +114,10 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
     EventType.JOIN: lambda e: f"{e.get('client_id')} joined{' from ' + e['peer'] if e.get('peer') else ''} "
                               f"with {e.get('n_samples')} rows",
     EventType.LEAVE: lambda e: f"{e.get('client_id')} left: {e.get('reason')}",
-    EventType.REFUSED: lambda e: f"refused a connection from {e.get('peer')} ({e.get('code')}): {e.get('message')}",
+    EventType.REFUSED: lambda e: (f"refused a connection from {e.get('peer')} ({e.get('code')}): {e.get('message')}"
+                                  if (e.get("count") or 1) <= 1 else
+                                  f"refused {e['count']} more connections in {e.get('window_s', 5):g} s, the last "
+                                  f"from {e.get('peer')} ({e.get('code')}): {e.get('message')}"),
     EventType.ROUND_START: lambda e: f"round {e.get('round')} started with {len(e.get('clients') or [])} clients",
     EventType.FAILURE: lambda e: f"round {e.get('round')}: {e.get('client_id')} failed: {e.get('reason')}",
     EventType.STRAGGLER: lambda e: f"round {e.get('open_round')}: late result of round {e.get('round')} from "

@@ -106,6 +106,7 @@ class RoundRunner:
         self.model: GlobalModel = make_global_model(strategy, self.task, settings.seed, validation)
         self.rounds: list[dict] = []
         self.stragglers = 0  # late results seen in the current round
+        self.sessions: dict[str, Any] = {}  # the connection each client's last request went out on
         self.best: BestRound | None = None
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round (a resumable run)
@@ -135,7 +136,7 @@ class RoundRunner:
 
     def _send(self, client_ids: list[str], msg: Any, status: ClientStatus) -> tuple[list[str], dict[str, str]]:
         """Send one message (encoded once) to every client; those that cannot be reached fail at once."""
-        sent, failed = self.server.broadcast(client_ids, msg)
+        sent, failed = self.server.broadcast(client_ids, msg, self.sessions)
         self._set_status(sent, status)
         return sent, failed
 
@@ -149,6 +150,9 @@ class RoundRunner:
         """Results of ``kind`` for ``round_no`` until all arrived or the round timeout.
 
         Results of other rounds are stragglers: counted and reported, never merged.
+        Only the session a request went out on can answer it or fail it (by
+        leaving, or by missing its heartbeats: at once, not at the timeout);
+        a client that reconnected is not charged for its earlier session.
         """
         results: dict[str, Any] = {}
         failures: dict[str, str] = {}
@@ -165,14 +169,15 @@ class RoundRunner:
                 item_kind, cid, payload, conn = self.server.inbox.get(timeout=min(remaining, 0.1))
             except queue.Empty:
                 continue
-            if not self.server.is_current(cid, conn):
-                continue  # from an earlier session under this id (e.g. one refused for its data)
+            asked = cid in pending and conn is self.sessions.get(cid)
             if item_kind == Inbox.GONE:
-                if cid in pending:
+                if asked:
                     pending.discard(cid)
                     failures[cid] = f"left mid-round: {payload}"
-                continue
-            if payload.round != round_no or not isinstance(payload, kind) or cid not in pending:
+                continue  # another session's departure (an earlier one, or one not asked this round)
+            if not asked and not self.server.is_current(cid, conn):
+                continue  # from an earlier session under this id (e.g. one refused for its data)
+            if not asked or payload.round != round_no or not isinstance(payload, kind):
                 self.stragglers += 1
                 self.server.emit(EventType.STRAGGLER, client_id=cid, round=payload.round, open_round=round_no)
                 continue

@@ -22,11 +22,10 @@ import ssl
 import threading
 import time
 import uuid
-from enum import StrEnum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fl.wire.aio import AioConnection, LoopThread, encode_message
+from fl.wire.aio import AioConnection, LoopThread, encode_message, start_gated_server
 from fl.wire import (
     PROTOCOL_VERSION,
     Bye,
@@ -41,7 +40,10 @@ from fl.wire import (
     ProtocolError,
     Welcome,
 )
+from fl.federation.admission import Gate, raise_open_file_limit  # session.py takes the latter from here
 from fl.federation.events import ClientStatus, EventSink, EventType, make_event
+from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
+from fl.federation.registry import ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox
 from fl.federation.task import Task
 
 log = logging.getLogger(__name__)
@@ -59,37 +61,27 @@ class ServerSettings:
     max_clients: int = 1000
     wait_for_clients: int = 1  # rounds start once this many have joined ...
     join_timeout_s: float = 120.0  # ... or this long has passed with at least min_clients
-    hello_timeout_s: float = 10.0
+    hello_timeout_s: float = 10.0  # TLS handshake and the whole hello frame, from accept: one deadline
+    # Connections accepted but not yet past hello prove nothing and hold a socket each: at most this many
+    # at once, and this many from one remote address; one more is closed at once (REFUSED "busy").
+    max_pending_handshakes: int = 256
+    max_pending_per_address: int = 64
     limits: Limits = field(default_factory=Limits)
-    ssl_context: Any = None  # an ssl.SSLContext for TLS, or None
+    ssl_context: Any = None  # an ssl.SSLContext for TLS (with client certificates: mutual TLS), or None
     tls_pin: str | None = None  # SHA-256 of the server certificate, to show clients (display only)
-
-
-@dataclass
-class ClientSlot:
-    """What the server knows of one client; never its data."""
-
-    client_id: str
-    conn: AioConnection
-    n_samples: int
-    peer: str
-    status: ClientStatus = ClientStatus.CONNECTED
-    joined_at: float = field(default_factory=time.time)
-
-
-class Inbox(StrEnum):
-    """What a reader thread hands the round loop: a result, or news that the client is gone."""
-
-    RESULT = "result"
-    GONE = "gone"
+    tls_dir: str | None = None  # certificates made for this server alone, deleted when its run ends (hosting)
+    # Ping every session this often; one silent for misses x interval is gone (0: no heartbeats). Told to
+    # clients in welcome (fl/federation/liveness.py, docs/protocol.md "Heartbeats").
+    heartbeat_interval_s: float = DEFAULT_INTERVAL_S
+    heartbeat_misses: int = DEFAULT_MISSES
 
 
 class ServerStopped(Exception):
     """The server was asked to stop; the round loop unwinds."""
 
 
-class FederatedServer:
-    """Accepts clients for one run and hands their messages to the round loop."""
+class FederatedServer(ClientRegistry):
+    """Accepts clients for one run and hands their messages to the round loop (registry: ClientRegistry)."""
 
     def __init__(self, task: Task, settings: ServerSettings | None = None, on_event: EventSink | None = None,
                  run_id: str | None = None):
@@ -112,6 +104,7 @@ class FederatedServer:
         self.clients_alive: Callable[[], bool] | None = None
         self.last_leave_reason: str | None = None
         self.address: tuple[str, int] | None = None
+        self._gate: Gate | None = None  # pending-handshake caps and refusals; made by bind(), on the loop only
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: EventType, **fields: Any) -> None:
@@ -134,11 +127,17 @@ class FederatedServer:
         raise_open_file_limit()
         self._io = LoopThread(f"fl-io-{self.run_id}")
         self._io.loop.set_exception_handler(self._loop_exception)
+        self._liveness = HeartbeatMonitor(self.heartbeat, self.slots, self._mark_gone)
+        if self.heartbeat.on:  # one task sweeps every session (cancelled with the others on close)
+            asyncio.run_coroutine_threadsafe(self._liveness.run(), self._io.loop)
+        self._gate = Gate(self.settings.max_pending_handshakes, self.settings.max_pending_per_address,
+                          lambda **fields: self.emit(EventType.REFUSED, **fields), self._io.loop)
         try:
-            self._listener = self._io.call(asyncio.start_server(
-                self._on_connection, self.settings.host, self.settings.port, ssl=self.settings.ssl_context,
-                ssl_handshake_timeout=self.settings.hello_timeout_s if self.settings.ssl_context else None,
-                backlog=4096, reuse_address=True), timeout=30)
+            # TLS is not the listener's: each connection upgrades itself (_open_session), so the TLS
+            # handshake is inside the hello deadline, counts as pending, and its failures are reported.
+            self._listener = self._io.call(start_gated_server(
+                self._on_connection, self._gate.admit, self.settings.host, self.settings.port,
+                pause_reading=self.settings.ssl_context is not None, backlog=4096, reuse_address=True), timeout=30)
         except BaseException:
             self._io.stop()
             self._io = None
@@ -155,7 +154,8 @@ class FederatedServer:
             transport = context.get("transport")
             peer = transport.get_extra_info("peername") if transport is not None else None
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
-            self.emit(EventType.REFUSED, peer=where, code="tls", message=str(exc) or type(exc).__name__)
+            if self._gate is not None:
+                self._gate.refuse("tls", where, str(exc) or type(exc).__name__)
             return
         loop.default_exception_handler(context)
 
@@ -181,6 +181,8 @@ class FederatedServer:
     async def _close_all(self, bye: Bye) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._gate is not None:
+            self._gate.refusals.flush_all()  # refusals still being counted are reported, not lost
         buffers, size = encode_message(bye)
         slots = self.slots()
         for slot in slots:
@@ -197,50 +199,12 @@ class FederatedServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # ------------------------------------------------------------------ registry
-    def slots(self) -> list[ClientSlot]:
-        with self._lock:
-            return list(self._clients.values())
+    # ------------------------------------------------------------------ registry (and ClientRegistry)
+    _liveness: HeartbeatMonitor  # made by bind(): pings, drops the silent, says whether a session may be replaced
 
-    def active_ids(self) -> list[str]:
-        """Connected clients, sorted so that sampling is reproducible."""
-        with self._lock:
-            return sorted(cid for cid, s in self._clients.items() if s.status != ClientStatus.GONE)
-
-    def slot(self, client_id: str) -> ClientSlot | None:
-        with self._lock:
-            return self._clients.get(client_id)
-
-    def _set_status(self, client_id: str, status: ClientStatus) -> None:
-        with self._lock:
-            slot = self._clients.get(client_id)
-            if slot is not None and slot.status != ClientStatus.GONE:
-                slot.status = status
-
-    def set_status(self, client_ids: list[str], status: ClientStatus) -> None:
-        for cid in client_ids:
-            self._set_status(cid, status)
-
-    def bytes_totals(self) -> tuple[int, int]:
-        """(sent, received) over every connection this run has had."""
-        slots = self.slots()
-        return sum(s.conn.bytes_sent for s in slots), sum(s.conn.bytes_received for s in slots)
-
-    def broadcast(self, client_ids: list[str], msg: Any) -> tuple[list[str], dict[str, str]]:
-        """Send one message to many clients, encoded once; (sent to, {client: why not})."""
-        buffers, size = encode_message(msg)
-        sent, failed = [], {}
-        for cid in client_ids:
-            slot = self.slot(cid)
-            if slot is None or slot.status == ClientStatus.GONE:
-                failed[cid] = "gone before the round"
-                continue
-            try:
-                slot.conn.send_encoded(buffers, size)
-                sent.append(cid)
-            except PeerClosed as exc:
-                failed[cid] = f"send failed: {exc}"
-        return sent, failed
+    @property
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.settings.heartbeat_interval_s, self.settings.heartbeat_misses)
 
     def wait_for_clients(self, min_clients: int) -> None:
         """Block until enough clients joined (or a manual start / timeout).
@@ -272,33 +236,59 @@ class FederatedServer:
 
     # ------------------------------------------------------------------ connections (on the event loop)
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Handshake, then read frames until the client leaves."""
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Until a client has said a valid hello it may send only small frames:
-        # an unauthenticated peer must not make us allocate a 256 MiB body.
-        conn = AioConnection(reader, writer, HANDSHAKE_LIMITS)
+        """TLS and hello within one deadline (the connection is pending until then), then read frames."""
+        conn: AioConnection | None = None
         try:
-            client_id = await self._handshake(conn)
-            if client_id is None:
+            try:
+                conn, client_id = await self._open_session(reader, writer)
+            finally:
+                if self._gate is not None:
+                    self._gate.release(writer.get_extra_info("peername"))
+            if conn is None or client_id is None:
                 return
             conn.limits = self.settings.limits
             await self._read_loop(client_id, conn)
         except asyncio.CancelledError:
             pass
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            else:
+                writer.transport.abort()
+
+    async def _open_session(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> tuple[AioConnection | None, str | None]:
+        """(connection, client id) once TLS (if on) and a valid hello are through; (conn or None, None) if not.
+
+        One deadline, ``hello_timeout_s`` from accept, covers the TLS handshake
+        and the whole hello frame, however its bytes trickle in: a peer sending
+        a byte a second cannot stretch it (the per-frame timeout alone would
+        let it hold the connection for the idle wait plus a whole frame time).
+        """
+        deadline = asyncio.get_running_loop().time() + self.settings.hello_timeout_s
+        if self.settings.ssl_context is not None and self._gate is not None and not await self._gate.start_tls(
+                writer, self.settings.ssl_context, deadline, self.settings.hello_timeout_s):
+            return None, None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Until a client has said a valid hello it may send only small frames:
+        # an unauthenticated peer must not make us allocate a 256 MiB body.
+        conn = AioConnection(reader, writer, HANDSHAKE_LIMITS)
+        return conn, await self._handshake(conn, deadline)
 
     def _refuse(self, conn: AioConnection, code: str, message: str) -> None:
-        self.emit(EventType.REFUSED, peer=conn.peer, code=code, message=message)
+        """Tell the peer why (an error frame) and report it; a flood of refusals is summarised (RefusalLog)."""
+        if self._gate is not None:
+            self._gate.refuse(code, conn.peer, message)
         conn.send_error(code, message)
 
-    async def _handshake(self, conn: AioConnection) -> str | None:
+    async def _handshake(self, conn: AioConnection, deadline: float) -> str | None:
         try:
-            hello = await conn.recv(idle_timeout=self.settings.hello_timeout_s)
+            async with asyncio.timeout_at(deadline):
+                hello = await conn.recv(idle_timeout=None)
         except (TimeoutError, PeerClosed, OSError):
-            return None
+            return None  # silent, idle or too slow: closed without a word (an idle flood must not fill the log)
         except ProtocolError as exc:
             self._refuse(conn, exc.code, str(exc))
             await conn.drain(1.0)
@@ -312,7 +302,9 @@ class FederatedServer:
             await conn.drain(1.0)
             return None
         try:
-            conn.send(Welcome(run_id=self.run_id, task=self.task.to_dict()))
+            beat = self.heartbeat
+            conn.send(Welcome(run_id=self.run_id, task=self.task.to_dict(), heartbeat_s=beat.interval_s or None,
+                              heartbeat_misses=beat.misses if beat.on else None))
         except PeerClosed:
             self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
@@ -333,19 +325,33 @@ class FederatedServer:
         return None
 
     def _admit(self, hello: Hello, conn: AioConnection) -> tuple[str, str] | None:
-        """Register the client (the registry lock is held), or say why not."""
+        """Register the client (the registry lock is held), or say why not.
+
+        A session still marked connected under the same id gives way when it
+        is dead (closed, or silent past a heartbeat interval: a client
+        reconnecting); a live one keeps its id and the newcomer is refused.
+        """
         active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
+        old = self._clients.get(hello.client_id)
+        old = old if old is not None and old.status != ClientStatus.GONE else None
+        dead = old is not None and self._liveness.replaceable(old)
         if not self.accepting.is_set():
             return "full", "the run is not accepting clients"
-        if len(active) >= self.settings.max_clients:
+        if len(active) - dead >= self.settings.max_clients:
             return "full", "the run is full"
-        if hello.client_id in self._clients and self._clients[hello.client_id].status != ClientStatus.GONE:
-            return "auth", f"client id {hello.client_id!r} is already connected"
+        if old is not None and not dead:
+            return "auth", f"client id {hello.client_id!r} {ALREADY_CONNECTED}"
+        if old is not None:
+            self._replace_dead(old)
         self._clients[hello.client_id] = ClientSlot(hello.client_id, conn, hello.n_samples, conn.peer)
         return None
 
     async def _read_loop(self, client_id: str, conn: AioConnection) -> None:
         reason = "left"
+        slot = self.slot(client_id)
+        if slot is None or slot.conn is not conn:  # already replaced by a newer session under its id
+            conn.close()
+            return
         while True:
             try:
                 msg = await conn.recv(idle_timeout=None)
@@ -360,6 +366,7 @@ class FederatedServer:
             if isinstance(msg, (FitResult, EvaluateResult)):
                 self.inbox.put((Inbox.RESULT, client_id, msg, conn))
             elif isinstance(msg, Ping):
+                slot.pings_itself = True  # it answers while it trains: silence is held against it at any time
                 try:
                     conn.send(Pong(t=msg.t))
                 except PeerClosed:
@@ -377,33 +384,3 @@ class FederatedServer:
                 break
         self._mark_gone(client_id, reason, conn)  # first: no round may pick a slot whose socket is closing
         conn.close()
-
-    def is_current(self, client_id: str, conn: AioConnection) -> bool:
-        """Whether ``conn`` is the client's live session (not an earlier one under the same id)."""
-        slot = self.slot(client_id)
-        return slot is not None and slot.conn is conn
-
-    def _mark_gone(self, client_id: str, reason: str, conn: AioConnection) -> None:
-        """Mark the session on ``conn`` gone; a newer session under the same id is left alone."""
-        with self._lock:
-            slot = self._clients.get(client_id)
-            was_here = slot is not None and slot.conn is conn and slot.status != ClientStatus.GONE
-            if was_here:
-                slot.status = ClientStatus.GONE
-        if was_here:
-            self.last_leave_reason = f"{client_id}: {reason}"
-            self.inbox.put((Inbox.GONE, client_id, reason, conn))
-            if not self.stop_requested.is_set() and self.accepting.is_set():
-                self.emit(EventType.LEAVE, client_id=client_id, reason=reason)
-
-
-def raise_open_file_limit() -> None:
-    """Every client is a socket: lift the soft limit on open files (often 1,024) to the hard one."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the default
-        pass

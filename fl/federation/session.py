@@ -7,25 +7,72 @@ process never fight over the interpreter lock, and the loop stays free to
 read frames and answer pings while a model trains. One host per process is
 how a simulation spreads over worker processes (fl/runs/workers.py) and how
 ``client_new.py --partition-id 0-249`` hosts a range of partitions.
+
+A session reads frames as they come and answers ``ping`` at once, while a
+worker answers ``fit`` and ``evaluate`` one at a time on the compute thread:
+so a client is heard however long it trains. With ``reconnect_s`` a client
+that lost its server mid-run rejoins it under the same id, with the same
+local state (``client_session``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import ssl
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 from fl.federation.client import ClientError, ClientResult, ClientSettings, FederatedClient
 from fl.federation.events import EventType
+from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
+from fl.federation.registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
 from fl.wire import Bye, Error, Evaluate, Fit, Hello, PeerClosed, Ping, Pong, ProtocolError, Welcome
 from fl.wire.aio import AioConnection
 from fl.wire.tls import fingerprint, normalise_pin
 
 CONNECT_TRY_S = 10.0  # one connection attempt (TCP and TLS handshake) at most
+CONNECT_BACKOFF = (0.05, 2.0)  # first wait and cap while a server is not up yet at the start
+RECONNECT_BACKOFF = (0.5, 5.0)  # ... and while rejoining a server that went away
+# Clients of one process between "connecting" and "hello answered" at a time: a server closes at once
+# the connections of one address beyond its cap of pending handshakes (max_pending_per_address, 64 by
+# default), so a host of 250 partitions must not knock 250 times at once.
+HANDSHAKES_AT_ONCE = 16
+_handshake_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = \
+    weakref.WeakKeyDictionary()
+
+
+def handshake_slots() -> asyncio.Semaphore:
+    """This event loop's slots for handshakes in flight: taken per connection attempt (``open_stream``),
+    given back when the attempt fails or, once connected, when the hello is answered (``_session``)."""
+    loop = asyncio.get_running_loop()
+    slots = _handshake_slots.get(loop)
+    if slots is None:
+        slots = _handshake_slots[loop] = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    return slots
+
+
+@dataclass
+class Backoff:
+    """Waits between attempts, ``first`` doubling to ``cap``, each ±``jitter`` at random (clients that
+    lost one server must not all knock again at the same instant); ``attempt`` counts the tries."""
+
+    first: float
+    cap: float
+    jitter: float = 0.2
+    attempt: int = 0
+    _doublings: int = 0
+
+    def pause(self) -> float:
+        """The next wait."""
+        base = min(self.first * 2 ** self._doublings, self.cap)
+        self._doublings += base < self.cap
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
 def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
@@ -44,6 +91,18 @@ def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
     return f"TLS with the server at {where} failed ({getattr(exc, 'reason', None) or text})"
 
 
+def closed_before_welcome(settings: ClientSettings) -> str:
+    """A TLS server that hangs up before answering hello has most likely refused this client's certificate.
+
+    Under TLS 1.3 a server checks the client certificate after the client
+    considers the handshake done, and it closes without a word the client can
+    read, so this is the one likely cause put in words.
+    """
+    return (f"the server at {settings.host}:{settings.port} closed the TLS connection before answering hello: "
+            "if it requires client certificates, pass --tls-client-cert and --tls-client-key with a certificate "
+            "signed by its client CA")
+
+
 def _plain_os_error(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused: no server is listening there yet"
@@ -55,20 +114,21 @@ def _plain_os_error(exc: BaseException) -> str:
 
 
 async def open_stream(settings: ClientSettings, stop: threading.Event,
-                      on_attempt: Callable[[int, str, float], None] | None = None
-                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, retrying with exponential backoff (0.05 s doubling to 2 s) until the timeout.
+                      on_attempt: Callable[[int, str, float], None] | None = None, timeout_s: float | None = None,
+                      backoff: Backoff | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, retrying with ``backoff`` (0.05 s doubling to 2 s) for ``timeout_s`` (``connect_timeout_s``).
 
     ``on_attempt(attempt, problem, seconds_left)`` is called after each failed
     attempt, so a person at a terminal sees that the client is waiting and
     why. TLS failures are not retried: ConnectionError with plain words.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.connect_timeout_s
-    delay, attempt = 0.05, 0
+    deadline = loop.time() + (settings.connect_timeout_s if timeout_s is None else timeout_s)
+    backoff = backoff or Backoff(*CONNECT_BACKOFF)
     hostname = (settings.server_hostname or settings.host) if settings.ssl_context is not None else None
     while True:
-        attempt += 1
+        backoff.attempt += 1
+        await handshake_slots().acquire()  # held on success: _session gives it back once hello is answered
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(
                 settings.host, settings.port, ssl=settings.ssl_context, server_hostname=hostname), CONNECT_TRY_S)
@@ -78,17 +138,21 @@ async def open_stream(settings: ClientSettings, stop: threading.Event,
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return reader, writer
         except ssl.SSLError as exc:
+            handshake_slots().release()
             raise ConnectionError(tls_problem(exc, settings)) from None
         except (OSError, TimeoutError) as exc:
+            handshake_slots().release()
             problem = _plain_os_error(exc)
-        left = deadline - loop.time()
-        if left < delay or stop.is_set():
+        except BaseException:
+            handshake_slots().release()
+            raise
+        left, wait = deadline - loop.time(), backoff.pause()
+        if left < wait or stop.is_set():
             raise ConnectionError(f"could not reach the server at {settings.host}:{settings.port} "
-                                  f"after {attempt} attempts ({problem})")
+                                  f"after {backoff.attempt} attempts ({problem})")
         if on_attempt is not None:
-            on_attempt(attempt, problem, left)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+            on_attempt(backoff.attempt, problem, left)
+        await _sleep_unless(stop, wait)
 
 
 def _check_pin(writer: asyncio.StreamWriter, settings: ClientSettings) -> None:
@@ -102,84 +166,163 @@ def _check_pin(writer: asyncio.StreamWriter, settings: ClientSettings) -> None:
 
 
 async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, stop: threading.Event) -> ClientResult:
-    """One client's whole session: connect, hello, welcome, then serve until bye. Never raises."""
-    try:
-        reader, writer = await open_stream(client.settings, stop, client.on_attempt)
-    except ConnectionError as exc:
-        return ClientResult(client.client_id, str(exc), ok=False)
-    conn = AioConnection(reader, writer, client.settings.limits)
-    client.conn = conn
-    try:
-        return await _session(client, conn, compute, stop)
-    finally:
-        conn.close()
+    """One client's whole run: connect, hello, welcome, then serve until bye. Never raises.
+
+    With ``settings.reconnect_s``, a client that has joined and then lost the
+    server (the connection dropped, or the server silent past its heartbeats;
+    not a ``bye``, not a refusal) keeps trying to rejoin for that long, with
+    backoff and one ``on_attempt`` line per try, under the same id and with
+    the same local model (``FederatedClient._prepare`` keeps it for the same
+    task). Each rejoin opens a new window.
+    """
+    loop = asyncio.get_running_loop()
+    backoff, window_end, lost_why, rounds = Backoff(*CONNECT_BACKOFF), None, "", 0
+    while True:
+        timeout_s = None if window_end is None else max(window_end - loop.time(), 0.0)
+        try:
+            reader, writer = await open_stream(client.settings, stop, client.on_attempt, timeout_s, backoff)
+        except ConnectionError as exc:
+            why = str(exc) if window_end is None else f"{lost_why}; could not rejoin: {exc}"
+            return ClientResult(client.client_id, why, rounds, ok=False)
+        conn = AioConnection(reader, writer, client.settings.limits)
+        client.conn, joins = conn, client.joins
+        reply_s = client.settings.connect_timeout_s
+        if window_end is not None:  # a frozen server accepts a connection but never answers it
+            reply_s = max(min(reply_s, window_end - loop.time()), 1.0)
+        try:
+            result = await _session(client, conn, compute, stop, reply_s)
+        finally:
+            conn.close()
+        rounds = result.rounds_trained = rounds + result.rounds_trained
+        if not result.lost or client.settings.reconnect_s <= 0 or client.joins == 0 or stop.is_set():
+            return result
+        if client.joins > joins:  # it was in the run: a new window from now
+            backoff, lost_why = Backoff(*RECONNECT_BACKOFF), result.reason
+            window_end = loop.time() + client.settings.reconnect_s
+            client._emit(EventType.RECONNECTING, reason=result.reason, seconds=client.settings.reconnect_s)
+            continue
+        left, wait = window_end - loop.time(), backoff.pause()  # reached the server, but not through hello
+        if left < wait:
+            result.reason = f"{lost_why}; could not rejoin: {result.reason}"
+            return result
+        if client.on_attempt is not None:
+            client.on_attempt(backoff.attempt, result.reason, left)
+        await _sleep_unless(stop, wait)
+        if stop.is_set():
+            return ClientResult(client.client_id, "stopped", rounds)
 
 
 async def _session(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor,
-                   stop: threading.Event) -> ClientResult:
+                   stop: threading.Event, reply_s: float) -> ClientResult:
     loop = asyncio.get_running_loop()
     cid = client.client_id
     try:
         conn.send(Hello(client_id=cid, n_samples=len(client.data.y), n_features=int(client.data.X.shape[1]),
                         token=client.settings.token))
-        reply = await conn.recv(idle_timeout=client.settings.connect_timeout_s)
+        reply = await conn.recv(idle_timeout=reply_s)
     except (PeerClosed, OSError, TimeoutError, ProtocolError) as exc:
-        hint = "" if client.settings.ssl_context is not None else \
+        lost = not isinstance(exc, ProtocolError)  # a server restarting may drop a hello: rejoining tries again
+        if client.settings.ssl_context is not None and isinstance(exc, PeerClosed):
+            return ClientResult(cid, closed_before_welcome(client.settings), ok=False, lost=lost)
+        hint = "" if client.settings.ssl_context is not None or client.joins else \
             "; if the server uses TLS, add --tls-ca CA.pem or --tls-pin FINGERPRINT"
-        return ClientResult(cid, f"handshake failed ({exc}){hint}", ok=False)
-    if isinstance(reply, Error):
-        return ClientResult(cid, f"refused by server ({reply.code}): {reply.message}", ok=False)
+        return ClientResult(cid, f"handshake failed ({exc}){hint}", ok=False, lost=lost)
+    finally:
+        handshake_slots().release()  # taken by open_stream for this connection
+    if isinstance(reply, Error):  # our own dead session may look alive to the server a little longer: try again
+        return ClientResult(cid, f"refused by server ({reply.code}): {reply.message}", ok=False,
+                            lost=reply.code == "auth" and ALREADY_CONNECTED in reply.message)
     if not isinstance(reply, Welcome):
         conn.send_error("message", "expected welcome")
         return ClientResult(cid, "server did not send welcome", ok=False)
     try:
         await loop.run_in_executor(compute, client._prepare, reply)
-        client._emit(EventType.WELCOME, run_id=reply.run_id, model=client.task.model,
+        client.joins += 1
+        client._emit(EventType.WELCOME, run_id=reply.run_id, model=client.task.model, rejoined=client.joins > 1,
                      n_classes=len(client.task.classes), n_features=client.task.n_features, n_samples=len(client.y))
     except ClientError as exc:
         conn.send_error(exc.code, str(exc))
         await conn.drain(2.0)
         client._emit(EventType.CLIENT_ERROR, code=exc.code, message=str(exc))
         return ClientResult(cid, f"cannot take part ({exc.code}): {exc}", ok=False)
-    return await _serve(client, conn, compute, stop)
+    timing = Heartbeat(reply.heartbeat_s, reply.heartbeat_misses or DEFAULT_MISSES) if reply.heartbeat_s else None
+    return await _serve(client, conn, compute, stop, timing)
 
 
 async def _serve(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor,
-                 stop: threading.Event) -> ClientResult:
+                 stop: threading.Event, timing: Heartbeat | None) -> ClientResult:
+    """Read every frame as it comes (a ping is answered at once, mid-fit too) until bye or the end.
+
+    Requests go to ``_work``, which answers them one at a time; with the
+    server's heartbeat ``timing``, ``keep_alive`` pings it and drops the
+    connection if it falls silent.
+    """
+    cid, done = client.client_id, _Outcome()
+    requests: asyncio.Queue = asyncio.Queue()
+    tasks = [asyncio.create_task(_work(client, conn, compute, stop, requests, done))]
+    if timing is not None:
+        tasks.append(asyncio.create_task(keep_alive(conn, timing)))
+    try:
+        while True:
+            try:
+                msg = await conn.recv(idle_timeout=None)
+                if isinstance(msg, (Fit, Evaluate)):
+                    requests.put_nowait(msg)
+                elif isinstance(msg, Ping):
+                    conn.send(Pong(t=msg.t))
+                elif isinstance(msg, Bye):
+                    return ClientResult(cid, msg.reason, done.rounds, msg.final_metrics)
+                elif isinstance(msg, Error):
+                    return ClientResult(cid, f"server error ({msg.code}): {msg.message}", done.rounds, ok=False)
+            except ProtocolError as exc:
+                conn.send_error(exc.code, str(exc))
+                return done.result or ClientResult(cid, f"protocol error: {exc}", done.rounds, ok=False)
+            except (PeerClosed, OSError, TimeoutError):
+                if done.result is not None or stop.is_set():
+                    return done.result or ClientResult(cid, "stopped", done.rounds)
+                watch = tasks[-1] if timing is not None and tasks[-1].done() else None
+                silent = watch.result() if watch is not None and watch.exception() is None else None
+                return ClientResult(cid, silent or "server gone", done.rounds, ok=False, lost=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class _Outcome:
+    rounds: int = 0  # fits answered in this session
+    result: ClientResult | None = None  # set when the worker ended the session (a local failure)
+
+
+async def _work(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor, stop: threading.Event,
+                requests: asyncio.Queue, done: _Outcome) -> None:
+    """Answer fit and evaluate in order on the compute thread; a failure here ends the session."""
     loop = asyncio.get_running_loop()
-    cid, rounds = client.client_id, 0
+    cid = client.client_id
     while True:
-        try:
-            msg = await conn.recv(idle_timeout=None)
-        except ProtocolError as exc:
-            conn.send_error(exc.code, str(exc))
-            return ClientResult(cid, f"protocol error: {exc}", rounds, ok=False)
-        except (PeerClosed, OSError, TimeoutError):
-            return ClientResult(cid, "stopped" if stop.is_set() else "server gone", rounds, ok=stop.is_set())
+        msg = await requests.get()
         try:
             if isinstance(msg, Fit):
                 result = await loop.run_in_executor(compute, client.handle_fit, msg)
                 if client.behaviour.delay_s > 0:  # a slow client (simulated): late, without holding the CPU
                     await _sleep_unless(stop, client.behaviour.delay_s)
                 conn.send(result)
-                rounds += 1
-            elif isinstance(msg, Evaluate):
+                done.rounds += 1
+            else:
                 conn.send(await loop.run_in_executor(compute, client.handle_evaluate, msg))
-            elif isinstance(msg, Ping):
-                conn.send(Pong(t=msg.t))
-            elif isinstance(msg, Bye):
-                return ClientResult(cid, msg.reason, rounds, msg.final_metrics)
-            elif isinstance(msg, Error):
-                return ClientResult(cid, f"server error ({msg.code}): {msg.message}", rounds, ok=False)
-        except ProtocolError as exc:
-            conn.send_error(exc.code, str(exc))
-            return ClientResult(cid, f"protocol error: {exc}", rounds, ok=False)
         except PeerClosed:
-            return ClientResult(cid, "stopped" if stop.is_set() else "server gone", rounds, ok=stop.is_set())
+            return  # the reader sees the connection go and says why
+        except ProtocolError as exc:
+            done.result = ClientResult(cid, f"protocol error: {exc}", done.rounds, ok=False)
+            conn.send_error(exc.code, str(exc))
         except Exception as exc:  # local training failed: tell the server, leave cleanly
+            done.result = ClientResult(cid, f"local failure: {exc}", done.rounds, ok=False)
             conn.send_error("internal", f"{type(exc).__name__}: {exc}")
+        if done.result is not None:
             await conn.drain(2.0)
-            return ClientResult(cid, f"local failure: {exc}", rounds, ok=False)
+            conn.close()  # ends the reader, which returns done.result
+            return
 
 
 async def _sleep_unless(stop: threading.Event, seconds: float) -> None:

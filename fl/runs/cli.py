@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from fl.data import DataError
+from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.console import client_printer, fmt, progress_printer
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
@@ -40,6 +42,27 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+
+def seconds(text: str) -> float:
+    """A duration flag: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
+    return value
+
+
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
 
 
 def json_object(text: str) -> dict:
@@ -78,6 +101,8 @@ def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fl.runs import cli_tls  # its own module, which imports this one
+
     parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
     sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep}",
                                 parser_class=OneLineParser)
@@ -98,8 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--token", help="shared secret clients must present")
     net.add_argument("--max-clients", type=int, default=1000)
     net.add_argument("--wait", type=float, default=300.0, help="seconds to wait for --min-clients to join")
-    net.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (with --tls-key)")
-    net.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    net.add_argument("--heartbeat", type=seconds, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                     help="ping clients this often; 0 turns heartbeats off (default: %(default)g)")
+    net.add_argument("--heartbeat-misses", type=at_least_one, default=DEFAULT_MISSES, metavar="N",
+                     help="a client silent for N heartbeat intervals is gone (default: %(default)d)")
+    net.add_argument("--max-pending", type=at_least_one, default=256, metavar="N",
+                     help="connections still in their handshake at once; more are closed (default: %(default)d)")
+    net.add_argument("--max-pending-per-address", type=at_least_one, default=64, metavar="N",
+                     help="... from one address: raise it for many clients behind one NAT (default: %(default)d)")
+    cli_tls.add_server_tls_flags(net)
     net.add_argument("--classes", help="comma-separated labels, when the server has no data")
     net.add_argument("--features", type=int, help="number of features, when the server has no data")
 
@@ -114,14 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take partition I of a built-in dataset (or host partitions I to J, one process) ...")
     own.add_argument("--num-partitions", type=int, help="... split in N partitions")
     own.add_argument("--connect-timeout", type=float, default=60.0, help="keep retrying this long")
-    own.add_argument("--tls-ca", metavar="PEM", help="use TLS; verify the server against this CA file")
-    own.add_argument("--tls-pin", metavar="SHA256", help="use TLS; accept only this server certificate fingerprint")
+    own.add_argument("--reconnect", type=seconds, default=0.0, metavar="SECONDS",
+                     help="if the server goes away mid-run (not after its bye), keep trying to rejoin it this "
+                          "long, with the same id and local state (default: 0, leave)")
+    cli_tls.add_client_tls_flags(own)
 
-    certs = sub.add_parser("certs", help="make a CA and a server certificate for TLS")
-    certs.add_argument("--out", default="certs", help="directory for ca.pem, server.pem, server.key")
-    certs.add_argument("--host", action="append", help="server name or IP (repeat); default localhost, "
-                                                        "127.0.0.1 and this machine's name")
-    certs.add_argument("--days", type=int, default=365)
+    cli_tls.add_certs_parser(sub)
     from fl.runs.sweep_cli import add_sweep_parser  # its own module, which imports this one
 
     add_sweep_parser(sub)
@@ -218,7 +248,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         config_from_args(args, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
                               wait_for_clients=config.min_clients, join_timeout_s=args.wait,
-                              ssl_context=_server_tls(args))
+                              ssl_context=_server_tls(args), heartbeat_interval_s=args.heartbeat,
+                              heartbeat_misses=args.heartbeat_misses, max_pending_handshakes=args.max_pending,
+                              max_pending_per_address=args.max_pending_per_address)
     classes = [c for c in args.classes.split(",")] if not has_data else None
     try:
         handle = hosting.host(config, settings, out_dir=args.out, classes=classes,
@@ -240,22 +272,18 @@ def cmd_client(args: argparse.Namespace) -> int:
     """One client (its CSV, or partition I), or a host of many (``--partition-id 0-249``) on one event loop."""
     from fl.federation.client import ClientSettings, FederatedClient
     from fl.federation.session import ClientHost
+    from fl.runs.cli_tls import client_tls
     from fl.wire import CLIENT_ID_PATTERN
 
+    ssl_context = client_tls(args)  # bad TLS flags are told before any data is loaded
     datas = _client_data(args)
     if args.client_id and len(datas) > 1:
         raise UsageError("--client-id names one client; a range of partitions is named client_000, client_001, ...")
     if args.client_id and not CLIENT_ID_PATTERN.fullmatch(args.client_id):
         raise UsageError(f"--client-id {args.client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
-                              connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin)
-    if args.tls_ca or args.tls_pin:
-        from fl.wire.tls import client_context
-
-        try:
-            settings.ssl_context = client_context(cafile=args.tls_ca, pin_sha256=args.tls_pin)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot use --tls-ca {args.tls_ca}: {exc}") from None
+                              connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin,
+                              ssl_context=ssl_context, reconnect_s=args.reconnect)
     clients = []
     for n, (local, default_id) in enumerate(datas):
         client_id = args.client_id or default_id
@@ -327,26 +355,15 @@ def _client_data(args: argparse.Namespace) -> list[tuple[Any, str]]:
 
 
 def _server_tls(args: argparse.Namespace) -> Any:
-    if not (args.tls_cert or args.tls_key):
-        return None
-    if not (args.tls_cert and args.tls_key):
-        raise UsageError("TLS needs both --tls-cert and --tls-key")
-    from fl.wire.tls import server_context
+    from fl.runs.cli_tls import server_tls  # TLS flags and certs live in fl/runs/cli_tls.py
 
-    try:
-        return server_context(args.tls_cert, args.tls_key)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the TLS certificate or key: {exc}") from None
+    return server_tls(args)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from fl.wire.tls import default_hosts, make_certificates
+    from fl.runs.cli_tls import cmd_certs as make_certs
 
-    made = make_certificates(args.out, args.host or default_hosts(), days=args.days)
-    print(f"CA certificate (give to clients, --tls-ca): {made['ca']}")
-    print(f"server certificate and key (--tls-cert, --tls-key): {made['cert']} {made['key']}")
-    print(f"or pin the server certificate on clients: --tls-pin {made['pin']}")
-    return 0
+    return make_certs(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,8 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
 
 
 def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], Callable[[dict], None]]:
-    """What a client process tells the person who started it: joining, each round, leaving."""
+    """What a client process tells the person who started it: joining, each round, losing the server and
+    each try to rejoin it, leaving."""
 
     def on_attempt(attempt: int, problem: str, seconds_left: float) -> None:
         print(f"{client_id}: waiting for the server (attempt {attempt}: {problem}); "
@@ -72,8 +73,12 @@ def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], C
     def on_event(event: dict) -> None:
         kind = event.get("type")
         if kind == EventType.WELCOME:
-            print(f"{client_id}: joined run {event['run_id']} ({event['model']}, {event['n_classes']} classes, "
-                  f"{event['n_features']} features) with {event['n_samples']} local rows", flush=True)
+            print(f"{client_id}: {'rejoined' if event.get('rejoined') else 'joined'} run {event['run_id']} "
+                  f"({event['model']}, {event['n_classes']} classes, {event['n_features']} features) with "
+                  f"{event['n_samples']} local rows", flush=True)
+        elif kind == EventType.RECONNECTING:
+            print(f"{client_id}: lost the server ({event.get('reason')}); trying to rejoin for "
+                  f"{event.get('seconds', 0):g} s", file=sys.stderr, flush=True)
         elif kind == EventType.FIT:
             print(f"{client_id}: round {event['round']}  trained in {event.get('train_time_s', 0):.2f} s  "
                   f"train accuracy {fmt(event.get('train_accuracy'))}  loss {fmt(event.get('train_loss'))}",

@@ -17,6 +17,7 @@ from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore
+from fl.runs.tls_dirs import remove_tls_dir
 
 
 def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None = None,
@@ -29,10 +30,17 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
     ``resume``: go on after that checkpoint's round, in the same directory
     under the same run id (clients with ``--reconnect`` rejoin it).
     Raises ConfigError, DataError, CheckpointError, or OSError (e.g. the
-    port is in use) before any thread starts.
+    port is in use) before any thread starts. ``settings.tls_dir`` (the
+    certificates made for this server alone) is deleted when the run ends,
+    and at once if it cannot start.
     """
-    plan = build_run(config, classes=classes, n_features=n_features)
-    handle = open_run(plan, settings, kind="hosted", store=store, out_dir=out_dir, run_id=run_id,
-                      on_event=on_event, resume=resume)
+    try:
+        plan = build_run(config, classes=classes, n_features=n_features)
+        handle = open_run(plan, settings, kind="hosted", store=store, out_dir=out_dir, run_id=run_id,
+                          on_event=on_event, resume=resume)
+    except BaseException:
+        remove_tls_dir(settings.tls_dir)  # certificates made for a server that never started
+        raise
+    handle.on_end.append(lambda: remove_tls_dir(settings.tls_dir))  # its private key ends with it
     launch_rounds(handle)
     return handle

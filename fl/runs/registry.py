@@ -39,8 +39,9 @@ class RunRegistry:
             self._handles[handle.run_id] = handle
         return handle
 
-    def resume(self, run_id: str) -> RunHandle:
-        """Continue a stored simulated run after its checkpoint's round, under its id, with baselines.
+    def resume(self, run_id: str, settings: ServerSettings | None = None) -> RunHandle:
+        """Continue a stored run after its checkpoint's round, under its id: a simulation with fresh clients
+        and baselines, or (with ``settings``) a hosted run whose clients rejoin (``--reconnect``).
 
         Raises CheckpointError (why it cannot be resumed), ConfigError, DataError or OSError up front; a run
         this process is still running is refused.
@@ -52,8 +53,12 @@ class RunRegistry:
         if live is not None and not live.done:
             raise CheckpointError(f"run {run_id} is still running")
         resumable = open_resume(self.store.root / run_id)
-        handle = simulation.start(resumable.config, store=self.store, run_id=resumable.run_id,
-                                  resume=resumable.checkpoint, with_baselines=True)
+        if settings is not None:
+            handle = hosting.host(resumable.config, settings, store=self.store, run_id=resumable.run_id,
+                                  resume=resumable.checkpoint)
+        else:
+            handle = simulation.start(resumable.config, store=self.store, run_id=resumable.run_id,
+                                      resume=resumable.checkpoint, with_baselines=True)
         with self._lock:
             self._handles[handle.run_id] = handle
         return handle

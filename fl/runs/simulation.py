@@ -47,8 +47,12 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     data = plan.data
     assert data is not None
     client_ids = plan.client_ids
+    # Loopback, for its own clients only: every one of them may be mid-handshake at once (worker processes
+    # each pace theirs, but together they come from one address), so the pending caps never refuse them.
     settings = ServerSettings(host="127.0.0.1", port=0, max_clients=config.clients,
-                              wait_for_clients=config.clients, join_timeout_s=JOIN_TIMEOUT_S)
+                              wait_for_clients=config.clients, join_timeout_s=JOIN_TIMEOUT_S,
+                              max_pending_handshakes=max(ServerSettings.max_pending_handshakes, config.clients),
+                              max_pending_per_address=max(ServerSettings.max_pending_per_address, config.clients))
     handle = open_run(plan, settings, kind="simulation", store=store, out_dir=out_dir, run_id=run_id,
                       on_event=on_event, client_ids=client_ids,
                       n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)}, resume=resume)

@@ -181,6 +181,7 @@ class RunHandle:
     baselines_thread: threading.Thread | None = None
     tracker: MlflowTracker | None = None  # MLflow, when the config asks for it (fl/runs/tracking.py)
     resume: Checkpoint | None = None  # the checkpoint this run continues from
+    on_end: list[Callable[[], None]] = field(default_factory=list)  # run once the run has ended, however it ended
 
     @property
     def config(self) -> RunConfig:
@@ -296,7 +297,9 @@ def launch_rounds(handle: RunHandle) -> None:
         if handle.writer is not None:
             handle.writer.finish(result.status, model=result.model, error=result.error,
                                  extra={"baselines": handle.state.baselines}, best=result.best)
-        handle.result = result
+        for hook in handle.on_end:  # e.g. deleting a hosted server's TLS keys (fl/runs/tls_dirs.py)
+            hook()
+        handle.result = result  # after the hooks: a run seen done has cleaned up
         if handle.tracker is not None:  # after the writer: the run directory's files are complete
             handle.tracker.close(result.status, run_dir=handle.writer.dir if handle.writer else None,
                                  model=result.model, baselines=handle.state.baselines)

@@ -1,19 +1,23 @@
 """The wire protocol on an asyncio event loop: one loop serves every connection of a process.
 
 ``read_frame_async`` runs exactly the checks of ``read_frame`` (magic and
-lengths before the header, the header before the body is allocated, the
-whole frame within ``Limits.frame_timeout_s`` once its first byte has come),
-so the server and a client host on an event loop speak the same protocol v1
-as the blocking code. ``AioConnection`` is one framed stream: ``recv`` on
-the loop, ``send`` from any thread (the frame is encoded by the caller and
-written by the loop), byte counters for the round statistics.
+lengths before the header, the header before the body is allocated, a
+started frame must keep coming: no gap of ``Limits.frame_timeout_s``
+without a byte), so the server and a client host on an event loop speak the
+same protocol v1 as the blocking code. ``AioConnection`` is one framed
+stream: ``recv`` on the loop, ``send`` from any thread (the frame is encoded
+by the caller and written by the loop), byte counters for the round
+statistics, and a ``Meter`` of when the peer was last heard (heartbeats).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
+
+import numpy as np
 
 from fl.wire.frames import PREFIX_SIZE, Limits, _build, _check_prefix, _parse_header, encode_frame
 from fl.wire.fields import BLOB_FORMAT_SKOPS, Frame, PeerClosed, ProtocolError
@@ -22,27 +26,89 @@ from fl.wire.messages import Error, Message, parse_message
 WRITE_BUFFER_FACTOR = 2  # a peer whose unsent bytes pass twice the largest frame is not reading: drop it
 
 
-async def read_frame_async(reader: asyncio.StreamReader, limits: Limits,
-                           idle_timeout: float | None = None) -> tuple[Frame, int]:
-    """Read one frame; TimeoutError (nothing consumed) if no byte comes within ``idle_timeout``."""
+class Meter:
+    """Bytes received on a connection and when the last ones came (``time.monotonic()``).
+
+    Counted as they arrive, mid-frame too: a peer sending a large frame
+    slowly is heard all along, though it cannot answer a ping until the
+    frame is done.
+    """
+
+    __slots__ = ("count", "heard_at")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.heard_at = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.count += n
+        self.heard_at = time.monotonic()
+
+
+async def read_frame_async(reader: asyncio.StreamReader, limits: Limits, idle_timeout: float | None = None,
+                           meter: Meter | None = None) -> tuple[Frame, int]:
+    """Read one frame; TimeoutError (nothing consumed) if no byte comes within ``idle_timeout``.
+
+    Once its first byte is in, the frame fails (ProtocolError "timeout") only
+    when no byte of it has come for ``limits.frame_timeout_s``. Before judging, the
+    bytes that arrived while this loop was busy elsewhere are read: a busy
+    receiver never takes its own slowness for a stalled peer.
+    """
+    meter = meter if meter is not None else Meter()
     try:
         first = await asyncio.wait_for(reader.readexactly(1), idle_timeout)
     except asyncio.IncompleteReadError:
         raise PeerClosed("peer closed the connection") from None
+    meter.add(1)
+    reading = asyncio.ensure_future(_rest_of_frame(reader, first, limits, meter))
     try:
-        return await asyncio.wait_for(_rest_of_frame(reader, first, limits), limits.frame_timeout_s)
-    except TimeoutError:
-        raise ProtocolError("timeout", "peer stalled mid-frame") from None
+        return await _unless_stalled(reading, limits, meter)
     except asyncio.IncompleteReadError as exc:
         raise PeerClosed(f"peer closed the connection mid-frame ({len(exc.partial)} bytes of a part)") from None
+    finally:
+        if not reading.done():
+            reading.cancel()
 
 
-async def _rest_of_frame(reader: asyncio.StreamReader, first: bytes, limits: Limits) -> tuple[Frame, int]:
-    prefix = first + await reader.readexactly(PREFIX_SIZE - 1)
+async def _unless_stalled(reading: asyncio.Future, limits: Limits, meter: Meter) -> tuple[Frame, int]:
+    while True:
+        seen = meter.count
+        await asyncio.wait((reading,), timeout=limits.frame_timeout_s)
+        if not reading.done():
+            await asyncio.sleep(0)  # let bytes that came while this loop was busy be read first
+        if reading.done():
+            return reading.result()
+        if meter.count == seen:
+            raise ProtocolError("timeout", "peer stalled mid-frame")
+
+
+async def _rest_of_frame(reader: asyncio.StreamReader, first: bytes, limits: Limits,
+                         meter: Meter) -> tuple[Frame, int]:
+    prefix = first + bytes(await _read(reader, PREFIX_SIZE - 1, meter))
     header_len, body_len = _check_prefix(prefix, limits)
-    header, layout, blob_size = _parse_header(await reader.readexactly(header_len), body_len, limits)
-    body = await reader.readexactly(body_len) if body_len else b""
+    header, layout, blob_size = _parse_header(await _read(reader, header_len, meter), body_len, limits)
+    body = await _read(reader, body_len, meter) if body_len else b""
     return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
+
+
+async def _read(reader: asyncio.StreamReader, n: int, meter: Meter) -> bytes | np.ndarray:
+    """Exactly ``n`` bytes, counting each piece as it comes (usually all of it in one piece)."""
+    data = await reader.read(n)
+    got = len(data)
+    meter.add(got)
+    if got == n:
+        return data
+    out = np.empty(n, dtype=np.uint8)  # not bytearray: zero-filling 100 MB first costs more than the read
+    view = memoryview(out)
+    view[:got] = data
+    while got < n:
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(view[:got]), n)
+        data = await reader.read(n - got)
+        view[got:got + len(data)] = data
+        got += len(data)
+        meter.add(len(data))
+    return out
 
 
 def encode_message(msg: Message) -> tuple[list[bytes | memoryview], int]:
@@ -62,6 +128,7 @@ class AioConnection:
         self.loop = asyncio.get_running_loop()
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.meter = Meter()  # every byte that comes in, when it comes: what liveness is judged on
         self._closed = False
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "local")
@@ -70,12 +137,17 @@ class AioConnection:
     def closed(self) -> bool:
         return self._closed or self.writer.transport.is_closing()
 
+    @property
+    def last_heard(self) -> float:
+        """``time.monotonic()`` of the last byte received (of any frame, finished or not)."""
+        return self.meter.heard_at
+
     async def recv(self, idle_timeout: float | None = None) -> Message:
         """Read and parse one message (TimeoutError, PeerClosed, ProtocolError as ``Connection.recv``)."""
         if self._closed:
             raise PeerClosed(f"{self.peer}: connection is closed")
         try:
-            frame, n = await read_frame_async(self.reader, self.limits, idle_timeout)
+            frame, n = await read_frame_async(self.reader, self.limits, idle_timeout, self.meter)
         except (ConnectionError, OSError) as exc:
             if isinstance(exc, TimeoutError):
                 raise
@@ -138,12 +210,55 @@ class AioConnection:
         except (ConnectionError, OSError, RuntimeError):
             pass
 
+    def abort(self) -> None:
+        """Drop the connection at once, unsent bytes and all: for a peer that is gone or silent, whose
+        socket buffer may never drain (a plain close waits for it). From any thread, never raises."""
+        if _on_loop(self.loop):
+            self._abort()
+        else:
+            self._closed = True
+            try:
+                self.loop.call_soon_threadsafe(self._abort)
+            except RuntimeError:  # the loop is already closed: so is the transport
+                pass
+
     def _abort(self) -> None:
         self._closed = True
         self.writer.transport.abort()
 
     def __repr__(self) -> str:
         return f"AioConnection(peer={self.peer!r}, sent={self.bytes_sent}, received={self.bytes_received})"
+
+
+class _GatedProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that asks ``admit(peername)`` first: a refused connection is aborted on the spot,
+    before a task, a stream buffer or a read is spent on it."""
+
+    def __init__(self, admit: Callable[[Any], bool], on_connection: Callable[..., Any], pause: bool):
+        super().__init__(asyncio.StreamReader(), on_connection)
+        self._admit = admit
+        self._pause = pause
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._admit(transport.get_extra_info("peername")):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        if self._pause:  # TLS comes next (StreamWriter.start_tls): no byte may reach the plain stream first
+            transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+
+async def start_gated_server(on_connection: Callable[..., Any], admit: Callable[[Any], bool], host: str, port: int,
+                             *, pause_reading: bool = False, **kwargs: Any) -> asyncio.Server:
+    """``asyncio.start_server``, with ``admit(peername)`` deciding each connection before anything is made for it.
+
+    ``pause_reading``: the handler upgrades every connection to TLS itself
+    (``writer.start_tls``), so that the TLS handshake counts as part of the
+    connection's handshake time and its failures reach the handler.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _GatedProtocol(admit, on_connection, pause_reading), host, port,
+                                    **kwargs)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -73,7 +73,9 @@ class Limits:
 
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # max body_len
-    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S  # whole frame, from its first byte
+    # Longest a started frame may go without a new byte: a slow peer whose bytes keep coming is not stalled.
+    # (A whole-frame bound, where one is needed, is the caller's: the server gives hello one deadline.)
+    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.max_header_bytes < 1 or self.max_message_bytes < 0 or not self.frame_timeout_s > 0:
@@ -288,11 +290,22 @@ def _recv_first(sock: socket.socket, view: memoryview, idle_timeout: float | Non
         return n
 
 
-def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
-    """Fill view completely (recv_into, no concatenation) before the deadline."""
+class _FrameClock:
+    """When a started frame has stalled: no byte of it for ``frame_timeout_s``."""
+
+    def __init__(self, limits: Limits):
+        self.stall_s = limits.frame_timeout_s
+        self.until = time.monotonic() + self.stall_s
+
+    def progress(self) -> None:
+        self.until = time.monotonic() + self.stall_s
+
+
+def _recv_exact(sock: socket.socket, view: memoryview, clock: _FrameClock) -> None:
+    """Fill view completely (recv_into, no concatenation); every byte that comes re-arms the stall timeout."""
     got, size = 0, len(view)
     while got < size:
-        remaining = deadline - time.monotonic()
+        remaining = clock.until - time.monotonic()
         if remaining <= 0:
             raise ProtocolError("timeout", "peer stalled mid-frame")
         sock.settimeout(min(remaining, POLL_S))
@@ -303,6 +316,7 @@ def _recv_exact(sock: socket.socket, view: memoryview, deadline: float) -> None:
         if n == 0:
             raise PeerClosed(f"peer closed the connection mid-frame ({got} of {size} bytes)")
         got += n
+        clock.progress()
 
 
 def read_frame(sock: socket.socket, limits: Limits = Limits(),
@@ -310,25 +324,25 @@ def read_frame(sock: socket.socket, limits: Limits = Limits(),
     """Read one frame; return it and the number of bytes it took (16 + header + body).
 
     Waits up to ``idle_timeout`` (None: forever) for the first byte and raises
-    TimeoutError, consuming nothing, if none comes. From then on the whole
-    frame must arrive within ``limits.frame_timeout_s`` (else ProtocolError
-    "timeout"). EOF raises PeerClosed. The body is one bytearray and the
+    TimeoutError, consuming nothing, if none comes. From then on the frame
+    must keep coming: no gap of ``limits.frame_timeout_s`` without a byte
+    (else ProtocolError "timeout"). EOF raises PeerClosed. The body is one bytearray and the
     arrays are *writable* views into it (see _build): no copy of a 100 MB
     model, at the price that all arrays of a frame keep the body alive.
     Leaves the socket in timeout mode (never blocking), see POLL_S.
     """
     prefix = memoryview(bytearray(PREFIX_SIZE))
     got = _recv_first(sock, prefix, idle_timeout)
-    deadline = time.monotonic() + limits.frame_timeout_s
-    _recv_exact(sock, prefix[got:], deadline)
+    clock = _FrameClock(limits)
+    _recv_exact(sock, prefix[got:], clock)
     header_len, body_len = _check_prefix(prefix, limits)
     raw_header = bytearray(header_len)
-    _recv_exact(sock, memoryview(raw_header), deadline)
+    _recv_exact(sock, memoryview(raw_header), clock)
     header, layout, blob_size = _parse_header(raw_header, body_len, limits)
     # Allocated only now that body_len is proven consistent; np.empty, not
     # bytearray, because zero-filling 100 MB first costs half the read time.
     body = np.empty(body_len, dtype=np.uint8)
-    _recv_exact(sock, memoryview(body), deadline)
+    _recv_exact(sock, memoryview(body), clock)
     return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
 
 

@@ -71,20 +71,37 @@ class Hello:
 
 @dataclass
 class Welcome:
-    """S→C: the run id and the task every client trains on."""
+    """S→C: the run id and the task every client trains on; optionally the server's heartbeat timing.
+
+    ``heartbeat_s`` (the server's ping interval) and ``heartbeat_misses``
+    (how many silent intervals make a peer gone) are optional fields added
+    within v1 (docs/protocol.md, "Heartbeats"): a client that ignores them
+    still works, and a server without them sends neither.
+    """
 
     TYPE: ClassVar[str] = "welcome"
     run_id: str
     task: dict
+    heartbeat_s: float | None = None
+    heartbeat_misses: int | None = None
 
     def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
-        return {"type": self.TYPE, "run_id": self.run_id, "task": json_safe(self.task)}, [], None
+        header = {"type": self.TYPE, "run_id": self.run_id, "task": json_safe(self.task)}
+        if self.heartbeat_s is not None:
+            header["heartbeat_s"] = self.heartbeat_s
+        if self.heartbeat_misses is not None:
+            header["heartbeat_misses"] = self.heartbeat_misses
+        return header, [], None
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Welcome:
-        """Validate the task's required keys and the types of its optional ones."""
+        """Validate the task's required keys, the types of its optional ones, and the heartbeat fields if present."""
         h = _check_type(frame, cls)
         t = cls.TYPE
+        heartbeat_s = _float(h, "heartbeat_s", t) if h.get("heartbeat_s") is not None else None
+        if heartbeat_s is not None and not heartbeat_s > 0:
+            _fail(t, "heartbeat_s must be a number > 0")
+        misses = _int(h, "heartbeat_misses", t, 1) if h.get("heartbeat_misses") is not None else None
         run_id = _str(h, "run_id", t)
         task = _dict(h, "task", t)
         _str(task, "model", t + ".task")
@@ -96,7 +113,7 @@ class Welcome:
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             _fail(t, "task.feature_names must be a list of strings")
         _dict(task, "preprocess", t + ".task", optional=True)
-        return cls(run_id=run_id, task=task)
+        return cls(run_id=run_id, task=task, heartbeat_s=heartbeat_s, heartbeat_misses=misses)
 
 
 @dataclass
