@@ -175,6 +175,7 @@ def test_a_killed_simulation_resumes_from_the_command_line_and_every_round_appea
                           capture_output=True, text=True, timeout=120)
     # Assert
     assert done.returncode == 0, done.stderr
+    assert "resumed from the checkpoint of round" in done.stderr
     assert [int(r["round"]) for r in _rows(out / "metrics.csv")] == list(range(1, 9))
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert (out / "model.joblib").exists()

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from fl.federation.events import EventType, describe_event
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
-                  EventType.ERROR)
+                  EventType.ERROR, EventType.RESUMED)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
