@@ -11,7 +11,7 @@ import streamlit as st
 from fl.runs.config import RunConfig
 from ui import charts, experiment_charts
 from ui.clients import (
-    STATUS_ICONS, client_rounds_frame, draw_split, filter_clients, split_preview, status_table,
+    STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split, filter_clients, split_preview, status_table,
 )
 from ui.format import pct
 from ui.state import DRAFT_CONFIG, current_handle, store
@@ -93,6 +93,27 @@ def draw(snap: dict, key: str) -> None:
 if handle.kind == "simulation":
     draw_split(partition_of(handle.run_id) or split_preview(handle.config.to_dict()), "heatmap")
 
+
+def draw_data_report(report: dict | None) -> None:
+    """What the run's data is (data_report.json): rows and classes per site, columns used or left out."""
+    if not report:
+        return
+    tables = data_report_tables(report)
+    from_sites = report.get("source") == "summaries"
+    for warning in report.get("leak_warnings") or []:
+        st.warning(f"Possible leak: {warning}")
+    with st.expander("Data report: rows and classes per site, columns used or left out (data_report.json)",
+                     expanded=from_sites):
+        source = ("Built from the sites' data summaries (counts and sums, never rows)" if from_sites
+                  else "From the run's data")
+        st.caption(f"{report.get('n_features')} features, classes {report.get('classes')}. {source}; a site "
+                   "holding one class trains on it too.")
+        if len(tables["sites"]):
+            st.dataframe(tables["sites"], hide_index=True)
+        st.dataframe(tables["columns"], hide_index=True)
+        if len(tables["excluded"]):
+            st.dataframe(tables["excluded"], hide_index=True)
+
 if handle.done:
     draw(handle.snapshot(client_rows=not many), "static")
 else:
@@ -103,3 +124,4 @@ else:
         draw(handle.snapshot(client_rows=not many), "live")
 
     live()
+draw_data_report(handle.snapshot(client_rows=False).get("data_report"))

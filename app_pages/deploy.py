@@ -93,7 +93,12 @@ def connection_info(handle: RunHandle) -> None:
                    "host again on 0.0.0.0.")
     config = handle.config
     commands = deploy.partition_commands(config, host, port, settings.token, settings.tls_pin)
-    if commands:
+    if commands and config.partition == "column":
+        st.markdown(f"**On each site's machine**, from a copy of this project and of `{deploy.csv_name(config)}`, "
+                    f"machine *i* takes the rows of the *i*-th value of `{config.split_column}` (one of "
+                    f"{len(commands)}) and is named after it:")
+        st.code("\n".join(commands), language="bash", wrap_lines=True)
+    elif commands:
         st.markdown(f"**On each machine**, from a copy of this project (`pip install -r requirements.txt`), "
                     f"machine *i* takes partition *i* of {len(commands)} of `{config.dataset}`:")
         st.code("\n".join(commands), language="bash", wrap_lines=True)

@@ -312,7 +312,7 @@ def test_describe_csv_reports_target_problems_instead_of_raising():
     assert one_class.problems == ["The target column 't' has only one class ('y'); "
                                   "choose a column with at least two different labels."]
     assert one_class.columns[2]["action"] == "label (not usable)" and one_class.class_counts == {}
-    assert [c["kind"] for c in no_target.columns] == ["numeric", "category", "category"]
+    assert [c["kind"] for c in no_target.columns] == ["numeric", "category", "excluded"]  # 't' holds one value
     assert no_target.problems == ["Choose the target (label) column; the CSV has columns 'a', 'b', 't'."]
 
 

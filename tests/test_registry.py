@@ -100,3 +100,21 @@ def test_port_in_use_is_an_oserror_and_leaves_no_run(tmp_path):
     finally:
         blocker.close()
     assert registry.handles() == [] and RunStore(tmp_path).list() == []
+
+
+def test_a_stopped_run_leaves_no_worker_process_behind(tmp_path):
+    # Prepare: 60 clients in worker processes, stopped before they have all joined
+    import time
+
+    from tests.test_runtime import _children
+
+    registry = RunRegistry(RunStore(tmp_path))
+    handle = registry.start(RunConfig(dataset="digits", clients=60, model="logreg", rounds=500, partition="iid"))
+    # Execute
+    handle.stop()
+    assert handle.wait(15) is not None
+    # Assert: the workers' clients find the server gone and end (they used to retry for a minute)
+    deadline = time.monotonic() + 10
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _children() == []

@@ -268,7 +268,7 @@ def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) ->
     fig = go.Figure(go.Heatmap(z=counts, x=[str(c) for c in classes], y=clients, colorscale="Blues", zmin=0, zmax=top,
                                hovertemplate="%{y}, class %{x}: %{z} samples<extra></extra>",
                                colorbar=dict(title="samples")))
-    fig.update_yaxes(autorange="reversed", title_text="Client")
+    fig.update_yaxes(autorange="reversed", title_text="Client", type="category")  # sites named 1, 2, 10 stay names
     fig.update_xaxes(title_text="Class", type="category")
     fig.update_layout(title=dict(text="Label distribution per client", x=0), margin=dict(l=10, r=10, t=50, b=10),
                       height=max(260, min(900, 22 * len(clients) + 120)))

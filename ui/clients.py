@@ -9,7 +9,7 @@ import streamlit as st
 
 from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
-from fl.runs.build import client_id_for, data_inputs, load_data
+from fl.runs.build import client_ids_for, clients_of_split, data_inputs, load_data
 from fl.runs.simulation import partition_summary
 from ui import charts
 from ui.format import pct, size
@@ -18,13 +18,33 @@ STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "traini
                 "evaluating": "🔵 evaluating", "idle": "⚪ idle", "gone": "⚫ gone", "finished": "✅ finished"}
 
 
+def _classes(n: Any) -> str:
+    """How many labels a site holds (from its data summary): a site with one class trains too."""
+    return "–" if n is None else "1 class" if n == 1 else f"{n} classes"
+
+
+def data_report_tables(report: dict) -> dict[str, pd.DataFrame]:
+    """The run's data report (data_report.json) as tables: sites, columns, left out, leak warnings."""
+    sites = pd.DataFrame([{"Site": s.get("client_id"), "Rows": s.get("rows"), "Classes": _classes(s.get("n_classes")),
+                           "Class balance": ", ".join(f"{k}: {v}" for k, v in (s.get("class_counts") or {}).items())}
+                          for s in report.get("sites") or []])
+    columns = pd.DataFrame([{"Column": c.get("column"), "Used": "yes" if c.get("used") else "no",
+                             "Kind": c.get("kind"), "Missing values": c.get("missing"), "What / why": c.get("reason")}
+                            for c in report.get("columns") or []])
+    excluded = pd.DataFrame([{"Site": e.get("site"), "Column": e.get("column"), "Why": e.get("reason")}
+                             for e in report.get("excluded") or []])
+    leaks = pd.DataFrame({"Warning": list(report.get("leak_warnings") or [])})
+    return {"sites": sites, "columns": columns, "excluded": excluded, "leaks": leaks}
+
+
 def status_table(clients: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for cid in sorted(clients):
         c = clients[cid]
         rows.append({"Client": cid, "Status": STATUS_ICONS.get(c.get("status"), c.get("status")),
                      "Role (set by you)": c.get("role") or "honest",
-                     "Samples": c.get("n_samples"), "Rounds trained": c.get("rounds_trained", 0),
+                     "Samples": c.get("n_samples"), "Classes": _classes(c.get("n_classes")),
+                     "Rounds trained": c.get("rounds_trained", 0),
                      "Failures": c.get("failures", 0),
                      "Global model on its data": pct(c.get("eval_accuracy")),
                      "Last train accuracy": pct(c.get("last_accuracy")),
@@ -53,9 +73,10 @@ def _split_summary(inputs: dict[str, Any], _config: RunConfig) -> dict[str, Any]
     """``inputs`` is the cache key (``data_inputs``); ``_config``, which Streamlit does not hash, is read."""
     try:
         data = load_data(_config)
+        clients_of_split(_config, data)  # a column split's count against min_clients, Krum's f, ...
     except (ConfigError, DataError) as exc:
         return str(exc)
-    return partition_summary(data, [client_id_for(i) for i in range(_config.clients)])
+    return partition_summary(data, client_ids_for(data))
 
 
 def draw_split(summary: Any, key: str) -> None:

@@ -11,6 +11,7 @@ import errno
 import secrets
 import shlex
 import socket
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -175,13 +176,21 @@ def data_flags(config: RunConfig) -> list[str]:
     return ["--dataset", config.dataset] + to_flags(config, CLIENT, skip=("dataset", "csv_path", "target"))
 
 
+def csv_name(config: RunConfig) -> str:
+    """The server's CSV as its user named it (an upload is kept as <digest>-<name>)."""
+    path = Path(config.csv_path or "data.csv")
+    return path.name.split("-", 1)[-1] if path.parent.name == "_uploads" else path.name
+
+
 def partition_commands(config: RunConfig, host: str, port: int, token: str | None,
                        pin: str | None = None) -> list[str]:
-    """One command per partition of a built-in dataset; none for a CSV server."""
-    if config.dataset == "csv":
+    """One command per partition of a built-in dataset, or per value of a CSV split by a column (each machine
+    with a copy of that CSV takes its site's rows and is named after it); none for another CSV server."""
+    if config.dataset == "csv" and config.partition != "column":
         return []
-    n = int(config.clients)
-    return [shlex.join(_base(host, port, token, pin) + data_flags(config)
+    own = ["--csv", csv_name(config), "--target", str(config.target)] if config.dataset == "csv" else []
+    n = int(config.clients)  # a column split's: one per value (the hosted run's config says how many)
+    return [shlex.join(_base(host, port, token, pin) + data_flags(config) + own
                        + ["--partition-id", str(i), "--num-partitions", str(n)]) for i in range(n)]
 
 

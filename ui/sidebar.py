@@ -15,7 +15,11 @@ from typing import Any
 
 import streamlit as st
 
-from fl.data import DataError, describe_csv, guess_target, looks_continuous, read_csv_table
+from fl.data import (
+    PARTITIONERS, SPLIT_REASON, DataError, describe_csv, guess_split_column, guess_target, looks_continuous,
+    read_csv_table, split_candidates, target_rows,
+)
+from fl.data.columns import parse_columns
 from fl.learning.models import MODELS, get_model
 from fl.learning.strategies import strategies_for
 from fl.runs.config import RunConfig
@@ -53,8 +57,9 @@ def apply_config(config: dict[str, Any]) -> None:
             st.session_state[_key(f"hp_{model.name}_{hyper.name}")] = hyper_value_for_widget(
                 hyper, config["model_params"][hyper.name])
     if config.get("csv_path"):
-        for name in ("csv_path", "target", "target_bins"):
+        for name in ("csv_path", "target", "target_bins", "split_column"):
             st.session_state[_key(name)] = config.get(name)
+        st.session_state[_key("keep_columns")] = parse_columns(config.get("keep_columns"))  # the widget's list
 
 
 def _draw(names: list[str], values: dict[str, Any]) -> None:
@@ -116,8 +121,24 @@ def _csv_widgets() -> dict[str, Any]:
         bins = st.selectbox("Turn the label into quantile classes", TARGET_BIN_CHOICES, **_k("target_bins"),
                             format_func=lambda k: "No: every value is a class" if k == 0 else f"{k} classes",
                             help="A continuous label (an age, a price) becomes k classes of equal size.")
+    keep = _keep_widget(path, target, int(bins))
     st.caption(f"Using `{Path(path).name.split('-', 1)[-1]}`")
-    return {"csv_path": path, "target": target, "target_bins": bins}
+    return {"csv_path": path, "target": target, "target_bins": bins, "keep_columns": keep}
+
+
+def _keep_widget(path: str, target: str, target_bins: int) -> str:
+    """The columns the engine excludes (row numbers, IDs, constants), to keep anyway: rarely right, so opt-in."""
+    report = csv_report(path, target, target_bins)
+    excluded = [] if isinstance(report, str) else [c["column"] for c in report.columns if c["kind"] == "excluded"]
+    chosen = [c for c in st.session_state.get(_key("keep_columns")) or [] if c in excluded]
+    st.session_state[_key("keep_columns")] = chosen  # a new file or target: only columns it excludes
+    if not excluded:
+        return ""
+    kept = st.multiselect("Keep excluded columns", excluded, **_k("keep_columns"),
+                          help="These look like row numbers, IDs or constants and are left out, because a row "
+                               "number in a file sorted by label can fake the accuracy. Keep one only if it is a "
+                               "real measurement.")
+    return ",".join(kept)
 
 
 @st.cache_data(show_spinner=False, max_entries=20)
@@ -130,19 +151,67 @@ def csv_table(path: str) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=20)
-def csv_report(path: str, target: str | None, target_bins: int) -> Any:
-    """What the run will make of the CSV: column types, cleaning, class balance (or an error sentence)."""
+def csv_report(path: str, target: str | None, target_bins: int, split_column: str | None = None,
+               keep_columns: str = "") -> Any:
+    """What the run will make of the CSV: column types, cleaning, class balance (or an error sentence).
+
+    ``split_column`` (a column split's) is reported as left out: its values are the clients;
+    ``keep_columns`` are used although they look like row numbers, IDs or constants.
+    """
     table = csv_table(path)
     if isinstance(table, str):
         return table
     try:
-        return describe_csv(table, target, target_bins)
+        return describe_csv(table, target, target_bins, exclude={split_column: SPLIT_REASON} if split_column else (),
+                            keep=keep_columns)
     except DataError as exc:
         return str(exc)
 
 
+@st.cache_data(show_spinner=False, max_entries=20)
+def csv_split_columns(path: str, target: str | None) -> dict[str, int]:
+    """The CSV's columns a run can be split by (2 to 50 values among the labelled rows) and their counts."""
+    table = csv_table(path)
+    if isinstance(table, str):
+        return {}
+    try:
+        name, keep = target_rows(table.frame, target)
+    except DataError:
+        return {}
+    return split_candidates(table.frame.loc[keep], exclude=(name,))
+
+
 def split_widgets(values: dict[str, Any]) -> None:
-    _draw(_group("split"), values)
+    """Clients and how the data is split; a CSV with a column of 2 to 50 values can be split by it instead
+    (one client per value: the clients slider gives way to the choice of column)."""
+    csv = values.get("dataset") == "csv" and values.get("csv_path") and values.get("target")
+    candidates = csv_split_columns(values["csv_path"], values["target"]) if csv else {}
+    if st.session_state.get(_key("partition")) == "column" and not candidates:
+        st.session_state[_key("partition")] = default("partition")  # no column to split by: back to the default
+    by_column = st.session_state.get(_key("partition")) == "column"
+    for name in _group("split"):
+        if name == "clients" and by_column:
+            continue  # the column's values say how many
+        if name == "partition":
+            options = [p for p in PARTITIONERS if p != "column" or candidates]
+            values["partition"] = knob_widget("partition", values, options=options)
+            if values["partition"] == "column":
+                values.update(_column_widgets(candidates))
+        elif shown(name, values):
+            values[name] = knob_widget(name, values)
+
+
+def _column_widgets(candidates: dict[str, int]) -> dict[str, Any]:
+    """Which column the clients are the values of; their number follows from it."""
+    if st.session_state.get(_key("split_column")) not in candidates:
+        st.session_state[_key("split_column")] = guess_split_column(candidates)
+    column = st.selectbox(KNOBS["split_column"].widget_label(), list(candidates), **_k("split_column"),
+                          format_func=lambda c: f"{c} ({candidates[c]} values)",
+                          help="Columns with 2 to 50 values. Each value (a hospital, a region) is one client, "
+                               "named after it; missing values are one more client, 'missing'.")
+    st.caption(f"{candidates[column]} clients, one per value of `{column}`; the column is not a feature. The "
+               "server first holds out its test share of all rows (stratified by label).")
+    return {"split_column": column, "clients": candidates[column]}
 
 
 def model_widgets(values: dict[str, Any]) -> None:

@@ -4,9 +4,14 @@ Everything here is seeded and a pure function of its inputs, so a server and
 a client on another machine rebuild the same rows. Import from ``fl.data``.
 """
 
+from fl.data.column_split import (
+    MAX_GROUPS, MIN_GROUPS, SPLIT_REASON, ColumnGroups, column_groups, group_count, guess_split_column, site_ids,
+    split_candidates,
+)
+from fl.data.columns import ColumnReport, exclusion_reason, id_like_name, leak_score, parse_columns
 from fl.data.csvdata import (
-    ClientCsv, ColumnPlan, CsvReport, describe_csv, features_from_frame, frame_to_features, load_client_csv,
-    load_client_frame, plan_features,
+    ClientCsv, ColumnPlan, CsvReport, column_report, describe_csv, features_from_frame, frame_to_features,
+    load_client_csv, load_client_frame, plan_features,
 )
 from fl.data.csvread import CsvTable, read_csv_bytes, read_csv_table
 from fl.data.datasets import (
@@ -15,17 +20,20 @@ from fl.data.datasets import (
 )
 from fl.data.labels import (
     TargetSplit, apply_bins, bin_labels_note, guess_target, looks_continuous, normalize_labels, prepare_target,
-    quantile_edges, split_target,
+    quantile_edges, split_target, target_rows,
 )
 from fl.data.partition import PARTITIONERS, DataError, label_distribution, partition
 from fl.data.resources import ResourceError, check_config_size
 
 __all__ = [
+    "MAX_GROUPS", "MIN_GROUPS", "SPLIT_REASON", "ColumnGroups", "column_groups", "group_count", "guess_split_column", "site_ids",
+    "split_candidates",
+    "ColumnReport", "exclusion_reason", "id_like_name", "leak_score", "parse_columns", "column_report",
     "ClientCsv", "ColumnPlan", "CsvReport", "describe_csv", "features_from_frame", "frame_to_features",
     "load_client_csv", "load_client_frame", "plan_features", "CsvTable", "read_csv_bytes", "read_csv_table",
     "DATASETS", "Dataset", "FederatedData", "Split", "apply_standardization", "load_dataset", "local_holdout",
     "make_federated_data", "split_server_holdout", "standardization_stats", "TargetSplit", "apply_bins",
     "bin_labels_note", "guess_target", "looks_continuous", "normalize_labels", "prepare_target", "quantile_edges",
-    "split_target", "PARTITIONERS", "DataError", "label_distribution", "partition", "ResourceError",
+    "split_target", "target_rows", "PARTITIONERS", "DataError", "label_distribution", "partition", "ResourceError",
     "check_config_size",
 ]

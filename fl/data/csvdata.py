@@ -1,7 +1,8 @@
 """CSV tables as features, identically on the server and on every client.
 
 Numeric columns are used as they are (median-filled), text columns with few
-values are one-hot encoded as "column=value", others are dropped, and
+values are one-hot encoded as "column=value", others are dropped, row
+numbers, IDs and constants are excluded (fl.data.columns says which), and
 ``describe_csv`` reports all of it before a run, from the same column plan
 as ``frame_to_features``. A client rebuilds its matrix in the server's column
 order with ``features_from_frame``. Reading bytes is fl.data.csvread's job,
@@ -11,10 +12,15 @@ labels fl.data.labels'.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from fl.data.columns import (
+    ColumnReport, exclusion_note, exclusion_reason, exclusions, kept_note, leak_rows, leak_score, leak_warning,
+    parse_columns,
+)
 from fl.data.csvread import CsvTable, read_csv_bytes
 from fl.data.labels import looks_continuous, prepare_target, target_rows, text_values
 from fl.data.partition import DataError
@@ -39,33 +45,98 @@ class ColumnPlan:
     """What frame_to_features does with one column, so the report and the features cannot disagree."""
 
     column: str
-    kind: str              # "numeric", "category" or "dropped"
+    kind: str              # "numeric", "category", "dropped" (cannot be a feature) or "excluded" (must not be)
     missing: int
     distinct: int
     action: str
     median: float = 0.0
     categories: list[str] = field(default_factory=list)
+    kept: str = ""         # why it would have been excluded, when kept on request
+    leak: float | None = None  # its one-column score, when that flags a likely leak
+    asked: bool = False    # excluded because the caller said so (a split column), not found by the checks
 
 
-def plan_features(df: pd.DataFrame) -> list[ColumnPlan]:
-    """One plan per column: numeric (median-filled), one-hot category, or dropped (empty or too many values)."""
+Columns = Iterable[str] | str | None
+
+
+def _base_plan(col: str, s: pd.Series) -> ColumnPlan:
+    """Numeric (median-filled), one-hot category, or dropped (empty or too many values)."""
+    missing = int(s.isna().sum())
+    cats = [] if _is_numeric(s) else sorted(set(text_values(s).dropna()))
+    if s.isna().all() or not (cats or _is_numeric(s)):
+        return ColumnPlan(col, "dropped", missing, 0, "dropped: no values")
+    if _is_numeric(s):
+        median = float(np.nanmedian(pd.to_numeric(s, errors="coerce").astype(np.float64)))
+        action = f"{missing} missing filled with the median {median:g}" if missing else "used as is"
+        return ColumnPlan(col, "numeric", missing, int(s.nunique()), action, median)
+    if len(cats) > MAX_CATEGORIES:
+        return ColumnPlan(col, "dropped", missing, len(cats), f"dropped: {len(cats)} distinct text values")
+    action = f"one-hot: {len(cats)} values" + (f", {missing} missing set to all zeros" if missing else "")
+    return ColumnPlan(col, "category", missing, len(cats), action, categories=cats)
+
+
+def plan_features(df: pd.DataFrame, y: np.ndarray | None = None, *, keep: Columns = (),
+                  exclude: Mapping[str, str] | Columns = (), whole_table: bool = True) -> list[ColumnPlan]:
+    """One plan per column, the single source of the features, the report and the task's column names.
+
+    Numeric columns are used (median-filled), text with few values one-hot,
+    the rest dropped; row numbers, IDs and constants are excluded unless named
+    in ``keep``; ``exclude`` (column -> reason) leaves out what the caller
+    says (a split column). With labels ``y`` (one per row of ``df``) a used
+    column that alone predicts them almost perfectly carries its ``leak``
+    score. ``whole_table=False`` for one site's rows: constants are not excluded.
+    """
+    kept, left_out = set(parse_columns(keep)), exclusions(exclude)
+    dates = set(df.attrs.get("date_columns", ()))
+    sample = leak_rows(len(df)) if y is not None and len(y) == len(df) else None  # long tables: a sample
     plans = []
     for col in df.columns:
         s = df[col]
-        missing = int(s.isna().sum())
-        cats = [] if _is_numeric(s) else sorted(set(text_values(s).dropna()))
-        if s.isna().all() or not (cats or _is_numeric(s)):
-            plans.append(ColumnPlan(col, "dropped", missing, 0, "dropped: no values"))
-        elif _is_numeric(s):
-            median = float(np.nanmedian(pd.to_numeric(s, errors="coerce").astype(np.float64)))
-            action = f"{missing} missing filled with the median {median:g}" if missing else "used as is"
-            plans.append(ColumnPlan(col, "numeric", missing, int(s.nunique()), action, median))
-        elif len(cats) > MAX_CATEGORIES:
-            plans.append(ColumnPlan(col, "dropped", missing, len(cats), f"dropped: {len(cats)} distinct text values"))
-        else:
-            action = f"one-hot: {len(cats)} values" + (f", {missing} missing set to all zeros" if missing else "")
-            plans.append(ColumnPlan(col, "category", missing, len(cats), action, categories=cats))
+        if str(col) in left_out:
+            plans.append(ColumnPlan(col, "excluded", int(s.isna().sum()), int(s.nunique()),
+                                    f"excluded: {left_out[str(col)]}", asked=True))
+            continue
+        plan = _base_plan(col, s)
+        reason = None if plan.kind == "dropped" else \
+            exclusion_reason(s, str(col), whole_table=whole_table, date=col in dates)
+        if reason and str(col) not in kept:
+            plan = ColumnPlan(col, "excluded", plan.missing, plan.distinct, f"excluded: {reason}")
+        elif reason:
+            plan.kept, plan.action = reason, f"{plan.action} (kept on request: {reason})"
+        if sample is not None and plan.kind in ("numeric", "category"):
+            rows = s.iloc[sample]
+            values = pd.to_numeric(rows, errors="coerce").astype(np.float64).fillna(plan.median).to_numpy() \
+                if plan.kind == "numeric" else text_values(rows)
+            plan.leak = leak_score(values, np.asarray(y)[sample], category=plan.kind == "category")
+        plans.append(plan)
     return plans
+
+
+def unknown_columns(df: pd.DataFrame, keep: Columns) -> str | None:
+    """Why ``keep`` cannot be honoured (it names a column the data lacks), or None."""
+    missing = [c for c in parse_columns(keep) if c not in {str(col) for col in df.columns}]
+    if not missing:
+        return None
+    listing = ", ".join(repr(str(c)) for c in df.columns)
+    return (f"keep_columns names {', '.join(repr(c) for c in missing)}, which the CSV does not have; "
+            f"its columns are {listing}.")
+
+
+def column_report(plans: list[ColumnPlan], frame: pd.DataFrame | None = None) -> ColumnReport:
+    """What the plan leaves out and why, what it keeps on request, likely leaks, missing values per column."""
+    left_out = [(str(p.column), p.action.split(": ", 1)[-1]) for p in plans if p.kind in ("excluded", "dropped")]
+    excluded = [(str(p.column), p.action.split(": ", 1)[-1]) for p in plans if p.kind == "excluded" and not p.asked]
+    asked = [f"'{p.column}' ({p.action.split(': ', 1)[-1]})" for p in plans if p.asked]
+    kept = [(str(p.column), p.kept) for p in plans if p.kept]
+    leaks = [(str(p.column), float(p.leak)) for p in plans if p.leak is not None]
+    missing = ({str(c): int(n) for c, n in frame.isna().sum().items()} if frame is not None
+               else {str(p.column): p.missing for p in plans})
+    return ColumnReport([{"column": c, "reason": why} for c, why in left_out],
+                        [{"column": c, "score": score} for c, score in leaks], missing,
+                        [{"column": c, "reason": why} for c, why in kept],
+                        ([f"left out {', '.join(asked)}: not a feature"] if asked else [])
+                        + ([exclusion_note(excluded)] if excluded else []) + ([kept_note(kept)] if kept else []),
+                        [leak_warning(c, score) for c, score in leaks])
 
 
 def _feature_names(plans: list[ColumnPlan]) -> list[str]:
@@ -89,9 +160,20 @@ NO_FEATURES = ("The CSV has no usable feature column besides the target; it need
                f"or text columns with at most {MAX_CATEGORIES} distinct values.")
 
 
-def frame_to_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
-    """Numeric columns as they are (median-filled), small text columns one-hot, big ones dropped."""
-    plans = plan_features(df)
+def no_features(plans: list[ColumnPlan]) -> str:
+    """NO_FEATURES, naming the excluded columns the user could keep."""
+    excluded = [str(p.column) for p in plans if p.kind == "excluded" and not p.asked]
+    if not excluded:
+        return NO_FEATURES
+    return (f"{NO_FEATURES} Excluded as row numbers, IDs or constants: {', '.join(repr(c) for c in excluded)}; "
+            f"keep them only if they are real measurements (keep_columns, --keep-columns {','.join(excluded)}).")
+
+
+def frame_to_features(df: pd.DataFrame, y: np.ndarray | None = None, *, keep: Columns = (),
+                      exclude: Mapping[str, str] | Columns = (), whole_table: bool = True,
+                      plans: list[ColumnPlan] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+    """X, its column names and notes, from ``plans`` (else plan_features with these arguments)."""
+    plans = plan_features(df, y, keep=keep, exclude=exclude, whole_table=whole_table) if plans is None else plans
     columns: list[np.ndarray] = []
     for p in plans:
         if p.kind == "numeric":
@@ -101,8 +183,10 @@ def frame_to_features(df: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str
             text = text_values(df[p.column])
             columns += [(text == cat).to_numpy(dtype=np.float64) for cat in p.categories]
     if not columns:
-        raise DataError(NO_FEATURES)
-    return np.column_stack(columns).astype(np.float64), _feature_names(plans), _feature_notes(plans)
+        raise DataError(no_features(plans))
+    report = column_report(plans)
+    notes = _feature_notes(plans) + report.notes + report.warnings
+    return np.column_stack(columns).astype(np.float64), _feature_names(plans), notes
 
 
 @dataclass
@@ -123,12 +207,23 @@ class CsvReport:
     target_continuous: bool
     feature_names: list[str] = field(default_factory=list)
     target_edges: list[float] | None = None
+    column_report: ColumnReport = field(default_factory=ColumnReport)
+
+    def to_dict(self) -> dict:
+        """The report as JSON (data_report.json): rows, classes, columns, excluded, leaks, missing, notes."""
+        return {"rows": self.n_rows, "rows_used": self.n_rows_used, "class_counts": {str(k): v for k, v in
+                                                                                     self.class_counts.items()},
+                "columns": [dict(c) for c in self.columns], "feature_names": list(self.feature_names),
+                **self.column_report.to_dict(), "notes": list(self.notes), "warnings": list(self.warnings),
+                "problems": list(self.problems)}
 
 
-def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: int = 0) -> CsvReport:
-    """Column by column, what loading will do (same helpers as load_dataset), without raising for target problems.
+def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: int = 0, *, keep: Columns = (),
+                 exclude: Mapping[str, str] | Columns = ()) -> CsvReport:
+    """Column by column, what loading will do (same plan as load_dataset), without raising for target problems.
 
     Pass the CsvTable (or the frame read_csv_bytes returned) so the reading notes are included.
+    ``keep`` and ``exclude`` are load_dataset's keep_columns and a caller's own exclusions.
     """
     table = df if isinstance(df, CsvTable) else CsvTable(df, list(df.attrs.get("csv_notes", [])),
                                                          bool(df.attrs.get("header_missing", False)))
@@ -137,21 +232,27 @@ def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: i
     notes, problems = table.notes[len(warnings):], []
     split, features, name, n_used = None, df, None, len(df)
     try:
-        name, keep = target_rows(df, target)
-        features, n_used = (df.loc[keep] if keep.any() else df).drop(columns=[name]), int(keep.sum())
+        name, labelled = target_rows(df, target)
+        features, n_used = (df.loc[labelled] if labelled.any() else df).drop(columns=[name]), int(labelled.sum())
         split = prepare_target(df, name, target_bins)
     except DataError as exc:
         problems.append(str(exc))
-    plans = {p.column: p for p in plan_features(features)}
-    if not any(p.kind != "dropped" for p in plans.values()):
-        problems.append(NO_FEATURES)
+    unknown = unknown_columns(df, keep)
+    if unknown:
+        problems.append(unknown)
+    plan_list = plan_features(features, split.y if split is not None else None, keep=keep, exclude=exclude)
+    plans = {p.column: p for p in plan_list}
+    if not any(p.kind in ("numeric", "category") for p in plan_list):
+        problems.append(no_features(plan_list))
     class_counts: dict = {}
     if split is not None:
         notes += split.notes
         warnings += split.warnings
         labels, counts = np.unique(split.y, return_counts=True)
         class_counts = {v.item(): int(n) for v, n in zip(labels, counts)}
-    notes += _feature_notes(list(plans.values()))
+    report = column_report(plan_list, df)
+    notes += _feature_notes(plan_list) + report.notes
+    warnings += report.warnings
     columns = []
     for col in df.columns:
         if col == name:
@@ -162,12 +263,13 @@ def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: i
         else:
             p = plans[col]
             columns.append({"column": col, "kind": p.kind, "missing": p.missing, "distinct": p.distinct,
-                            "action": p.action})
+                            "action": p.action} | ({"leak": p.leak} if p.leak is not None else {}))
     return CsvReport(
         n_rows=len(df), n_rows_used=n_used,
         columns=columns, class_counts=class_counts, notes=notes, warnings=warnings, problems=problems,
         target_continuous=name is not None and looks_continuous(df[name]),
-        feature_names=_feature_names(list(plans.values())), target_edges=split.edges if split else None)
+        feature_names=_feature_names(plan_list), target_edges=split.edges if split else None,
+        column_report=report)
 
 
 def features_from_frame(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
@@ -216,10 +318,11 @@ def load_client_frame(csv_path: str, target: str) -> ClientCsv:
     X and the names are the client's own encoding; the raw frame lets it
     rebuild X in any task's column order once the server says which, and the
     raw target values let it bin its labels with the server's edges. The
-    class count is not checked here: the task says which classes there are.
+    class count is not checked here: the task says which classes there are
+    (a site may hold a single class; only the union of the sites' needs two).
     """
-    split = prepare_target(read_csv_bytes(csv_path, None), target, max_classes=None)
-    X, names, _ = frame_to_features(split.features)
+    split = prepare_target(read_csv_bytes(csv_path, None), target, max_classes=None, min_classes=1)
+    X, names, _ = frame_to_features(split.features, whole_table=False)  # a site's constant may vary elsewhere
     assert split.raw is not None
     return ClientCsv(split.features, split.y, X, names, split.raw)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from fl.data.csvcells import parse_dates, thousands_separators
 from fl.data.partition import DataError
 
 __all__ = ["CsvTable", "read_csv_table", "read_csv_bytes"]
@@ -199,6 +200,9 @@ def read_csv_table(csv_path: str | None, csv_data: bytes | None) -> CsvTable:
                      f"{_and(named)}; add names to the header row to use your own.")
     if sep != ",":
         notes += _decimal_commas(df)
+    notes += thousands_separators(df, sep)
+    date_notes, dates = parse_dates(df)
+    notes += date_notes
     if df.shape[1] == 1:
         raise DataError(f"The CSV has only one column ({df.columns[0]!r}); a dataset needs a label column and at "
                         "least one feature column. If the values are separated by something other than commas, "
@@ -209,6 +213,7 @@ def read_csv_table(csv_path: str | None, csv_data: bytes | None) -> CsvTable:
         raise DataError("The CSV file has a header but no data rows; upload a file with data.")
     df.attrs["csv_notes"] = list(notes)
     df.attrs["header_missing"] = missing
+    df.attrs["date_columns"] = dates  # days since 1970: a daily series is not a row number (fl.data.columns)
     return CsvTable(df, notes, missing)
 
 

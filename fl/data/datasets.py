@@ -15,7 +15,9 @@ import numpy as np
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
 
-from fl.data.csvdata import frame_to_features
+from fl.data.column_split import SPLIT_REASON, ColumnGroups, column_groups
+from fl.data.columns import ColumnReport
+from fl.data.csvdata import column_report, frame_to_features, plan_features, unknown_columns
 from fl.data.labels import normalize_labels, prepare_target
 from fl.data.csvread import read_csv_table
 from fl.data.partition import DataError, partition
@@ -49,6 +51,8 @@ class Dataset:
     classes: list
     notes: list[str] = field(default_factory=list)
     target_edges: list[float] | None = None  # a binned CSV target: inner quantile edges, for clients to bin alike
+    groups: ColumnGroups | None = None  # the split column's group of every row (a column split), not a feature
+    column_report: ColumnReport | None = None  # a CSV's excluded columns, likely leaks, missing values
 
 
 def _classes(y: np.ndarray) -> list:
@@ -103,22 +107,44 @@ def _load_synthetic(n_samples: int, n_features: int, n_classes: int, seed: int) 
                    [f"{n_informative} of {n_features} features are informative"])
 
 
-def _load_csv(csv_path: str | None, csv_data: bytes | None, target: str | None, target_bins: int = 0) -> Dataset:
-    """Read, take out (and maybe bin) the target, encode features; describe_csv reports the same steps."""
+def _load_csv(csv_path: str | None, csv_data: bytes | None, target: str | None, target_bins: int = 0,
+              split_column: str | None = None, keep_columns: str | list[str] | None = None) -> Dataset:
+    """Read, take out (and maybe bin) the target, encode features; describe_csv reports the same steps.
+
+    ``split_column``: take that column out too, as each row's group for the column split (never a feature).
+    ``keep_columns``: use these although they look like row numbers, IDs or constants (see fl.data.columns).
+    """
     table = read_csv_table(csv_path, csv_data)
+    unknown = unknown_columns(table.frame, keep_columns)
+    if unknown:
+        raise DataError(unknown)
     split = prepare_target(table.frame, target, target_bins)
-    X, names, feature_notes = frame_to_features(split.features)
+    features, groups = split.features, None
+    if split_column:
+        if split_column.strip() == str(target).strip():
+            raise DataError(f"The split column cannot be the target {target!r}: choose another column to split by.")
+        groups = column_groups(features, split_column)
+    split_out = {groups.column: SPLIT_REASON} if groups is not None else {}  # the clients, never a feature
+    plans = plan_features(features, split.y, keep=keep_columns, exclude=split_out)  # the one plan: features,
+    X, names, feature_notes = frame_to_features(features, plans=plans)             # names and report
     return Dataset("csv", X, split.y, names, _classes(split.y),
-                   table.notes + split.notes + split.warnings + feature_notes, split.edges)
+                   table.notes + split.notes + split.warnings + feature_notes, split.edges, groups,
+                   column_report(plans, table.frame))
 
 
 def load_dataset(name: str, *, csv_path: str | None = None, csv_data: bytes | None = None,
                  target: str | None = None, n_samples: int = 1000, n_features: int = 20,
-                 n_classes: int = 2, seed: int = 0, target_bins: int = 0) -> Dataset:
+                 n_classes: int = 2, seed: int = 0, target_bins: int = 0, split_column: str | None = None,
+                 keep_columns: str | list[str] | None = None) -> Dataset:
     """Load a built-in dataset, a synthetic one, or a CSV (path or uploaded bytes).
 
     target_bins >= 2 turns a numeric CSV target into that many quantile classes (edges in target_edges).
+    ``split_column`` (a CSV's) becomes ``groups`` for the column split instead of a feature;
+    ``keep_columns`` (a CSV's, "a,b" or a list) are used although they look like row numbers, IDs or constants.
     """
+    if split_column and name != "csv":
+        raise DataError(f"Only a CSV can be split by a column; {name} has no column that says where a row comes "
+                        "from: choose iid, dirichlet, shards or quantity.")
     if name in _SKLEARN_LOADERS:
         return _load_sklearn(name)
     if name == "xor":
@@ -126,7 +152,7 @@ def load_dataset(name: str, *, csv_path: str | None = None, csv_data: bytes | No
     if name == "synthetic":
         return _load_synthetic(n_samples, n_features, n_classes, seed)
     if name == "csv":
-        return _load_csv(csv_path, csv_data, target, target_bins)
+        return _load_csv(csv_path, csv_data, target, target_bins, split_column, keep_columns)
     raise DataError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
 
 
@@ -140,16 +166,20 @@ class Split:
     y_test: np.ndarray
     X_val: np.ndarray
     y_val: np.ndarray
+    groups_train: np.ndarray | None = None  # the column split's group of every training row
 
 
-def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int):
-    """Stratified when every class allows it, plain otherwise (rare classes are not an error)."""
+def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, *more: np.ndarray):
+    """Stratified when every class allows it, plain otherwise (rare classes are not an error).
+
+    ``more`` arrays are cut alongside; they never change which rows go where.
+    """
     try:
-        return train_test_split(X, y, test_size=size, random_state=seed, stratify=y)
+        return train_test_split(X, y, *more, test_size=size, random_state=seed, stratify=y)
     except ValueError:
         pass
     try:
-        return train_test_split(X, y, test_size=size, random_state=seed)
+        return train_test_split(X, y, *more, test_size=size, random_state=seed)
     except ValueError:
         raise DataError(f"{len(y)} rows are too few to hold out {size:.0%} of them; "
                         "use a larger dataset or a different split size.") from None
@@ -164,13 +194,15 @@ def split_server_holdout(ds: Dataset, *, test_size: float = 0.2, val_size: float
     if test_size + val_size >= 0.9:
         raise DataError(f"test_size + val_size must stay below 0.9 so clients keep data, got "
                         f"{test_size + val_size:.2f}.")
-    X_rest, X_test, y_rest, y_test = _split(ds.X, ds.y, test_size, seed)
+    groups = [ds.groups.codes] if ds.groups is not None else []  # cut alongside: (train, test) when present
+    X_rest, X_test, y_rest, y_test, *groups = _split(ds.X, ds.y, test_size, seed, *groups)
     if val_size > 0:
-        X_train, X_val, y_train, y_val = _split(X_rest, y_rest, val_size / (1 - test_size), seed)
+        X_train, X_val, y_train, y_val, *groups = _split(X_rest, y_rest, val_size / (1 - test_size), seed,
+                                                         *groups[:1])
     else:
         X_train, y_train = X_rest, y_rest
         X_val, y_val = np.empty((0, ds.X.shape[1])), np.empty(0, dtype=ds.y.dtype)
-    return Split(X_train, y_train, X_test, y_test, X_val, y_val)
+    return Split(X_train, y_train, X_test, y_test, X_val, y_val, groups[0] if groups else None)
 
 
 def standardization_stats(X: np.ndarray) -> dict:
@@ -227,6 +259,7 @@ class FederatedData:
     split: Split
     parts: list[np.ndarray]
     stats: dict
+    site_names: list[str] | None = None  # a column split's client ids (its values made safe); else numbered
 
     def client_data(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """RAW (unscaled) X, y of client i; clients scale with the shared stats themselves."""
@@ -239,9 +272,17 @@ class FederatedData:
 def make_federated_data(dataset: Dataset, *, n_clients: int, partition_method: str = "iid", alpha: float = 0.5,
                         shards_per_client: int = 2, quantity_skew: float = 1.5, min_samples: int = 2,
                         test_size: float = 0.2, val_size: float = 0.0, seed: int = 0) -> FederatedData:
-    """Split, partition and compute stats; deterministic so remote clients can rebuild "i of N"."""
+    """Split, partition and compute stats; deterministic so remote clients can rebuild "i of N".
+
+    "column" (a dataset loaded with its split column) makes one client per value, whatever ``n_clients``.
+    """
     split = split_server_holdout(dataset, test_size=test_size, val_size=val_size, seed=seed)
+    by_column = partition_method == "column"
+    if by_column and (dataset.groups is None or split.groups_train is None):
+        raise DataError("The column split needs a CSV loaded with its split column (--split-column COL).")
     parts = partition(split.y_train, n_clients, partition_method, alpha=alpha,
                       shards_per_client=shards_per_client, quantity_skew=quantity_skew,
-                      min_samples=min_samples, seed=seed)
-    return FederatedData(dataset, split, parts, standardization_stats(split.X_train))
+                      min_samples=min_samples, seed=seed, groups=split.groups_train if by_column else None,
+                      group_names=dataset.groups.values if by_column and dataset.groups else ())
+    names = list(dataset.groups.names) if by_column and dataset.groups else None
+    return FederatedData(dataset, split, parts, standardization_stats(split.X_train), names)

@@ -173,11 +173,13 @@ def _rare_classes(y: np.ndarray) -> list[str]:
 
 
 def prepare_target(df: pd.DataFrame, target: str | None, target_bins: int = 0,
-                   target_edges: list[float] | None = None, max_classes: int | None = MAX_CLASSES) -> TargetSplit:
+                   target_edges: list[float] | None = None, max_classes: int | None = MAX_CLASSES,
+                   min_classes: int = 2) -> TargetSplit:
     """Check the target, drop rows without a label, bin it when asked; every refusal is a DataError.
 
     target_edges (the server's) bin a client's labels exactly like the server's, whatever its own quantiles.
-    ``max_classes=None`` (a client, whose classes the server's task decides) skips the too-many-classes check.
+    ``max_classes=None`` (a client, whose classes the server's task decides) skips the too-many-classes check;
+    ``min_classes=1`` lets a client hold a single class (only the union of the sites' labels needs two).
     """
     _check_bins(target_bins)
     target, keep = target_rows(df, target)
@@ -200,7 +202,7 @@ def prepare_target(df: pd.DataFrame, target: str | None, target_bins: int = 0,
     else:
         y = normalize_labels(values)
         n_classes = len(np.unique(y))
-        if n_classes < 2:
+        if n_classes < min_classes:
             raise DataError(f"The target column {target!r} has only one class ({y[0].item()!r}); "
                             "choose a column with at least two different labels.")
         numeric = _numbers(values) is not None

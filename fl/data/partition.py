@@ -3,12 +3,14 @@
 Every partitioner is a pure, seeded function of (labels, n_clients, settings),
 so a client process on another machine that knows "partition i of N" and the
 run's seed rebuilds exactly the rows the server's simulation would give it.
+"column" is a function of each row's group instead (fl.data.column_split).
 `fl.data` re-exports everything here; import from there.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -19,6 +21,7 @@ PARTITIONERS = {
     "dirichlet": "Dirichlet label skew (non-IID)",
     "shards": "Label shards (non-IID)",
     "quantity": "Quantity skew (sizes differ)",
+    "column": "By a column (one client per value)",
 }
 
 _DIRICHLET_TRIES = 100
@@ -135,13 +138,35 @@ def _quantity(n: int, n_clients: int, skew: float, min_samples: int,
     return list(np.split(rng.permutation(n), np.cumsum(sizes)[:-1]))
 
 
+def _by_column(n: int, groups: np.ndarray | None, group_names: Sequence[str], min_samples: int) -> list[np.ndarray]:
+    """One client per group (a site, a hospital): the rows whose split-column value is that group's."""
+    if groups is None:
+        raise DataError("The column split needs the split column's value of every row: give --split-column COL "
+                        "with a CSV.")
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.shape != (n,):
+        raise DataError(f"The split column has {groups.size} values for {n} rows.")
+    names = list(group_names) or [str(g) for g in range(int(groups.max()) + 1 if n else 0)]
+    parts = [np.flatnonzero(groups == g) for g in range(len(names))]
+    short = [(name, len(p)) for name, p in zip(names, parts) if len(p) < min_samples]
+    if short:
+        name, rows = short[0]
+        raise DataError(f"The split column's value {name!r} keeps {rows} training row(s) once the server holds out "
+                        f"its test rows, fewer than min_samples ({min_samples}): lower --test-size or "
+                        "--min-samples, or split by another column.")
+    return parts
+
+
 def partition(y: np.ndarray, n_clients: int, method: str = "iid", *, alpha: float = 0.5,
               shards_per_client: int = 2, quantity_skew: float = 1.5, min_samples: int = 2,
-              seed: int = 0) -> list[np.ndarray]:
+              seed: int = 0, groups: np.ndarray | None = None,
+              group_names: Sequence[str] = ()) -> list[np.ndarray]:
     """Split row indices of y across clients; disjoint, complete, seeded.
 
     Returns one sorted int64 index array per client. Settings of other methods
     (e.g. alpha for "iid") are ignored, so a config can carry them all.
+    "column" makes one client per group instead of ``n_clients``: ``groups``
+    is each row's group (an index into ``group_names``), from fl.data.column_split.
     """
     y = np.asarray(y)
     if y.ndim != 1:
@@ -152,6 +177,8 @@ def partition(y: np.ndarray, n_clients: int, method: str = "iid", *, alpha: floa
     if method not in PARTITIONERS:
         raise DataError(f"Unknown partition method {method!r}; choose one of {', '.join(PARTITIONERS)}.")
     n = len(y)
+    if method == "column":
+        return [np.sort(p.astype(np.int64)) for p in _by_column(n, groups, group_names, min_samples)]
     if n_clients * min_samples > n:
         raise DataError(
             f"{n} rows cannot give {n_clients} clients at least {min_samples} samples each; "

@@ -70,6 +70,9 @@ class ClientSettings:
     port: int = 0
     token: str | None = None
     connect_timeout_s: float = 30.0  # keep retrying (with backoff) this long while the server is not up
+    # The server was listening before this client was made (a simulation's own clients): a refused connection
+    # then means it has gone (the run stopped), so the client leaves at once instead of retrying for a minute.
+    server_up: bool = False
     limits: Limits = field(default_factory=Limits)
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     STRAGGLER = "straggler"
     CLIENT_RESULT = "client_result"
     FLAGGED = "flagged"  # an update far from the others (fl/federation/scrutiny.py)
+    DATA_REPORT = "data_report"  # what the run's data is: rows and classes per site, columns used or dropped
     ROUND = "round"
     ERROR = "error"
     DONE = "done"
@@ -37,6 +38,7 @@ class EventType(StrEnum):
     EVALUATE = "evaluate"
     CLIENT_ERROR = "client_error"
     RECONNECTING = "reconnecting"  # lost the server mid-run; trying to rejoin (``--reconnect``)
+    SUMMARY_SENT = "summary_sent"  # told a server without data what its data holds (counts, never rows)
 
 
 class ClientStatus(StrEnum):
@@ -112,7 +114,8 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
     EventType.RESUMED: lambda e: f"resumed from the checkpoint of round {e.get('round')}: the rounds go on from "
                                  f"round {(e.get('round') or 0) + 1}",
     EventType.JOIN: lambda e: f"{e.get('client_id')} joined{' from ' + e['peer'] if e.get('peer') else ''} "
-                              f"with {e.get('n_samples')} rows",
+                              f"with {e.get('n_samples')} rows"
+                              + (" of a single class" if e.get("n_classes") == 1 else ""),
     EventType.LEAVE: lambda e: f"{e.get('client_id')} left: {e.get('reason')}",
     EventType.REFUSED: lambda e: (f"refused a connection from {e.get('peer')} ({e.get('code')}): {e.get('message')}"
                                   if (e.get("count") or 1) <= 1 else

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Callable
 
 from fl.federation.events import ClientStatus, EventType
 from fl.wire import PeerClosed
@@ -46,6 +46,10 @@ class ClientSlot:
         return self.status in (ClientStatus.TRAINING, ClientStatus.EVALUATING)
 
 
+class ServerStopped(Exception):
+    """The server was asked to stop; the round loop unwinds."""
+
+
 class Inbox(StrEnum):
     """What the event loop hands the round loop: a result, or news that a client's session is gone."""
 
@@ -66,11 +70,42 @@ class ClientRegistry:
     _clients: dict[str, ClientSlot]
     inbox: queue.Queue
     stop_requested: threading.Event
+    start_now: threading.Event
     accepting: threading.Event
     last_leave_reason: str | None
+    settings: Any  # ServerSettings: wait_for_clients, join_timeout_s
+    clients_alive: Callable[[], bool] | None  # a simulation's: whether any of its client workers still runs
 
     def emit(self, kind: EventType, **fields: Any) -> None:  # pragma: no cover - the server's
         raise NotImplementedError
+
+    def wait_for_clients(self, min_clients: int) -> None:
+        """Block until enough clients joined (or a manual start / timeout).
+
+        Raises ServerStopped on stop and RuntimeError when the timeout passes
+        with fewer than ``min_clients`` connected.
+        """
+        wanted = max(min_clients, self.settings.wait_for_clients)
+        deadline = time.monotonic() + self.settings.join_timeout_s
+        while True:
+            if self.stop_requested.is_set():
+                raise ServerStopped()
+            n = len(self.active_ids())
+            if n >= wanted or (self.start_now.is_set() and n >= min_clients):
+                return
+            if self.clients_alive is not None and not self.clients_alive() and n < wanted:
+                if n >= min_clients:
+                    return
+                why = f" (the last one: {self.last_leave_reason})" if self.last_leave_reason else ""
+                raise RuntimeError(f"every client left before the first round{why}")
+            if time.monotonic() > deadline:
+                if n >= min_clients:
+                    return
+                raise RuntimeError(
+                    f"only {n} of the {min_clients} required clients joined within "
+                    f"{self.settings.join_timeout_s:g} s"
+                )
+            time.sleep(0.05)
 
     def slots(self) -> list[ClientSlot]:
         with self._lock:

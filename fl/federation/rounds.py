@@ -97,13 +97,10 @@ class RoundRunner:
         self.server = server
         self.settings = settings
         self.strategy = strategy
-        self.task = server.task
-        self.classes = self.task.classes_array
         self.data = data
         self.rng = np.random.default_rng(settings.seed)
-        self.scaler = fixed_scaler(self.task.standardize, self.task.n_features) if self.task.standardize else None
-        validation = (self._scale(data.X_val), data.y_val) if data is not None and data.X_val is not None else None
-        self.model: GlobalModel = make_global_model(strategy, self.task, settings.seed, validation)
+        if server.task_ready:  # else the task is built from the clients' summaries once they are here (run)
+            self._bind_task()
         self.rounds: list[dict] = []
         self.stragglers = 0  # late results seen in the current round
         self.sessions: dict[str, Any] = {}  # the connection each client's last request went out on
@@ -111,6 +108,15 @@ class RoundRunner:
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round (a resumable run)
         self.start_round = 0  # the last round a resumed run had finished before
+
+    def _bind_task(self) -> None:
+        """The server's task decides the classes, the scaler and the global model."""
+        self.task = self.server.task
+        self.classes = self.task.classes_array
+        self.scaler = fixed_scaler(self.task.standardize, self.task.n_features) if self.task.standardize else None
+        data = self.data
+        validation = (self._scale(data.X_val), data.y_val) if data is not None and data.X_val is not None else None
+        self.model: GlobalModel = make_global_model(self.strategy, self.task, self.settings.seed, validation)
 
     @property
     def total_rounds(self) -> int:
@@ -191,6 +197,9 @@ class RoundRunner:
         status, error = RunStatus.COMPLETED, None
         try:
             self.server.wait_for_clients(self.settings.min_clients)
+            if not self.server.task_ready:  # federated preprocessing: the sites' summaries make the task
+                self.server.build_task()
+                self._bind_task()
             for round_no in range(self.start_round + 1, self.total_rounds + 1):
                 self._one_round(round_no)
         except ServerStopped:
@@ -201,7 +210,7 @@ class RoundRunner:
         final = {k: self.rounds[-1].get(k) for k in METRIC_KEYS} if self.rounds else {}
         reason = {RunStatus.COMPLETED: "run finished", RunStatus.STOPPED: "run stopped"}.get(status, "server error")
         self.server.close(reason, final_metrics=final)
-        model = self.final_model()
+        model = self.final_model() if self.server.task_ready else None
         best = {"best_round": self.best.round, "best_selected_on": self.best.selected_on} if self.best else {}
         self.server.emit(EventType.DONE, status=status, final_metrics=final, error=error, **best)
         return RunResult(status=status, rounds=self.rounds, final_metrics=final, model=model, error=error,

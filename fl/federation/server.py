@@ -20,7 +20,6 @@ import queue
 import socket
 import ssl
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,7 +42,10 @@ from fl.wire import (
 from fl.federation.admission import Gate, raise_open_file_limit  # session.py takes the latter from here
 from fl.federation.events import ClientStatus, EventSink, EventType, make_event
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
-from fl.federation.registry import ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox
+from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
+    ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
+)
+from fl.federation.summaries import TaskBuilder, exchange
 from fl.federation.task import Task
 
 log = logging.getLogger(__name__)
@@ -76,16 +78,13 @@ class ServerSettings:
     heartbeat_misses: int = DEFAULT_MISSES
 
 
-class ServerStopped(Exception):
-    """The server was asked to stop; the round loop unwinds."""
-
-
 class FederatedServer(ClientRegistry):
     """Accepts clients for one run and hands their messages to the round loop (registry: ClientRegistry)."""
 
     def __init__(self, task: Task, settings: ServerSettings | None = None, on_event: EventSink | None = None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, builder: TaskBuilder | None = None):
         self.task = task
+        self.builder = builder  # a server without data: the task comes from the clients' summaries (summaries.py)
         self.settings = settings or ServerSettings()
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._sink = on_event
@@ -206,34 +205,6 @@ class FederatedServer(ClientRegistry):
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self.settings.heartbeat_interval_s, self.settings.heartbeat_misses)
 
-    def wait_for_clients(self, min_clients: int) -> None:
-        """Block until enough clients joined (or a manual start / timeout).
-
-        Raises ServerStopped on stop and RuntimeError when the timeout passes
-        with fewer than ``min_clients`` connected.
-        """
-        wanted = max(min_clients, self.settings.wait_for_clients)
-        deadline = time.monotonic() + self.settings.join_timeout_s
-        while True:
-            if self.stop_requested.is_set():
-                raise ServerStopped()
-            n = len(self.active_ids())
-            if n >= wanted or (self.start_now.is_set() and n >= min_clients):
-                return
-            if self.clients_alive is not None and not self.clients_alive() and n < wanted:
-                if n >= min_clients:
-                    return
-                why = f" (the last one: {self.last_leave_reason})" if self.last_leave_reason else ""
-                raise RuntimeError(f"every client left before the first round{why}")
-            if time.monotonic() > deadline:
-                if n >= min_clients:
-                    return
-                raise RuntimeError(
-                    f"only {n} of the {min_clients} required clients joined within "
-                    f"{self.settings.join_timeout_s:g} s"
-                )
-            time.sleep(0.05)
-
     # ------------------------------------------------------------------ connections (on the event loop)
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """TLS and hello within one deadline (the connection is pending until then), then read frames."""
@@ -293,23 +264,48 @@ class FederatedServer(ClientRegistry):
             self._refuse(conn, exc.code, str(exc))
             await conn.drain(1.0)
             return None
-        problem = self._check_hello(hello)
+        problem, summary, deferred = self._check_hello(hello), None, False
+        if problem is None and self.builder is not None:  # no data here: the client's summary first
+            summary, problem = await exchange(hello, conn, self.builder, self.settings.limits)
         if problem is None:
             with self._lock:
-                problem = self._admit(hello, conn)
+                problem = (self.builder.check(summary, self.task) if summary else None) or self._admit(hello, conn)
+                deferred = problem is None and summary is not None and self.builder.keep(hello.client_id, summary)
         if problem is not None:
             self._refuse(conn, *problem)
             await conn.drain(1.0)
             return None
         try:
-            beat = self.heartbeat
-            conn.send(Welcome(run_id=self.run_id, task=self.task.to_dict(), heartbeat_s=beat.interval_s or None,
-                              heartbeat_misses=beat.misses if beat.on else None))
+            if not deferred:
+                conn.send(self._welcome())
         except PeerClosed:
             self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
-        self.emit(EventType.JOIN, client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer)
+        extra = {"n_classes": len(summary.labels)} if summary is not None else {}
+        self.emit(EventType.JOIN, client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer, **extra)
         return hello.client_id
+
+    def _welcome(self) -> Welcome:
+        beat = self.heartbeat
+        return Welcome(run_id=self.run_id, task=self.task.to_dict(), heartbeat_s=beat.interval_s or None,
+                       heartbeat_misses=beat.misses if beat.on else None)
+
+    @property
+    def task_ready(self) -> bool:
+        """Whether the task is final (always, unless it is still to be built from the clients' summaries)."""
+        return self.builder is None or self.builder.ready
+
+    def build_task(self) -> Task:
+        """The waiting clients' summaries make the task; welcome them (round loop, before round 1). DataError
+        when they make none (no shared column, one class in all)."""
+        assert self.builder is not None
+        active = set(self.active_ids())  # a site that left before round 1 does not shape the task
+        with self._lock:
+            self.task, report = self.builder.build(active)
+            waiting = list(self.builder.waiting)
+        self.broadcast(waiting, self._welcome())
+        self.emit(EventType.DATA_REPORT, report=report)
+        return self.task
 
     def _check_hello(self, hello: Any) -> tuple[str, str] | None:
         """(error code, why) when the first message is not a hello this run takes."""
@@ -320,7 +316,7 @@ class FederatedServer(ClientRegistry):
         if self.settings.token is not None and not hmac.compare_digest(
                 (hello.token or "").encode(), self.settings.token.encode()):
             return "auth", "wrong or missing token"
-        if self.task.feature_names is None and hello.n_features != self.task.n_features:
+        if self.task.feature_names is None and self.builder is None and hello.n_features != self.task.n_features:
             return "shape", f"task has {self.task.n_features} features, client has {hello.n_features}"
         return None
 

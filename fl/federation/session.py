@@ -32,7 +32,9 @@ from fl.federation.events import EventType
 from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
 from fl.federation.registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
-from fl.wire import Bye, Error, Evaluate, Fit, Hello, PeerClosed, Ping, Pong, ProtocolError, Welcome
+from fl.federation.summaries import await_task, client_summary
+from fl.wire import SUMMARY_FEATURE, Bye, Error, Evaluate, Fit, Hello, PeerClosed, Ping, Pong, ProtocolError, Summarize, \
+    Welcome
 from fl.wire.aio import AioConnection
 from fl.wire.tls import fingerprint, normalise_pin
 
@@ -143,6 +145,8 @@ async def open_stream(settings: ClientSettings, stop: threading.Event,
         except (OSError, TimeoutError) as exc:
             handshake_slots().release()
             problem = _plain_os_error(exc)
+            if settings.server_up and isinstance(exc, ConnectionRefusedError):
+                raise ConnectionError(f"the server at {settings.host}:{settings.port} has gone ({problem})") from None
         except BaseException:
             handshake_slots().release()
             raise
@@ -216,10 +220,22 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
                    stop: threading.Event, reply_s: float) -> ClientResult:
     loop = asyncio.get_running_loop()
     cid = client.client_id
+    slot_held = True
     try:
         conn.send(Hello(client_id=cid, n_samples=len(client.data.y), n_features=int(client.data.X.shape[1]),
-                        token=client.settings.token))
+                        token=client.settings.token, features=[SUMMARY_FEATURE]))
         reply = await conn.recv(idle_timeout=reply_s)
+        if isinstance(reply, Summarize):  # a server without data builds the task from the clients' summaries
+            try:
+                summary = await loop.run_in_executor(compute, client_summary, client.data, cid, client.seed, reply)
+            except Exception as exc:  # data it cannot summarise: say so, leave
+                conn.send_error("data", f"cannot summarise the local data: {exc}")
+                return ClientResult(cid, f"cannot summarise the local data: {exc}", ok=False)
+            conn.send(summary)
+            client._emit(EventType.SUMMARY_SENT, rows=len(client.data.y))
+            slot_held = False
+            handshake_slots().release()  # the wait for the other sites may be long: not a handshake slot's
+            reply = await await_task(conn)  # the first sites wait here for the others
     except (PeerClosed, OSError, TimeoutError, ProtocolError) as exc:
         lost = not isinstance(exc, ProtocolError)  # a server restarting may drop a hello: rejoining tries again
         if client.settings.ssl_context is not None and isinstance(exc, PeerClosed):
@@ -228,7 +244,10 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
             "; if the server uses TLS, add --tls-ca CA.pem or --tls-pin FINGERPRINT"
         return ClientResult(cid, f"handshake failed ({exc}){hint}", ok=False, lost=lost)
     finally:
-        handshake_slots().release()  # taken by open_stream for this connection
+        if slot_held:
+            handshake_slots().release()  # taken by open_stream for this connection
+    if isinstance(reply, Bye):  # the run ended (or could not build its task) before this client was welcomed
+        return ClientResult(cid, f"the run ended before it began ({reply.reason})", ok=False)
     if isinstance(reply, Error):  # our own dead session may look alive to the server a little longer: try again
         return ClientResult(cid, f"refused by server ({reply.code}): {reply.message}", ok=False,
                             lost=reply.code == "auth" and ALREADY_CONNECTED in reply.message)

@@ -10,8 +10,6 @@ what to fix; a run that starts but does not complete exits with code 1.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import socket
 import sys
 from pathlib import Path
@@ -19,8 +17,9 @@ from typing import Any, Sequence
 
 from fl.data import DataError
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
+from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.console import client_printer, fmt, progress_printer
+from fl.runs.console import client_printer, column_notes, fmt, progress_printer, split_note
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -42,37 +41,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
-
-
-def seconds(text: str) -> float:
-    """A duration flag: a finite number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
-    return value
-
-
-def at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"C\": 0.5}'")
-    return value
 
 
 # ---------------------------------------------------------------------- flags
@@ -143,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--token")
     own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: from host and partition)")
     own.add_argument("--partition-id", type=parse_partitions, metavar="I|I-J",
-                     help="take partition I of a built-in dataset (or host partitions I to J, one process) ...")
+                     help="take partition I of a built-in dataset or of --csv (or host partitions I to J, one "
+                          "process) ...")
     own.add_argument("--num-partitions", type=int, help="... split in N partitions")
     own.add_argument("--connect-timeout", type=float, default=60.0, help="keep retrying this long")
     own.add_argument("--reconnect", type=seconds, default=0.0, metavar="SECONDS",
@@ -158,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
-    """The saved config (``--config``) or the defaults, then every flag given, then ``fixed``; validated."""
+def config_from_args(args: argparse.Namespace, data_at_clients: bool = False, **fixed: Any) -> RunConfig:
+    """The saved config (``--config``) or the defaults, then every flag given, then ``fixed``; validated
+    (``data_at_clients``: a server whose CSV rows are all at the sites needs no file)."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         try:
@@ -174,7 +144,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     values.update(given)
     values.update(fixed)
     try:
-        return RunConfig.from_dict(values).validate()
+        return RunConfig.from_dict(values).validate(data_at_clients)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
@@ -211,7 +181,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                   on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20))
     except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
+    _say(split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)))
+    _say(column_notes(handle.plan))
     return _wait_and_finish(handle)
+
+
+def _say(lines: list[str]) -> None:
+    """Lines for the person, on stderr in one write (round lines on stdout stay parseable)."""
+    if lines:
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
 
 
 def _wait_and_finish(handle: Any) -> int:
@@ -239,13 +218,17 @@ def cmd_server(args: argparse.Namespace) -> int:
     from fl.federation.checkpoint import CheckpointError
 
     resumable = resume_from_args(args)
+    # --dataset csv --target COL without --csv: every row is at the sites; their summaries make the task
+    data_at_clients = (getattr(args, "dataset", None) == "csv" and not getattr(args, "csv_path", None)
+                       and not getattr(args, "config", None) and not (args.classes and args.features)) \
+        or (resumable is not None and resumable.config.dataset == "csv" and not resumable.config.csv_path)
     has_data = any(hasattr(args, name) for name in ("dataset", "csv_path")) or bool(getattr(args, "config", None)) \
         or (resumable is not None and not (args.classes and args.features))
     if not has_data and not (args.classes and args.features):
-        raise UsageError("the server needs its own data (--dataset or --csv/--target) or, for federated "
-                         "evaluation, both --classes and --features")
-    config = resumable.config if resumable else \
-        config_from_args(args, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
+        raise UsageError("the server needs its own data (--dataset or --csv/--target), or --dataset csv --target "
+                         "COL to build the task from the sites' data summaries, or both --classes and --features")
+    config = resumable.config if resumable else config_from_args(
+        args, data_at_clients, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
                               wait_for_clients=config.min_clients, join_timeout_s=args.wait,
                               ssl_context=_server_tls(args), heartbeat_interval_s=args.heartbeat,
@@ -257,13 +240,14 @@ def cmd_server(args: argparse.Namespace) -> int:
                               n_features=args.features if not has_data else None,
                               on_event=progress_printer(config.effective_rounds),
                               run_id=resumable.run_id if resumable else None,
-                              resume=resumable.checkpoint if resumable else None)
+                              resume=resumable.checkpoint if resumable else None, data_at_clients=data_at_clients)
     except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return 1
     host, port = handle.server.address
+    _say(column_notes(handle.plan))
     print(f"listening on {host}:{port}", flush=True)
     return _wait_and_finish(handle)
 
@@ -278,7 +262,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     ssl_context = client_tls(args)  # bad TLS flags are told before any data is loaded
     datas = _client_data(args)
     if args.client_id and len(datas) > 1:
-        raise UsageError("--client-id names one client; a range of partitions is named client_000, client_001, ...")
+        raise UsageError("--client-id names one client; a range of partitions is named client_000, ... or by site")
     if args.client_id and not CLIENT_ID_PATTERN.fullmatch(args.client_id):
         raise UsageError(f"--client-id {args.client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
@@ -310,27 +294,13 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def parse_partitions(text: str) -> list[int]:
-    """``3`` or a range ``0-249`` (inclusive), as argparse reads --partition-id."""
-    text = str(text).strip()
-    try:
-        if "-" in text.lstrip("-"):
-            first, last = (int(part) for part in text.split("-", 1))
-            if last < first:
-                raise ValueError
-            return list(range(first, last + 1))
-        return [int(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a partition number or a range such as 0-249") from None
-
-
 def _client_data(args: argparse.Namespace) -> list[tuple[Any, str]]:
     """The client's own rows (its CSV), or partitions of a built-in dataset split as the server splits it."""
     from fl.data import load_client_frame
     from fl.federation.client import LocalData
-    from fl.runs.build import client_id_for, data_split, load_data
+    from fl.runs.build import check_partitions, client_ids_for, data_split, load_data
 
-    if getattr(args, "csv_path", None):
+    if getattr(args, "csv_path", None) and args.partition_id is None:
         if not getattr(args, "target", None):
             raise UsageError("--csv needs --target COL, the label column")
         try:
@@ -339,7 +309,8 @@ def _client_data(args: argparse.Namespace) -> list[tuple[Any, str]]:
             raise UsageError(str(exc)) from None
         return [(LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame,
                            target_values=own.target_values), f"{socket.gethostname()}-csv")]
-    if not (hasattr(args, "dataset") and args.partition_id is not None and args.num_partitions):
+    if not ((hasattr(args, "dataset") or getattr(args, "csv_path", None)) and args.partition_id is not None
+            and args.num_partitions):
         raise UsageError("a client needs its data: --csv FILE --target COL, or --dataset NAME "
                          "--partition-id I --num-partitions N")
     if not all(0 <= i < args.num_partitions for i in args.partition_id):
@@ -347,10 +318,11 @@ def _client_data(args: argparse.Namespace) -> list[tuple[Any, str]]:
     config = config_from_args(args, clients=args.num_partitions)
     try:
         data = load_data(config, args.num_partitions)
+        check_partitions(data, args.num_partitions)  # a column split: N is its number of values
     except DataError as exc:
         raise UsageError(str(exc)) from None
-    split, names = data_split(config), list(data.dataset.feature_names)
-    return [(LocalData(*data.client_data(i), feature_names=names, data_split=split), client_id_for(i))
+    split, names, ids = data_split(config), list(data.dataset.feature_names), client_ids_for(data)
+    return [(LocalData(*data.client_data(i), feature_names=names, data_split=split), ids[i])
             for i in args.partition_id]
 
 

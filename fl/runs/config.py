@@ -82,6 +82,9 @@ class RunConfig:
                               commands=DATA_FOR_CLIENTS)
     target_bins: int = knob(0, help="turn a continuous numeric target into K quantile classes (0: no binning)",
                             group="data", kind=int, low=0, high=20)
+    keep_columns: str = knob("", help="CSV columns to use although they look like row numbers, IDs or constants "
+                                      "(excluded by default, as they can fake a result), comma-separated: COL,COL",
+                             group="data", kind=str, commands=DATA_FOR_CLIENTS)
     n_samples: int = knob(1000, help="rows for synthetic and xor", label="Rows", group="data", kind=int, low=20,
                           high=10_000_000, widget="number", step=500, commands=DATA_FOR_CLIENTS,
                           shown=lambda v: v.get("dataset") in ("synthetic", "xor"))
@@ -96,15 +99,24 @@ class RunConfig:
                            group="data", low=0.0, high=0.5, high_open=True, commands=DATA_FOR_CLIENTS)
     standardize: bool = knob(True, help="standardise features with the training pool's statistics",
                              group="data", kind=bool)
+    min_category_count: int = knob(5, help="a server without data: a text value held by fewer rows at a site is "
+                                           "pooled as 'other' in its summary (never named, never a feature)",
+                                   group="data", kind=int, low=1, high=1_000_000, commands=(SERVER,))
     local_test_size: float = knob(0.2, help="share of each client's rows kept out of its training to score "
                                             "the global model", label="Each client's held-out share",
                                   group="rounds", low=0.0, high=0.5, widget="slider", step=0.05, more=True)
     # split across clients
-    clients: int = knob(10, help="number of clients", label="Clients", group="split", kind=int, low=1, high=100_000,
-                        widget="slider", ui_range=(1, 1000), commands=(SIMULATE,))
+    clients: int = knob(10, help="number of clients (a column split makes one per value instead)", label="Clients",
+                        group="split", kind=int, low=1, high=100_000, widget="slider", ui_range=(1, 1000),
+                        commands=(SIMULATE,))
     partition: str = knob("dirichlet", help="how the data is split across clients", label="How the data is split",
                           group="split", kind=str, choices=lambda: list(PARTITIONERS), names=PARTITIONERS,
                           widget="select", commands=DATA_FOR_CLIENTS)
+    split_column: str | None = knob(None, help="with --partition column: the CSV column whose values are the clients "
+                                              "(a hospital, region, store), one client per value (2 to 50), named "
+                                              "after it; it is not a feature", label="Split by the column",
+                                    group="split", kind=str, optional=True, commands=DATA_FOR_CLIENTS,
+                                    shown=lambda v: v.get("partition") == "column")
     alpha: float = knob(0.5, help="Dirichlet concentration (smaller = more skew)",
                         label="Dirichlet α (smaller = more skew)", group="split", low=0.0, high=1e6, low_open=True,
                         widget="select_slider", options=ALPHAS, commands=DATA_FOR_CLIENTS,
@@ -227,39 +239,43 @@ class RunConfig:
                            shown=lambda v: v.get("dp", "none") != "none")
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> "RunConfig":
-        """Raise ConfigError on the first bad setting; return self when all is well."""
+    def validate(self, data_at_clients: bool = False) -> "RunConfig":
+        """Raise ConfigError on the first bad setting; return self when all is well.
+
+        ``data_at_clients``: a hosted server whose CSV rows are all at the sites
+        (the task is built from their summaries), so it needs no file of its own.
+        """
         for name, k in knobs_of(type(self)).items():
             problem = check_value(name, k, getattr(self, name))
             if problem:
                 raise ConfigError(problem)
-        for problem in self._relations():
+        for problem in self._relations(data_at_clients):
             raise ConfigError(problem)
         return self
 
-    def _relations(self):
+    def _relations(self, data_at_clients: bool = False):
         """Settings that are fine alone but not together; yields sentences."""
         model, rule = get_model(self.model), get_strategy(self.aggregation)
-        if self.dataset == "csv" and not self.csv_path:
+        if self.dataset == "csv" and not self.csv_path and not data_at_clients:
             yield "a CSV dataset needs a file: choose one (--csv FILE on the command line)"
         if self.dataset == "csv" and not self.target:
             yield "a CSV dataset needs its label column: choose the target (--target COL)"
+        if self.partition == "column" and self.dataset != "csv":
+            yield (f"only a CSV can be split by a column (a hospital, a region); {self.dataset} has no such "
+                   "column: choose iid, dirichlet, shards or quantity")
+        elif self.partition == "column" and not (self.split_column or "").strip():
+            yield "the column split needs its column: --split-column COL (one client per value of COL)"
         if self.target_bins == 1:
             yield "target_bins must be 0 (no binning) or a whole number of quantile classes from 2 to 20"
         refusal = rule.refuses(model)
         if refusal:
             yield refusal
-        problem = rule.from_config(self).problem(self.clients)
-        if problem:
-            yield problem
+        if self.partition != "column":  # a column split's count comes with its data (build.clients_of_split)
+            yield from self.count_problems()
         if rule.needs_validation and self.val_size <= 0:
             yield "stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)"
         if self.test_size + self.effective_val_size >= 0.9:
             yield "test_size plus val_size must stay below 0.9, or no data is left for the clients"
-        if self.min_clients > self.clients:
-            yield f"min_clients ({self.min_clients}) cannot exceed the number of clients ({self.clients})"
-        if self.slow_clients > self.clients or self.malicious_clients > self.clients:
-            yield "slow_clients and malicious_clients cannot exceed the number of clients"
         if self.malicious_clients and self.attack == "none":
             yield "malicious clients need an attack: label_flip, gaussian_noise, sign_flip or scale"
         if not parse_schedule(self.lr_schedule).is_constant and not _has_learning_rate(self.to_dict()):
@@ -271,6 +287,16 @@ class RunConfig:
             model.check_params(self.model_params)
         except ValueError as exc:
             yield str(exc)
+
+    def count_problems(self):
+        """Settings that must fit the number of clients; yields sentences."""
+        problem = get_strategy(self.aggregation).from_config(self).problem(self.clients)
+        if problem:
+            yield problem
+        if self.min_clients > self.clients:
+            yield f"min_clients ({self.min_clients}) cannot exceed the number of clients ({self.clients})"
+        if self.slow_clients > self.clients or self.malicious_clients > self.clients:
+            yield "slow_clients and malicious_clients cannot exceed the number of clients"
 
     def _parameter_only(self, model: Any, rule: Any):
         used = {"a server optimiser": self.server_opt != "none", "differential privacy": self.dp != "none",

@@ -9,6 +9,7 @@ import math
 import sys
 from typing import Any, Callable
 
+from fl.data.summary import report_lines
 from fl.federation.events import EventType, describe_event
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
@@ -55,11 +56,31 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
             text = f"{joined} clients joined; round 1 starts"
         elif kind in SAID_ON_STDERR:
             text = describe_event(event)
+        elif kind == EventType.DATA_REPORT:  # once, before round 1: what the sites' data is
+            text = "\n".join(report_lines(event.get("report") or {}))
         if text:
             sys.stderr.write(text + "\n")  # one write: lines from threads never interleave
             sys.stderr.flush()
 
     return on_event
+
+
+def column_notes(plan: Any) -> list[str]:
+    """A CSV's excluded columns (row numbers, IDs, constants) and likely leaks, for the person to read once."""
+    data = getattr(plan, "data", None)
+    report = getattr(data.dataset, "column_report", None) if data is not None else None
+    return [f"data: {line}" for line in report.lines()] if report is not None else []
+
+
+def split_note(config: Any, client_ids: list[str], asked: int | None = None) -> list[str]:
+    """A column split's clients, said once: their number comes from the data, not from --clients."""
+    if config.partition != "column":
+        return []
+    shown = ", ".join(client_ids[:10]) + (", ..." if len(client_ids) > 10 else "")
+    note = f"split by '{config.split_column}': {len(client_ids)} clients, one per value ({shown})"
+    if asked is not None and asked != len(client_ids):
+        note += f"; --clients {asked} is ignored"
+    return [note]
 
 
 def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], Callable[[dict], None]]:
@@ -76,6 +97,9 @@ def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], C
             print(f"{client_id}: {'rejoined' if event.get('rejoined') else 'joined'} run {event['run_id']} "
                   f"({event['model']}, {event['n_classes']} classes, {event['n_features']} features) with "
                   f"{event['n_samples']} local rows", flush=True)
+        elif kind == EventType.SUMMARY_SENT:
+            print(f"{client_id}: sent the server a summary of its {event.get('rows')} rows (counts and sums, "
+                  "no rows); waiting for the task", flush=True)
         elif kind == EventType.RECONNECTING:
             print(f"{client_id}: lost the server ({event.get('reason')}); trying to rejoin for "
                   f"{event.get('seconds', 0):g} s", file=sys.stderr, flush=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 from fl.federation.server import ServerSettings
+from fl.data.summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
+from fl.federation.events import EventType
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
@@ -23,10 +25,11 @@ from fl.runs.tls_dirs import remove_tls_dir
 def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None = None,
          out_dir: str | None = None, run_id: str | None = None, on_event: Callable[[dict], None] | None = None,
          classes: list | None = None, n_features: int | None = None,
-         resume: Checkpoint | None = None) -> RunHandle:
+         resume: Checkpoint | None = None, data_at_clients: bool = False) -> RunHandle:
     """Bind the server and wait for clients in the background.
 
-    With ``classes`` and ``n_features`` the server has no data of its own.
+    With ``classes`` and ``n_features`` the server has no data of its own; with
+    ``data_at_clients`` neither, and the task is built from the sites' summaries.
     ``resume``: go on after that checkpoint's round, in the same directory
     under the same run id (clients with ``--reconnect`` rejoin it).
     Raises ConfigError, DataError, CheckpointError, or OSError (e.g. the
@@ -35,12 +38,14 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
     and at once if it cannot start.
     """
     try:
-        plan = build_run(config, classes=classes, n_features=n_features)
+        plan = build_run(config, classes=classes, n_features=n_features, data_at_clients=data_at_clients)
         handle = open_run(plan, settings, kind="hosted", store=store, out_dir=out_dir, run_id=run_id,
                           on_event=on_event, resume=resume)
     except BaseException:
         remove_tls_dir(settings.tls_dir)  # certificates made for a server that never started
         raise
     handle.on_end.append(lambda: remove_tls_dir(settings.tls_dir))  # its private key ends with it
+    if plan.data is not None and plan.summaries is None:  # the server's own data (the sites report theirs)
+        handle.server.emit(EventType.DATA_REPORT, report=report_from_data(plan.data.dataset))
     launch_rounds(handle)
     return handle

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 from fl.data import FederatedData, label_distribution
+from fl.data.summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
@@ -44,6 +45,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     that, faults show up in the state.
     """
     plan = build_run(config)
+    config = plan.config  # a column split says its own number of clients
     data = plan.data
     assert data is not None
     client_ids = plan.client_ids
@@ -57,6 +59,8 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                       on_event=on_event, client_ids=client_ids,
                       n_samples={cid: int(len(part)) for cid, part in zip(client_ids, data.parts)}, resume=resume)
     handle.state.set_roles(roles(config, client_ids))
+    handle.server.emit(EventType.DATA_REPORT, report=report_from_data(
+        data.dataset, {cid: data.split.y_train[part] for cid, part in zip(client_ids, data.parts)}))
     if handle.writer is not None:
         handle.writer.save_json("partition.json", partition_summary(data, client_ids))
     host, port = handle.server.address
@@ -117,4 +121,8 @@ def run(config: RunConfig, **kwargs: Any) -> RunResult:
 def partition_summary(data: FederatedData, client_ids: list[str]) -> dict[str, Any]:
     """Who holds how many rows of which class: the clients x classes heatmap."""
     counts = label_distribution(data.split.y_train, data.parts, data.dataset.classes)
-    return {"clients": client_ids, "classes": list(data.dataset.classes), "counts": counts.astype(int).tolist()}
+    summary = {"clients": client_ids, "classes": list(data.dataset.classes), "counts": counts.astype(int).tolist()}
+    groups = data.dataset.groups
+    if data.site_names and groups is not None:  # a column split: which column, and each client's value
+        summary["split_column"] = {"column": groups.column, "values": list(groups.values)}
+    return summary

@@ -18,6 +18,8 @@ from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus, make_event
 from fl.federation.rounds import RoundRunner, RunResult
 from fl.federation.server import FederatedServer, ServerSettings
+from fl.federation.summaries import TaskBuilder
+from fl.federation.task import Task
 from fl.runs.build import RunPlan
 from fl.runs.archive import WeightsArchive
 from fl.runs.config import ConfigError, RunConfig
@@ -55,7 +57,9 @@ class RunState:
             EventType.ROUND_START: self._on_round_start, EventType.CLIENT_STATUS: self._on_client_status,
             EventType.CLIENT_RESULT: self._on_client_result, EventType.FAILURE: self._on_failure,
             EventType.ROUND: self._on_round, EventType.ERROR: self._on_error, EventType.DONE: self._on_done,
+            EventType.DATA_REPORT: self._on_data_report,
         }
+        self.data_report: dict | None = None  # rows and classes per site, columns used or dropped (data_report.json)
 
     @staticmethod
     def _new_client(cid: str, n_samples: int | None = None) -> dict:
@@ -83,6 +87,8 @@ class RunState:
     def _on_join(self, event: dict, client: dict | None) -> None:
         if client is not None:
             client.update(status=ClientStatus.CONNECTED, n_samples=event.get("n_samples"), reason=None)
+            if event.get("n_classes") is not None:  # from its data summary: a site may hold a single class
+                client["n_classes"] = event["n_classes"]
 
     def _on_leave(self, event: dict, client: dict | None) -> None:
         if client is not None:
@@ -115,6 +121,10 @@ class RunState:
     def _on_failure(self, event: dict, client: dict | None) -> None:
         if client is not None:
             client["failures"] = client.get("failures", 0) + 1
+
+    def _on_data_report(self, event: dict, client: dict | None) -> None:
+        self.data_report = event.get("report")
+        self.n_classes = len((self.data_report or {}).get("classes") or []) or self.n_classes
 
     def _on_round(self, event: dict, client: dict | None) -> None:
         self.rounds.append(event)
@@ -161,7 +171,7 @@ class RunState:
                 "client_rows": list(self.client_rows) if client_rows else [], "events": list(self.events),
                 "final_metrics": dict(self.final_metrics),
                 "baselines": self.baselines, "baselines_status": self.baselines_status, "kind": self.kind,
-                "n_classes": self.n_classes,
+                "n_classes": self.n_classes, "data_report": self.data_report,
             }
 
 
@@ -234,6 +244,8 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
     """
     if plan.config.archive_weights and out_dir is None and store is None:
         raise ConfigError("archive_weights keeps every round's weights in the run's directory: add --out DIR")
+    if resume is not None and plan.summaries is not None:  # the sites' task was built before the crash: keep it
+        plan.task, plan.summaries = Task.from_dict(resume.task), None
     if resume is not None:
         problem = resume.task_problem(plan.task.to_dict())
         if problem:
@@ -259,7 +271,8 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
         if on_event is not None:
             on_event(event)
 
-    server = FederatedServer(plan.task, settings, on_event=sink, run_id=run_id)
+    builder = TaskBuilder(plan.summaries, plan.task) if plan.summaries is not None else None
+    server = FederatedServer(plan.task, settings, on_event=sink, run_id=run_id, builder=builder)
     server.bind()
     if out_dir is not None or store is not None:
         writer = RunWriter(out_dir, plan.config.to_dict(), run_id, resume=resume) if out_dir is not None \

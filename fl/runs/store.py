@@ -16,6 +16,8 @@ directory):
                    (with --archive-weights)
     checkpoint.npz what the server needs to continue after its last finished round
                    (fl/federation/checkpoint.py; no pickle), replaced after every round
+    data_report.json  what the run's data is: rows and class balance per site, missing values and
+                   columns used or dropped (and why), leak warnings (the ``data_report`` event)
 
 CSV and event lines are appended as events arrive, so a crash loses at most the
 last line; config, summary, models and the checkpoint are written aside and
@@ -45,6 +47,7 @@ from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.runs.files import dump_atomically, write_atomically, write_json_atomically
 
 CHECKPOINT_FILE = "checkpoint.npz"
+DATA_REPORT_FILE = "data_report.json"
 
 METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_p10",
                    "client_accuracy_median", "client_accuracy_p90", "client_accuracy_std",
@@ -152,6 +155,9 @@ class RunWriter:
                 self._write_summary()
             elif kind == "client_result":
                 self._append_row("clients.csv", CLIENTS_COLUMNS, event)
+            elif kind == "data_report":
+                write_json_atomically(self.dir / DATA_REPORT_FILE, event.get("report") or {},
+                                      default=_json_default)
 
     def save_json(self, name: str, data: Any) -> None:
         """A side file of the run (e.g. baselines.json, partition.json)."""
@@ -241,6 +247,13 @@ class StoredRun:
                 except json.JSONDecodeError:
                     continue  # a torn last line after a crash
         return out
+
+    def data_report(self) -> dict | None:
+        """data_report.json, when the run wrote one (None for runs before it, or unreadable)."""
+        try:
+            return json.loads((self.path / DATA_REPORT_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
     @property
     def model_path(self) -> Path | None:

@@ -59,9 +59,9 @@ def split_indices(n_clients: int, n_hosts: int) -> list[list[int]]:
 def make_clients(config: Any, data: Any, indices: list[int], host: str, port: int, stop: threading.Event | None,
                  connect_timeout_s: float) -> list[FederatedClient]:
     """The clients of ``indices``, each with its own partition, seed and (simulated) behaviour."""
-    from fl.runs.build import client_id_for
+    from fl.runs.build import client_ids_for
 
-    all_ids = [client_id_for(i) for i in range(len(data.parts))]
+    all_ids = client_ids_for(data)
     behaviours = assign_behaviours(all_ids, seed=config.seed, dropout_prob=config.dropout_prob,
                                    slow_clients=config.slow_clients, slow_delay=config.slow_delay,
                                    malicious_clients=config.malicious_clients, attack=config.attack,
@@ -70,9 +70,9 @@ def make_clients(config: Any, data: Any, indices: list[int], host: str, port: in
     for i in indices:
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
-        clients.append(FederatedClient(all_ids[i], local,
-                                       ClientSettings(host=host, port=port, connect_timeout_s=connect_timeout_s),
-                                       stop=stop, seed=config.seed, behaviour=behaviours[all_ids[i]]))
+        settings = ClientSettings(host=host, port=port, connect_timeout_s=connect_timeout_s, server_up=True)
+        clients.append(FederatedClient(all_ids[i], local, settings, stop=stop, seed=config.seed,
+                                       behaviour=behaviours[all_ids[i]]))
     return clients
 
 

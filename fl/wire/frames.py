@@ -37,6 +37,7 @@ from fl.wire.messages import (  # re-exported: import them from fl.wire
     MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, Ping, Pong,
     Welcome, parse_message,
 )
+from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # the data-summary extension (docs/protocol.md)
 
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "ALLOWED_DTYPES", "DEFAULT_MAX_HEADER_BYTES",
@@ -44,7 +45,7 @@ __all__ = [
     "BLOB_FORMAT_SKOPS", "NamedArrays", "ProtocolError", "PeerClosed", "Limits", "Frame",
     "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
     "Hello", "Welcome", "Fit", "FitMetadata", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
-    "Error", "Message", "MESSAGE_TYPES", "parse_message",
+    "Error", "Message", "MESSAGE_TYPES", "parse_message", "Summarize", "Summary", "SUMMARY_FEATURE",
 ]
 
 MAGIC = b"FLW1"

@@ -22,6 +22,7 @@ from fl.wire.fields import (
     CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _dict, _fail, _float, _int,
     _payload, _str, json_safe,
 )
+from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
 
 
 # ----------------------------------------------------------------- messages
@@ -38,10 +39,15 @@ class Hello:
     n_features: int
     token: str | None = None
     protocol: int = PROTOCOL_VERSION
+    # Optional v1 extension: capabilities the client offers, e.g. ["summary"] (docs/protocol.md, "Data
+    # summaries"); absent (None) for a client written before it, which a server treats as offering none.
+    features: list[str] | None = None
 
     def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
         header = {"type": self.TYPE, "protocol": self.protocol, "client_id": self.client_id,
                   "token": self.token, "n_samples": self.n_samples, "n_features": self.n_features}
+        if self.features is not None:
+            header["features"] = list(self.features)
         return header, [], None
 
     @classmethod
@@ -64,9 +70,13 @@ class Hello:
         client_id = _str(h, "client_id", cls.TYPE)
         if not CLIENT_ID_PATTERN.match(client_id):
             _fail(cls.TYPE, "client_id must be 1..64 characters of [A-Za-z0-9_.-]")
+        features = h.get("features")
+        if features is not None and not (isinstance(features, list) and len(features) <= 64
+                                         and all(isinstance(f, str) for f in features)):
+            _fail(cls.TYPE, "'features' must be a list of at most 64 strings")
         return cls(client_id=client_id, n_samples=_int(h, "n_samples", cls.TYPE, 1),
                    n_features=_int(h, "n_features", cls.TYPE, 0),
-                   token=_str(h, "token", cls.TYPE, optional=True), protocol=protocol)
+                   token=_str(h, "token", cls.TYPE, optional=True), protocol=protocol, features=features)
 
 
 @dataclass
@@ -331,11 +341,12 @@ class Error:
         return cls(code=_str(h, "code", cls.TYPE), message=_str(h, "message", cls.TYPE))
 
 
-Message = Hello | Welcome | Fit | FitResult | Evaluate | EvaluateResult | Ping | Pong | Bye | Error
+Message = Hello | Welcome | Fit | FitResult | Evaluate | EvaluateResult | Ping | Pong | Bye | Error | Summarize \
+    | Summary
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (Hello, Welcome, Fit, FitResult, Evaluate, EvaluateResult, Ping, Pong, Bye, Error)
+    for cls in (Hello, Welcome, Fit, FitResult, Evaluate, EvaluateResult, Ping, Pong, Bye, Error, Summarize, Summary)
 }
 
 
