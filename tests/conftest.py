@@ -75,3 +75,19 @@ def tcp_pair():
 def pair(request):
     """A connected (writer, reader) pair, over both transports."""
     return request.getfixturevalue("unix_pair" if request.param == "socketpair" else "tcp_pair")
+
+
+@pytest.fixture
+def runs():
+    """Server runs of the liveness tests (``runs(**kw)`` makes a tests.liveness_helpers.Run); closed at teardown."""
+    from tests.liveness_helpers import Run
+
+    made: list = []
+
+    def make(**kw) -> Run:
+        made.append(Run(**kw))
+        return made[-1]
+
+    yield make
+    for run in made:
+        run.close()

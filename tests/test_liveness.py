@@ -23,24 +23,11 @@ from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.wire import (Connection, Fit, Frame, Hello, Limits, ProtocolError, Welcome, decode_frame, frame_to_bytes,
                      parse_message)
 from fl.wire.aio import read_frame_async
-from tests.liveness_helpers import INTERVAL_S, MISSES, OldClient, Run, wait_until
+from tests.liveness_helpers import INTERVAL_S, MISSES, OldClient, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = INTERVAL_S * MISSES
-
-
-@pytest.fixture
-def runs():
-    made: list = []
-
-    def make(**kw) -> Run:
-        made.append(Run(**kw))
-        return made[-1]
-
-    yield make
-    for run in made:
-        run.close()
 
 
 def busy(seconds: float) -> None:

@@ -23,6 +23,20 @@ def make_runs(root: Path) -> list:
     return store.list()
 
 
+def stopped_run(root: Path, *, clients: int, rounds: int):
+    """A simulated logistic-regression run on iris, stopped during round 3 (two rounds finished)."""
+    import time
+
+    handle = simulation.start(RunConfig(partition="iid", dataset="iris", clients=clients, rounds=rounds,
+                                        model="logreg", workers=0), store=RunStore(root))
+    deadline = time.monotonic() + 60
+    while handle.state.current_round < 3 and handle.result is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handle.stop()
+    assert handle.wait(30) is not None
+    return handle
+
+
 def runs_page(at):
     at.switch_page("app_pages/runs.py").run()
     return at
@@ -159,17 +173,10 @@ def test_a_run_still_running_is_not_deleted(app_env):
 
 def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
     # Prepare: a simulated run of 6 rounds, stopped once it has finished 2
-    import time
-
     from ui.state import CURRENT_RUN, _registry
 
-    handle = simulation.start(RunConfig(partition="iid", dataset="iris", clients=3, rounds=6, model="logreg",
-                                        workers=0), store=RunStore(app_env))
-    deadline = time.monotonic() + 60
-    while handle.state.current_round < 3 and handle.result is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    handle.stop()
-    assert handle.wait(30) is not None and handle.result.status == "stopped"
+    handle = stopped_run(app_env, clients=3, rounds=6)
+    assert handle.result.status == "stopped"
     at = runs_page(new_app())
     select(at, [0])
     assert "it can go on from round" in texts(at.caption)
@@ -188,17 +195,9 @@ def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
 
 def test_a_stopped_hosted_run_is_resumed_from_the_deploy_page(app_env):
     # Prepare: a run stopped after round 2, recorded as hosted (its clients were other machines)
-    import time
-
     from ui.state import DEPLOY_RUN, _registry
 
-    handle = simulation.start(RunConfig(partition="iid", dataset="iris", clients=2, rounds=8, model="logreg",
-                                        workers=0), store=RunStore(app_env))
-    deadline = time.monotonic() + 60
-    while handle.state.current_round < 3 and handle.result is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    handle.stop()
-    assert handle.wait(30) is not None
+    handle = stopped_run(app_env, clients=2, rounds=8)
     summary_path = app_env / handle.run_id / "summary.json"
     summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "kind": "hosted"}))
     at = runs_page(new_app())

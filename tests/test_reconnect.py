@@ -22,19 +22,6 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def runs():
-    made: list = []
-
-    def make(**kw) -> Run:
-        made.append(Run(**kw))
-        return made[-1]
-
-    yield make
-    for run in made:
-        run.close()
-
-
 def ok_rounds(run: Run, client_id: str) -> list[int]:
     return [e["round"] for e in run.of("client_result") if e["client_id"] == client_id and e["status"] == "ok"]
 
