@@ -84,14 +84,18 @@ def _wait_for(page, condition, timeout_s: float, what: str) -> None:
         page.wait_for_timeout(200)
 
 
+def launch_chromium(pw):
+    """Debian's chromium, headless, as this machine runs it (Playwright's own download does not work here)."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
 def test_start_watch_stop_and_reload_in_the_browser(streamlit_url):
     streamlit_url, runs_dir = streamlit_url
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--headless", "--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1300})
             page.goto(streamlit_url)

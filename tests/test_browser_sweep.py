@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, _button, _wait_for, streamlit_url  # noqa: F401 - the fixture
+from tests.test_browser import CHROMIUM, _button, _wait_for, launch_chromium, streamlit_url  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "sweep.png"
@@ -42,9 +42,7 @@ def test_a_sweep_in_the_browser_shows_its_table_and_charts(streamlit_url):  # no
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--headless", "--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.goto(url)
