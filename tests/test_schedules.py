@@ -81,6 +81,8 @@ def test_without_a_given_rate_the_schedule_starts_from_the_models_own():
 
 
 def test_a_schedule_for_a_model_without_a_learning_rate_is_refused():
-    # Execute / Assert
+    # Execute / Assert: L-BFGS sizes its own steps (logistic regression's gd solver takes the server's)
     with pytest.raises(ConfigError, match="learning rate"):
-        RunConfig(model="logreg", lr_schedule="cosine").validate()
+        RunConfig(model="logreg", model_params={"local_solver": "lbfgs"}, lr_schedule="cosine").validate()
+    with pytest.raises(ConfigError, match="learning rate"):
+        RunConfig(model="gaussian_nb", lr_schedule="cosine").validate()

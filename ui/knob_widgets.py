@@ -88,9 +88,12 @@ def hyper_widget(model: str, hyper: Hyper) -> Any:
         except ValueError:
             st.error("Hidden layers must be whole numbers above 0, e.g. 64 or 128,64.")
             return None
+    if hyper.options is not None and all(isinstance(o, str) for o in hyper.options):  # named choices
+        return st.radio(hyper.label, list(hyper.options), horizontal=True, help=hyper.help or None,
+                        **widgets.kw(name, hyper.default))
     if hyper.options is not None:
         return st.select_slider(hyper.label, list(hyper.options), format_func=lambda v: f"{v:g}",
-                                **widgets.kw(name, hyper.default))
+                                help=hyper.help or None, **widgets.kw(name, hyper.default))
     start = 0 if hyper.default is None and hyper.zero_is_none else hyper.default
     value = st.slider(hyper.label, hyper.low, hyper.high, **widgets.kw(name, start))
     return None if hyper.zero_is_none and value == 0 else value

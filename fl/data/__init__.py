@@ -15,7 +15,7 @@ from fl.data.csvdata import (
 )
 from fl.data.csvread import CsvTable, read_csv_bytes, read_csv_table
 from fl.data.datasets import (
-    DATASETS, Dataset, FederatedData, Split, apply_standardization, load_dataset, local_holdout,
+    DATASETS, Dataset, FederatedData, Split, apply_standardization, load_dataset, local_holdout, training_row_count,
     make_federated_data, split_server_holdout, standardization_stats,
 )
 from fl.data.labels import (
@@ -32,6 +32,7 @@ __all__ = [
     "ClientCsv", "ColumnPlan", "CsvReport", "describe_csv", "features_from_frame", "frame_to_features",
     "load_client_csv", "load_client_frame", "plan_features", "CsvTable", "read_csv_bytes", "read_csv_table",
     "DATASETS", "Dataset", "FederatedData", "Split", "apply_standardization", "load_dataset", "local_holdout",
+    "training_row_count",
     "make_federated_data", "split_server_holdout", "standardization_stats", "TargetSplit", "apply_bins",
     "bin_labels_note", "guess_target", "looks_continuous", "normalize_labels", "prepare_target", "quantile_edges",
     "split_target", "target_rows", "PARTITIONERS", "DataError", "label_distribution", "partition", "ResourceError",

@@ -236,6 +236,14 @@ def apply_standardization(X: np.ndarray, stats: dict | None) -> np.ndarray:
 MIN_ROWS_FOR_LOCAL_HOLDOUT = 5
 
 
+def training_row_count(n_rows: int, fraction: float) -> int:
+    """How many of a client's ``n_rows`` it trains on when it holds ``fraction`` out (``local_holdout``): the
+    server computes the federation's training rows from the clients' row counts with it."""
+    if fraction <= 0 or n_rows < MIN_ROWS_FOR_LOCAL_HOLDOUT:
+        return n_rows
+    return n_rows - min(max(1, int(round(fraction * n_rows))), n_rows - 2)
+
+
 def local_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out rows) of one client's own data, seeded: the client and the baselines agree.
 
@@ -244,9 +252,9 @@ def local_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     than MIN_ROWS_FOR_LOCAL_HOLDOUT rows keep them all for training (and
     report no local score).
     """
-    if fraction <= 0 or n_rows < MIN_ROWS_FOR_LOCAL_HOLDOUT:
+    n_eval = n_rows - training_row_count(n_rows, fraction)
+    if n_eval == 0:
         return np.arange(n_rows), np.empty(0, dtype=np.int64)
-    n_eval = min(max(1, int(round(fraction * n_rows))), n_rows - 2)
     order = np.random.default_rng(seed).permutation(n_rows)
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 

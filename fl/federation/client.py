@@ -26,8 +26,10 @@ from fl.data import DataError, apply_bins, apply_standardization, features_from_
 from fl.learning.metrics import score_classifier
 from fl.learning.models import get_model
 from fl.learning.privacy import clip_update
+from fl.learning.strategies import CHANGE_PREFIX, CONTROL_PREFIX
 from fl.learning.training import PLATEAU_EPOCHS, LocalModel, has_converged
-from fl.wire import Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Limits, ProtocolError, Welcome
+from fl.wire import MAX_CONFUSION_CLASSES, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Limits, ProtocolError, \
+    Welcome
 from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
 
@@ -80,6 +82,18 @@ class ClientSettings:
     reconnect_s: float = 0.0  # after losing the server mid-run, keep trying to rejoin this long (0: leave)
 
 
+def split_control(params: list | None) -> tuple[list | None, list | None]:
+    """A SCAFFOLD ``fit``'s arrays: (the model's, the server's control variate ``c:NAME``, in the model's order)."""
+    if params is None:
+        return None, None
+    model = [(n, a) for n, a in params if not n.startswith(CONTROL_PREFIX)]
+    control = [(n, a) for n, a in params if n.startswith(CONTROL_PREFIX)]
+    if [n[len(CONTROL_PREFIX):] for n, _ in control] != [n for n, _ in model]:
+        raise ProtocolError("shape", "fit: the control variate's arrays must follow the model's, one per array, "
+                                     f"named {CONTROL_PREFIX}NAME")
+    return model, control
+
+
 def split_mismatch(server: dict | None, client: dict | None) -> str | None:
     """Why a partition this client rebuilt may hold rows the server tests on, or None.
 
@@ -117,6 +131,8 @@ class FederatedClient:
         self.conn: Any = None  # the session's connection, while it lasts
         self.joins = 0  # welcomes received: more than one means it rejoined after losing the server
         self.task_dict: dict | None = None  # the task it prepared for (a rejoin to the same one keeps its state)
+        # SCAFFOLD's control variate c_i, kept between rounds (a resumed simulation hands it back: ``variate``)
+        self.variate: list[np.ndarray] | None = None
 
     def _emit(self, kind: EventType, **fields: Any) -> None:
         if self.on_event is not None:
@@ -145,6 +161,8 @@ class FederatedClient:
         """
         if self.task_dict is not None and welcome.task == self.task_dict:
             return
+        if self.task_dict is not None:  # another task: nothing of the last one's training carries over
+            self.variate = None
         try:
             task = Task.from_dict(welcome.task)
         except ValueError as exc:
@@ -212,9 +230,15 @@ class FederatedClient:
         whole = msg.config.get("return") == "model"
         y = self.behaviour.labels(self.y, self.task.classes_array)
         started = time.perf_counter()
-        self._check_params(msg.params, "fit")
-        self.model.fit(self.X, y, global_arrays=msg.params, epochs=int(msg.config.get("local_epochs", 1)),
-                       config=msg.config, whole_model=whole)
+        params, control = split_control(msg.params) if msg.config.get("control_variates") else (msg.params, None)
+        self._check_params(params, "fit")
+        if control is not None:
+            self._check_params([(n[len(CONTROL_PREFIX):], a) for n, a in control], "fit control variate")
+            if self.variate is None:
+                self.variate = [np.zeros_like(a, dtype=np.float64) for _, a in control]
+        correction = [c - own for (_, c), own in zip(control, self.variate)] if control is not None else None
+        self.model.fit(self.X, y, global_arrays=params, epochs=int(msg.config.get("local_epochs", 1)),
+                       config=msg.config, whole_model=whole, correction=correction)
         metrics = {
             "train_time_s": round(time.perf_counter() - started, 6),
             "train_loss": self.model.train_metrics_["loss"],
@@ -225,11 +249,16 @@ class FederatedClient:
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
                              blob=blobs.dump_model(self.model.estimator_), metadata=self._metadata(metrics, None))
-        params = self._update(msg)
+        sent = self._update(params, msg.config)
         norm = None
-        if msg.params is not None:
-            norm = float(np.sqrt(sum(float(np.sum((a - g) ** 2)) for (_, a), (_, g) in zip(params, msg.params))))
-        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=params,
+        if params is not None:
+            norm = float(np.sqrt(sum(float(np.sum((a - g) ** 2)) for (_, a), (_, g) in zip(sent, params))))
+        if control is not None:  # SCAFFOLD: c_i becomes the local gradient at the global model; send its change
+            new = self.model.gradient_at(self.X, self.y, params, msg.config)
+            sent = sent + [(f"{CHANGE_PREFIX}{name}", a - old)
+                           for (name, _), a, old in zip(params, new, self.variate)]
+            self.variate = new
+        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sent,
                          metadata=self._metadata(metrics, norm))
 
     def _metadata(self, metrics: dict, update_norm: float | None) -> FitMetadata:
@@ -248,14 +277,14 @@ class FederatedClient:
         if got != expected:
             raise ProtocolError("shape", f"{where} parameters {got} do not fit the task, which needs {expected}")
 
-    def _update(self, msg: Fit) -> list[tuple[str, np.ndarray]]:
+    def _update(self, params: list | None, config: dict) -> list[tuple[str, np.ndarray]]:
         """The arrays to send: trained, then (simulated) attacked, then DP-clipped if asked."""
         named = self.model.get_parameters()
         names = [n for n, _ in named]
         arrays = [a for _, a in named]
-        global_arrays = [a for _, a in msg.params] if msg.params is not None else None
+        global_arrays = [a for _, a in params] if params is not None else None
         arrays = self.behaviour.update(global_arrays, arrays)
-        clip = msg.config.get("dp_clip_norm")
+        clip = config.get("dp_clip_norm")
         if clip is not None and global_arrays is not None:
             arrays = clip_update(global_arrays, arrays, float(clip))
         return list(zip(names, arrays))
@@ -270,6 +299,9 @@ class FederatedClient:
                 self.task.model_params, msg.params, self.task.classes_array, self.task.n_features)
         else:
             raise ProtocolError("message", "evaluate carried neither parameters nor a model")
-        metrics = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array)
-        self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **metrics)
-        return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=metrics)
+        scores = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array, with_confusion=True)
+        matrix = scores.pop("confusion")
+        self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **scores)
+        # The counts, not only the ratios: the server adds them up into the pooled rows' F1 (docs/protocol.md)
+        confusion = matrix.tolist() if len(matrix) <= MAX_CONFUSION_CLASSES else None
+        return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=scores, confusion=confusion)

@@ -74,9 +74,11 @@ class ParameterModel(GlobalModel):
         self.arrays: NamedArrays | None = model.initial_parameters(task.model_params, self.classes, task.n_features,
                                                                    seed)
         self.expected = model.expected_shapes(task.model_params, self.classes, task.n_features)
+        strategy.bind(self.expected)
 
     def fit_payload(self) -> dict[str, Any]:
-        return {"params": self.arrays}
+        """The global arrays, then any the strategy sends beside them (SCAFFOLD's control variate)."""
+        return {"params": list(self.arrays or []) + self.strategy.outgoing_arrays()}
 
     def evaluate_payload(self) -> dict[str, Any]:
         return {"params": self.arrays}
@@ -121,8 +123,9 @@ class ParameterModel(GlobalModel):
         if msg.params is None:
             return None, "sent no parameter arrays"
         got = [(name, tuple(arr.shape)) for name, arr in msg.params]
-        if got != self.expected:
-            return None, f"wrong arrays {got}, expected {self.expected}"
+        expected = self.expected + self.strategy.incoming_shapes()
+        if got != expected:
+            return None, f"wrong arrays {got}, expected {expected}"
         if not all(np.all(np.isfinite(arr)) for _, arr in msg.params):
             return None, "parameters are not finite"
         if msg.n_samples < 1:
@@ -132,6 +135,7 @@ class ParameterModel(GlobalModel):
         return (None, problem) if problem else (arrays, None)
 
     def update(self, accepted: Accepted) -> None:
+        self.strategy.accepted([cid for cid, _, _ in accepted])
         merged = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted], self._current)
         self.arrays = list(zip([name for name, _ in self.expected], merged))
         self.estimator = self.model.global_estimator(self.task.model_params, self.arrays, self.classes,

@@ -1,4 +1,13 @@
-"""Per-round numbers the round loop derives from what clients sent: metadata rows, weighted means, spreads."""
+"""Per-round numbers the round loop derives from what clients sent: metadata rows, summed counts, spreads.
+
+Global metrics of a server without data are computed from the sites' summed
+confusion matrices (fl/learning/metrics.py): the sum of counts is the count
+of the pooled rows, so macro F1 and balanced accuracy equal those of the
+pooled predictions. Accuracy and loss are per-row means, whose
+sample-weighted mean is exact. When a site sent no counts (a client written
+before them), the metrics that need counts are not available for the round
+(None), never an average of per-site ratios.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from fl.learning.metrics import metrics_from_confusion
 from fl.wire import FitResult
 
-METRIC_KEYS = ("accuracy", "loss", "f1_macro")
+METRIC_KEYS = ("accuracy", "loss", "f1_macro", "balanced_accuracy")
+COUNT_METRICS = ("f1_macro", "balanced_accuracy")  # not a per-row mean: only from summed counts
 
 
 def metadata_fields(msg: FitResult) -> dict[str, Any]:
@@ -25,14 +36,30 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def weighted_mean(per_client: dict[str, dict]) -> dict[str, float]:
-    """Sample-weighted mean of each metric over the clients that reported a finite value."""
-    out = {}
-    for key in METRIC_KEYS:
-        pairs = [(s.get(key), s["n_samples"]) for s in per_client.values()]
-        pairs = [(v, n) for v, n in pairs if finite(v) and n > 0]
-        weight = sum(n for _, n in pairs)
-        out[key] = sum(v * n for v, n in pairs) / weight if weight else math.nan
+def weighted_mean(per_client: dict[str, dict], key: str) -> float:
+    """Sample-weighted mean of a per-row metric (accuracy, loss) over the clients that reported a finite value."""
+    pairs = [(s.get(key), s["n_samples"]) for s in per_client.values()]
+    pairs = [(v, n) for v, n in pairs if finite(v) and n > 0]
+    weight = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / weight if weight else math.nan
+
+
+def federated_metrics(per_client: dict[str, dict], n_classes: int) -> dict[str, Any]:
+    """The global metrics of the sites' answers: accuracy, F1 and balanced accuracy from their summed confusion
+    matrices (``confusion``, None when a site sent none), loss as the weighted mean of their per-row means.
+
+    The summed matrix is returned as ``confusion`` (None when a site sent no
+    counts: its F1 and balanced accuracy are then None, not an average).
+    """
+    scored = {cid: s for cid, s in per_client.items() if s.get("n_samples", 0) > 0}
+    out: dict[str, Any] = {"loss": weighted_mean(scored, "loss"), "confusion": None}
+    if scored and all(s.get("confusion") is not None for s in scored.values()):
+        total = np.zeros((n_classes, n_classes), dtype=np.int64)
+        for s in scored.values():
+            total += s["confusion"]
+        out.update(metrics_from_confusion(total), confusion=total)
+    else:
+        out.update(accuracy=weighted_mean(scored, "accuracy"), **dict.fromkeys(COUNT_METRICS))
     return out
 
 

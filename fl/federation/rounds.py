@@ -19,13 +19,14 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
-from fl.federation.round_stats import METRIC_KEYS, client_spread, finite, metadata_fields, weighted_mean
+from fl.federation.round_stats import METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields
 from fl.federation.scrutiny import scrutinize
 from fl.federation.server import FederatedServer, Inbox, ServerStopped
-from fl.learning.metrics import score_classifier
+from fl.learning.metrics import metrics_from_confusion, score_classifier
 from fl.learning.strategies import Strategy
 from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, json_safe
 
@@ -140,6 +141,13 @@ class RoundRunner:
             return active
         return sorted(self.rng.choice(active, size=k, replace=False).tolist())
 
+    def _pool_rows(self) -> int:
+        """The rows every connected client trains on (their declared rows less their held-out share): the N
+        of the pooled objective (logistic regression's penalty 1/(C·N), SCAFFOLD's weights)."""
+        share = self.task.local_test_size
+        return sum(training_row_count(slot.n_samples, share) for cid in self.server.active_ids()
+                   if (slot := self.server.slot(cid)) is not None)
+
     def _send(self, client_ids: list[str], msg: Any, status: ClientStatus) -> tuple[list[str], dict[str, str]]:
         """Send one message (encoded once) to every client; those that cannot be reached fail at once."""
         sent, failed = self.server.broadcast(client_ids, msg, self.sessions)
@@ -230,7 +238,10 @@ class RoundRunner:
         self.stragglers = 0
         chosen = self._sample()
         self.server.emit(EventType.ROUND_START, round=round_no, clients=chosen)
-        config = {**self.settings.fit_config, "seed": self.settings.seed + round_no, **self.strategy.fit_config()}
+        pool_rows = self._pool_rows()
+        self.strategy.begin_round(round_no, pool_rows)
+        config = {**self.settings.fit_config, "seed": self.settings.seed + round_no, "pool_rows": pool_rows,
+                  **self.strategy.fit_config()}
         if self.settings.learning_rate is not None:  # from the initial rate and the round, never the last rate
             config["learning_rate"] = self.settings.learning_rate(round_no)
         n_available = len(self.server.active_ids())
@@ -257,7 +268,10 @@ class RoundRunner:
         self._keep_if_best(round_no, metrics)
         for cid, scores in per_client.items():
             rows.setdefault(cid, {"client_id": cid, "n_samples": scores["n_samples"], "status": "not sampled"})
-            rows[cid].update(eval_accuracy=scores.get("accuracy"), eval_loss=scores.get("loss"))
+            rows[cid].update(eval_accuracy=scores.get("accuracy"), eval_loss=scores.get("loss"),
+                             eval_f1_macro=scores.get("f1_macro"), eval_n_samples=scores["n_samples"])
+            if scores.get("confusion") is not None:
+                rows[cid]["eval_confusion"] = scores["confusion"].tolist()
         for cid in sorted(rows):
             slot = self.server.slot(cid)
             self.server.emit(EventType.CLIENT_RESULT, round=round_no, **rows[cid],
@@ -278,6 +292,8 @@ class RoundRunner:
             "learning_rate": config.get("learning_rate"),
             **self.strategy.round_metrics(),
         }
+        if metrics.get("confusion") is not None:  # the counts every metric above comes from (confusion.csv)
+            record["confusion"] = {"classes": json_safe(list(self.classes)), "counts": metrics["confusion"].tolist()}
         self.rounds.append(record)
         if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
             self.on_checkpoint(self.checkpoint())
@@ -340,7 +356,9 @@ class RoundRunner:
         after = self.model.parameters()
         if before is None or after is None:
             return  # whole fitted models: no update to measure
-        for cid, scores in scrutinize(before, [(cid, arrays) for cid, arrays, _ in accepted], after).items():
+        model_part = len(before)  # a strategy's own arrays (SCAFFOLD's Δc_i) come after the model's
+        updates = [(cid, arrays[:model_part]) for cid, arrays, _ in accepted]
+        for cid, scores in scrutinize(before, updates, after).items():
             rows[cid].update(scores)
             if scores["flagged"]:
                 self.server.emit(EventType.FLAGGED, round=round_no, client_id=cid, update_z=scores["update_z"],
@@ -376,12 +394,12 @@ class RoundRunner:
         metrics = None
         if self.data is not None:
             metrics = score_classifier(self.model.estimator, self._scale(self.data.X_test), self.data.y_test,
-                                       self.classes)
+                                       self.classes, with_confusion=True)
         per_client: dict[str, dict] = {}
         if self.data is None or (self.settings.client_eval and self.model.cheap_to_send):
             per_client = self._evaluate_on_clients(round_no)
         if metrics is None:
-            metrics = weighted_mean(per_client)
+            metrics = federated_metrics(per_client, len(self.classes))
         return metrics, per_client
 
     def _evaluate_on_clients(self, round_no: int) -> dict[str, dict]:
@@ -391,7 +409,26 @@ class RoundRunner:
         results, late = self._collect(round_no, EvaluateResult, sent)
         failures.update(late)
         self._set_status(sent, ClientStatus.IDLE)
+        scores = {}
+        for cid, result in sorted(results.items()):
+            score, problem = self._client_scores(result)
+            if problem:
+                failures[cid] = problem
+            else:
+                scores[cid] = score
         for cid, reason in sorted(failures.items()):
             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=f"evaluation: {reason}")
-        return {cid: {**{k: r.metrics.get(k) for k in METRIC_KEYS}, "n_samples": r.n_samples}
-                for cid, r in sorted(results.items())}
+        return scores
+
+    def _client_scores(self, result: EvaluateResult) -> tuple[dict[str, Any], str | None]:
+        """One site's scores of the global model: from its counts when it sent them (accuracy, F1 and balanced
+        accuracy then follow from the counts, whatever ratios it claims), else its metrics as sent."""
+        score: dict[str, Any] = {**{k: result.metrics.get(k) for k in METRIC_KEYS}, "n_samples": result.n_samples,
+                                 "confusion": None}
+        if result.confusion is not None:
+            matrix = np.asarray(result.confusion, dtype=np.int64)
+            k = len(self.classes)
+            if matrix.shape != (k, k):
+                return score, f"confusion counts over {len(matrix)} classes; the task has {k}"
+            score.update(metrics_from_confusion(matrix), confusion=matrix)
+        return score, None

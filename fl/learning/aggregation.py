@@ -47,6 +47,24 @@ def fedavg(results: Results) -> Arrays:
     ]
 
 
+def scaffold(results: Results, n_model: int, control: Arrays, pool_rows: int) -> tuple[Arrays, Arrays]:
+    """SCAFFOLD's server step (Karimireddy et al., 2020, with the server rate 1 and samples as weights).
+
+    Each result holds ``n_model`` model arrays, then that client's change of
+    control variate Δc_i (one array per model array). Returns the new global
+    arrays, the sample-weighted mean of the models (FedAvg), and the new
+    server variate c + Σ_{sampled} n_i Δc_i / N, N = ``pool_rows`` (the rows
+    of every client, sampled or not; at least the sampled ones): c stays the
+    row-weighted mean of all the clients' variates.
+    """
+    _check(results)
+    models = fedavg([(arrays[:n_model], n) for arrays, n in results])
+    total = float(max(pool_rows, sum(n for _, n in results)))
+    changes = [sum(n * np.asarray(arrays[n_model + i], dtype=np.float64) for arrays, n in results) / total
+               for i in range(n_model)]
+    return models, [np.asarray(c, dtype=np.float64) + d for c, d in zip(control, changes)]
+
+
 def median(results: Results) -> Arrays:
     """Coordinate-wise median, unweighted (Yin et al., 2018).
 

@@ -3,7 +3,9 @@
 Each client minimises F_k(w) + (μ/2)·||w − w_global||² instead of F_k(w).
 How the proximal term enters each model's local training:
 
-- logreg: exactly. Scikit-learn's solver cannot take an extra term, so with
+- logreg with the ``gd`` local solver (the default): exactly, as a term of
+  every gradient step (fl/learning/logistic.py).
+- logreg with the ``lbfgs`` local solver: exactly. Scikit-learn's solver cannot take an extra term, so with
   μ > 0 the client minimises, with SciPy's L-BFGS-B for ``local_epochs``
   iterations warm-started at w_global,
       (1/S) Σ s_i ℓ(x_i, y_i; W, b) + ||W||² / (2 C S) + (μ/2)(||W − W_g||² + ||b − b_g||²)
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, logsumexp, softmax
+
+from fl.learning.logistic import loss_and_gradient, targets
 
 Arrays = list[np.ndarray]
 
@@ -34,32 +37,21 @@ def proximal_step(params: Arrays, global_params: Arrays, mu: float) -> Arrays:
 
 def prox_logreg(X: np.ndarray, y: np.ndarray, classes: np.ndarray, coef: np.ndarray, intercept: np.ndarray,
                 C: float, mu: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logistic regression with the FedProx term, warm-started at (coef, intercept) = the global weights."""
+    """Logistic regression with the FedProx term, warm-started at (coef, intercept) = the global weights
+    (the ``lbfgs`` local solver; the ``gd`` one takes the proximal term in its steps, fl/learning/logistic.py)."""
     n, d = X.shape
     k = coef.shape[0]
-    S = float(n)
     g_coef, g_int = coef.astype(np.float64), intercept.astype(np.float64)
-    if k == 1:  # binary: one row of weights for classes[1]
-        target = (y == classes[1]).astype(np.float64)
-    else:
-        target = (y[:, None] == classes[None, :]).astype(np.float64)
+    target = targets(y, classes, k)
+    l2 = 1.0 / (C * float(n))  # scikit-learn's C Σ ℓ + ½||W||², divided by C·n
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W = theta[: k * d].reshape(k, d)
         b = theta[k * d:]
-        z = X @ W.T + b
-        if k == 1:
-            z1 = z[:, 0]
-            loss = np.sum(np.logaddexp(0.0, z1) - target * z1) / S
-            dz = ((expit(z1) - target) / S)[:, None]
-        else:
-            loss = np.sum(logsumexp(z, axis=1) - np.sum(target * z, axis=1)) / S
-            dz = (softmax(z, axis=1) - target) / S
+        loss, grad_W, grad_b = loss_and_gradient(X, target, W, b, l2)
         dW_prox, db_prox = W - g_coef, b - g_int
-        loss += np.sum(W * W) / (2 * C * S) + 0.5 * mu * (np.sum(dW_prox**2) + np.sum(db_prox**2))
-        grad_W = dz.T @ X + W / (C * S) + mu * dW_prox
-        grad_b = dz.sum(axis=0) + mu * db_prox
-        return float(loss), np.concatenate([grad_W.ravel(), grad_b])
+        loss += 0.5 * mu * (np.sum(dW_prox**2) + np.sum(db_prox**2))
+        return float(loss), np.concatenate([(grad_W + mu * dW_prox).ravel(), grad_b + mu * db_prox])
 
     start = np.concatenate([g_coef.ravel(), g_int])
     result = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": max(1, int(max_iter))})

@@ -2,6 +2,14 @@
 
 Every estimator is scored against the task's *global* class list, so a model
 that never saw a class still yields probabilities of the global width.
+
+Metrics that are not a per-row mean (macro F1, balanced accuracy, per-class
+precision and recall) are computed from a **confusion matrix** of counts,
+never by averaging ratios: counts from many sites add up to the counts of the
+pooled rows, so ``metrics_from_confusion(sum of the sites' matrices)`` equals
+the metric of the pooled predictions exactly (a mean of per-site F1s does
+not). Accuracy and log loss are per-row means, so their sample-weighted mean
+is exact too.
 """
 
 from __future__ import annotations
@@ -56,8 +64,10 @@ def uses_hinge_loss(estimator: Any) -> bool:
 
 
 def score_classifier(estimator: Any, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
-                     with_f1: bool = True) -> dict[str, float]:
-    """Accuracy, loss and macro F1 of ``estimator`` on (X, y), every label of ``y`` among ``classes``.
+                     with_f1: bool = True, with_confusion: bool = False) -> dict[str, Any]:
+    """Accuracy, loss, macro F1 and balanced accuracy of ``estimator`` on (X, y), every label of ``y`` among
+    ``classes``; with ``with_confusion`` also ``confusion``, the (k, k) int64 matrix of counts (row: true class,
+    column: predicted class, in the order of ``classes``).
 
     loss is the log loss over the global classes (probabilities clipped to
     [1e-15, 1] and renormalised), or the hinge loss for hinge-loss models,
@@ -67,7 +77,11 @@ def score_classifier(estimator: Any, X: np.ndarray, y: np.ndarray, classes: np.n
     """
     classes = np.asarray(classes)
     if len(y) == 0:
-        return {"accuracy": math.nan, "loss": math.nan, "f1_macro": math.nan}
+        empty: dict[str, Any] = {"accuracy": math.nan, "loss": math.nan, "f1_macro": math.nan,
+                                 "balanced_accuracy": math.nan}
+        if with_confusion:
+            empty["confusion"] = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        return empty
     index = np.searchsorted(classes, np.asarray(y))
     with np.errstate(all="ignore"):
         if uses_hinge_loss(estimator):
@@ -80,9 +94,14 @@ def score_classifier(estimator: Any, X: np.ndarray, y: np.ndarray, classes: np.n
             clipped = np.clip(proba, 1e-15, 1.0)
             clipped /= clipped.sum(axis=1, keepdims=True)
             loss = float(-np.mean(np.log(clipped[np.arange(len(index)), index])))
-    scores = {"accuracy": float(np.mean(pred_index == index)), "loss": loss}
-    if with_f1:
-        scores["f1_macro"] = macro_f1(index, pred_index, len(classes))
+    scores: dict[str, Any] = {"accuracy": float(np.mean(pred_index == index)), "loss": loss}
+    if with_f1 or with_confusion:
+        matrix = confusion_matrix(index, pred_index, len(classes))
+        from_counts = metrics_from_confusion(matrix)
+        scores["f1_macro"] = from_counts["f1_macro"]
+        scores["balanced_accuracy"] = from_counts["balanced_accuracy"]
+        if with_confusion:
+            scores["confusion"] = matrix
     return scores
 
 
@@ -119,11 +138,52 @@ def hinge(margins: np.ndarray, index: np.ndarray) -> float:
     return float(np.mean(np.maximum(0.0, 1.0 - (true - others.max(axis=1)))))
 
 
+def confusion_matrix(index: np.ndarray, pred_index: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) over class positions 0..n_classes-1: a (k, k) int64 matrix."""
+    flat = np.asarray(index, dtype=np.int64) * n_classes + np.asarray(pred_index, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class(matrix: np.ndarray) -> dict[str, list[float | None]]:
+    """Precision, recall and F1 of every class from a confusion matrix (rows true, columns predicted).
+
+    A class with no true rows has no recall (None: absent, not 0); a class
+    never predicted has no precision (None). F1 is 2·TP / (2·TP + FP + FN),
+    None for a class neither present nor predicted, 0 for one present but
+    never predicted correctly.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    true_rows, predicted = m.sum(axis=1), m.sum(axis=0)
+    f1_denominator = 2 * tp + (predicted - tp) + (true_rows - tp)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> list[float | None]:
+        return [float(a / b) if b > 0 else None for a, b in zip(num, den)]
+
+    return {"precision": ratio(tp, predicted), "recall": ratio(tp, true_rows), "f1": ratio(2 * tp, f1_denominator),
+            "support": [int(v) for v in true_rows]}
+
+
+def metrics_from_confusion(matrix: np.ndarray) -> dict[str, float]:
+    """accuracy, f1_macro and balanced_accuracy of the predictions a confusion matrix counts.
+
+    As scikit-learn computes them on the rows themselves: macro F1 averages
+    over the classes that occur among the true or the predicted labels
+    (``f1_score(average="macro")``), balanced accuracy is the mean recall
+    over the classes with true rows (``balanced_accuracy_score``). NaN for
+    an empty matrix.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    total = m.sum()
+    if total <= 0:
+        return {"accuracy": math.nan, "f1_macro": math.nan, "balanced_accuracy": math.nan}
+    scores = per_class(m)
+    f1 = [v for v in scores["f1"] if v is not None]
+    recall = [v for v in scores["recall"] if v is not None]
+    return {"accuracy": float(np.trace(m) / total), "f1_macro": float(np.mean(f1)) if f1 else math.nan,
+            "balanced_accuracy": float(np.mean(recall)) if recall else math.nan}
+
+
 def macro_f1(index: np.ndarray, pred_index: np.ndarray, n_classes: int) -> float:
-    """Mean over every class of 2·TP / (2·TP + FP + FN), 0 for a class with none of them."""
-    tp = np.bincount(index[index == pred_index], minlength=n_classes).astype(np.float64)
-    fp = np.bincount(pred_index, minlength=n_classes) - tp
-    fn = np.bincount(index, minlength=n_classes) - tp
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
-    return float(f1.mean())
+    """scikit-learn's ``f1_score(average="macro")``: over the classes among the true or predicted labels."""
+    return metrics_from_confusion(confusion_matrix(index, pred_index, n_classes))["f1_macro"]

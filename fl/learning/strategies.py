@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from fl.learning.aggregation import Arrays, Results, fedavg, krum, median, stacking, trimmed_mean, voting
-from fl.learning.models import ModelAdapter
+from fl.learning.aggregation import Arrays, Results, fedavg, krum, median, scaffold, stacking, trimmed_mean, voting
+from fl.learning.models import ModelAdapter, NamedArrays
 
 STRATEGIES: dict[str, type["Strategy"]] = {}
 
@@ -40,6 +40,7 @@ class Strategy:
     is_mean: ClassVar[bool] = False
     knobs: ClassVar[tuple[str, ...]] = ()
     needs_validation: ClassVar[bool] = False  # the server's validation split (stacking's meta-learner)
+    dp_refusal: ClassVar[str | None] = None  # why differential privacy cannot wrap this rule, beyond not being a mean
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,6 +73,10 @@ class Strategy:
         """Keys this strategy adds to every ``fit`` message's config."""
         return {"return": str(self.payload)}
 
+    def begin_round(self, round_no: int, pool_rows: int) -> None:
+        """Called once per round before ``fit`` goes out; ``pool_rows``: the training rows of every connected
+        client (sampled or not), the N of the pooled objective."""
+
     def end_round(self, n_available: int, n_sampled: int) -> None:
         """Called once per round after aggregation (privacy accounting counts rounds)."""
 
@@ -98,6 +103,20 @@ class ParameterStrategy(Strategy):
         """Why one client's arrays cannot be merged under this strategy, or None."""
         return None
 
+    def bind(self, model_shapes: list[tuple[str, tuple]]) -> None:
+        """The names and shapes of the model's arrays, told once the task is known (before round 1)."""
+
+    def outgoing_arrays(self) -> NamedArrays:
+        """Arrays sent in every ``fit`` after the global model's (SCAFFOLD's control variate)."""
+        return []
+
+    def incoming_shapes(self) -> list[tuple[str, tuple]]:
+        """Arrays every ``fit_result`` carries after the model's: names and shapes."""
+        return []
+
+    def accepted(self, client_ids: list[str]) -> None:
+        """The clients whose results the next ``aggregate`` gets, in their order."""
+
 
 class RobustRule(ParameterStrategy):
     """Robust rules order coordinates or compare updates: they are not a mean of clipped updates."""
@@ -116,6 +135,92 @@ class FedAvg(ParameterStrategy):
 
     def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
         return fedavg(results)
+
+
+CONTROL_PREFIX = "c:"  # fit: the server's control variate, after the model's arrays (docs/protocol.md, SCAFFOLD)
+CHANGE_PREFIX = "dc:"  # fit_result: the client's change of control variate, after the model's arrays
+
+
+class Scaffold(ParameterStrategy):
+    """SCAFFOLD (Karimireddy et al., ICML 2020): FedAvg whose clients correct every local step for drift.
+
+    The server keeps a control variate c (the clients' mean gradient) and
+    sends it in every ``fit`` beside the model; client i keeps its own c_i
+    (its local gradient at the global model it last trained from) and adds
+    c − c_i to the gradient of every local step, so a site's steps follow
+    the federation's direction rather than only its own data's. It returns
+    the model and Δc_i; the server averages the models (FedAvg) and adds
+    Σ n_i Δc_i / N to c (fl/learning/aggregation.py ``scaffold``). The
+    server also keeps every client's c_i (the sum of its Δc_i): a resumed
+    simulation hands the clients theirs back from the checkpoint.
+    """
+
+    name = "scaffold"
+    label = "SCAFFOLD: FedAvg with drift-correcting control variates"
+    dp_refusal = ("SCAFFOLD's control variates travel unclipped and without noise beside each update, so "
+                  "differential privacy's guarantee would not cover them: use fedavg (or FedProx) with it")
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[str, tuple]] = []  # the model's arrays (bind)
+        self.control: Arrays | None = None  # c, zeros until the first aggregate
+        self.client_variates: dict[str, Arrays] = {}  # c_i per client: what each has sent, summed
+        self.pool_rows = 0
+        self._ids: list[str] = []
+
+    @classmethod
+    def refuses(cls, model: ModelAdapter) -> str | None:
+        if not (model.averageable and model.iterative and model.has_gradient) or model.exact_merge:
+            return (f"SCAFFOLD corrects the gradient steps of local training; {model.label} is not trained in "
+                    "gradient steps from the global weights (use it with logreg, sgd, linear_svm or mlp)")
+        return super().refuses(model)
+
+    def fit_config(self) -> dict[str, Any]:
+        return {**super().fit_config(), "control_variates": True}
+
+    def begin_round(self, round_no: int, pool_rows: int) -> None:
+        self.pool_rows = pool_rows
+
+    def bind(self, model_shapes: list[tuple[str, tuple]]) -> None:
+        self.shapes = list(model_shapes)
+        if self.control is None:
+            self.control = [np.zeros(shape) for _, shape in self.shapes]
+
+    def outgoing_arrays(self) -> NamedArrays:
+        return [(f"{CONTROL_PREFIX}{name}", c) for (name, _), c in zip(self.shapes, self.control or [])]
+
+    def incoming_shapes(self) -> list[tuple[str, tuple]]:
+        return [(f"{CHANGE_PREFIX}{name}", shape) for name, shape in self.shapes]
+
+    def accepted(self, client_ids: list[str]) -> None:
+        self._ids = list(client_ids)
+
+    def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
+        n_model = len(results[0][0]) // 2
+        if self.control is None:  # not bound: a direct call with results alone
+            self.control = [np.zeros_like(np.asarray(a, dtype=np.float64)) for a in results[0][0][:n_model]]
+        merged, self.control = scaffold(results, n_model, self.control, self.pool_rows)
+        for cid, (arrays, _) in zip(self._ids, results):
+            own = self.client_variates.get(cid) or [np.zeros_like(c) for c in self.control]
+            self.client_variates[cid] = [v + np.asarray(d, dtype=np.float64) for v, d in zip(own, arrays[n_model:])]
+        return merged
+
+    def state(self) -> dict[str, Any]:
+        if self.control is None:
+            return {}
+        return {"control": list(self.control), "clients": {cid: list(v) for cid, v in self.client_variates.items()}}
+
+    @staticmethod
+    def variates_in(state: dict[str, Any]) -> dict[str, Arrays]:
+        """Every client's c_i in a strategy's checkpointed state (SCAFFOLD's own, or wrapped: ``inner``)."""
+        while state and "clients" not in state:
+            state = state.get("inner") or {}
+        return {cid: [np.asarray(a, dtype=np.float64) for a in v] for cid, v in (state.get("clients") or {}).items()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("control") is not None:
+            self.control = [np.asarray(c, dtype=np.float64) for c in state["control"]]
+            self.client_variates = {cid: [np.asarray(a, dtype=np.float64) for a in v]
+                                    for cid, v in (state.get("clients") or {}).items()}
 
 
 class Median(RobustRule):

@@ -28,11 +28,13 @@ class LocalModel:
         self.seed = seed
 
     def fit(self, X: np.ndarray, y: np.ndarray, global_arrays: NamedArrays | None = None,
-            epochs: int = 1, config: dict | None = None, whole_model: bool = False) -> "LocalModel":
+            epochs: int = 1, config: dict | None = None, whole_model: bool = False,
+            correction: list[np.ndarray] | None = None) -> "LocalModel":
         """Train on local data only; returns self with ``estimator_`` and ``train_metrics_`` set.
 
         ``whole_model`` asks for a model trained from scratch (stacking and
-        voting), even for an averageable model.
+        voting), even for an averageable model; ``correction`` is SCAFFOLD's
+        c − c_i, added to the gradient of every local step.
         """
         adapter = get_model(self.name)
         classes = np.asarray(self.classes)
@@ -42,7 +44,7 @@ class LocalModel:
         else:
             self.estimator_ = adapter.fit_local(getattr(self, "estimator_", None), self.params, X, y, classes,
                                                 self.n_features, global_arrays, max(1, int(epochs)), config or {},
-                                                self.seed, losses=losses)
+                                                self.seed, losses=losses, correction=correction)
         self.train_metrics_ = score_classifier(self.estimator_, X, y, classes, with_f1=False)  # F1 is unused here
         # One loss per local epoch where the model trains epoch by epoch; one solve (L-BFGS, whole models): one.
         self.epoch_losses_ = losses or [self.train_metrics_["loss"]]
@@ -50,6 +52,11 @@ class LocalModel:
 
     def get_parameters(self) -> NamedArrays:
         return get_model(self.name).get_parameters(self.estimator_)
+
+    def gradient_at(self, X: np.ndarray, y: np.ndarray, global_arrays: NamedArrays, config: dict) -> list[np.ndarray]:
+        """The gradient of the local objective at the global parameters (SCAFFOLD's c_i)."""
+        return get_model(self.name).local_gradient(self.params, X, y, np.asarray(self.classes), self.n_features,
+                                                  global_arrays, config)
 
 
 PLATEAU_EPOCHS = 3

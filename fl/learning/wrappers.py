@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fl.learning.aggregation import Arrays, Results
+from fl.learning.models import NamedArrays
 from fl.learning.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
 from fl.learning.server_opt import ServerOptimizer
 from fl.learning.strategies import ParameterStrategy
@@ -43,6 +44,21 @@ class Wrapper(ParameterStrategy):
 
     def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
         return self.inner.aggregate(results, current)
+
+    def bind(self, model_shapes: list[tuple[str, tuple]]) -> None:
+        self.inner.bind(model_shapes)
+
+    def outgoing_arrays(self) -> NamedArrays:
+        return self.inner.outgoing_arrays()
+
+    def incoming_shapes(self) -> list[tuple[str, tuple]]:
+        return self.inner.incoming_shapes()
+
+    def accepted(self, client_ids: list[str]) -> None:
+        self.inner.accepted(client_ids)
+
+    def begin_round(self, round_no: int, pool_rows: int) -> None:
+        self.inner.begin_round(round_no, pool_rows)
 
     def end_round(self, n_available: int, n_sampled: int) -> None:
         self.inner.end_round(n_available, n_sampled)

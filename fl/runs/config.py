@@ -308,7 +308,9 @@ class RunConfig:
                 yield f"{model.label} statistics are merged exactly; {what} does not apply to them"
         if self.proximal_mu > 0 and not model.iterative:
             yield "FedProx needs an iterative model: " + ", ".join(n for n, m in MODELS.items() if m.iterative)
-        if self.dp != "none" and rule.payload is Payload.PARAMETERS and not rule.is_mean and not model.exact_merge:
+        if self.dp != "none" and rule.dp_refusal:
+            yield rule.dp_refusal
+        elif self.dp != "none" and rule.payload is Payload.PARAMETERS and not rule.is_mean and not model.exact_merge:
             yield (f"differential privacy's noise is calibrated for a mean of clipped updates (sensitivity C/m); "
                    f"{self.aggregation} is not a mean (Krum returns one client's update, sensitivity about 2C), so "
                    "its ε would be false: use fedavg with dp")

@@ -22,6 +22,7 @@ from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
+from fl.learning.strategies import Scaffold
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
@@ -65,12 +66,14 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
         handle.writer.save_json("partition.json", partition_summary(data, client_ids))
     host, port = handle.server.address
     n_workers = worker_count(config)
+    variates = Scaffold.variates_in(resume.strategy) if resume is not None else {}  # clients' state, resumed
     if n_workers == 0:  # one host in this process
         clients = make_clients(config, data, list(range(len(client_ids))), host, port, handle.client_stop,
-                               JOIN_TIMEOUT_S)
+                               JOIN_TIMEOUT_S, variates)
         target: Callable[[], Any] = ClientHost(clients, stop=handle.client_stop, name=handle.run_id).run
     else:  # hosts in worker processes, each rebuilding its clients' partitions from the config
-        specs = [HostSpec(config.to_dict(), host, port, indices, JOIN_TIMEOUT_S)
+        specs = [HostSpec(config.to_dict(), host, port, indices, JOIN_TIMEOUT_S,
+                          {client_ids[i]: variates[client_ids[i]] for i in indices if client_ids[i] in variates})
                  for indices in split_indices(len(client_ids), n_workers)]
         target = functools.partial(run_in_processes, specs)
     hosts = threading.Thread(target=target, name=f"fl-hosts-{handle.run_id}", daemon=True)

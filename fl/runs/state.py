@@ -27,6 +27,7 @@ from fl.runs.store import RunStore, RunWriter, new_run_id
 from fl.runs.tracking import MlflowTracker, open_tracker
 
 MAX_EVENTS_KEPT = 2000
+MAX_CONFUSION_CELLS = 2_000_000  # clients' confusion counts kept for the page; older rounds go first
 
 
 class RunState:
@@ -60,6 +61,9 @@ class RunState:
             EventType.DATA_REPORT: self._on_data_report,
         }
         self.data_report: dict | None = None  # rows and classes per site, columns used or dropped (data_report.json)
+        # round -> client id -> its confusion counts of that round's global model (bounded: MAX_CONFUSION_CELLS)
+        self.client_confusion: dict[int, dict[str, list]] = {}
+        self._confusion_cells = 0
 
     @staticmethod
     def _new_client(cid: str, n_samples: int | None = None) -> dict:
@@ -106,6 +110,9 @@ class RunState:
     def _on_client_result(self, event: dict, client: dict | None) -> None:
         if client is None:
             return
+        if event.get("eval_confusion") is not None:  # kept apart, bounded: the rows stay small
+            self._keep_confusion(event["round"], event["client_id"], event["eval_confusion"])
+            event = {k: v for k, v in event.items() if k != "eval_confusion"}
         self.client_rows.append(event)
         client.update(bytes_sent=event.get("bytes_sent"), bytes_received=event.get("bytes_received"))
         if event.get("status") == "ok":
@@ -117,6 +124,13 @@ class RunState:
             client["converged"] = event.get("converged")
         if event.get("flagged"):
             client["flagged_rounds"] = client.get("flagged_rounds", 0) + 1
+
+    def _keep_confusion(self, round_no: int, client_id: str, counts: list) -> None:
+        self.client_confusion.setdefault(round_no, {})[client_id] = counts
+        self._confusion_cells += len(counts) ** 2
+        while self._confusion_cells > MAX_CONFUSION_CELLS and len(self.client_confusion) > 1:
+            oldest = self.client_confusion.pop(min(self.client_confusion))
+            self._confusion_cells -= sum(len(c) ** 2 for c in oldest.values())
 
     def _on_failure(self, event: dict, client: dict | None) -> None:
         if client is not None:
@@ -172,6 +186,7 @@ class RunState:
                 "final_metrics": dict(self.final_metrics),
                 "baselines": self.baselines, "baselines_status": self.baselines_status, "kind": self.kind,
                 "n_classes": self.n_classes, "data_report": self.data_report,
+                "client_confusion": {r: dict(m) for r, m in self.client_confusion.items()} if client_rows else {},
             }
 
 

@@ -18,6 +18,10 @@ directory):
                    (fl/federation/checkpoint.py; no pickle), replaced after every round
     data_report.json  what the run's data is: rows and class balance per site, missing values and
                    columns used or dropped (and why), leak warnings (the ``data_report`` event)
+    confusion.csv  per round, the global model's confusion counts: round, true, predicted, count (every
+                   cell); the counts accuracy, macro F1 and balanced accuracy of metrics.csv come from
+    client_confusion.csv  per round and client, its own held-out rows' counts: round, client_id, true,
+                   predicted, count (non-zero cells only: a thousand clients stay small)
 
 CSV and event lines are appended as events arrive, so a crash loses at most the
 last line; config, summary, models and the checkpoint are written aside and
@@ -52,14 +56,19 @@ DATA_REPORT_FILE = "data_report.json"
 METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accuracy", "client_accuracy_p10",
                    "client_accuracy_median", "client_accuracy_p90", "client_accuracy_std",
                    "n_fit_clients", "n_failures", "n_stragglers", "duration_s", "bytes_sent", "bytes_received",
-                   "epsilon", "learning_rate")
+                   "epsilon", "learning_rate", "balanced_accuracy")
+FINAL_KEYS = ("accuracy", "loss", "f1_macro", "balanced_accuracy")  # summary.json's final_metrics
 # eval_*: the global model of that round scored by the client on its own data;
 # epoch_losses .. reported_update_norm: the client's own account (fit_result metadata, ";"-separated losses);
 # update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py)
 CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "status", "reason", "train_time_s", "train_loss",
                    "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received",
                    "epoch_losses", "converged", "samples_used", "reported_update_norm",
-                   "update_norm", "update_cosine", "update_z", "flagged")
+                   "update_norm", "update_cosine", "update_z", "flagged", "eval_f1_macro")
+CONFUSION_COLUMNS = ("round", "true", "predicted", "count")
+CLIENT_CONFUSION_COLUMNS = ("round", "client_id", "true", "predicted", "count")
+CSV_FILES = {"metrics.csv": METRICS_COLUMNS, "clients.csv": CLIENTS_COLUMNS, "confusion.csv": CONFUSION_COLUMNS,
+             "client_confusion.csv": CLIENT_CONFUSION_COLUMNS}
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -99,6 +108,7 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
         self._lock = threading.Lock()
+        self._client_confusion: list[dict] = []  # this round's client counts, until its round names the classes
         self.summary: dict[str, Any] = {"run_id": run_id, "status": "running", "started_at": time.time(),
                                         "finished_at": None, "final_metrics": {}, "rounds_done": 0,
                                         "baselines": None}
@@ -106,7 +116,7 @@ class RunWriter:
             self._resume(resume)
             return
         write_json_atomically(self.dir / "config.json", config, sort_keys=True)
-        for name, columns in (("metrics.csv", METRICS_COLUMNS), ("clients.csv", CLIENTS_COLUMNS)):
+        for name, columns in CSV_FILES.items():
             with open(self.dir / name, "w", newline="") as fh:
                 csv.writer(fh).writerow(columns)
         (self.dir / "events.jsonl").write_text("")
@@ -123,10 +133,11 @@ class RunWriter:
         self.summary.update(status="running", finished_at=None, error=None, rounds_done=ckpt.round,
                             resumed_after_rounds=resumed)
         if ckpt.rounds:
-            self.summary["final_metrics"] = {k: _clean(ckpt.rounds[-1].get(k)) for k in ("accuracy", "loss", "f1_macro")}
+            self.summary["final_metrics"] = {k: _clean(ckpt.rounds[-1].get(k)) for k in FINAL_KEYS}
         write_atomically(self.dir / "metrics.csv", _csv_text(METRICS_COLUMNS, ckpt.rounds))
-        write_atomically(self.dir / "clients.csv", _csv_text(CLIENTS_COLUMNS, _rows_up_to(
-            self.dir / "clients.csv", ckpt.round)))
+        for name, columns in CSV_FILES.items():
+            if name != "metrics.csv":
+                write_atomically(self.dir / name, _csv_text(columns, _rows_up_to(self.dir / name, ckpt.round)))
         self._write_summary()
 
     def save_checkpoint(self, ckpt: Checkpoint) -> None:
@@ -150,14 +161,35 @@ class RunWriter:
             kind = event.get("type")
             if kind == "round":
                 self._append_row("metrics.csv", METRICS_COLUMNS, event)
+                self._write_confusion(event)
                 self.summary["rounds_done"] = event.get("round")
-                self.summary["final_metrics"] = {k: _clean(event.get(k)) for k in ("accuracy", "loss", "f1_macro")}
+                self.summary["final_metrics"] = {k: _clean(event.get(k)) for k in FINAL_KEYS}
                 self._write_summary()
             elif kind == "client_result":
                 self._append_row("clients.csv", CLIENTS_COLUMNS, event)
+                if event.get("eval_confusion") is not None:  # written with its round, which names the classes
+                    self._client_confusion.append(event)
             elif kind == "data_report":
                 write_json_atomically(self.dir / DATA_REPORT_FILE, event.get("report") or {},
                                       default=_json_default)
+
+    def _write_confusion(self, record: dict) -> None:
+        """confusion.csv (every cell of the round's global counts) and the round's buffered client counts."""
+        pending, self._client_confusion = self._client_confusion, []
+        confusion = record.get("confusion")
+        if not confusion:
+            return
+        classes, round_no = confusion["classes"], record.get("round")
+        with open(self.dir / "confusion.csv", "a", newline="") as fh:
+            writer = csv.writer(fh)
+            for i, row in enumerate(confusion["counts"]):
+                writer.writerows([round_no, classes[i], classes[j], n] for j, n in enumerate(row))
+        with open(self.dir / "client_confusion.csv", "a", newline="") as fh:
+            writer = csv.writer(fh)
+            for event in pending:
+                for i, row in enumerate(event["eval_confusion"]):
+                    writer.writerows([event.get("round"), event.get("client_id"), classes[i], classes[j], n]
+                                     for j, n in enumerate(row) if n)
 
     def save_json(self, name: str, data: Any) -> None:
         """A side file of the run (e.g. baselines.json, partition.json)."""
@@ -236,6 +268,14 @@ class StoredRun:
 
     def clients(self) -> pd.DataFrame:
         return _read_csv(self.path / "clients.csv", CLIENTS_COLUMNS)
+
+    def confusion(self) -> pd.DataFrame:
+        """The global model's confusion counts per round (empty for runs before they were kept)."""
+        return _read_csv(self.path / "confusion.csv", CONFUSION_COLUMNS)
+
+    def client_confusion(self) -> pd.DataFrame:
+        """Each client's confusion counts per round, non-zero cells only."""
+        return _read_csv(self.path / "client_confusion.csv", CLIENT_CONFUSION_COLUMNS)
 
     def events(self) -> list[dict]:
         out = []

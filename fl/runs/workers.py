@@ -38,6 +38,7 @@ class HostSpec:
     port: int
     indices: list[int]  # partitions (= clients) this host runs
     connect_timeout_s: float = 60.0
+    variates: dict[str, Any] | None = None  # a resumed SCAFFOLD run: its clients' control variates, by id
 
 
 def worker_count(config: Any) -> int:
@@ -57,8 +58,9 @@ def split_indices(n_clients: int, n_hosts: int) -> list[list[int]]:
 
 
 def make_clients(config: Any, data: Any, indices: list[int], host: str, port: int, stop: threading.Event | None,
-                 connect_timeout_s: float) -> list[FederatedClient]:
-    """The clients of ``indices``, each with its own partition, seed and (simulated) behaviour."""
+                 connect_timeout_s: float, variates: dict[str, Any] | None = None) -> list[FederatedClient]:
+    """The clients of ``indices``, each with its own partition, seed and (simulated) behaviour, and (a resumed
+    SCAFFOLD run) the control variate it had."""
     from fl.runs.build import client_ids_for
 
     all_ids = client_ids_for(data)
@@ -71,8 +73,10 @@ def make_clients(config: Any, data: Any, indices: list[int], host: str, port: in
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
         settings = ClientSettings(host=host, port=port, connect_timeout_s=connect_timeout_s, server_up=True)
-        clients.append(FederatedClient(all_ids[i], local, settings, stop=stop, seed=config.seed,
-                                       behaviour=behaviours[all_ids[i]]))
+        client = FederatedClient(all_ids[i], local, settings, stop=stop, seed=config.seed,
+                                 behaviour=behaviours[all_ids[i]])
+        client.variate = (variates or {}).get(all_ids[i])
+        clients.append(client)
     return clients
 
 
@@ -101,7 +105,8 @@ def run_host(spec: HostSpec) -> list[dict[str, Any]]:
 
     config = RunConfig.from_dict(spec.config)
     data = load_data(config)
-    clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s)
+    clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s,
+                           spec.variates)
     return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
 
 

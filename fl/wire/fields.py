@@ -121,6 +121,29 @@ def _dict(h: dict, key: str, t: str, optional: bool = False) -> dict | None:
     return value
 
 
+MAX_CONFUSION_CLASSES = 256  # a confusion matrix of more classes is not sent (its metrics are then not available)
+MAX_EXACT_INT = 2**53  # the largest integer every JSON reader holds exactly (a double's mantissa)
+
+
+def _counts_matrix(h: dict, key: str, t: str, total: int) -> list[list[int]] | None:
+    """An optional square matrix of non-negative integer counts that add up to ``total`` (a confusion matrix)."""
+    value = h.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_CONFUSION_CLASSES:
+        _fail(t, f"{key!r} must be a list of 1 to {MAX_CONFUSION_CLASSES} rows")
+    k = len(value)
+    for row in value:
+        if not isinstance(row, list) or len(row) != k:
+            _fail(t, f"{key!r} must be a square matrix ({k} rows of {k} counts)")
+        for v in row:
+            if type(v) is not int or not 0 <= v <= MAX_EXACT_INT:
+                _fail(t, f"{key!r} must hold whole counts from 0 to 2^53")
+    if sum(map(sum, value)) != total:
+        _fail(t, f"{key!r} counts add up to {sum(map(sum, value))}, not to n_samples {total}")
+    return value
+
+
 def _check_type(frame: Frame, cls: type) -> dict:
     h = frame.header
     if h.get("type") != cls.TYPE:

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from fl.wire.fields import (  # re-exported: import them from fl.wire
-    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, PeerClosed, ProtocolError, json_safe,
+    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MAX_CONFUSION_CLASSES, PROTOCOL_VERSION, Frame, NamedArrays, PeerClosed,
+    ProtocolError, json_safe,
 )
 from fl.wire.messages import (  # re-exported: import them from fl.wire
     MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, Ping, Pong,
@@ -46,6 +47,7 @@ __all__ = [
     "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
     "Hello", "Welcome", "Fit", "FitMetadata", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
     "Error", "Message", "MESSAGE_TYPES", "parse_message", "Summarize", "Summary", "SUMMARY_FEATURE",
+    "MAX_CONFUSION_CLASSES",
 ]
 
 MAGIC = b"FLW1"

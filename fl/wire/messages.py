@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fl.wire.fields import (
-    CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _dict, _fail, _float, _int,
-    _payload, _str, json_safe,
+    CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _counts_matrix, _dict, _fail,
+    _float, _int, _payload, _str, json_safe,
 )
 from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
 
@@ -251,24 +251,37 @@ class Evaluate:
 
 @dataclass
 class EvaluateResult:
-    """C→S: the global model's ``accuracy``, ``loss`` and ``f1_macro`` on ``n_samples`` local rows."""
+    """C→S: the global model's ``accuracy``, ``loss`` and ``f1_macro`` on ``n_samples`` local rows.
+
+    ``confusion`` (optional, added within v1: docs/protocol.md, "Confusion
+    counts") is the (k, k) matrix of counts over the task's classes, row the
+    true class and column the predicted one, in the order of ``task.classes``;
+    its counts add up to ``n_samples``. The server sums the sites' matrices
+    and computes macro F1 and balanced accuracy from the sum, which equals
+    those of the pooled predictions; a client without it still works (those
+    metrics are then not available for the round).
+    """
 
     TYPE: ClassVar[str] = "evaluate_result"
     round: int
     n_samples: int
     metrics: dict
+    confusion: list[list[int]] | None = None
 
     def to_frame(self) -> tuple[dict, NamedArrays, bytes | None]:
         header = {"type": self.TYPE, "round": self.round, "n_samples": self.n_samples,
                   "metrics": json_safe(self.metrics)}
+        if self.confusion is not None:
+            header["confusion"] = json_safe(self.confusion)
         return header, [], None
 
     @classmethod
     def from_frame(cls, frame: Frame) -> EvaluateResult:
-        """Validate round >= 1, n_samples >= 0 and a metrics object."""
+        """Validate round >= 1, n_samples >= 0, a metrics object and, when present, the confusion counts."""
         h = _check_type(frame, cls)
-        return cls(round=_int(h, "round", cls.TYPE, 1), n_samples=_int(h, "n_samples", cls.TYPE, 0),
-                   metrics=_dict(h, "metrics", cls.TYPE))
+        n_samples = _int(h, "n_samples", cls.TYPE, 0)
+        return cls(round=_int(h, "round", cls.TYPE, 1), n_samples=n_samples, metrics=_dict(h, "metrics", cls.TYPE),
+                   confusion=_counts_matrix(h, "confusion", cls.TYPE, n_samples))
 
 
 @dataclass

@@ -41,6 +41,8 @@ class Hyper:
     high: int | None = None  # ... to high
     zero_is_none: bool = False  # slider value 0 means None ("unlimited")
     layers: bool = False  # comma-separated whole numbers (hidden layer sizes)
+    own: bool = False  # read by the adapter (how it trains locally), not a parameter of the scikit-learn estimator
+    help: str = ""  # what the choice does, for the widget's help
 
 
 class ModelAdapter:
@@ -74,16 +76,31 @@ class ModelAdapter:
         """The scikit-learn estimator for these (complete) hyperparameters."""
         raise NotImplementedError
 
+    @property
+    def own_params(self) -> dict[str, Hyper]:
+        """The hyperparameters the adapter reads itself (``Hyper.own``); the estimator never sees them."""
+        return {h.name: h for h in self.hyperparameters if h.own}
+
+    def setting(self, params: dict | None, name: str) -> Any:
+        """One hyperparameter's value: given, else its default."""
+        return {**self.defaults, **(params or {})}.get(name)
+
     def build(self, params: dict | None = None, seed: int = 0) -> Any:
-        return self.make({**self.defaults, **(params or {})}, seed)
+        own = self.own_params
+        return self.make({k: v for k, v in {**self.defaults, **(params or {})}.items() if k not in own}, seed)
 
     def check_params(self, params: dict | None) -> None:
         """ValueError naming a hyperparameter the estimator does not have, or a bad value."""
         if not params:
             return
-        unknown = sorted(set(params) - set(self.build({}, 0).get_params()))
+        own = self.own_params
+        unknown = sorted(set(params) - set(self.build({}, 0).get_params()) - set(own))
         if unknown:
             raise ValueError(f"model {self.name!r} has no parameter {', '.join(unknown)}")
+        for name, hyper in own.items():
+            if name in params and hyper.options is not None and params[name] not in hyper.options:
+                raise ValueError(f"model {self.name!r}: {name} must be one of "
+                                 f"{', '.join(map(str, hyper.options))}, got {params[name]!r}")
         try:
             validate_hyperparameters(self.build(params, 0))
         except Exception as exc:
@@ -125,12 +142,24 @@ class ModelAdapter:
 
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
                   n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
-                  losses: list[float] | None = None) -> Any:
+                  losses: list[float] | None = None, correction: list[np.ndarray] | None = None) -> Any:
         """Local epochs from the global weights (iterative models); ``previous`` is last round's estimator.
 
-        Adapters that train epoch by epoch append each epoch's training loss to ``losses``.
+        Adapters that train epoch by epoch append each epoch's training loss to ``losses``. ``correction``
+        (SCAFFOLD's c − c_i, one array per parameter array) is added to the gradient of every local step.
         """
         return self.fit_whole(params, X, y, classes, seed)
+
+    def local_gradient(self, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
+                       n_features: int, global_arrays: NamedArrays, config: dict) -> list[np.ndarray]:
+        """The gradient of this site's local objective at the global parameters, one array per parameter array
+        (SCAFFOLD's control variate, option I); models that cannot give one refuse SCAFFOLD."""
+        raise ValueError(f"model {self.name!r} gives no local gradient; SCAFFOLD needs one")
+
+    @property
+    def has_gradient(self) -> bool:
+        """Whether ``local_gradient`` is implemented (SCAFFOLD can serve this model)."""
+        return type(self).local_gradient is not ModelAdapter.local_gradient
 
     def learning_rate(self, params: dict | None) -> float | None:
         """The rate local training uses with these hyperparameters, which a server's schedule starts from;

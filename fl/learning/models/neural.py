@@ -4,7 +4,8 @@ Parameters: ``coefs_.i`` and ``intercepts_.i`` per layer, seeded Glorot
 weights at round 1 (scikit-learn's own scheme), the same on every client. A
 local epoch is one ``partial_fit`` pass of mini-batches; each round starts
 from the global weights with a fresh optimiser (FedProx: one proximal step
-per epoch).
+per epoch). SCAFFOLD's correction is a step of its own beside every
+mini-batch step of the optimiser (``corrected_gradients``).
 """
 
 from __future__ import annotations
@@ -76,9 +77,16 @@ class MLPAdapter(ModelAdapter):
     def learning_rate(self, params: dict | None) -> float:
         return float({**self.defaults, **(params or {})}["learning_rate_init"])
 
+    def local_gradient(self, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
+                       n_features: int, global_arrays: NamedArrays, config: dict) -> list[np.ndarray]:
+        """The full-batch gradient (L2 term included) at the global weights, in the order of the arrays."""
+        est = self.global_estimator(params, global_arrays, classes, n_features)
+        coef_grads, intercept_grads = full_gradient(est, X, y)
+        return coef_grads + intercept_grads
+
     def fit_local(self, previous: Any, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray,
                   n_features: int, global_arrays: NamedArrays | None, epochs: int, config: dict, seed: int, *,
-                  losses: list[float] | None = None) -> Any:
+                  losses: list[float] | None = None, correction: list[np.ndarray] | None = None) -> Any:
         est = previous if isinstance(previous, MLPClassifier) else self.fresh(params, classes, n_features, seed)
         lr = config.get("learning_rate")
         if lr is not None:
@@ -90,6 +98,18 @@ class MLPAdapter(ModelAdapter):
             est.set_params(batch_size=max(1, min(int(wanted), len(X))))
         mu = float(config.get("proximal_mu") or 0.0)
         anchor = [a for _, a in global_arrays] if (mu > 0 and global_arrays is not None) else None
+        if correction is not None:
+            corrected_gradients(est, correction)
+        try:
+            self._epochs(est, X, y, classes, epochs, anchor, mu, losses)
+        finally:
+            if correction is not None:
+                del est._backprop  # the class's own again: the estimator holds no function of ours
+        return est
+
+    @staticmethod
+    def _epochs(est: MLPClassifier, X: np.ndarray, y: np.ndarray, classes: np.ndarray, epochs: int,
+                anchor: list[np.ndarray] | None, mu: float, losses: list[float] | None) -> None:
         for _ in range(epochs):
             est.partial_fit(X, y, classes=classes)
             if anchor is not None:  # FedProx: one proximal step per epoch, in place (the optimiser holds the arrays)
@@ -98,7 +118,6 @@ class MLPAdapter(ModelAdapter):
                     target[...] = value
             if losses is not None:
                 losses.append(float(est.loss_))  # the epoch's mean mini-batch loss, L2 term included
-        return est
 
 
 def restart_optimizer(est: MLPClassifier) -> None:
@@ -115,3 +134,47 @@ def restart_optimizer(est: MLPClassifier) -> None:
     est.loss_curve_ = []
     est._no_improvement_count = 0
     est.best_loss_ = np.inf
+
+
+def full_gradient(est: MLPClassifier, X: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The gradient of the MLP's training loss (L2 term included) over all of (X, y), per layer.
+
+    scikit-learn has no public call for it; ``_backprop`` (the one its
+    solvers call per mini-batch) is used here alone, with buffers laid out as
+    ``_fit`` lays them out, and tests/test_scaffold.py pins the result
+    against a finite-difference check.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = est._label_binarizer.transform(y).astype(np.float64)
+    if Y.ndim == 1:
+        Y = Y.reshape(-1, 1)
+    units = [X.shape[1]] + [c.shape[1] for c in est.coefs_]
+    activations = [X] + [None] * (len(units) - 1)
+    deltas = [None] * (len(activations) - 1)
+    coef_grads = [np.empty((a, b)) for a, b in zip(units[:-1], units[1:])]
+    intercept_grads = [np.empty(b) for b in units[1:]]
+    _, coef_grads, intercept_grads = est._backprop(X, Y, None, activations, deltas, coef_grads, intercept_grads)
+    return [g.copy() for g in coef_grads], [g.copy() for g in intercept_grads]
+
+
+def corrected_gradients(est: MLPClassifier, correction: list[np.ndarray]) -> None:
+    """Make every mini-batch step of ``est`` also step by −η·correction (SCAFFOLD), until ``del est._backprop``.
+
+    The correction is a plain gradient step of the optimiser's rate η
+    (``learning_rate_init``) beside the optimiser's own step, not part of the
+    gradient Adam normalises: added to Adam's input it was measured to hurt
+    (digits, Dirichlet 0.1, 10 clients, 5 local epochs, 10 rounds: 85.3 % vs
+    FedAvg's 95.8 %; as a step of its own, 96.1 %). An instance attribute
+    shadows scikit-learn's private ``_backprop`` (called once per mini-batch
+    by its stochastic solvers, just before the optimiser's update, which adds
+    to the same arrays); pinned by tests/test_scaffold.py.
+    """
+    original = type(est)._backprop.__get__(est)
+    rate = float(est.learning_rate_init)
+
+    def backprop(*args: Any) -> Any:
+        for weights, fix in zip(est.coefs_ + est.intercepts_, correction):
+            weights -= rate * fix
+        return original(*args)
+
+    est._backprop = backprop
