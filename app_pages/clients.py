@@ -58,8 +58,13 @@ def draw(snap: dict, key: str) -> None:
     st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))))
     rows = snap["client_rows"]
     if snap["total_rounds"] == 1 and rows:
-        per_client = ((snap.get("baselines") or {}).get("local_only") or {}).get("per_client")
-        st.plotly_chart(charts.client_bars_figure(rows, per_client), key=f"{key}-bars")
+        local_only = (snap.get("baselines") or {}).get("local_only") or {}
+        st.plotly_chart(charts.client_bars_figure(rows, local_only.get("per_client")), key=f"{key}-bars")
+        left_out = list((local_only.get("left_out") or {}).items())
+        if left_out:
+            named = "; ".join(f"{cid} ({reason})" for cid, reason in left_out[:5])
+            st.caption(f"No model of their own on the test split: {named}"
+                       + (f"; and {len(left_out) - 5} more." if len(left_out) > 5 else "."))
     elif many and snap["rounds"]:
         st.plotly_chart(charts.client_band_figure(snap["rounds"], snap["total_rounds"]), key=f"{key}-band")
         st.caption("Each client scores the round's global model on its own held-out rows; with this many clients "

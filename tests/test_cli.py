@@ -194,6 +194,57 @@ def test_a_saved_run_reruns_from_its_config_and_flags_override(tmp_path):
     assert b["accuracy"].tolist()[:2] == a["accuracy"].tolist()
 
 
+def test_simulate_prints_and_writes_the_three_baselines(tmp_path, capsys):
+    # Prepare
+    out = tmp_path / "run"
+    # Execute
+    code = main(["simulate", "--dataset", "iris", "--clients", "3", "--rounds", "2", "--model", "logreg",
+                 "--out", str(out)])
+    # Assert: the baselines' line just before the final line, the same numbers in summary.json and baselines.json
+    import json
+
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("completed: accuracy")
+    summary = json.loads((out / "summary.json").read_text())["baselines"]
+    assert summary == json.loads((out / "baselines.json").read_text())
+    central, local, majority = summary["centralized"], summary["local_only"], summary["majority"]
+    assert lines[-2] == (f"baselines: centralized {central['accuracy']:.4f}  local-only {local['accuracy']:.4f} "
+                         f"(3 clients)  majority {majority['accuracy']:.4f} (class {majority['class']})")
+    assert majority["class"] in (0, 1, 2) and local["n_clients"] == 3
+
+
+def test_simulate_without_baselines_says_nothing_of_them(tmp_path, capsys):
+    # Prepare / Execute
+    code = main(["simulate", "--dataset", "iris", "--clients", "3", "--rounds", "1", "--model", "logreg",
+                 "--no-baselines", "--out", str(tmp_path / "run")])
+    # Assert
+    import json
+
+    assert code == 0
+    assert "baselines" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["baselines"] is None
+
+
+def test_a_missing_baseline_is_printed_with_its_reason():
+    # Prepare: the centralized fit failed, one client is left out of the local-only mean
+    from fl.runs.console import baselines_lines
+
+    baselines = {"centralized": {"accuracy": None, "loss": None, "f1_macro": None, "reason": "out of memory"},
+                 "local_only": {"accuracy": 0.612, "n_clients": 9, "clients_total": 10,
+                                "left_out": {"site_7": "no training rows"}},
+                 "majority": {"accuracy": 0.869, "class": "no"}}
+    # Execute
+    line, notes = baselines_lines(baselines, "ready")
+    # Assert
+    assert line == ("baselines: centralized - (out of memory)  local-only 0.6120 (9 of 10 clients)  "
+                    "majority 0.8690 (class no)")
+    assert notes == ["baselines: local-only leaves out site_7 (no training rows)"]
+    assert baselines_lines(baselines, "ready", accuracy=0.826)[1][-1] == (
+        "note: the global model (0.8260) does no better than always answering the majority class no (0.8690)")
+    assert baselines_lines(None, "skipped")[0] == "baselines: not computed (the run was stopped first)"
+
+
 def _free_port() -> int:
     import socket
 

@@ -71,3 +71,18 @@ def test_a_margin_model_that_never_saw_a_class_gets_a_finite_loss():
     # Assert: class 9 is never predicted, and it costs at least 2 per row where it is the truth
     assert np.isfinite(scores["loss"]) and scores["loss"] >= 2 * np.mean(y == 9)
     assert scores["accuracy"] <= 1 - np.mean(y == 9)
+
+
+def test_a_model_whose_probabilities_are_wider_than_its_classes_is_scored_by_its_predictions():
+    # Prepare: scikit-learn's MLP fit on one class answers two probability columns for its one class
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_iris(return_X_y=True)
+    estimator = MLPClassifier(max_iter=20, random_state=0).fit(X[y == 1], y[y == 1])
+    assert estimator.predict_proba(X[:3]).shape == (3, 2) and len(estimator.classes_) == 1
+    # Execute
+    proba = aligned_proba(estimator, X, np.array([0, 1, 2]))
+    scores = score_classifier(estimator, X, y, np.array([0, 1, 2]))
+    # Assert: probability 1 for the class it answers, every other column 0; scored like any model
+    np.testing.assert_array_equal(proba, np.tile([0.0, 1.0, 0.0], (len(X), 1)))
+    assert scores["accuracy"] == pytest.approx(np.mean(y == 1))

@@ -28,7 +28,8 @@ def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
     assert not at.exception and not at.error
     assert "Finished 3 rounds" in texts(at.success)
     labels = [m.label for m in at.metric]
-    assert {"Global accuracy", "Loss", "Worst client", "Centralized", "Local only (mean)"} <= set(labels)
+    assert {"Global accuracy", "Loss", "Worst client", "Centralized", "Local only (mean)",
+            "Majority class"} <= set(labels)
     assert len(at.get("plotly_chart")) >= 3  # accuracy, loss, per-client
     assert len(at.dataframe) >= 1
     labels = [b.label for b in at.get("download_button")]

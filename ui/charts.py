@@ -62,6 +62,11 @@ def _layout(fig: go.Figure, title: str, y_title: str, *, percent: bool = False, 
     return fig
 
 
+# The baselines drawn as reference lines: key in the baselines, label, dash.
+BASELINE_LINES = (("centralized", "Centralized", "dash"), ("local_only", "Local only (mean)", "dot"),
+                  ("majority", "Majority class", "dashdot"))
+
+
 def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None = None,
                          total_rounds: int | None = None) -> go.Figure:
     """The global model's metric per round, with the baselines as reference lines."""
@@ -73,7 +78,7 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
     # A loss baseline far above the curve (local models that never saw some
     # classes) would flatten it: keep the axis on the curve and say so.
     ceiling = 1.6 * max(curve) if metric == "loss" and curve else None
-    for key, label, dash in (("centralized", "Centralized", "dash"), ("local_only", "Local only (mean)", "dot")):
+    for key, label, dash in BASELINE_LINES:
         value = ((baselines or {}).get(key) or {}).get(metric)
         if not is_number(value):
             continue
@@ -87,7 +92,7 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
                       line=dict(color=REFERENCE_COLOUR, dash=dash, width=1.5))
         fig.add_annotation(text=text, xref="paper", x=1, yref="y", y=value, xanchor="right", showarrow=False,
                            yanchor="top" if metric != "loss" else "bottom", font=dict(color=REFERENCE_COLOUR))
-    references = [((baselines or {}).get(k) or {}).get(metric) for k in ("centralized", "local_only")]
+    references = [((baselines or {}).get(k) or {}).get(metric) for k, _, _ in BASELINE_LINES]
     fig = _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
                   percent=metric != "loss", values=curve + [v for v in references if is_number(v)],
                   total_rounds=max(total_rounds or 0, len(xs)) or None)
@@ -100,9 +105,8 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
 
 def one_shot_figure(final: dict, baselines: dict | None, metric: str, method: str) -> go.Figure:
     """A one-round run (stacking, voting, naive Bayes): bars beat a one-point line."""
-    labels = [f"Federated ({method})", "Centralized", "Local only (mean)"]
-    values = [final.get(metric), ((baselines or {}).get("centralized") or {}).get(metric),
-              ((baselines or {}).get("local_only") or {}).get(metric)]
+    labels = [f"Federated ({method})"] + [label for _, label, _ in BASELINE_LINES]
+    values = [final.get(metric)] + [((baselines or {}).get(key) or {}).get(metric) for key, _, _ in BASELINE_LINES]
     shown = [(label, v) for label, v in zip(labels, values) if is_number(v)]
     percent = metric != "loss"
     fig = go.Figure(go.Bar(x=[label for label, _ in shown], y=[v for _, v in shown],

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.state import RunHandle
-from ui import charts, experiment_charts
+from ui import baselines, charts, experiment_charts
 from ui.format import duration, is_number, num, pct, size
 from ui.state import store
 
@@ -38,7 +38,7 @@ def progress(snap: dict) -> None:
     status = snap["status"]
     label = {"starting": "Starting…", "waiting for clients": "Waiting for clients to join…",
              "running": f"Round {min(done + 1, total)} of {total} running",
-             "completed": "Rounds done; computing the centralized and local-only baselines",
+             "completed": "Rounds done; computing the centralized, local-only and majority-class baselines",
              "stopped": "Stopping", "failed": "Failed"}.get(status, status)
     st.progress(min(1.0, done / total), text=f"{label} · {done}/{total} rounds done")
 
@@ -48,12 +48,9 @@ def headline(snap: dict) -> None:
     rounds = snap["rounds"]
     last = rounds[-1] if rounds else {}
     prev = rounds[-2] if len(rounds) > 1 else {}
-    base = snap.get("baselines") or {}
-    waiting = snap.get("baselines_status") == "computing"
-    central = (base.get("centralized") or {}).get("accuracy")
-    local = (base.get("local_only") or {}).get("accuracy")
     eps = last.get("epsilon")
-    c = st.columns(6 if eps is not None else 5)
+    hosted = snap.get("kind") == "hosted"
+    c = st.columns((5 if hosted else 6) + (eps is not None))
     delta = (last.get("accuracy") - prev.get("accuracy")) if is_number(last.get("accuracy")) and \
         is_number(prev.get("accuracy")) else None
     shown_delta = f"{100 * delta:+.1f} pts vs last round" if delta is not None and abs(delta) >= 0.0005 else None
@@ -61,18 +58,18 @@ def headline(snap: dict) -> None:
     c[1].metric("Loss", num(last.get("loss")))
     c[2].metric("Worst client", pct(last.get("worst_client_accuracy")),
                 help="The global model's accuracy on the data of the client it serves worst.")
-    if snap.get("kind") == "hosted":  # the clients' data is theirs: no pooled or local baselines
+    if hosted:  # the clients' data is theirs: no pooled, local or majority baselines
         c[3].metric("Clients joined", len(snap["clients"]))
         c[4].metric("Failures", sum(r.get("n_failures") or 0 for r in rounds))
     else:
-        pending = "…" if waiting else "–"
-        c[3].metric("Centralized", pct(central) if central is not None else pending,
-                    help="Same model trained on the union of the clients' data.")
-        c[4].metric("Local only (mean)", pct(local) if local is not None else pending,
-                    help="Each client's model trained on its own data alone, scored on the same test split.")
+        for column, kind in zip(c[3:6], ("centralized", "local_only", "majority")):
+            value, help_text = baselines.metric(snap, kind)
+            column.metric(baselines.LABELS[kind], value, help=help_text)
     if eps is not None:
-        c[5].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
-                    help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
+        c[-1].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
+                     help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
+    for note in [] if hosted else baselines.notes(snap.get("baselines")):
+        st.caption(note)
 
 
 def charts_block(snap: dict, key: str) -> None:
@@ -167,9 +164,22 @@ def best_model_note(summary: dict) -> str:
 
 
 def chance_level(snap: dict) -> float | None:
-    """Accuracy of always guessing the most frequent class is not known here; 1/classes is the floor."""
+    """1/classes: the floor when the majority-class baseline is not known (a hosted run, a failed baseline)."""
     classes = snap.get("n_classes")
     return 1.0 / classes if classes else None
+
+
+def learned(snap: dict) -> bool:
+    """Whether the final model beats always answering the majority class (1/classes + 2 points when that
+    is unknown): only then is a finished run a success."""
+    accuracy = (snap.get("final_metrics") or {}).get("accuracy")
+    if not is_number(accuracy):
+        return False
+    majority = baselines.majority(snap)
+    if majority is not None:
+        return accuracy > majority["accuracy"]
+    chance = chance_level(snap)
+    return chance is None or accuracy > chance + 0.02
 
 
 def final_summary(snap: dict) -> None:
@@ -178,9 +188,15 @@ def final_summary(snap: dict) -> None:
     rounds = plural(len(snap["rounds"]), "round")
     numbers = (f"accuracy {pct(final.get('accuracy'))}, loss {num(final.get('loss'))}, "
                f"macro F1 {num(final.get('f1_macro'))}")
-    accuracy, chance = final.get("accuracy"), chance_level(snap)
-    if status == "completed" and is_number(accuracy) and (chance is None or accuracy > chance + 0.02):
+    majority, chance = baselines.majority(snap), chance_level(snap)
+    if status == "completed" and learned(snap):
         st.success(f"Finished {rounds} in {took}: {numbers}.")
+    elif status == "completed" and majority is not None and is_number(final.get("accuracy")):
+        st.warning(f"Finished {rounds} in {took}, but the global model does no better than always answering the "
+                   f"majority class {baselines.class_name(majority.get('class'))}: accuracy "
+                   f"{pct(final.get('accuracy'))} against {pct(majority['accuracy'])} for the majority class "
+                   f"(final {numbers}; the majority class's macro F1 is {num(majority.get('f1_macro'))}). "
+                   "Check the event log for failed clients, or try more rounds or another model.")
     elif status == "completed":
         floor = f" (guessing one class of {snap['n_classes']} scores {pct(chance)})" if chance else ""
         st.warning(f"Finished {rounds} in {took}, but the global model did not learn: {numbers}{floor}. "

@@ -25,8 +25,9 @@ INTRO = (
     "Pick a **dataset**, how it is **split** across clients, a **model** and an **aggregation** method in the "
     "sidebar, then press **Start**. A real server and one client per partition talk over local TCP sockets; each "
     "client trains only on its own data and sends back parameters, never data.\n\n"
-    "You will see the global model's accuracy and loss per round beside two references: **centralized** (the "
-    "same model trained on all the data pooled) and **local only** (each client alone), and how well the global "
+    "You will see the global model's accuracy and loss per round beside three references: **centralized** (the "
+    "same model trained on all the data pooled), **local only** (each client alone) and **majority class** "
+    "(always answering the most frequent label), and how well the global "
     "model does on each client's own data. The **Clients** page shows each client in detail."
 )
 

@@ -33,6 +33,9 @@ def aligned_proba(estimator: Any, X: np.ndarray, classes: np.ndarray) -> np.ndar
     Columns for classes the estimator never saw are zero. Estimators without
     ``predict_proba`` (hinge-loss linear SVM) get a softmax of their margins,
     which ranks classes the same way and is good enough for voting/stacking.
+    An estimator whose probabilities are not one column per class it knows
+    (scikit-learn's MLP fit on a single class answers two columns for one
+    class) is taken at its word: probability 1 for the class it predicts.
     """
     classes = np.asarray(classes)
     est_classes = np.asarray(estimator.classes_)
@@ -44,12 +47,21 @@ def aligned_proba(estimator: Any, X: np.ndarray, classes: np.ndarray) -> np.ndar
         if scores.ndim == 1:  # binary margin -> two columns
             scores = np.column_stack([-scores, scores])
         proba = softmax(scores)
+    if proba.ndim != 2 or proba.shape[1] != len(est_classes):
+        proba = _one_hot(np.asarray(estimator.predict(X)), est_classes)
     if proba.shape[1] == len(classes) and np.array_equal(est_classes, classes):
         return np.nan_to_num(proba, nan=1.0 / len(classes))
     out = np.zeros((proba.shape[0], len(classes)))
     positions = np.searchsorted(classes, est_classes)
     out[:, positions] = proba
     return np.nan_to_num(out, nan=1.0 / len(classes))
+
+
+def _one_hot(predicted: np.ndarray, est_classes: np.ndarray) -> np.ndarray:
+    """Probability 1 for each row's predicted class, in the column order of ``est_classes``."""
+    out = np.zeros((len(predicted), len(est_classes)))
+    out[np.arange(len(predicted)), np.searchsorted(est_classes, predicted)] = 1.0
+    return out
 
 
 def _has_proba(estimator: Any) -> bool:

@@ -19,7 +19,7 @@ from fl.data import DataError
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.console import client_printer, column_notes, fmt, progress_printer, split_note
+from fl.runs.console import baselines_lines, client_printer, column_notes, fmt, progress_printer, split_note
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", metavar="JSON", help="rerun a saved config.json (flags beside it override)")
     sim.add_argument("--out", metavar="DIR", help="write config, metrics.csv, clients.csv, events, model here")
     sim.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    sim.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                     help="also train the centralized and local-only models and score the majority class, beside "
+                          "the rounds, into summary.json and baselines.json (default: on)")
     add_knob_flags(sim, SIMULATE)
 
     srv = sub.add_parser("server", help="host a run for client processes (prints 'listening on HOST:PORT')")
@@ -177,7 +180,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = resumable.config if resumable else config_from_args(args)
     try:
         handle = simulation.start(config, out_dir=args.out, run_id=resumable.run_id if resumable else None,
-                                  resume=resumable.checkpoint if resumable else None,
+                                  resume=resumable.checkpoint if resumable else None, with_baselines=args.baselines,
                                   on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20))
     except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
@@ -204,6 +207,11 @@ def _wait_and_finish(handle: Any) -> int:
         print("run did not finish", file=sys.stderr)
         return 1
     final = result.final_metrics or {}
+    if handle.baselines_thread is not None:  # a simulation's reference numbers, before the last line
+        line, notes = baselines_lines(handle.state.baselines, handle.state.baselines_status,
+                                      final.get("accuracy") if result.status == "completed" else None)
+        print(line, flush=True)
+        _say(notes)
     print(f"{result.status}: accuracy {fmt(final.get('accuracy'))}  loss {fmt(final.get('loss'))}  "
           f"f1 {fmt(final.get('f1_macro'))}", flush=True)
     if result.error:

@@ -83,6 +83,38 @@ def split_note(config: Any, client_ids: list[str], asked: int | None = None) -> 
     return [note]
 
 
+def baselines_lines(baselines: dict | None, status: str,
+                    accuracy: float | None = None) -> tuple[str, list[str]]:
+    """The baselines' line for stdout (each number, or '-' and why), and notes for stderr: the clients left
+    out of the local-only mean (the first ten), and a final ``accuracy`` no better than the majority class."""
+    if baselines is None:
+        why = "the run was stopped first" if status in ("skipped", "computing") else "they could not be computed"
+        return f"baselines: not computed ({why})", []
+    parts = []
+    for key, name in (("centralized", "centralized"), ("local_only", "local-only"), ("majority", "majority")):
+        base = baselines.get(key) or {}
+        if base.get("accuracy") is None:
+            parts.append(f"{name} - ({base.get('reason') or 'not computed'})")
+            continue
+        text = f"{name} {fmt(base.get('accuracy'))}"
+        if key == "local_only" and base.get("n_clients") is not None:
+            total = base.get("clients_total") or base["n_clients"]
+            text += f" ({base['n_clients']} of {total} clients)" if base["n_clients"] != total \
+                else f" ({total} clients)"
+        elif key == "majority" and "class" in base:
+            text += f" (class {base['class']})"
+        parts.append(text)
+    left_out = list(((baselines.get("local_only") or {}).get("left_out") or {}).items())
+    notes = [f"baselines: local-only leaves out {cid} ({reason})" for cid, reason in left_out[:10]]
+    if len(left_out) > 10:
+        notes.append(f"baselines: local-only leaves out {len(left_out) - 10} more clients")
+    majority = baselines.get("majority") or {}
+    if accuracy is not None and majority.get("accuracy") is not None and accuracy <= majority["accuracy"]:
+        notes.append(f"note: the global model ({fmt(accuracy)}) does no better than always answering the majority "
+                     f"class {majority.get('class')} ({fmt(majority['accuracy'])})")
+    return "baselines: " + "  ".join(parts), notes
+
+
 def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], Callable[[dict], None]]:
     """What a client process tells the person who started it: joining, each round, losing the server and
     each try to rejoin it, leaving."""

@@ -90,24 +90,34 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
 
 
 def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
-    """Compute the reference numbers beside the run; a failure is an event, not a crash.
+    """Compute the reference numbers beside the run; a failure is a reason in them, not a crash.
 
-    A stopped run stops them too (between two fits): Stop must not wait for
-    a hundred local-only fits.
+    Each baseline fails on its own (fl/runs/baselines.py); only data that
+    cannot be prepared at all fails the three, each with that reason. The
+    quick ones show as soon as they are known. A stopped run stops them too
+    (between two fits; those known stay): Stop must not wait for a hundred
+    local-only fits.
     """
-    from fl.runs.baselines import BaselinesCancelled, compute_baselines
+    from fl.runs.baselines import BaselinesCancelled, all_missing, compute_baselines, missing
 
+    known: dict = {}
+
+    def partial(part: dict) -> None:
+        known.update(part)
+        handle.state.set_baselines(dict(known), "computing")
+
+    status = "ready"
     try:
         baselines = compute_baselines(handle.config, handle.data, client_ids,
-                                      should_stop=handle.server.stop_requested.is_set)
+                                      should_stop=handle.server.stop_requested.is_set, on_partial=partial)
     except BaselinesCancelled:
-        handle.state.set_baselines(None, "skipped")
+        stopped = missing("the run was stopped before it was computed", per_client={})
+        handle.state.set_baselines({**known, "local_only": stopped} if known else None, "skipped")
         return
-    except Exception as exc:  # a model that cannot fit the pooled data, say
-        handle.state.set_baselines(None, "failed")
+    except Exception as exc:  # the data could not be prepared for any of them
+        baselines, status = all_missing(f"the baselines could not be computed: {exc}"), "failed"
         handle.state.apply(make_event(EventType.ERROR, message=f"baselines failed: {exc}"))
-        return
-    handle.state.set_baselines(baselines)
+    handle.state.set_baselines(baselines, status)
     if handle.writer is not None:
         handle.writer.save_json("baselines.json", baselines)
         handle.writer.update_summary(baselines=baselines)

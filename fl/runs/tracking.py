@@ -248,7 +248,7 @@ class MlflowTracker:
         rows: list[tuple[str, float, float, int]] = []
         for name, values in (ending.get("baselines") or {}).items():
             if isinstance(values, dict):
-                rows += [(k, v, now, 0) for k, v in numbers(values, f"baseline_{name}_").items()]
+                rows += [(k, v, now, 0) for k, v in numbers(values, f"baseline_{name}_", skip=("class",)).items()]
         run_dir = Path(ending["run_dir"]) if ending.get("run_dir") else None
         summary = _read_json(run_dir / "summary.json") if run_dir else {}
         rows += [(k, v, now, 0) for k, v in numbers(summary).items() if k.startswith("best_")]

@@ -129,7 +129,16 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ local training
     def fit_whole(self, params: dict | None, X: np.ndarray, y: np.ndarray, classes: np.ndarray, seed: int) -> Any:
-        """Fit from scratch on local data; a client whose data defeats the model falls back to class priors."""
+        """Fit from scratch on local data; a client whose data defeats the model falls back to class priors.
+
+        A single class defeats every model in its own way (logistic regression
+        and SGD refuse it, the MLP answers probabilities of two columns for
+        its one class, trees and kNN answer one column): there is nothing to
+        separate, so the prior of that class is the model, scored over the
+        global classes like any other (fl.learning.metrics.aligned_proba).
+        """
+        if len(np.unique(y)) == 1:
+            return DummyClassifier(strategy="prior").fit(X, y)
         est = self.ready_for_whole_fit(self.build(params, seed), X)
         try:
             return est.fit(X, y)

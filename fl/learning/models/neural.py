@@ -72,6 +72,10 @@ class MLPAdapter(ModelAdapter):
         return est
 
     def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:
+        """At least 200 iterations; mini-batches no larger than the rows (what scikit-learn would clip to,
+        without its warning for every small client)."""
+        if estimator.batch_size != "auto":
+            estimator.set_params(batch_size=max(1, min(int(estimator.batch_size), len(X))))
         return estimator.set_params(max_iter=max(int(estimator.max_iter), 200))
 
     def learning_rate(self, params: dict | None) -> float:
