@@ -11,7 +11,8 @@ import streamlit as st
 from fl.runs.config import RunConfig
 from ui import charts, experiment_charts
 from ui.clients import (
-    STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split, filter_clients, split_preview, status_table,
+    FLAG_MEANING, FLAGGED_ROUNDS_HELP, STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split,
+    filter_clients, split_preview, status_table,
 )
 from ui.format import pct
 from ui.state import DRAFT_CONFIG, current_handle, store
@@ -55,7 +56,8 @@ def draw(snap: dict, key: str) -> None:
     statuses = right.multiselect("Status", list(STATUS_ICONS), key=f"{key}-status")
     shown = filter_clients(snap["clients"], text, statuses)
     st.caption(f"{len(shown):,} of {len(snap['clients']):,} clients")
-    st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))))
+    st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))),
+                 column_config={"Flagged rounds": st.column_config.NumberColumn(help=FLAGGED_ROUNDS_HELP)})
     rows = snap["client_rows"]
     if snap["total_rounds"] == 1 and rows:
         per_client = ((snap.get("baselines") or {}).get("local_only") or {}).get("per_client")
@@ -79,8 +81,10 @@ def draw(snap: dict, key: str) -> None:
         st.plotly_chart(heatmap, key=f"{key}-scrutiny")
         flagged = sorted({r["client_id"] for r in rows if r.get("flagged")})
         st.caption("The server measures every update it receives: its distance to the median update, as a robust "
-                   "z-score (red: far from the others; above 3 it is flagged). "
+                   "z-score (red: farther than the others, blue: closer; ⚑ flagged). "
                    + (f"Flagged at least once: {', '.join(flagged)}." if flagged else "No update was flagged."))
+        with st.expander("What a flag means, and what it does not", expanded=bool(flagged)):
+            st.markdown(FLAG_MEANING)
     if snap["clients"]:
         st.plotly_chart(charts.bytes_figure(snap["clients"]), key=f"{key}-bytes")
     with st.expander("One client, every round" if many else "Every client, every round"):

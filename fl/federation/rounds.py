@@ -336,7 +336,8 @@ class RoundRunner:
 
     def _scrutinize(self, round_no: int, before: list[np.ndarray] | None, accepted: list[tuple[str, Any, int]],
                     rows: dict[str, dict]) -> None:
-        """Norm, cosine to the aggregate step and robust z of every accepted update; flag the outliers."""
+        """Norm, cosine to the aggregate step and robust z of every accepted update; flag the outliers (from this
+        round's updates alone: a resumed run flags what an uninterrupted one does, fl/federation/scrutiny.py)."""
         after = self.model.parameters()
         if before is None or after is None:
             return  # whole fitted models: no update to measure
@@ -344,7 +345,8 @@ class RoundRunner:
             rows[cid].update(scores)
             if scores["flagged"]:
                 self.server.emit(EventType.FLAGGED, round=round_no, client_id=cid, update_z=scores["update_z"],
-                                 update_norm=scores["update_norm"], update_cosine=scores["update_cosine"])
+                                 z_threshold=scores["z_threshold"], update_norm=scores["update_norm"],
+                                 update_cosine=scores["update_cosine"])
 
     def _keep_if_best(self, round_no: int, metrics: dict[str, float]) -> None:
         """Keep this round's global model if it scores best so far (ties keep the earlier round)."""

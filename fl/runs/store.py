@@ -55,11 +55,12 @@ METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accura
                    "epsilon", "learning_rate")
 # eval_*: the global model of that round scored by the client on its own data;
 # epoch_losses .. reported_update_norm: the client's own account (fit_result metadata, ";"-separated losses);
-# update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py)
+# update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py;
+# z_threshold: the z above which it is flagged, for the number of updates it was judged among)
 CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "status", "reason", "train_time_s", "train_loss",
                    "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received",
                    "epoch_losses", "converged", "samples_used", "reported_update_norm",
-                   "update_norm", "update_cosine", "update_z", "flagged")
+                   "update_norm", "update_cosine", "update_z", "z_threshold", "flagged")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
