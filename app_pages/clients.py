@@ -108,8 +108,10 @@ def draw_data_report(report: dict | None) -> None:
         st.warning(f"Possible leak: {warning}")
     with st.expander("Data report: rows and classes per site, columns used or left out (data_report.json)",
                      expanded=from_sites):
+        held = report.get("server_holds")
         source = ("Built from the sites' data summaries (counts and sums, never rows)" if from_sites
-                  else "From the run's data")
+                  else f"The server holds {held.get('test_rows')} test rows of {held.get('name')}; clients bring "
+                       "their own" if held and not report.get("sites") else "From the run's data")
         st.caption(f"{report.get('n_features')} features, classes {report.get('classes')}. {source}; a site "
                    "holding one class trains on it too.")
         if len(tables["sites"]):

@@ -19,7 +19,7 @@ from fl.data import DataError
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.console import client_printer, column_notes, fmt, progress_printer, split_note
+from fl.runs.console import HeldUntilReleased, client_printer, column_notes, fmt, progress_printer, split_note
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -235,10 +235,10 @@ def cmd_server(args: argparse.Namespace) -> int:
                               heartbeat_misses=args.heartbeat_misses, max_pending_handshakes=args.max_pending,
                               max_pending_per_address=args.max_pending_per_address)
     classes = [c for c in args.classes.split(",")] if not has_data else None
+    printer = HeldUntilReleased(progress_printer(config.effective_rounds))  # "listening on" is the first line
     try:
         handle = hosting.host(config, settings, out_dir=args.out, classes=classes,
-                              n_features=args.features if not has_data else None,
-                              on_event=progress_printer(config.effective_rounds),
+                              n_features=args.features if not has_data else None, on_event=printer,
                               run_id=resumable.run_id if resumable else None,
                               resume=resumable.checkpoint if resumable else None, data_at_clients=data_at_clients)
     except (DataError, ConfigError, CheckpointError) as exc:
@@ -247,8 +247,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return 1
     host, port = handle.server.address
-    _say(column_notes(handle.plan))
     print(f"listening on {host}:{port}", flush=True)
+    printer.release()  # then what the run said before it (its data report, a resume), on stderr
+    _say(column_notes(handle.plan))
     return _wait_and_finish(handle)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from typing import Any, Callable
 
 from fl.data.summary import report_lines
@@ -63,6 +64,33 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
             sys.stderr.flush()
 
     return on_event
+
+
+class HeldUntilReleased:
+    """An event printer that holds what arrives before ``release()``, then prints it and the rest in order.
+
+    A server prints ``listening on HOST:PORT`` as its first line (scripts
+    read it for the port); what the run says before that (its data report,
+    a resume) follows it instead of preceding it.
+    """
+
+    def __init__(self, on_event: Callable[[dict], None]):
+        self._on_event = on_event
+        self._lock = threading.Lock()  # events come from the server's threads; order is kept under it
+        self._held: list[dict] | None = []
+
+    def __call__(self, event: dict) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(event)
+            else:
+                self._on_event(event)
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for event in held:
+                self._on_event(event)
 
 
 def column_notes(plan: Any) -> list[str]:
