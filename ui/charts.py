@@ -329,7 +329,8 @@ def metrics_table(rounds: list[dict]) -> pd.DataFrame:
     if "worst_client_accuracy" in df and df["worst_client_accuracy"].notna().any():
         out.insert(4, "Worst client", pd.to_numeric(df["worst_client_accuracy"], errors="coerce").round(4))
     if "epsilon" in df and df["epsilon"].notna().any():
-        out["ε"] = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
+        eps = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
+        out["ε"] = eps.map(lambda v: "∞" if v == float("inf") else v) if (eps == float("inf")).any() else eps
     return out
 
 

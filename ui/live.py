@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from fl.learning.privacy import NO_PRIVACY
 from fl.runs.state import RunHandle
 from ui import charts, experiment_charts
-from ui.format import duration, is_number, num, pct, size
+from ui.format import duration, epsilon_shown, is_number, num, pct, size
 from ui.state import store
 
 REFRESH_SECONDS = 1.0
@@ -71,8 +72,9 @@ def headline(snap: dict) -> None:
         c[4].metric("Local only (mean)", pct(local) if local is not None else pending,
                     help="Each client's model trained on its own data alone, scored on the same test split.")
     if eps is not None:
-        c[5].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
-                    help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
+        c[5].metric("Privacy ε", epsilon_shown(eps),
+                    help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant. ∞ with noise "
+                         "multiplier 0: the updates are clipped, but nothing hides any client's data.")
 
 
 def charts_block(snap: dict, key: str) -> None:
@@ -96,8 +98,11 @@ def charts_block(snap: dict, key: str) -> None:
         if marked:
             st.caption(f"Dotted lines: the clients you made malicious ({', '.join(sorted(marked))}). "
                        "The server does not know who they are.")
-    if any(r.get("epsilon") is not None for r in rounds):
+    if any(is_number(r.get("epsilon")) for r in rounds):
         st.plotly_chart(charts.epsilon_figure(rounds, snap["config"].get("dp_delta")), key=f"{key}-eps")
+    elif any(r.get("epsilon") is not None for r in rounds):  # all infinite: nothing to draw, say why
+        st.caption(f"Privacy spent: ε = ∞ ({NO_PRIVACY}). With noise multiplier 0 the updates are clipped but not "
+                   "noised, so there is no privacy guarantee.")
     rates = [(r["round"], r["learning_rate"]) for r in rounds if r.get("learning_rate") is not None]
     if rates and snap["config"].get("lr_schedule", "constant") != "constant":
         st.plotly_chart(experiment_charts.learning_rate_figure(rates, total), key=f"{key}-lr")

@@ -19,7 +19,9 @@ from fl.data import DataError
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.console import HeldUntilReleased, client_printer, column_notes, fmt, progress_printer, split_note
+from fl.runs.console import (
+    HeldUntilReleased, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
+)
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -204,8 +206,10 @@ def _wait_and_finish(handle: Any) -> int:
         print("run did not finish", file=sys.stderr)
         return 1
     final = result.final_metrics or {}
+    epsilon = result.rounds[-1].get("epsilon") if result.rounds else None
     print(f"{result.status}: accuracy {fmt(final.get('accuracy'))}  loss {fmt(final.get('loss'))}  "
-          f"f1 {fmt(final.get('f1_macro'))}", flush=True)
+          f"f1 {fmt(final.get('f1_macro'))}" + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else ""),
+          flush=True)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     return 0 if result.status == "completed" else 1

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from fl.data.summary import report_lines
 from fl.federation.events import EventType, describe_event
+from fl.learning.privacy import NO_PRIVACY
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
                   EventType.ERROR, EventType.RESUMED)
@@ -31,8 +32,13 @@ def round_line(event: dict, total_rounds: int) -> str:
     if event.get("worst_client_accuracy") is not None:
         line += f"  worst client {fmt(event['worst_client_accuracy'])}"
     if event.get("epsilon") is not None:
-        line += f"  epsilon {fmt(event['epsilon'], 2)}"
+        line += f"  epsilon {epsilon_text(event['epsilon'])}"
     return line
+
+
+def epsilon_text(epsilon: float) -> str:
+    """ε for a terminal: its value, or ``inf (no noise: no privacy)`` (noise multiplier 0)."""
+    return f"inf ({NO_PRIVACY})" if epsilon == math.inf else fmt(epsilon, 2)
 
 
 def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[dict], None]:

@@ -4,8 +4,8 @@ Layout of one run directory (``runs/<run_id>/`` in the store, or any ``--out``
 directory):
 
     config.json    the RunConfig
-    summary.json   status, dates, final metrics (written at start and at end)
-    metrics.csv    one row per round
+    summary.json   status, dates, final metrics, ε spent with DP (written at start, after each round and at end)
+    metrics.csv    one row per round (ε "inf" when DP adds no noise: no privacy)
     clients.csv    one row per client per round
     events.jsonl   every event, one JSON object per line
     model.joblib   the final global model (joblib: our own local files only;
@@ -84,8 +84,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> Any:
-    """A CSV cell: empty for None or a non-finite number, a list as its items joined by ";"."""
+def _cell(value: Any, column: str = "") -> Any:
+    """A CSV cell: empty for None or a non-finite number (but ``inf`` for an infinite ε: no noise, no privacy),
+    a list as its items joined by ";"."""
+    if column == "epsilon" and value == math.inf:
+        return "inf"
     if isinstance(value, (list, tuple)):
         return ";".join("" if _clean(v) is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
     return "" if _clean(value) is None else value
@@ -141,7 +144,7 @@ class RunWriter:
 
     def _append_row(self, name: str, columns: tuple[str, ...], event: dict) -> None:
         with open(self.dir / name, "a", newline="") as fh:
-            csv.writer(fh).writerow([_cell(event.get(c)) for c in columns])
+            csv.writer(fh).writerow([_cell(event.get(c), c) for c in columns])
 
     def on_event(self, event: dict) -> None:
         """Feed every server event here."""
@@ -153,6 +156,8 @@ class RunWriter:
                 self._append_row("metrics.csv", METRICS_COLUMNS, event)
                 self.summary["rounds_done"] = event.get("round")
                 self.summary["final_metrics"] = {k: _clean(event.get(k)) for k in ("accuracy", "loss", "f1_macro")}
+                if event.get("epsilon") is not None:  # privacy spent so far; "inf" without noise (JSON has no inf)
+                    self.summary["epsilon"] = "inf" if event["epsilon"] == math.inf else _clean(event["epsilon"])
                 self._write_summary()
             elif kind == "client_result":
                 self._append_row("clients.csv", CLIENTS_COLUMNS, event)
@@ -193,7 +198,7 @@ def _csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
     writer = csv.writer(buf)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+        writer.writerow([_cell(row.get(c), c) for c in columns])
     return buf.getvalue()
 
 
