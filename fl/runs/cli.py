@@ -31,7 +31,7 @@ GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model
 
 
 RESUME_HELP = ("continue the run in --out DIR after its last finished round (its saved settings, its "
-               "checkpoint, its run id); run settings cannot be changed then")
+               "checkpoint, its run id); run flags given again must equal the saved settings")
 
 
 class UsageError(Exception):
@@ -153,7 +153,11 @@ def config_from_args(args: argparse.Namespace, data_at_clients: bool = False, **
 
 # ---------------------------------------------------------------------- commands
 def resume_from_args(args: argparse.Namespace) -> Any:
-    """``--resume``: the run in --out DIR, read and checked (a Resumable), or None without the flag."""
+    """``--resume``: the run in --out DIR, read and checked (a Resumable), or None without the flag.
+
+    Run flags (and ``--config``) may be given again as long as they say what the run was saved with (the
+    command that started it, repeated with --resume); a changed one is refused by name, with both values.
+    """
     if not getattr(args, "resume", False):
         return None
     from fl.federation.checkpoint import CheckpointError
@@ -161,14 +165,49 @@ def resume_from_args(args: argparse.Namespace) -> Any:
 
     if not args.out:
         raise UsageError("--resume continues the run in --out DIR: add --out")
-    given = sorted(knobs_of(RunConfig)[name].flag_name(name) for name in knobs_of(RunConfig) if hasattr(args, name))
-    if given or getattr(args, "config", None):
-        flags = ", ".join(given + (["--config"] if getattr(args, "config", None) else []))
-        raise UsageError(f"--resume goes on with the run's saved settings; drop {flags}")
     try:
-        return open_resume(args.out)
+        resumable = open_resume(args.out)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    changed = changed_settings(args, resumable.config)
+    if changed:
+        raise UsageError(f"--resume goes on with the run's saved settings; {', '.join(changed)}: "
+                         f"drop {'it' if len(changed) == 1 else 'them'}")
+    return resumable
+
+
+def changed_settings(args: argparse.Namespace, saved: RunConfig) -> list[str]:
+    """The run flags given (directly, or in ``--config``) whose values differ from ``saved``, each with both."""
+    knobs = knobs_of(RunConfig)
+    changed = [f"{knobs[name].flag_name(name)} {_shown(getattr(args, name))} differs from the saved "
+               f"{_shown(getattr(saved, name))}"
+               for name in knobs if hasattr(args, name) and getattr(args, name) != getattr(saved, name)]
+    if getattr(args, "config", None):
+        try:
+            other = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read --config {args.config} ({exc.strerror or exc})") from None
+        except ConfigError as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from None
+        changed += [f"--config {args.config} sets {knobs[name].flag_name(name)} {_shown(getattr(other, name))}, "
+                    f"the saved {_shown(getattr(saved, name))}"
+                    for name in knobs if getattr(other, name) != getattr(saved, name) and not hasattr(args, name)]
+    return changed
+
+
+def _shown(value: Any) -> str:
+    """A setting as typed on the command line."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "default"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
