@@ -9,9 +9,10 @@ import json
 import streamlit as st
 
 from fl.runs.config import RunConfig
-from ui import charts, experiment_charts
+from ui import charts, class_charts, experiment_charts
 from ui.clients import (
-    STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split, filter_clients, split_preview, status_table,
+    FLAG_MEANING, FLAGGED_ROUNDS_HELP, STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split,
+    filter_clients, split_preview, status_table,
 )
 from ui.format import pct
 from ui.state import DRAFT_CONFIG, current_handle, store
@@ -55,7 +56,8 @@ def draw(snap: dict, key: str) -> None:
     statuses = right.multiselect("Status", list(STATUS_ICONS), key=f"{key}-status")
     shown = filter_clients(snap["clients"], text, statuses)
     st.caption(f"{len(shown):,} of {len(snap['clients']):,} clients")
-    st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))))
+    st.dataframe(status_table(shown), hide_index=True, height=min(420, 38 + 35 * max(1, len(shown))),
+                 column_config={"Flagged rounds": st.column_config.NumberColumn(help=FLAGGED_ROUNDS_HELP)})
     rows = snap["client_rows"]
     if snap["total_rounds"] == 1 and rows:
         local_only = (snap.get("baselines") or {}).get("local_only") or {}
@@ -79,13 +81,16 @@ def draw(snap: dict, key: str) -> None:
                           key=f"{key}-acc")
         right.plotly_chart(charts.client_metric_figure(rows, "train_loss", total_rounds=snap["total_rounds"]),
                            key=f"{key}-loss")
+    client_confusion(snap, key)
     heatmap = experiment_charts.scrutiny_heatmap(rows) if rows else None
     if heatmap is not None:
         st.plotly_chart(heatmap, key=f"{key}-scrutiny")
         flagged = sorted({r["client_id"] for r in rows if r.get("flagged")})
         st.caption("The server measures every update it receives: its distance to the median update, as a robust "
-                   "z-score (red: far from the others; above 3 it is flagged). "
+                   "z-score (red: farther than the others, blue: closer; ⚑ flagged). "
                    + (f"Flagged at least once: {', '.join(flagged)}." if flagged else "No update was flagged."))
+        with st.expander("What a flag means, and what it does not", expanded=bool(flagged)):
+            st.markdown(FLAG_MEANING)
     if snap["clients"]:
         st.plotly_chart(charts.bytes_figure(snap["clients"]), key=f"{key}-bytes")
     with st.expander("One client, every round" if many else "Every client, every round"):
@@ -93,6 +98,32 @@ def draw(snap: dict, key: str) -> None:
             chosen = st.selectbox("Client", sorted(shown) or sorted(snap["clients"]), key=f"{key}-one")
             rows = [r for r in handle.snapshot()["client_rows"] if r.get("client_id") == chosen]
         st.dataframe(client_rounds_frame(rows), hide_index=True)
+
+
+def client_confusion(snap: dict, key: str) -> None:
+    """One client's own confusion matrix for a chosen round: how the global model does on its rows."""
+    kept = snap.get("client_confusion") or {}
+    if not kept:
+        return
+    classes = next((r["confusion"]["classes"] for r in reversed(snap["rounds"]) if r.get("confusion")),
+                   (snap.get("data_report") or {}).get("classes"))
+    if not classes:
+        return
+    with st.expander("One client's confusion matrix (its own held-out rows)"):
+        left, right = st.columns(2)
+        ids = sorted({cid for per_round in kept.values() for cid in per_round})
+        chosen = left.selectbox("Client", ids, key=f"{key}-cm-client")
+        counted = sorted(r for r, per_round in kept.items() if chosen in per_round)
+        if not counted:
+            return
+        round_no = counted[-1] if len(counted) == 1 else right.select_slider(
+            "Round", counted, value=counted[-1], key=f"{key}-cm-round")
+        counts = kept[round_no][chosen]
+        st.plotly_chart(class_charts.confusion_figure(counts, classes, f"{chosen}, round {round_no}"),
+                        key=f"{key}-cm")
+        st.dataframe(class_charts.per_class_table(counts, classes), hide_index=True)
+        st.caption("A class this client holds no rows of is absent (no recall), not 0: it is the global model's "
+                   "score on this client's own data.")
 
 
 if handle.kind == "simulation":
@@ -109,8 +140,10 @@ def draw_data_report(report: dict | None) -> None:
         st.warning(f"Possible leak: {warning}")
     with st.expander("Data report: rows and classes per site, columns used or left out (data_report.json)",
                      expanded=from_sites):
+        held = report.get("server_holds")
         source = ("Built from the sites' data summaries (counts and sums, never rows)" if from_sites
-                  else "From the run's data")
+                  else f"The server holds {held.get('test_rows')} test rows of {held.get('name')}; clients bring "
+                       "their own" if held and not report.get("sites") else "From the run's data")
         st.caption(f"{report.get('n_features')} features, classes {report.get('classes')}. {source}; a site "
                    "holding one class trains on it too.")
         if len(tables["sites"]):

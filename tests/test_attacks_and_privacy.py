@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fl.runs import simulation
@@ -12,6 +15,9 @@ from fl.federation.behaviour import Behaviour, assign_behaviours
 from fl.runs.config import RunConfig
 from fl.learning.fedprox import prox_logreg, proximal_step
 from fl.learning.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
+from fl.runs.cli import main
+from ui.charts import metrics_table
+from ui.format import epsilon_shown
 
 ATTACKED = dict(dataset="digits", clients=10, rounds=8, model="logreg", partition="iid", local_epochs=5, malicious_clients=3, attack="sign_flip",
                 seed=0)
@@ -149,3 +155,23 @@ def test_proximal_step_and_prox_logreg_pull_towards_the_global_model():
     # Assert: without the term the weights move far; with a huge mu they stay near the global zeros
     assert free[0, 0] > 1.0
     assert np.abs(held).max() < 0.01
+
+
+def test_dp_without_noise_says_epsilon_is_infinite_everywhere(tmp_path, capsys, no_thread_leaks):
+    # Prepare / Execute: clipping with noise multiplier 0, from the command line
+    out = tmp_path / "run"
+    code = main(["simulate", "--dataset", "iris", "--clients", "3", "--model", "logreg", "--rounds", "2",
+                 "--dp", "server", "--noise-multiplier", "0", "--workers", "0", "--out", str(out)])
+    stdout = capsys.readouterr().out.splitlines()
+    # Assert: the round lines and the last line say it, metrics.csv and summary.json hold inf, not an empty cell
+    assert code == 0
+    said = [line for line in stdout if line.startswith("round ")] + [stdout[-1]]
+    assert len(said) == 3 and all(line.endswith("epsilon inf (no noise: no privacy)") for line in said), said
+    with open(out / "metrics.csv", newline="") as fh:
+        assert [row["epsilon"] for row in csv.DictReader(fh)] == ["inf", "inf"]
+    assert pd.read_csv(out / "metrics.csv")["epsilon"].tolist() == [math.inf, math.inf]
+    assert json.loads((out / "summary.json").read_text())["epsilon"] == "inf"
+    # ... and the dashboard's metric and rounds table (from the same rows)
+    assert epsilon_shown(math.inf) == "∞ (no noise: no privacy)" and epsilon_shown(2.345) == "2.35"
+    rounds = pd.read_csv(out / "metrics.csv").to_dict("records")
+    assert metrics_table(rounds)["ε"].tolist() == ["∞", "∞"]

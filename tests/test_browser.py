@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
+PER_CLASS_SHOT = ROOT / "docs" / "per_class.png"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
 
@@ -111,6 +112,13 @@ def test_start_watch_stop_and_reload_in_the_browser(streamlit_url):
             assert "Traceback" not in body and "Centralized" in body
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=False)
+            # The per-class view: the last round's confusion matrix and each class's recall per round
+            matrix = page.get_by_text("Confusion matrix, round 20").first
+            matrix.scroll_into_view_if_needed()
+            assert "Recall of each class per round" in page.inner_text("body")
+            page.wait_for_timeout(800)
+            page.locator('[data-testid="stExpander"]').filter(has_text="Per class").first.screenshot(
+                path=str(PER_CLASS_SHOT))
             # 2. A long run: mid-run Start is disabled and Stop enabled
             rounds = page.locator('[data-testid="stSidebar"]').get_by_role("slider", name="Rounds")
             rounds.focus()

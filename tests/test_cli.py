@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 
 from fl.data import load_dataset
+from fl.data.summary import report_from_data, report_lines
 from fl.runs.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +122,46 @@ def test_killed_client_process_does_not_stop_the_run(procs, tmp_path):
     assert len(metrics) == 6
     assert metrics["n_fit_clients"].iloc[-1] == 2
     assert "client_002" in stderr  # reported as a failure or a leave
+
+
+def _first_lines(proc: subprocess.Popen, n: int, timeout: float) -> list[str]:
+    """The first n lines of proc's stdout, read in a thread so that a silent process cannot hang the test."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout.readline() for _ in range(n)), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return list(lines)
+
+
+def test_a_server_says_where_it_listens_first_then_what_data_it_holds(procs):
+    # Prepare / Execute: a server with its own data, its stderr in the same pipe (what a terminal shows)
+    server = subprocess.Popen([sys.executable, "-m", "fl", "server", "--dataset", "digits", "--port", "0",
+                               "--wait", "60"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    procs.procs.append(server)
+    lines = _first_lines(server, 2, timeout=60)
+    server.send_signal(signal.SIGINT)  # stop it as a person would: the run stops, the process exits
+    rest, _ = server.communicate(timeout=30)
+    # Assert: "listening on" comes first; then what the server holds, not "0 sites, 0 rows"
+    assert len(lines) == 2 and re.fullmatch(r"listening on 127\.0\.0\.1:\d+\n", lines[0]), lines
+    assert lines[1] == "data: the server holds 360 test rows of digits (10 classes, 64 features); clients bring " \
+                       "their own\n", lines
+    assert "0 sites" not in rest and server.returncode is not None
+
+
+def test_a_servers_data_report_says_what_it_holds():
+    # Prepare
+    ds = load_dataset("iris")
+    held = {"name": "iris.csv", "test_rows": 30, "validation_rows": 0}
+    # Execute
+    alone = report_lines(report_from_data(ds, server_holds=held))
+    stacking = report_lines(report_from_data(ds, server_holds={**held, "validation_rows": 23}))
+    sites = report_lines(report_from_data(ds, {"a": ds.y[:50], "b": ds.y[50:]}))
+    # Assert
+    assert alone[0] == "data: the server holds 30 test rows of iris.csv (3 classes, 4 features); clients bring " \
+                       "their own"
+    assert stacking[0].startswith("data: the server holds 30 test rows and 23 validation rows of iris.csv")
+    assert sites[0].startswith("data: 2 sites, 150 rows, 4 features")
 
 
 def test_simulate_writes_the_run_store(tmp_path):

@@ -13,7 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,12 +24,13 @@ from sklearn.linear_model import LogisticRegression
 
 from fl.data import apply_standardization, features_from_frame, load_client_frame, local_holdout
 from fl.data.summary import columns_problem, merge_summaries, summarize_data
-from fl.federation.client import ClientSettings, FederatedClient, LocalData
+from fl.federation.client import FederatedClient
 from fl.federation.server import ServerSettings
 from fl.federation.task import client_seed
 from fl.runs import hosting
 from fl.runs.config import RunConfig
 from fl.wire import Connection, Error, Hello, ProtocolError, Summary, decode_frame, frame_to_bytes, parse_message
+from tests.site_helpers import run_sites, site_client as shared_site_client
 
 TARGET = "diagnosis"
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,18 +59,7 @@ def make_sites(directory: Path) -> list[Path]:
 
 
 def site_client(path: Path, cid: str, port: int) -> FederatedClient:
-    own = load_client_frame(str(path), TARGET)
-    data = LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame, target_values=own.target_values)
-    return FederatedClient(cid, data, ClientSettings(port=port, connect_timeout_s=10))
-
-
-def run_sites(clients: list[FederatedClient]) -> tuple[list[threading.Thread], dict]:
-    results: dict = {}
-    threads = [threading.Thread(target=lambda c=c: results.__setitem__(c.client_id, c.run()), daemon=True)
-               for c in clients]
-    for t in threads:
-        t.start()
-    return threads, results
+    return shared_site_client(path, cid, port, TARGET)
 
 
 @pytest.fixture

@@ -10,25 +10,21 @@ the pooled rows, and the run goes where scikit-learn goes on the pooled rows.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.optimize import approx_fprime
 from sklearn.linear_model import LogisticRegression
 
-from fl.data import apply_standardization, features_from_frame, load_client_frame, local_holdout
-from fl.federation.client import ClientSettings, FederatedClient, LocalData
-from fl.federation.server import ServerSettings
-from fl.federation.task import client_seed
+from fl.data import apply_standardization
 from fl.learning.logistic import gradient_steps, loss_and_gradient, one_vs_rest_gradient, targets
 from fl.learning.models import get_model
-from fl.runs import hosting, simulation
+from fl.runs import simulation
 from fl.runs.baselines import training_rows
 from fl.runs.build import load_data
 from fl.runs.config import ConfigError, RunConfig
+from tests.site_helpers import host_sites, pooled_rows
 
 
 @pytest.mark.parametrize("k", [2, 4])
@@ -124,40 +120,17 @@ penguins = pytest.importorskip("palmerpenguins")
 
 def island_run(tmp_path: Path, model_params: dict, rounds: int = 20):
     """Three island sites (Torgersen: Adelie only), a server without data; returns (accuracies, pooled LR)."""
-    frame = penguins.load_penguins()
     sites = {}
-    for island, rows in frame.groupby("island"):
-        path = tmp_path / f"{island.lower()}.csv"
-        rows.drop(columns="island").to_csv(path, index=False)
-        sites[island.lower()] = path
+    for island, rows in penguins.load_penguins().groupby("island"):
+        sites[island.lower()] = tmp_path / f"{island.lower()}.csv"
+        rows.drop(columns="island").to_csv(sites[island.lower()], index=False)
     config = RunConfig(dataset="csv", target="species", model="logreg", model_params=model_params, rounds=rounds,
                        min_clients=3, clients=3)
-    handle = hosting.host(config, ServerSettings(port=0, wait_for_clients=3, join_timeout_s=30),
-                          data_at_clients=True)
-    clients = []
-    for cid, path in sites.items():
-        own = load_client_frame(str(path), "species")
-        data = LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame, target_values=own.target_values)
-        clients.append(FederatedClient(cid, data, ClientSettings(port=handle.server.address[1], connect_timeout_s=10)))
-    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
-    for t in threads:
-        t.start()
-    try:
-        result = handle.wait(120)
-    finally:
-        handle.stop()
-        for t in threads:
-            t.join(15)
+    handle, result, _ = host_sites(config, sites)
     assert result is not None and result.status == "completed", result and result.error
-    task = handle.server.task
-    train_X, train_y, test_X, test_y = [], [], [], []
-    for cid, path in sites.items():
-        own = load_client_frame(str(path), "species")
-        X = apply_standardization(features_from_frame(own.frame, task.feature_names), task.standardize)
-        train, held = local_holdout(len(own.y), task.local_test_size, client_seed(0, cid))
-        train_X.append(X[train]), train_y.append(own.y[train]), test_X.append(X[held]), test_y.append(own.y[held])
-    pooled = LogisticRegression(max_iter=5000).fit(np.vstack(train_X), np.concatenate(train_y))
-    return [r["accuracy"] for r in result.rounds], pooled.score(np.vstack(test_X), np.concatenate(test_y))
+    (train_X, train_y), (test_X, test_y) = pooled_rows(handle.server.task, sites, "species")
+    pooled = LogisticRegression(max_iter=5000).fit(train_X, train_y)
+    return [r["accuracy"] for r in result.rounds], pooled.score(test_X, test_y)
 
 
 def test_three_islands_converge_to_the_pooled_logistic_regression(tmp_path: Path) -> None:

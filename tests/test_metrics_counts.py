@@ -12,7 +12,6 @@ held-out predictions of that round's global model.
 from __future__ import annotations
 
 import csv
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
-from fl.data import apply_standardization, features_from_frame, load_client_frame, local_holdout
-from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.federation.round_stats import federated_metrics
-from fl.federation.server import ServerSettings
-from fl.federation.task import client_seed
 from fl.learning.metrics import confusion_matrix, metrics_from_confusion, per_class
 from fl.learning.models import get_model
-from fl.runs import hosting
 from fl.runs.config import RunConfig
 from fl.wire import EvaluateResult, ProtocolError, decode_frame, frame_to_bytes, parse_message
+from tests.site_helpers import host_sites, pooled_rows
 
 labels = st.lists(st.integers(0, 4), min_size=1, max_size=60)
 
@@ -155,35 +150,13 @@ def test_federated_macro_f1_is_the_f1_of_the_pooled_predictions_every_round(tmp_
     sites = penguin_sites(tmp_path)
     config = RunConfig(dataset="csv", target="species", model="logreg", rounds=6, min_clients=3, clients=3,
                        archive_weights=True)
-    handle = hosting.host(config, ServerSettings(port=0, wait_for_clients=3, join_timeout_s=30),
-                          out_dir=str(tmp_path / "run"), data_at_clients=True)
-    port = handle.server.address[1]
-    clients = []
-    for cid, path in sites.items():
-        own = load_client_frame(str(path), "species")
-        data = LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame, target_values=own.target_values)
-        clients.append(FederatedClient(cid, data, ClientSettings(port=port, connect_timeout_s=10)))
-    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
-    for t in threads:
-        t.start()
     # Execute
-    try:
-        result = handle.wait(120)
-    finally:
-        handle.stop()
-        for t in threads:
-            t.join(15)
+    handle, result, _ = host_sites(config, sites, out_dir=str(tmp_path / "run"))
     # Assert: every round's F1 is scikit-learn's F1 of that round's global model on the pooled held-out rows
     assert result is not None and result.status == "completed", result and result.error
     task = handle.server.task
     classes = task.classes_array
-    held_X, held_y = [], []
-    for client, (cid, path) in zip(clients, sites.items()):
-        own = load_client_frame(str(path), "species")
-        X = apply_standardization(features_from_frame(own.frame, task.feature_names), task.standardize)
-        _, held = local_holdout(len(own.y), task.local_test_size, client_seed(0, cid))
-        held_X.append(X[held]), held_y.append(own.y[held])
-    X_pool, y_pool = np.vstack(held_X), np.concatenate(held_y)
+    _, (X_pool, y_pool) = pooled_rows(task, sites, "species")
     weights = np.load(tmp_path / "run" / "weights.npz")
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     adapter = get_model("logreg")

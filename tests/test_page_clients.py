@@ -35,3 +35,7 @@ def test_after_a_run_clients_have_status_heatmap_and_metrics(app_env):
     assert len(at.get("plotly_chart")) >= 5  # heatmap, global model per client, accuracy, loss, bytes
     assert "Worst client" in [m.label for m in at.metric]
     assert all(v.endswith("%") for v in table["Global model on its data"])
+    # what a flag means and what it does not, beside the scrutiny heatmap
+    said = texts(at.markdown)
+    assert "What a flag means." in said and "does not prove an attack" in said
+    assert "Nobody is excluded or down-weighted because of a flag" in said

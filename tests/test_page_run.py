@@ -30,8 +30,10 @@ def test_small_run_finishes_with_metrics_charts_and_downloads(app_env):
     labels = [m.label for m in at.metric]
     assert {"Global accuracy", "Loss", "Worst client", "Centralized", "Local only (mean)",
             "Majority class"} <= set(labels)
-    assert len(at.get("plotly_chart")) >= 3  # accuracy, loss, per-client
-    assert len(at.dataframe) >= 1
+    assert len(at.get("plotly_chart")) >= 5  # accuracy, loss, per-client, confusion matrix, recall per class
+    assert any(e.label.startswith("Per class") for e in at.expander)
+    assert at.select_slider(key="static-" + at.query_params["run"] + "-confusion-round").value == 3
+    assert len(at.dataframe) >= 2  # the per-class table too
     labels = [b.label for b in at.get("download_button")]
     assert labels[:3] == ["Metrics (CSV)", "Config (JSON)", "Final model (joblib)"]
     assert labels[3].startswith("Best model (round ")  # the best round's model, beside the final one

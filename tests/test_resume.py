@@ -192,7 +192,6 @@ def test_resume_refusals_are_one_line(tmp_path, capsys):
         (["simulate", "--resume"], "add --out"),
         (["simulate", "--resume", "--out", str(tmp_path / "nothing")], "not a run directory"),
         (["simulate", "--resume", "--out", str(finished)], "completed: there is nothing to resume"),
-        (["simulate", "--resume", "--out", str(finished), "--rounds", "9"], "drop --rounds"),
         (["server", "--resume", "--out", str(finished), "--port", "0"], "completed: there is nothing to resume"),
     ]
     for argv, needle in cases:
@@ -203,3 +202,38 @@ def test_resume_refusals_are_one_line(tmp_path, capsys):
     (finished / CHECKPOINT_FILE).write_bytes(b"garbage")
     assert main(["simulate", "--resume", "--out", str(finished)]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_resume_accepts_the_saved_settings_and_names_each_changed_one(tmp_path, capsys, no_thread_leaks):
+    # Prepare: a run stopped after its first round, and a config that differs from it in one setting
+    config = _config(rounds=3)
+    out = tmp_path / "cut"
+    handle = simulation.start(config, out_dir=str(out))
+    _stop_after(handle, 1)
+    assert handle.result is not None and handle.result.status == "stopped"
+    same = ["--dataset", "digits", "--model", "logreg", "--clients", "5", "--rounds", "3", "--seed", "3",
+            "--alpha", "0.5", "--workers", "0"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**config.to_dict(), "rounds": 9}))
+    refused = [
+        (["simulate", "--resume", "--out", str(out), "--rounds", "30"],
+         "--resume goes on with the run's saved settings; --rounds 30 differs from the saved 3: drop it"),
+        (["simulate", "--resume", "--out", str(out), *same[:-2], "--seed", "1", "--no-standardize", "--workers", "0"],
+         "--standardize off differs from the saved on, --seed 1 differs from the saved 3: drop them"),
+        (["simulate", "--resume", "--out", str(out), "--config", str(other)],
+         f"--config {other} sets --rounds 9, the saved 3: drop it"),
+        (["server", "--resume", "--out", str(out), "--port", "0", "--learning-rate", "0.5"],
+         "--learning-rate 0.5 differs from the saved default: drop it"),
+    ]
+    # Execute / Assert: each changed setting named with both values, in one line; nothing was run
+    for argv, needle in refused:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, (argv, err)
+    assert [int(r["round"]) for r in _rows(out / "metrics.csv")] == [1]
+    # Execute: the command that started it, repeated with --resume (and its own config.json beside it)
+    code = main(["simulate", "--resume", "--out", str(out), "--config", str(out / "config.json"), *same])
+    # Assert
+    assert code == 0, capsys.readouterr().err
+    assert [int(r["round"]) for r in _rows(out / "metrics.csv")] == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"

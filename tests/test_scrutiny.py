@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fl.federation.scrutiny import Z_THRESHOLD, robust_z, scrutinize
+from fl.federation.scrutiny import SPREAD_FLOOR, flag_threshold, robust_z, scrutinize, simulate_threshold
 from fl.learning.models import get_model
 from fl.learning.training import has_converged
 from fl.runs import simulation
@@ -40,10 +40,64 @@ def test_scrutiny_numbers_by_hand():
     steps = np.array([u[0] for _, u in updates])
     distances = np.linalg.norm(steps - np.median(steps, axis=0), axis=1)
     mad = np.median(np.abs(distances - np.median(distances)))
-    expected_z = (distances - np.median(distances)) / (1.4826 * mad)
+    spread = max(1.4826 * mad, SPREAD_FLOOR * np.median(distances))
+    expected_z = (distances - np.median(distances)) / spread
     assert [out[c]["update_z"] for c in "abcd"] == pytest.approx(expected_z)
-    assert [out[c]["flagged"] for c in "abcd"] == [bool(abs(z) > Z_THRESHOLD) for z in expected_z]
+    assert {out[c]["z_threshold"] for c in "abcd"} == {flag_threshold(4)}
+    assert [out[c]["flagged"] for c in "abcd"] == [bool(z > flag_threshold(4)) for z in expected_z]
     assert out["d"]["flagged"] and not out["a"]["flagged"]
+
+
+def test_nearly_equal_distances_are_not_an_outlier():
+    # Prepare: five updates in five directions, four at nearly the same distance from their median (zero) and
+    # one 11 % farther, as OJ's store 7 in round 13: the MAD of the distances alone is tiny
+    steps = np.diag([1.0, 1.0, 1.001, 0.999, 1.11])
+    updates = [(str(i), [s]) for i, s in enumerate(steps)]
+    # Execute
+    out = scrutinize([np.zeros(5)], updates, [steps.mean(axis=0)])
+    # Assert: without its floor the spread would make it 74 spreads out; with it, it is 11 % farther, no more
+    assert robust_z(np.diag(steps))[4] == pytest.approx(0.11 / (1.4826 * 0.001), rel=0.01)
+    assert out["4"]["update_z"] == pytest.approx(0.11 / SPREAD_FLOOR)
+    assert not any(v["flagged"] for v in out.values())
+
+
+def test_a_client_closer_than_the_others_is_never_flagged():
+    # Prepare: four updates around a fifth that sits at their median
+    updates = [("a", [np.array([1.0, 0.0])]), ("b", [np.array([0.0, 1.0])]), ("c", [np.array([-1.0, 0.0])]),
+               ("d", [np.array([0.0, -1.0])]), ("e", [np.array([0.0, 0.0])])]
+    # Execute
+    out = scrutinize([np.zeros(2)], updates, [np.zeros(2)])
+    # Assert: e is more than three spreads closer than the others (|z| > 3 flagged it before); closer is no sign
+    # of anything (the spread: 1.2533 x the mean absolute deviation 0.2, or the floor under it)
+    assert out["e"]["update_z"] == pytest.approx(-1.0 / max(1.2533 * 0.2, SPREAD_FLOOR), rel=0.01)
+    assert out["e"]["update_z"] < -3
+    assert not any(v["flagged"] for v in out.values())
+
+
+def test_attackers_hiding_behind_each_other_are_judged_again_without_the_flagged():
+    # Prepare: seven honest distances and three attackers' (the README example's first round, in units of the
+    # median distance): the two farthest widen the spread so that the third is below the threshold for 10
+    distances = np.array([0.95, 0.76, 1.43, 0.66, 0.59, 0.87, 1.05, 3.31, 5.06, 4.18])
+    steps = np.diag(distances)  # one direction each: the median update is 0, each distance is its own
+    updates = [(f"c{i}", [s]) for i, s in enumerate(steps)]
+    # Execute
+    out = scrutinize([np.zeros(10)], updates, [steps.mean(axis=0)])
+    # Assert: one step would miss c7; judged among the 8 not flagged yet, it is flagged, and no honest client is
+    assert robust_z(distances, SPREAD_FLOOR)[7] < flag_threshold(10)
+    assert {cid for cid, v in out.items() if v["flagged"]} == {"c7", "c8", "c9"}
+    assert out["c9"]["z_threshold"] == flag_threshold(10) and out["c7"]["z_threshold"] == flag_threshold(8)
+    assert out["c0"]["z_threshold"] == flag_threshold(7)
+    assert all(v["flagged"] == (v["update_z"] > v["z_threshold"]) for v in out.values())
+
+
+def test_the_threshold_is_the_simulated_one_and_higher_for_few_clients():
+    # Execute: the table against a fresh simulation (fewer draws than the table's, hence the tolerance)
+    for n in (5, 10, 30):
+        assert flag_threshold(n) == pytest.approx(simulate_threshold(n, draws=50_000, seed=n), rel=0.06)
+    # Assert: few clients need more, many a little more again (the largest of many), never below 3.8
+    assert flag_threshold(3) is None
+    assert flag_threshold(5) > flag_threshold(10) > flag_threshold(20) > 3.8
+    assert 3.8 < min(flag_threshold(n) for n in range(4, 5000)) and flag_threshold(100_000) > flag_threshold(1000)
 
 
 def test_robust_z_of_equal_values_is_zero_and_few_updates_get_none():

@@ -323,7 +323,9 @@ def metrics_table(rounds: list[dict]) -> pd.DataFrame:
         "Round": df["round"],
         "Accuracy": df["accuracy"].astype(float).round(4),
         "Loss": df["loss"].astype(float).round(4),
-        "Macro F1": df["f1_macro"].astype(float).round(4),
+        "Macro F1": pd.to_numeric(df["f1_macro"], errors="coerce").round(4),
+        "Balanced accuracy": pd.to_numeric(df.get("balanced_accuracy", pd.Series(dtype=float)),
+                                           errors="coerce").round(4),
         "Clients": df["n_fit_clients"],
         "Failures": df["n_failures"],
         "Seconds": df["duration_s"].astype(float).round(2),
@@ -333,7 +335,8 @@ def metrics_table(rounds: list[dict]) -> pd.DataFrame:
     if "worst_client_accuracy" in df and df["worst_client_accuracy"].notna().any():
         out.insert(4, "Worst client", pd.to_numeric(df["worst_client_accuracy"], errors="coerce").round(4))
     if "epsilon" in df and df["epsilon"].notna().any():
-        out["ε"] = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
+        eps = pd.to_numeric(df["epsilon"], errors="coerce").round(2)
+        out["ε"] = eps.map(lambda v: "∞" if v == float("inf") else v) if (eps == float("inf")).any() else eps
     return out
 
 

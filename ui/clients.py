@@ -14,6 +14,20 @@ from fl.runs.simulation import partition_summary
 from ui import charts
 from ui.format import pct, size
 
+# What a flag means and what it does not (the rule: fl/federation/scrutiny.py), beside the scrutiny heatmap.
+FLAG_MEANING = (
+    "**What a flag means.** In that round the client's update was far from the others': its distance to the "
+    "median update exceeded the typical distance by more robust standard deviations than clients with similar "
+    "data exceed it in about one round in 50, and was at least 1.8 to 2.9 times the typical distance. The line "
+    "(9.5 for 5 updates, 5.0 for 10, about 4 from 20 on) is higher for few clients, whose typical spread is "
+    "itself uncertain; an update closer than most is never flagged.\n\n"
+    "**What it does not mean.** A flag does not prove an attack: a site whose data really differs (another "
+    "store's customers, a small clinic) can be that far, round after round. Nobody is excluded or down-weighted "
+    "because of a flag, and the run goes on exactly as without it. Limiting what an outlying update can do is "
+    "the robust aggregation rules' job (median, trimmed mean, Krum: the Run page's aggregation), flag or not.")
+FLAGGED_ROUNDS_HELP = ("Rounds in which this client's update was far from the others' (the heatmap below). A flag "
+                       "does not prove an attack, and nobody is excluded because of one.")
+
 STATUS_ICONS = {"waiting": "⏳ waiting", "connected": "🟢 connected", "training": "🔵 training",
                 "evaluating": "🔵 evaluating", "idle": "⚪ idle", "gone": "⚫ gone", "finished": "✅ finished"}
 
@@ -109,7 +123,7 @@ def client_rounds_frame(client_rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(client_rows)
     keep = [c for c in ("round", "client_id", "status", "n_samples", "eval_accuracy", "eval_loss", "train_accuracy",
                         "train_loss", "train_time_s", "epoch_losses", "converged", "samples_used", "update_norm",
-                        "update_cosine", "update_z", "flagged", "reason") if c in df]
+                        "update_cosine", "update_z", "z_threshold", "flagged", "reason") if c in df]
     df = df[keep].copy()
     if "epoch_losses" in df:  # the client's losses per local epoch, as it reported them
         df["epoch_losses"] = df["epoch_losses"].map(

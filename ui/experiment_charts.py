@@ -28,7 +28,9 @@ def learning_rate_figure(rates: list[tuple[int, float]], total_rounds: int | Non
 def scrutiny_heatmap(client_rows: list[dict], max_clients: int = 60) -> go.Figure | None:
     """Clients x rounds of the robust z-score of each update's distance to the median update; None without any.
 
-    Red: far from the others (flagged above 3); a client that sent nothing that
+    Red: far from the others, blue: closer than most; a flagged update is
+    marked ⚑ (above its round's threshold, which depends on the number of
+    updates: fl/federation/scrutiny.py); a client that sent nothing that
     round is blank.
     """
     rows = [r for r in client_rows if is_number(r.get("update_z"))]
@@ -39,15 +41,28 @@ def scrutiny_heatmap(client_rows: list[dict], max_clients: int = 60) -> go.Figur
     index = {(r["client_id"], int(r["round"])): r for r in rows}
     z = [[_cell(index.get((cid, rnd)), "update_z") for rnd in rounds] for cid in clients]
     text = [[_hover(index.get((cid, rnd))) for rnd in rounds] for cid in clients]
-    limit = max(4.0, max((abs(v) for row in z for v in row if v is not None), default=4.0))
+    marks = [["⚑" if (index.get((cid, rnd)) or {}).get("flagged") else "" for rnd in rounds] for cid in clients]
+    limits = [r["z_threshold"] for r in rows if is_number(r.get("z_threshold"))]
+    limit = max([4.0, *limits, *(abs(v) for row in z for v in row if v is not None)])
     fig = go.Figure(go.Heatmap(z=z, x=rounds, y=clients, zmin=-limit, zmax=limit, colorscale=Z_COLOURS,
-                               text=text, hovertemplate="%{y}, round %{x}<br>%{text}<extra></extra>",
+                               customdata=text, text=marks, texttemplate="%{text}",
+                               hovertemplate="%{y}, round %{x}<br>%{customdata}<extra></extra>",
                                colorbar=dict(title="robust z")))
-    fig.update_layout(title=dict(text="How far each update is from the others (robust z; flagged above 3)", x=0),
-                      height=max(260, 24 * len(clients) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(title=dict(text=f"How far each update is from the others (robust z; ⚑ {threshold_text(limits)})",
+                                 x=0), height=max(260, 24 * len(clients) + 120), margin=dict(l=10, r=10, t=50, b=10))
     fig.update_xaxes(title_text="Round", dtick=max(1, len(rounds) // 10), tickformat="d")
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def threshold_text(limits: list[float]) -> str:
+    """The flag line of a run's rounds: one value, or the range of them (it depends on the number of updates)."""
+    shown = sorted({round(float(v), 1) for v in limits})
+    if not shown:
+        return "flagged"
+    if len(shown) == 1:
+        return f"flagged above {shown[0]:g}"
+    return f"flagged above {shown[0]:g} to {shown[-1]:g}, by the round's number of updates"
 
 
 def _cell(row: dict | None, key: str) -> Any:
@@ -58,7 +73,10 @@ def _hover(row: dict | None) -> str:
     if row is None:
         return "no update"
     cosine = row.get("update_cosine")
-    text = f"z {row['update_z']:.1f}, norm {row.get('update_norm', 0):.3g}"
+    text = f"z {row['update_z']:.1f}"
+    if is_number(row.get("z_threshold")):
+        text += f" (flagged above {row['z_threshold']:.1f})"
+    text += f", norm {row.get('update_norm', 0):.3g}"
     if is_number(cosine):
         text += f", cosine to the aggregate {cosine:.2f}"
     return text + (" · flagged" if row.get("flagged") else "")

@@ -20,6 +20,13 @@ def num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if is_number(value) else "–"
 
 
+def epsilon_shown(value: Any) -> str:
+    """Privacy ε as the pages show it: 2 decimals, or ∞ said for what it is (noise multiplier 0)."""
+    from fl.learning.privacy import NO_PRIVACY
+
+    return f"∞ ({NO_PRIVACY})" if value == math.inf else num(value, 2)
+
+
 def size(n_bytes: Any) -> str:
     if not is_number(n_bytes):
         return "–"

@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from fl.learning.privacy import NO_PRIVACY
 from fl.runs.state import RunHandle
-from ui import baselines, charts, experiment_charts
-from ui.format import duration, is_number, num, pct, size
+from fl.runs.drift import drift_sentence
+from ui import baselines, charts, class_charts, experiment_charts
+from ui.format import duration, epsilon_shown, is_number, num, pct, size
 from ui.state import store
 
 REFRESH_SECONDS = 1.0
@@ -66,8 +68,9 @@ def headline(snap: dict) -> None:
             value, help_text = baselines.metric(snap, kind)
             column.metric(baselines.LABELS[kind], value, help=help_text)
     if eps is not None:
-        c[-1].metric("Privacy ε", num(eps, 2) if eps != float("inf") else "∞",
-                     help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant.")
+        c[-1].metric("Privacy ε", epsilon_shown(eps),
+                     help=f"Client-level ε at δ = {snap['config'].get('dp_delta'):g}, RDP accountant. ∞ with noise "
+                          "multiplier 0: the updates are clipped, but nothing hides any client's data.")
     for note in [] if hosted else baselines.notes(snap.get("baselines")):
         st.caption(note)
 
@@ -80,6 +83,7 @@ def charts_block(snap: dict, key: str) -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.global_metric_figure(rounds, "accuracy", base, total), key=f"{key}-acc")
     right.plotly_chart(charts.global_metric_figure(rounds, "loss", base, total), key=f"{key}-loss")
+    drift_note(snap)
     marked = [cid for cid, c in snap["clients"].items() if "malicious" in (c.get("role") or "")]
     rows = snap["client_rows"]
     if len(snap["clients"]) > charts.MAX_CLIENT_LINES:
@@ -93,11 +97,45 @@ def charts_block(snap: dict, key: str) -> None:
         if marked:
             st.caption(f"Dotted lines: the clients you made malicious ({', '.join(sorted(marked))}). "
                        "The server does not know who they are.")
-    if any(r.get("epsilon") is not None for r in rounds):
+    if any(is_number(r.get("epsilon")) for r in rounds):
         st.plotly_chart(charts.epsilon_figure(rounds, snap["config"].get("dp_delta")), key=f"{key}-eps")
+    elif any(r.get("epsilon") is not None for r in rounds):  # all infinite: nothing to draw, say why
+        st.caption(f"Privacy spent: ε = ∞ ({NO_PRIVACY}). With noise multiplier 0 the updates are clipped but not "
+                   "noised, so there is no privacy guarantee.")
     rates = [(r["round"], r["learning_rate"]) for r in rounds if r.get("learning_rate") is not None]
     if rates and snap["config"].get("lr_schedule", "constant") != "constant":
         st.plotly_chart(experiment_charts.learning_rate_figure(rates, total), key=f"{key}-lr")
+    class_block(snap, key)
+
+
+def drift_note(snap: dict) -> None:
+    """Beside the chart: the run has fallen well below its best round, and what could help."""
+    sentence = drift_sentence(snap["rounds"], snap["config"])
+    if sentence:
+        st.warning(sentence, icon="📉")
+
+
+def class_block(snap: dict, key: str) -> None:
+    """The chosen round's confusion matrix (global) and each class's recall per round."""
+    counted = class_charts.rounds_with_counts(snap["rounds"])
+    if not counted:
+        if snap["rounds"] and snap["rounds"][-1].get("f1_macro") is None and snap["kind"] == "hosted":
+            st.caption("Per-class numbers and macro F1 are not available: a client sent no confusion counts "
+                       "(a client written before them).")
+        return
+    by_round = {r["round"]: r for r in snap["rounds"]}
+    with st.expander("Per class: confusion matrix and recall", expanded=True):
+        chosen = counted[-1] if len(counted) == 1 else st.select_slider(
+            "Round", counted, value=counted[-1], key=f"{key}-confusion-round")
+        confusion = by_round[chosen]["confusion"]
+        left, right = st.columns(2)
+        left.plotly_chart(class_charts.confusion_figure(confusion["counts"], confusion["classes"],
+                                                        f"Confusion matrix, round {chosen}"), key=f"{key}-confusion")
+        right.plotly_chart(class_charts.recall_figure(snap["rounds"], snap["total_rounds"]), key=f"{key}-recall")
+        st.dataframe(class_charts.per_class_table(confusion["counts"], confusion["classes"]), hide_index=True)
+        over = "the sites' held-out rows, added up" if confusion.get("source") == "sites" else "the server's test rows"
+        st.caption(f"Counted over {over}: macro F1 and balanced accuracy come from these counts, never from an "
+                   "average of ratios. A class with no rows is absent, not a recall of 0.")
 
 
 def _one_shot_charts(snap: dict, key: str) -> None:
@@ -123,7 +161,8 @@ def tables_block(snap: dict) -> None:
 def downloads(snap: dict, handle: RunHandle | None) -> None:
     """Metrics CSV, config JSON and the final model (joblib)."""
     run_id = snap["run_id"]
-    metrics_csv = pd.DataFrame(snap["rounds"]).drop(columns=["type", "t"], errors="ignore").to_csv(index=False)
+    metrics_csv = pd.DataFrame(snap["rounds"]).drop(columns=["type", "t", "confusion"],
+                                                    errors="ignore").to_csv(index=False)
     c1, c2, c3 = st.columns(3)
     c1.download_button("Metrics (CSV)", metrics_csv, file_name=f"{run_id}-metrics.csv", mime="text/csv",
                        key=f"dl-metrics-{run_id}")

@@ -214,8 +214,15 @@ def columns_problem(summary: dict, columns: dict[str, str]) -> str | None:
 def report_lines(report: dict, max_sites: int = 20) -> list[str]:
     """The data report in a few lines for a terminal: sites, classes, columns dropped, leak warnings."""
     sites = report.get("sites") or []
-    lines = [f"data: {len(sites)} sites, {sum(s.get('rows') or 0 for s in sites)} rows, "
-             f"{report.get('n_features')} features, classes {report.get('classes')}"]
+    held = report.get("server_holds")
+    if held and not sites:  # a server with its own data: its held-out rows; the sites' rows are theirs
+        validation = f" and {held['validation_rows']} validation rows" if held.get("validation_rows") else ""
+        lines = [f"data: the server holds {held.get('test_rows')} test rows{validation} of {held.get('name')} "
+                 f"({len(report.get('classes') or [])} classes, {report.get('n_features')} features); "
+                 "clients bring their own"]
+    else:
+        lines = [f"data: {len(sites)} sites, {sum(s.get('rows') or 0 for s in sites)} rows, "
+                 f"{report.get('n_features')} features, classes {report.get('classes')}"]
     for s in sites[:max_sites]:
         one = " (1 class: trains on it, scored on it)" if s.get("n_classes") == 1 else ""
         balance = ", ".join(f"{k}: {v}" for k, v in (s.get("class_counts") or {}).items())
@@ -232,10 +239,12 @@ def report_lines(report: dict, max_sites: int = 20) -> list[str]:
     return lines
 
 
-def report_from_data(dataset: Any, sites: dict[str, np.ndarray] | None = None) -> dict:
+def report_from_data(dataset: Any, sites: dict[str, np.ndarray] | None = None,
+                     server_holds: dict[str, Any] | None = None) -> dict:
     """The data report of a run that holds its data (a simulation, a server with its own CSV): the same shape
     as the merged summaries' (``sites``, ``classes``, ``columns``, ``excluded``, ``leak_warnings``), from the
-    dataset's own column report; ``sites`` maps client ids to their labels (a simulation's partitions)."""
+    dataset's own column report; ``sites`` maps client ids to their labels (a simulation's partitions);
+    ``server_holds`` says what a hosting server keeps of it (``name``, ``test_rows``, ``validation_rows``)."""
     cr = dataset.column_report
     classes = [_label(c) for c in dataset.classes]
     site_rows = []
@@ -254,4 +263,5 @@ def report_from_data(dataset: Any, sites: dict[str, np.ndarray] | None = None) -
             "class_counts": {str(_label(v)): int(n) for v, n in zip(values, counts)}, "columns": columns,
             "n_features": len(dataset.feature_names), "feature_names": list(dataset.feature_names),
             "excluded": [dict(e) for e in cr.excluded] if cr is not None else [],
-            "leak_warnings": list(cr.warnings) if cr is not None else [], "notes": list(dataset.notes)}
+            "leak_warnings": list(cr.warnings) if cr is not None else [], "notes": list(dataset.notes),
+            **({"server_holds": dict(server_holds)} if server_holds else {})}

@@ -127,7 +127,8 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
                                    f"{e.get('client_id')} ignored",
     EventType.CLIENT_RESULT: _client_result,
     EventType.FLAGGED: lambda e: f"round {e.get('round')}: {e.get('client_id')}'s update is far from the others "
-                                 f"(robust z {_num(e.get('update_z'), 1)}, norm {_num(e.get('update_norm'))}, "
+                                 f"(robust z {_num(e.get('update_z'), 1)} above {_num(e.get('z_threshold'), 1)}, "
+                                 f"norm {_num(e.get('update_norm'))}, "
                                  f"cosine to the aggregate {_num(e.get('update_cosine'), 2)})",
     EventType.ROUND: _round,
     EventType.ERROR: lambda e: f"error: {e.get('message')}",

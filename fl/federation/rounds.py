@@ -293,7 +293,8 @@ class RoundRunner:
             **self.strategy.round_metrics(),
         }
         if metrics.get("confusion") is not None:  # the counts every metric above comes from (confusion.csv)
-            record["confusion"] = {"classes": json_safe(list(self.classes)), "counts": metrics["confusion"].tolist()}
+            record["confusion"] = {"classes": json_safe(list(self.classes)), "counts": metrics["confusion"].tolist(),
+                                   "source": "server" if self.data is not None else "sites"}
         self.rounds.append(record)
         if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
             self.on_checkpoint(self.checkpoint())
@@ -352,7 +353,8 @@ class RoundRunner:
 
     def _scrutinize(self, round_no: int, before: list[np.ndarray] | None, accepted: list[tuple[str, Any, int]],
                     rows: dict[str, dict]) -> None:
-        """Norm, cosine to the aggregate step and robust z of every accepted update; flag the outliers."""
+        """Norm, cosine to the aggregate step and robust z of every accepted update; flag the outliers (from this
+        round's updates alone: a resumed run flags what an uninterrupted one does, fl/federation/scrutiny.py)."""
         after = self.model.parameters()
         if before is None or after is None:
             return  # whole fitted models: no update to measure
@@ -362,7 +364,8 @@ class RoundRunner:
             rows[cid].update(scores)
             if scores["flagged"]:
                 self.server.emit(EventType.FLAGGED, round=round_no, client_id=cid, update_z=scores["update_z"],
-                                 update_norm=scores["update_norm"], update_cosine=scores["update_cosine"])
+                                 z_threshold=scores["z_threshold"], update_norm=scores["update_norm"],
+                                 update_cosine=scores["update_cosine"])
 
     def _keep_if_best(self, round_no: int, metrics: dict[str, float]) -> None:
         """Keep this round's global model if it scores best so far (ties keep the earlier round)."""

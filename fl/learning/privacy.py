@@ -31,6 +31,8 @@ import numpy as np
 Arrays = list[np.ndarray]
 
 DP_MODES = {"none": "Off", "server": "Server-side clipping", "client": "Client-side clipping"}
+# ε is infinite without noise (noise multiplier 0: updates clipped, nothing hidden); said beside it everywhere
+NO_PRIVACY = "no noise: no privacy"
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # the accountant logs every skipped RDP order
 _ABSL_GUARD = threading.Lock()

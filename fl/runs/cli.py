@@ -19,7 +19,10 @@ from fl.data import DataError
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.console import baselines_lines, client_printer, column_notes, fmt, progress_printer, split_note
+from fl.runs.drift import drift_sentence, find_drift
+from fl.runs.console import (
+    HeldUntilReleased, baselines_lines, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
+)
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -29,7 +32,7 @@ GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model
 
 
 RESUME_HELP = ("continue the run in --out DIR after its last finished round (its saved settings, its "
-               "checkpoint, its run id); run settings cannot be changed then")
+               "checkpoint, its run id); run flags given again must equal the saved settings")
 
 
 class UsageError(Exception):
@@ -154,7 +157,11 @@ def config_from_args(args: argparse.Namespace, data_at_clients: bool = False, **
 
 # ---------------------------------------------------------------------- commands
 def resume_from_args(args: argparse.Namespace) -> Any:
-    """``--resume``: the run in --out DIR, read and checked (a Resumable), or None without the flag."""
+    """``--resume``: the run in --out DIR, read and checked (a Resumable), or None without the flag.
+
+    Run flags (and ``--config``) may be given again as long as they say what the run was saved with (the
+    command that started it, repeated with --resume); a changed one is refused by name, with both values.
+    """
     if not getattr(args, "resume", False):
         return None
     from fl.federation.checkpoint import CheckpointError
@@ -162,14 +169,49 @@ def resume_from_args(args: argparse.Namespace) -> Any:
 
     if not args.out:
         raise UsageError("--resume continues the run in --out DIR: add --out")
-    given = sorted(knobs_of(RunConfig)[name].flag_name(name) for name in knobs_of(RunConfig) if hasattr(args, name))
-    if given or getattr(args, "config", None):
-        flags = ", ".join(given + (["--config"] if getattr(args, "config", None) else []))
-        raise UsageError(f"--resume goes on with the run's saved settings; drop {flags}")
     try:
-        return open_resume(args.out)
+        resumable = open_resume(args.out)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    changed = changed_settings(args, resumable.config)
+    if changed:
+        raise UsageError(f"--resume goes on with the run's saved settings; {', '.join(changed)}: "
+                         f"drop {'it' if len(changed) == 1 else 'them'}")
+    return resumable
+
+
+def changed_settings(args: argparse.Namespace, saved: RunConfig) -> list[str]:
+    """The run flags given (directly, or in ``--config``) whose values differ from ``saved``, each with both."""
+    knobs = knobs_of(RunConfig)
+    changed = [f"{knobs[name].flag_name(name)} {_shown(getattr(args, name))} differs from the saved "
+               f"{_shown(getattr(saved, name))}"
+               for name in knobs if hasattr(args, name) and getattr(args, name) != getattr(saved, name)]
+    if getattr(args, "config", None):
+        try:
+            other = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read --config {args.config} ({exc.strerror or exc})") from None
+        except ConfigError as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from None
+        changed += [f"--config {args.config} sets {knobs[name].flag_name(name)} {_shown(getattr(other, name))}, "
+                    f"the saved {_shown(getattr(saved, name))}"
+                    for name in knobs if getattr(other, name) != getattr(saved, name) and not hasattr(args, name)]
+    return changed
+
+
+def _shown(value: Any) -> str:
+    """A setting as typed on the command line."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "default"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -212,8 +254,14 @@ def _wait_and_finish(handle: Any) -> int:
                                       final.get("accuracy") if result.status == "completed" else None)
         print(line, flush=True)
         _say(notes)
+    epsilon = result.rounds[-1].get("epsilon") if result.rounds else None
+    drift = find_drift(result.rounds)
+    if drift is not None:  # the sentence on stderr, the fact on the last line
+        _say([f"drift: {drift_sentence(result.rounds, handle.config.to_dict())}"])
     print(f"{result.status}: accuracy {fmt(final.get('accuracy'))}  loss {fmt(final.get('loss'))}  "
-          f"f1 {fmt(final.get('f1_macro'))}", flush=True)
+          f"f1 {fmt(final.get('f1_macro'))}" + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else "")
+          + (f"  (drift: {100 * drift.fall:.1f} points below round {drift.best_round}'s {fmt(drift.best)})"
+             if drift is not None else ""), flush=True)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
@@ -243,10 +291,10 @@ def cmd_server(args: argparse.Namespace) -> int:
                               heartbeat_misses=args.heartbeat_misses, max_pending_handshakes=args.max_pending,
                               max_pending_per_address=args.max_pending_per_address)
     classes = [c for c in args.classes.split(",")] if not has_data else None
+    printer = HeldUntilReleased(progress_printer(config.effective_rounds))  # "listening on" is the first line
     try:
         handle = hosting.host(config, settings, out_dir=args.out, classes=classes,
-                              n_features=args.features if not has_data else None,
-                              on_event=progress_printer(config.effective_rounds),
+                              n_features=args.features if not has_data else None, on_event=printer,
                               run_id=resumable.run_id if resumable else None,
                               resume=resumable.checkpoint if resumable else None, data_at_clients=data_at_clients)
     except (DataError, ConfigError, CheckpointError) as exc:
@@ -255,8 +303,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return 1
     host, port = handle.server.address
-    _say(column_notes(handle.plan))
     print(f"listening on {host}:{port}", flush=True)
+    printer.release()  # then what the run said before it (its data report, a resume), on stderr
+    _say(column_notes(handle.plan))
     return _wait_and_finish(handle)
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from typing import Any, Callable
 
 from fl.data.summary import report_lines
 from fl.federation.events import EventType, describe_event
+from fl.learning.privacy import NO_PRIVACY
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
                   EventType.ERROR, EventType.RESUMED)
@@ -30,8 +32,13 @@ def round_line(event: dict, total_rounds: int) -> str:
     if event.get("worst_client_accuracy") is not None:
         line += f"  worst client {fmt(event['worst_client_accuracy'])}"
     if event.get("epsilon") is not None:
-        line += f"  epsilon {fmt(event['epsilon'], 2)}"
+        line += f"  epsilon {epsilon_text(event['epsilon'])}"
     return line
+
+
+def epsilon_text(epsilon: float) -> str:
+    """ε for a terminal: its value, or ``inf (no noise: no privacy)`` (noise multiplier 0)."""
+    return f"inf ({NO_PRIVACY})" if epsilon == math.inf else fmt(epsilon, 2)
 
 
 def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[dict], None]:
@@ -63,6 +70,33 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
             sys.stderr.flush()
 
     return on_event
+
+
+class HeldUntilReleased:
+    """An event printer that holds what arrives before ``release()``, then prints it and the rest in order.
+
+    A server prints ``listening on HOST:PORT`` as its first line (scripts
+    read it for the port); what the run says before that (its data report,
+    a resume) follows it instead of preceding it.
+    """
+
+    def __init__(self, on_event: Callable[[dict], None]):
+        self._on_event = on_event
+        self._lock = threading.Lock()  # events come from the server's threads; order is kept under it
+        self._held: list[dict] | None = []
+
+    def __call__(self, event: dict) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(event)
+            else:
+                self._on_event(event)
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for event in held:
+                self._on_event(event)
 
 
 def column_notes(plan: Any) -> list[str]:

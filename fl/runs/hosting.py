@@ -9,13 +9,14 @@ page and ``server_new.py`` both host through here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from fl.federation.server import ServerSettings
 from fl.data.summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.events import EventType
-from fl.runs.build import build_run
+from fl.runs.build import RunPlan, build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore
@@ -46,6 +47,14 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
         raise
     handle.on_end.append(lambda: remove_tls_dir(settings.tls_dir))  # its private key ends with it
     if plan.data is not None and plan.summaries is None:  # the server's own data (the sites report theirs)
-        handle.server.emit(EventType.DATA_REPORT, report=report_from_data(plan.data.dataset))
+        handle.server.emit(EventType.DATA_REPORT, report=report_from_data(plan.data.dataset,
+                                                                          server_holds=server_holds(plan)))
     launch_rounds(handle)
     return handle
+
+
+def server_holds(plan: RunPlan) -> dict:
+    """What a server with its own data keeps of it (the held-out rows it scores on), for its data report."""
+    config, split = plan.config, plan.data.split
+    name = Path(config.csv_path).name if config.dataset == "csv" and config.csv_path else config.dataset
+    return {"name": name, "test_rows": int(len(split.y_test)), "validation_rows": int(len(split.y_val))}

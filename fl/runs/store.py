@@ -4,8 +4,8 @@ Layout of one run directory (``runs/<run_id>/`` in the store, or any ``--out``
 directory):
 
     config.json    the RunConfig
-    summary.json   status, dates, final metrics (written at start and at end)
-    metrics.csv    one row per round
+    summary.json   status, dates, final metrics, ε spent with DP (written at start, after each round and at end)
+    metrics.csv    one row per round (ε "inf" when DP adds no noise: no privacy)
     clients.csv    one row per client per round
     events.jsonl   every event, one JSON object per line
     model.joblib   the final global model (joblib: our own local files only;
@@ -60,11 +60,12 @@ METRICS_COLUMNS = ("round", "accuracy", "loss", "f1_macro", "worst_client_accura
 FINAL_KEYS = ("accuracy", "loss", "f1_macro", "balanced_accuracy")  # summary.json's final_metrics
 # eval_*: the global model of that round scored by the client on its own data;
 # epoch_losses .. reported_update_norm: the client's own account (fit_result metadata, ";"-separated losses);
-# update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py)
+# update_norm .. flagged: the server's scrutiny of the update it received (fl/federation/scrutiny.py;
+# z_threshold: the z above which it is flagged, for the number of updates it was judged among)
 CLIENTS_COLUMNS = ("round", "client_id", "n_samples", "status", "reason", "train_time_s", "train_loss",
                    "train_accuracy", "eval_accuracy", "eval_loss", "bytes_sent", "bytes_received",
                    "epoch_losses", "converged", "samples_used", "reported_update_norm",
-                   "update_norm", "update_cosine", "update_z", "flagged", "eval_f1_macro")
+                   "update_norm", "update_cosine", "update_z", "z_threshold", "flagged", "eval_f1_macro")
 CONFUSION_COLUMNS = ("round", "true", "predicted", "count")
 CLIENT_CONFUSION_COLUMNS = ("round", "client_id", "true", "predicted", "count")
 CSV_FILES = {"metrics.csv": METRICS_COLUMNS, "clients.csv": CLIENTS_COLUMNS, "confusion.csv": CONFUSION_COLUMNS,
@@ -92,8 +93,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> Any:
-    """A CSV cell: empty for None or a non-finite number, a list as its items joined by ";"."""
+def _cell(value: Any, column: str = "") -> Any:
+    """A CSV cell: empty for None or a non-finite number (but ``inf`` for an infinite ε: no noise, no privacy),
+    a list as its items joined by ";"."""
+    if column == "epsilon" and value == math.inf:
+        return "inf"
     if isinstance(value, (list, tuple)):
         return ";".join("" if _clean(v) is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
     return "" if _clean(value) is None else value
@@ -151,7 +155,7 @@ class RunWriter:
 
     def _append_row(self, name: str, columns: tuple[str, ...], event: dict) -> None:
         with open(self.dir / name, "a", newline="") as fh:
-            csv.writer(fh).writerow([_cell(event.get(c)) for c in columns])
+            csv.writer(fh).writerow([_cell(event.get(c), c) for c in columns])
 
     def on_event(self, event: dict) -> None:
         """Feed every server event here."""
@@ -164,6 +168,8 @@ class RunWriter:
                 self._write_confusion(event)
                 self.summary["rounds_done"] = event.get("round")
                 self.summary["final_metrics"] = {k: _clean(event.get(k)) for k in FINAL_KEYS}
+                if event.get("epsilon") is not None:  # privacy spent so far; "inf" without noise (JSON has no inf)
+                    self.summary["epsilon"] = "inf" if event["epsilon"] == math.inf else _clean(event["epsilon"])
                 self._write_summary()
             elif kind == "client_result":
                 self._append_row("clients.csv", CLIENTS_COLUMNS, event)
@@ -224,7 +230,7 @@ def _csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
     writer = csv.writer(buf)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+        writer.writerow([_cell(row.get(c), c) for c in columns])
     return buf.getvalue()
 
 
