@@ -174,7 +174,7 @@ def test_the_number_of_clients_is_the_number_of_values(sites_csv):
 
 def test_a_simulation_split_by_hospital_names_its_clients_after_them(sites_csv, tmp_path, no_thread_leaks):
     # Prepare
-    config = _config(sites_csv, rounds=3, clients=10)
+    config = _config(sites_csv, rounds=3, clients=10, local_epochs=3)  # three gradient steps a round
     out = tmp_path / "run"
     # Execute
     handle = simulation.start(config, out_dir=str(out))

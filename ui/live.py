@@ -75,7 +75,7 @@ def headline(snap: dict) -> None:
         st.caption(note)
 
 
-def charts_block(snap: dict, key: str) -> None:
+def charts_block(snap: dict, key: str, done: bool = True) -> None:
     rounds, base, total = snap["rounds"], snap.get("baselines"), snap["total_rounds"]
     if total == 1:
         _one_shot_charts(snap, key)
@@ -105,7 +105,7 @@ def charts_block(snap: dict, key: str) -> None:
     rates = [(r["round"], r["learning_rate"]) for r in rounds if r.get("learning_rate") is not None]
     if rates and snap["config"].get("lr_schedule", "constant") != "constant":
         st.plotly_chart(experiment_charts.learning_rate_figure(rates, total), key=f"{key}-lr")
-    class_block(snap, key)
+    class_block(snap, key, done)
 
 
 def drift_note(snap: dict) -> None:
@@ -115,8 +115,13 @@ def drift_note(snap: dict) -> None:
         st.warning(sentence, icon="📉")
 
 
-def class_block(snap: dict, key: str) -> None:
-    """The chosen round's confusion matrix (global) and each class's recall per round."""
+def class_block(snap: dict, key: str, done: bool = True) -> None:
+    """The chosen round's confusion matrix (global) and each class's recall per round.
+
+    While the run goes they are drawn only on request: building them every
+    second costs about 0.2 s of the interpreter a training thread shares,
+    which made the page (and a Stop click) lag behind the run.
+    """
     counted = class_charts.rounds_with_counts(snap["rounds"])
     if not counted:
         if snap["rounds"] and snap["rounds"][-1].get("f1_macro") is None and snap["kind"] == "hosted":
@@ -124,6 +129,9 @@ def class_block(snap: dict, key: str) -> None:
                        "(a client written before them).")
         return
     by_round = {r["round"]: r for r in snap["rounds"]}
+    if not done and not st.toggle("Per class: confusion matrix and recall, live", key=f"{key}-per-class",
+                                  help="Each class's numbers as the rounds come; drawn once more when the run ends."):
+        return
     with st.expander("Per class: confusion matrix and recall", expanded=True):
         chosen = counted[-1] if len(counted) == 1 else st.select_slider(
             "Round", counted, value=counted[-1], key=f"{key}-confusion-round")
@@ -259,7 +267,7 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> N
         if snap.get("error"):
             st.warning(snap["error"])
     headline(snap)
-    charts_block(snap, key)
+    charts_block(snap, key, done)
     tables_block(snap)
     if done:
         downloads(snap, handle)

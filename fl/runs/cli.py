@@ -259,9 +259,10 @@ def _wait_and_finish(handle: Any) -> int:
     if drift is not None:  # the sentence on stderr, the fact on the last line
         _say([f"drift: {drift_sentence(result.rounds, handle.config.to_dict())}"])
     print(f"{result.status}: accuracy {fmt(final.get('accuracy'))}  loss {fmt(final.get('loss'))}  "
-          f"f1 {fmt(final.get('f1_macro'))}" + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else "")
+          f"f1 {fmt(final.get('f1_macro'))}"
           + (f"  (drift: {100 * drift.fall:.1f} points below round {drift.best_round}'s {fmt(drift.best)})"
-             if drift is not None else ""), flush=True)
+             if drift is not None else "")
+          + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else ""), flush=True)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
