@@ -82,6 +82,11 @@ def draw(snap: dict, key: str) -> None:
         right.plotly_chart(charts.client_metric_figure(rows, "train_loss", total_rounds=snap["total_rounds"]),
                            key=f"{key}-loss")
     client_confusion(snap, key)
+    unjudged = [r for r in snap["rounds"] if r.get("scrutiny")]
+    if unjudged:
+        shown_rounds = ", ".join(str(r["round"]) for r in unjudged[:10]) + (", ..." if len(unjudged) > 10 else "")
+        st.caption(f"Updates of round{'s' if len(unjudged) > 1 else ''} {shown_rounds} were not compared: "
+                   f"{unjudged[-1]['scrutiny'].removeprefix('not judged: ')}.")
     heatmap = experiment_charts.scrutiny_heatmap(rows) if rows else None
     if heatmap is not None:
         st.plotly_chart(heatmap, key=f"{key}-scrutiny")

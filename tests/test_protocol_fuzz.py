@@ -106,3 +106,80 @@ def test_frame_dataclass_fields():
     msg = parse_message(frame)
     # Assert
     assert frame.blob is None and msg == Ping(t=1.0)
+
+
+# ------------------------------------------------------------------ hostile values in every field (issue 23)
+
+_HOSTILE = [10**400, -(10**400), 2**53 + 1, 10**15, "\ud800", "ok\udfff", 1e308, -1e308, True, None, "", "x" * 300,
+            [], {}, [10**400], {"k": "\ud800"}, -1, 0, 0.5]
+
+_VALID_HEADERS = {
+    "hello": {"type": "hello", "protocol": 1, "client_id": "c1", "token": "t", "n_samples": 10, "n_features": 4,
+              "features": ["summary"]},
+    "welcome": {"type": "welcome", "run_id": "r", "task": {"model": "logreg", "model_params": {"C": 1.0},
+                "n_features": 4, "classes": [0, 1], "feature_names": ["a", "b", "c", "d"],
+                "preprocess": {"standardize": {"mean": [0, 0, 0, 0], "scale": [1, 1, 1, 1]}}}, "heartbeat_s": 5,
+                "heartbeat_misses": 3},
+    "fit": {"type": "fit", "round": 1, "config": {"return": "parameters", "local_epochs": 1, "pool_rows": 10}},
+    "fit_result": {"type": "fit_result", "round": 1, "n_samples": 8, "metrics": {"train_loss": 0.5},
+                   "metadata": {"train_time_s": 0.1, "epoch_losses": [0.5], "converged": None, "samples_used": 8,
+                                "update_norm": 1.0}},
+    "evaluate": {"type": "evaluate", "round": 1},
+    "evaluate_result": {"type": "evaluate_result", "round": 1, "n_samples": 3, "metrics": {"accuracy": 0.5},
+                        "confusion": [[1, 1], [0, 1]]},
+    "ping": {"type": "ping", "t": 1.0},
+    "pong": {"type": "pong", "t": 1.0},
+    "bye": {"type": "bye", "reason": "run finished", "final_metrics": {"accuracy": 0.9}},
+    "error": {"type": "error", "code": "x", "message": "y"},
+    "summarize": {"type": "summarize", "min_category_count": 5, "target": "y", "local_test_size": 0.2},
+    "summary": {"type": "summary", "rows": 10, "labels": [["a", 6], ["b", 4]],
+                "columns": [{"name": "x", "kind": "numeric", "missing": 0, "count": 8, "sum": 4.0, "sum_sq": 4.0,
+                             "min": 0.0, "max": 1.0},
+                            {"name": "c", "kind": "category", "missing": 0, "values": {"u": 8}, "other": 0}],
+                "report": {"notes": ["n"]}},
+}
+
+
+def _paths(value, path=()):
+    """Every place in a JSON value (dict keys and list items), as a path of keys and indices."""
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, path + (i,))
+
+
+def _replaced(header, path, value):
+    import copy
+
+    out = copy.deepcopy(header)
+    if not path:
+        return out
+    target = out
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("msg_type", sorted(_VALID_HEADERS))
+def test_a_hostile_value_anywhere_is_a_protocol_error_or_a_sendable_message(msg_type):
+    """Every field of every message type (optional extensions included), replaced by each hostile value: the
+    receiver raises ProtocolError or gets a message it can send on again, never another exception."""
+    # Prepare
+    header = _VALID_HEADERS[msg_type]
+    assert parse_message(decode_frame(raw_frame(header))) is not None  # the valid one parses
+    for path in list(_paths(header))[1:]:
+        if path == ("type",):
+            continue
+        for value in _HOSTILE:
+            data = raw_frame(_replaced(header, path, value))
+            # Execute
+            try:
+                msg = parse_message(decode_frame(data))
+            except ProtocolError:
+                continue
+            # Assert: what parses can be encoded again (no huge integer, no surrogate, nothing non-finite)
+            frame_to_bytes(*msg.to_frame())

@@ -116,8 +116,11 @@ class HeartbeatMonitor:
         silent: list[ClientSlot] = []
         ping: tuple[list, int] | None = None
         for slot in self._slots():
-            if slot.status == ClientStatus.GONE or slot.conn.closed:
-                continue  # its read loop reports it
+            if slot.status == ClientStatus.GONE:
+                continue
+            if slot.conn.closed:  # its read loop reports it first, with its reason; never a ghost slot
+                self._gone(slot.client_id, "connection closed", slot.conn)
+                continue
             if slot.busy and not slot.pings_itself:
                 slot.excused_at = now  # an old-style client answers only between messages: the round timeout
                 continue

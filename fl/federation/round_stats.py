@@ -23,6 +23,31 @@ METRIC_KEYS = ("accuracy", "loss", "f1_macro", "balanced_accuracy")
 COUNT_METRICS = ("f1_macro", "balanced_accuracy")  # not a per-row mean: only from summed counts
 
 
+UNIT = (0.0, 1.0)
+NON_NEGATIVE = (0.0, math.inf)
+# The metrics the server reads from results, and the range a true value lies in (docs/protocol.md).
+EVAL_METRIC_RANGES = {"accuracy": UNIT, "loss": NON_NEGATIVE, "f1_macro": UNIT, "balanced_accuracy": UNIT}
+FIT_METRIC_RANGES = {"train_time_s": NON_NEGATIVE, "train_loss": NON_NEGATIVE, "train_accuracy": UNIT}
+
+
+def metric_problem(metrics: dict, ranges: dict[str, tuple[float, float]]) -> str | None:
+    """Why a client's metrics cannot be true (a known one that is not a number, or out of its range), or None.
+
+    null (and a missing key) means "not scored" and is fine; other keys are
+    the client's own and are not read.
+    """
+    for key, (low, high) in ranges.items():
+        value = metrics.get(key)
+        if value is None:
+            continue
+        if not finite(value):
+            return f"its {key} is not a number ({str(value)[:40]!r})"
+        if not low <= value <= high:
+            span = f"from {low:g} to {high:g}" if math.isfinite(high) else f"at least {low:g}"
+            return f"its {key} {value:g} is impossible (it lies {span})"
+    return None
+
+
 def metadata_fields(msg: FitResult) -> dict[str, Any]:
     """A result's metadata (the client's own account) for its clients.csv row."""
     meta = msg.metadata
@@ -54,9 +79,9 @@ def federated_metrics(per_client: dict[str, dict], n_classes: int) -> dict[str, 
     scored = {cid: s for cid, s in per_client.items() if s.get("n_samples", 0) > 0}
     out: dict[str, Any] = {"loss": weighted_mean(scored, "loss"), "confusion": None}
     if scored and all(s.get("confusion") is not None for s in scored.values()):
-        total = np.zeros((n_classes, n_classes), dtype=np.int64)
+        total = np.zeros((n_classes, n_classes), dtype=object)  # Python integers: no sum of counts wraps around
         for s in scored.values():
-            total += s["confusion"]
+            total = total + s["confusion"].astype(object)
         out.update(metrics_from_confusion(total), confusion=total)
     else:
         out.update(accuracy=weighted_mean(scored, "accuracy"), **dict.fromkeys(COUNT_METRICS))

@@ -23,8 +23,11 @@ from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
-from fl.federation.round_stats import METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields
-from fl.federation.scrutiny import scrutinize
+from fl.federation.round_stats import (
+    EVAL_METRIC_RANGES, FIT_METRIC_RANGES, METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields,
+    metric_problem,
+)
+from fl.federation.scrutiny import cannot_judge, scrutinize
 from fl.federation.server import FederatedServer, Inbox, ServerStopped
 from fl.learning.metrics import metrics_from_confusion, score_classifier
 from fl.learning.strategies import Strategy
@@ -254,11 +257,13 @@ class RoundRunner:
         for cid, reason in sorted(failures.items()):
             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
         self._stop_if_asked()
+        scrutiny_note = None
         if accepted:
             before = self.model.parameters()
             self.model.update(accepted)
             self.strategy.end_round(n_available, len(chosen))
             self._scrutinize(round_no, before, accepted, rows)
+            scrutiny_note = cannot_judge(len(accepted)) if before is not None else None
         if self.on_global is not None and self.model.arrays_named() is not None:
             self.on_global(round_no, self.model.arrays_named())  # every round's global parameters (an archive)
         elif self.model.estimator is None and self.strategy.one_shot:
@@ -292,6 +297,8 @@ class RoundRunner:
             "learning_rate": config.get("learning_rate"),
             **self.strategy.round_metrics(),
         }
+        if scrutiny_note:  # the Clients page says why no update of this round was judged
+            record["scrutiny"] = f"not judged: {scrutiny_note}"
         if metrics.get("confusion") is not None:  # the counts every metric above comes from (confusion.csv)
             record["confusion"] = {"classes": json_safe(list(self.classes)), "counts": metrics["confusion"].tolist(),
                                    "source": "server" if self.data is not None else "sites"}
@@ -336,10 +343,14 @@ class RoundRunner:
         rows: dict[str, dict] = {}
         for cid in sorted(results):
             msg = results[cid]
-            payload, problem = self.model.accept(msg)
+            problem = self._claims_problem(cid, msg.n_samples, msg.metrics, FIT_METRIC_RANGES)
+            try:
+                payload, problem = (None, problem) if problem else self.model.accept(msg)
+            except Exception as exc:  # whatever a result holds, it fails its sender's round, never the run
+                payload, problem = None, f"its result could not be read ({type(exc).__name__}: {exc})"
             status = "ok" if problem is None else "dropped out" if msg.metrics.get("dropped_out") else "rejected"
             rows[cid] = {"client_id": cid, "n_samples": msg.n_samples, "status": status, "reason": problem,
-                         **{k: msg.metrics.get(k) for k in ("train_time_s", "train_loss", "train_accuracy")},
+                         **({} if problem else {k: msg.metrics.get(k) for k in FIT_METRIC_RANGES}),
                          **metadata_fields(msg)}
             if problem is not None:
                 failures[cid] = problem
@@ -414,7 +425,7 @@ class RoundRunner:
         self._set_status(sent, ClientStatus.IDLE)
         scores = {}
         for cid, result in sorted(results.items()):
-            score, problem = self._client_scores(result)
+            score, problem = self._client_scores(cid, result)
             if problem:
                 failures[cid] = problem
             else:
@@ -423,11 +434,22 @@ class RoundRunner:
             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=f"evaluation: {reason}")
         return scores
 
-    def _client_scores(self, result: EvaluateResult) -> tuple[dict[str, Any], str | None]:
+    def _claims_problem(self, cid: str, n_samples: int, metrics: dict, ranges: dict) -> str | None:
+        """Why a result's claims cannot be taken: more rows than the client declared in its hello (its weight
+        is bounded by what it said it holds), or a metric out of its range; None when they can."""
+        slot = self.server.slot(cid)
+        if slot is not None and n_samples > slot.n_samples:
+            return f"reports {n_samples} samples, more than the {slot.n_samples} rows it declared"
+        return metric_problem(metrics, ranges)
+
+    def _client_scores(self, cid: str, result: EvaluateResult) -> tuple[dict[str, Any], str | None]:
         """One site's scores of the global model: from its counts when it sent them (accuracy, F1 and balanced
         accuracy then follow from the counts, whatever ratios it claims), else its metrics as sent."""
+        problem = self._claims_problem(cid, result.n_samples, result.metrics, EVAL_METRIC_RANGES)
         score: dict[str, Any] = {**{k: result.metrics.get(k) for k in METRIC_KEYS}, "n_samples": result.n_samples,
                                  "confusion": None}
+        if problem:
+            return score, problem
         if result.confusion is not None:
             matrix = np.asarray(result.confusion, dtype=np.int64)
             k = len(self.classes)

@@ -16,7 +16,10 @@ aggregation, and client ``i``'s returned parameters ``w_i``:
   norm (sign flip), one that is too long (scaling) and one full of noise; the
   median and the MAD are not moved by a minority of bad clients;
 - ``z_threshold``: ``T(m)`` for the ``m`` updates it was judged among (below);
-- ``flagged``: ``update_z > z_threshold``. With fewer than 4 updates no z-score is given.
+- ``flagged``: ``update_z > z_threshold``. With fewer than 3 updates no z-score is given (with two,
+  neither is farther from "the others" than the other is): the round record says so (``cannot_judge``).
+  Three updates need a z above T(3) = 27.7, with the floor below about 9 times the median distance:
+  only a gross outlier among three is flagged.
 
 Calibration (why not ``|z| > 3``). On a natural split of a public CSV (ISLR's
 OJ table split by its 5 stores, all honest, MLP, 20 rounds) ``|z| > 3``
@@ -110,13 +113,13 @@ import numpy as np
 
 ALPHA = 0.02  # the share of rounds in which n honest clients with normally spread distances raise a flag
 SPREAD_FLOOR = 0.3  # the spread of the distances is taken as at least this share of their median
-MIN_UPDATES_FOR_Z = 4
+MIN_UPDATES_FOR_Z = 3  # with 2 updates neither is 'far from the others': which one would it be?
 _MEDIAN_CHUNK = 1 << 22  # elements per column chunk of the median (bounds the working memory)
 
 # T(n) at ALPHA: the 98th percentile of max_i (x_i - median x) / (1.4826 MAD x) for n standard normal x,
 # by simulate_threshold (10^6 draws up to 50 clients, 2*10^5 to 300, 4*10^4 beyond); between the entries
 # T is interpolated in log n, past the last it follows the normal quantile of the largest of n (within 1 % of it there).
-_THRESHOLDS = {4: 7.79, 5: 9.47, 6: 6.20, 7: 6.69, 8: 5.43, 9: 5.65, 10: 5.01, 11: 5.11, 12: 4.72, 13: 4.80,
+_THRESHOLDS = {3: 27.73, 4: 7.79, 5: 9.47, 6: 6.20, 7: 6.69, 8: 5.43, 9: 5.65, 10: 5.01, 11: 5.11, 12: 4.72, 13: 4.80,
                14: 4.53, 15: 4.59, 16: 4.40, 17: 4.46, 18: 4.30, 19: 4.35, 20: 4.23, 21: 4.26, 22: 4.16, 23: 4.19,
                24: 4.12, 25: 4.14, 26: 4.07, 27: 4.10, 28: 4.05, 29: 4.06, 30: 4.01, 40: 3.93, 50: 3.88,
                75: 3.85, 100: 3.84, 150: 3.86, 200: 3.90, 300: 3.94, 500: 4.01, 1000: 4.15, 2000: 4.29}
@@ -205,6 +208,14 @@ def coordinate_median(rows: np.ndarray) -> np.ndarray:
     n, p = rows.shape
     step = max(1, _MEDIAN_CHUNK // max(1, n))
     return np.concatenate([np.median(rows[:, i:i + step], axis=0) for i in range(0, p, step)]) if p else np.zeros(0)
+
+
+def cannot_judge(n_updates: int) -> str | None:
+    """Why a round's updates cannot be judged against each other (a sentence), or None when they can."""
+    if n_updates >= MIN_UPDATES_FOR_Z:
+        return None
+    return (f"{n_updates} update{'s' if n_updates != 1 else ''}: at least {MIN_UPDATES_FOR_Z} are needed to tell "
+            "which one is far from the others")
 
 
 def scrutinize(before: list[np.ndarray], updates: list[tuple[str, list[np.ndarray]]],

@@ -343,40 +343,58 @@ class FederatedServer(ClientRegistry):
         return None
 
     async def _read_loop(self, client_id: str, conn: AioConnection) -> None:
-        reason = "left"
+        """Read this session's frames until it ends; whatever ends it, the slot is marked gone (no ghost slot).
+
+        A message that cannot be parsed or handled is this peer's protocol
+        error, never the server's: it is told why and dropped, and the run goes on.
+        """
         slot = self.slot(client_id)
         if slot is None or slot.conn is not conn:  # already replaced by a newer session under its id
             conn.close()
             return
+        reason = "left"
+        try:
+            reason = await self._serve(slot, conn)
+        except asyncio.CancelledError:
+            reason = "server closing"
+            raise
+        except Exception as exc:  # a bug or an input nothing foresaw: this peer's fault, never the run's
+            log.exception("session of %s failed", client_id)
+            reason = f"protocol error (message): could not handle its message ({type(exc).__name__})"
+            try:
+                conn.send_error("message", "the server could not handle your message")
+                await conn.drain(1.0)
+            except Exception:  # pragma: no cover - the peer may be gone already
+                pass
+        finally:
+            self._mark_gone(client_id, reason, conn)  # first: no round may pick a slot whose socket is closing
+            conn.close()
+
+    async def _serve(self, slot: ClientSlot, conn: AioConnection) -> str:
+        """The session's messages: results to the inbox, pings answered; returns why it ended."""
         while True:
             try:
                 msg = await conn.recv(idle_timeout=None)
             except ProtocolError as exc:
-                reason = f"protocol error ({exc.code}): {exc}"
                 conn.send_error(exc.code, str(exc))
                 await conn.drain(1.0)
-                break
+                return f"protocol error ({exc.code}): {exc}"
             except (PeerClosed, OSError, TimeoutError):
-                reason = "disconnected"
-                break
+                return "disconnected"
             if isinstance(msg, (FitResult, EvaluateResult)):
-                self.inbox.put((Inbox.RESULT, client_id, msg, conn))
+                self.inbox.put((Inbox.RESULT, slot.client_id, msg, conn))
             elif isinstance(msg, Ping):
                 slot.pings_itself = True  # it answers while it trains: silence is held against it at any time
                 try:
                     conn.send(Pong(t=msg.t))
                 except PeerClosed:
-                    reason = "disconnected"
-                    break
+                    return "disconnected"
             elif isinstance(msg, Pong):
                 continue
             elif isinstance(msg, Error):
-                reason = f"client error ({msg.code}): {msg.message}"
-                break
+                return f"client error ({msg.code}): {msg.message}"
             else:
                 reason = f"unexpected message {type(msg).__name__}"
                 conn.send_error("message", reason)
                 await conn.drain(1.0)
-                break
-        self._mark_gone(client_id, reason, conn)  # first: no round may pick a slot whose socket is closing
-        conn.close()
+                return reason

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from fl.wire.fields import (  # re-exported: import them from fl.wire
-    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MAX_CONFUSION_CLASSES, PROTOCOL_VERSION, Frame, NamedArrays, PeerClosed,
-    ProtocolError, json_safe,
+    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MAX_CONFUSION_CLASSES, MAX_EXACT_INT, PROTOCOL_VERSION, Frame, NamedArrays,
+    PeerClosed, ProtocolError, json_safe,
 )
 from fl.wire.messages import (  # re-exported: import them from fl.wire
     MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, Ping, Pong,
@@ -187,16 +187,53 @@ def _reject_constant(text: str) -> Any:
     raise ProtocolError("json", f"{text} is not JSON")
 
 
+_MAX_INT_DIGITS = len(str(MAX_EXACT_INT))
+
+
+def _exact_int(text: str) -> int:
+    """A JSON integer every reader holds exactly: at most 2^53 in magnitude (a double's mantissa).
+
+    A larger one is no count anyone has; it would overflow float conversions
+    downstream (``math.isfinite(10**400)`` raises). Checked on the digits
+    before ``int()`` runs, so a 4,000-digit number costs nothing.
+    """
+    digits = text.lstrip("-")
+    if len(digits) > _MAX_INT_DIGITS or abs(value := int(text)) > MAX_EXACT_INT:
+        shown = text if len(text) <= 24 else f"{text[:12]}...({len(digits)} digits)"
+        raise ProtocolError("json", f"integer {shown} in header is beyond 2^53")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    """Every string of a parsed header (keys and values) must be valid Unicode text: JSON's ``\\ud800``
+    escape decodes to a lone surrogate, which no UTF-8 encoder takes (a welcome quoting it could not be
+    sent). Iterative: depth costs no recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError("json", "a string in the header is not valid Unicode (a lone surrogate)") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _parse_header(raw: bytes | bytearray | memoryview, body_len: int,
                   limits: Limits) -> tuple[dict, _Layout, int | None]:
     """Validate the header and its descriptors against body_len, before any body is read."""
     try:
-        header = json.loads(bytes(raw).decode("utf-8"), parse_float=_strict_float,
+        header = json.loads(bytes(raw).decode("utf-8"), parse_float=_strict_float, parse_int=_exact_int,
                             parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("json", f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError("json", "header must be a JSON object with a string 'type'")
+    _check_strings(header)
     descs = header.get("arrays")
     if descs is None:
         descs = []
