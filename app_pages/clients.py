@@ -14,7 +14,7 @@ from ui.clients import (
     FLAG_MEANING, FLAGGED_ROUNDS_HELP, STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split,
     filter_clients, split_preview, status_table,
 )
-from ui.format import pct
+from ui.format import pct, words
 from ui.state import DRAFT_CONFIG, current_handle, store
 
 st.title("Clients")
@@ -142,7 +142,7 @@ def draw_data_report(report: dict | None) -> None:
     tables = data_report_tables(report)
     from_sites = report.get("source") == "summaries"
     for warning in report.get("leak_warnings") or []:
-        st.warning(f"Possible leak: {warning}")
+        st.warning(f"Possible leak: {words(warning)}")
     with st.expander("Data report: rows and classes per site, columns used or left out (data_report.json)",
                      expanded=from_sites):
         held = report.get("server_holds")

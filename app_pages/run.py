@@ -9,6 +9,8 @@ new run; the old one stays on the Runs page.
 
 import streamlit as st
 
+from ui.format import words
+
 from fl.runs.config import ConfigError
 from fl.data import DataError
 from ui import live, preview, sidebar
@@ -34,17 +36,21 @@ if config is not None:
 if shown and not running and not same_settings(config, shown):
     new_run()  # a setting changed after the run ended: the sidebar now describes a new run
     handle, comparison, shown = None, [], []
+# Settings that cannot run: Start is off, and the one reason is said beside it (not again on the page)
+problem = preview.start_problem(config) if config is not None and not shown else None
 
 with buttons:
     start_col, stop_col = st.columns(2)
-    start = start_col.button("Start", type="primary", disabled=config is None or running, width="stretch",
-                             key="start_run", help="Train with these settings.")
+    start = start_col.button("Start", type="primary", disabled=config is None or running or problem is not None,
+                             width="stretch", key="start_run", help="Train with these settings.")
     stop = stop_col.button("Stop", disabled=not running, width="stretch", key="stop_run",
                            help="End the run now; the rounds done so far are kept.",
                            on_click=stop_runs, args=([h.run_id for h in shown],))
     fresh = st.button("New run", disabled=running or not shown, width="stretch", key="new_run",
                       help="Clear the view and configure another run; this one stays on the Runs page.")
-    compare = can_compare(config) and not running and st.button(
+    if problem is not None:
+        st.error(f"Start is off: {words(problem)}")
+    compare = problem is None and can_compare(config) and not running and st.button(
         "Compare FedAvg, median, trimmed mean, Krum", width="stretch", key="compare_rules",
         help="The same run under four rules, one chart.")
 
@@ -58,14 +64,14 @@ if fresh and not running:
     new_run()
     st.rerun()
 
-if start and config is not None and not running:
+if start and config is not None and not running and problem is None:
     try:
         with st.spinner("Preparing data and starting the clients…"):
             follow(registry().start(config))
         sync_url()
         st.rerun()  # redraw the sidebar: locked, Stop enabled, Start disabled
     except (ConfigError, DataError) as exc:
-        st.error(f"Cannot start this run: {exc}")
+        st.error(f"Cannot start this run: {words(exc)}")
     except OSError as exc:
         st.error(f"Cannot open a local socket for the run ({exc.strerror or exc}). Try again, or stop other runs.")
 
@@ -82,4 +88,4 @@ elif handle is not None:
     st.caption(f"Run `{handle.run_id}` · {live.run_title(handle.config.to_dict(), handle.config.effective_rounds)}")
     live.show_run(handle)
 else:
-    preview.new_run_view(config)
+    preview.new_run_view(config, problem)

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui.format import words
+
 from fl.data import DataError
 from fl.federation.checkpoint import CheckpointError
 from fl.runs.config import ConfigError
@@ -73,7 +75,7 @@ if run.resumable and run.run_id not in live_ids:
             try:
                 follow(registry().resume(run.run_id))
             except (CheckpointError, ConfigError, DataError) as exc:
-                st.error(f"Cannot resume this run: {exc}")
+                st.error(f"Cannot resume this run: {words(exc)}")
             except OSError as exc:
                 st.error(f"Cannot resume this run: {exc.strerror or exc}")
             else:

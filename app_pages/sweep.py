@@ -6,6 +6,8 @@ or a new one being configured, with the past sweeps to open.
 
 import streamlit as st
 
+from ui.format import words
+
 from fl.runs.sweep import GridError
 from ui import sweep_view
 from ui.sweep_view import SWEEP_SHOWN, URL_SWEEP, sweeps
@@ -39,7 +41,7 @@ if st.button("Start sweep", type="primary", disabled=spec is None, key="sweep_st
         st.session_state[SWEEP_SHOWN] = started.sweep_id
         st.rerun()
     except GridError as exc:
-        st.error(f"Cannot start this sweep: {exc}.")
+        st.error(f"Cannot start this sweep: {words(exc)}.")
     except OSError as exc:
         st.error(f"Cannot write the sweep's files ({exc.strerror or exc}). Check the runs folder's permissions.")
 

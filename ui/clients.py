@@ -12,7 +12,7 @@ from fl.data import DataError
 from fl.runs.build import client_ids_for, clients_of_split, data_inputs, load_data
 from fl.runs.simulation import partition_summary
 from ui import charts
-from ui.format import pct, size
+from ui.format import pct, size, words
 
 # What a flag means and what it does not (the rule: fl/federation/scrutiny.py), beside the scrutiny heatmap.
 FLAG_MEANING = (
@@ -96,7 +96,7 @@ def _split_summary(inputs: dict[str, Any], _config: RunConfig) -> dict[str, Any]
 def draw_split(summary: Any, key: str) -> None:
     """The clients x classes picture of a split: a heatmap, or for many clients their distributions."""
     if isinstance(summary, str):
-        st.error(f"This split cannot be made: {summary}")
+        st.error(f"This split cannot be made: {words(summary)}")
         return
     if not summary:
         return

@@ -17,7 +17,7 @@ from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
 from fl.runs.state import RunHandle
 from ui import charts
-from ui.format import pct
+from ui.format import pct, words
 from ui.state import follow_comparison, registry
 
 RULES = ("fedavg", "median", "trimmed_mean", "krum")
@@ -44,7 +44,7 @@ def start_comparison(config: RunConfig) -> bool:
     except (ConfigError, DataError) as exc:
         for handle in started:
             handle.stop()
-        st.error(f"Cannot start the comparison: {exc}")
+        st.error(f"Cannot start the comparison: {words(exc)}")
         return False
     follow_comparison([h.run_id for h in started])
     return True

@@ -6,6 +6,8 @@ import math
 import time
 from typing import Any
 
+from fl.runs.words import for_page
+
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -45,3 +47,8 @@ def duration(seconds: Any) -> str:
     if not is_number(seconds):
         return "–"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def words(text: object) -> str:
+    """An engine message in the page's words: its setting markers as the dashboard's labels (fl/runs/words.py)."""
+    return for_page(str(text))

@@ -18,7 +18,7 @@ from fl.learning.privacy import NO_PRIVACY
 from fl.runs.state import RunHandle
 from fl.runs.drift import drift_sentence
 from ui import baselines, charts, class_charts, experiment_charts
-from ui.format import duration, epsilon_shown, is_number, num, pct, size
+from ui.format import duration, epsilon_shown, is_number, num, pct, size, words
 from ui.state import store
 
 REFRESH_SECONDS = 1.0
@@ -251,7 +251,7 @@ def final_summary(snap: dict) -> None:
     elif status == "stopped":
         st.warning(f"Stopped after {rounds} ({took}): {numbers}.")
     else:
-        st.error(f"The run failed: {snap.get('error') or 'see the event log'}")
+        st.error(f"The run failed: {words(snap.get('error') or 'see the event log')}")
     sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])
     received = sum(r.get("bytes_received") or 0 for r in snap["rounds"])
     st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. "
@@ -265,7 +265,7 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> N
     else:
         progress(snap)
         if snap.get("error"):
-            st.warning(snap["error"])
+            st.warning(words(snap["error"]))
     headline(snap)
     charts_block(snap, key, done)
     tables_block(snap)

@@ -13,8 +13,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.runs.config import RunConfig
-from ui import charts, experiment_charts, widgets
+from ui.format import words
+
+from fl.runs.config import ConfigError, RunConfig
+from ui import charts, experiment_charts
 from ui.clients import draw_split, split_preview
 from ui.sidebar import csv_report
 
@@ -32,22 +34,39 @@ INTRO = (
 )
 
 
-def new_run_view(config: RunConfig | None) -> None:
-    """Intro, the CSV report (for an uploaded file) and the split preview of the sidebar's settings."""
+def start_problem(config: RunConfig) -> str | None:
+    """Why these settings cannot start a run (one sentence), or None: the settings themselves, then the CSV
+    (an unreadable file, a label that cannot be a class), then the split. Shown once, beside Start."""
+    try:
+        config.validate()
+    except ConfigError as exc:
+        return str(exc)
+    if config.dataset == "csv" and config.csv_path:
+        report = _report(config)
+        if isinstance(report, str):
+            return report
+        if report.problems:
+            return report.problems[0]
+    summary = split_preview(config.to_dict())
+    return summary if isinstance(summary, str) else None
+
+
+def _report(config: RunConfig) -> Any:
+    split = config.split_column if config.partition == "column" else None
+    return csv_report(config.csv_path, config.target, int(config.target_bins or 0), split, config.keep_columns or "")
+
+
+def new_run_view(config: RunConfig | None, problem: str | None = None) -> None:
+    """Intro, the CSV report (for an uploaded file) and the split preview of the sidebar's settings;
+    ``problem`` (beside Start already) is not said again."""
     st.markdown(INTRO)
-    if st.session_state.get(widgets.key("dataset")) == "csv":
-        path = st.session_state.get(widgets.key("csv_path"))
-        if path:
-            target = st.session_state.get(widgets.key("target"))
-            bins = st.session_state.get(widgets.key("target_bins")) or 0
-            by_column = config is not None and config.partition == "column"
-            keep = ",".join(st.session_state.get(widgets.key("keep_columns")) or [])
-            csv_section(csv_report(path, target, int(bins), config.split_column if by_column else None, keep))
-    if config is None:
+    if config is not None and config.dataset == "csv" and config.csv_path:
+        csv_section(_report(config), problem)
+    if config is None or problem is not None:
         return
     summary = split_preview(config.to_dict())
     if isinstance(summary, str):
-        st.error(f"These settings cannot start a run: {summary}")
+        st.error(f"These settings cannot start a run: {words(summary)}")
         return
     sizes = [sum(row) for row in summary["counts"]]
     st.subheader("How the data will be split")
@@ -72,20 +91,22 @@ def split_caption(summary: dict[str, Any], sizes: list[int]) -> str:
             + (f" Client names: {'; '.join(renamed)}." if renamed else ""))
 
 
-def csv_section(report: Any) -> None:
-    """The data report of an uploaded CSV, or why it cannot be used."""
+def csv_section(report: Any, problem: str | None = None) -> None:
+    """The data report of an uploaded CSV, or why it cannot be used (``problem``: said beside Start)."""
     st.subheader("Your data")
     if isinstance(report, str):
-        st.error(report)
+        if report != problem:
+            st.error(words(report))
         return
     st.caption(f"{report.n_rows:,} rows, {len(report.columns)} columns; {report.n_rows_used:,} rows have a label "
                "and are used.")
-    for problem in report.problems:
-        st.error(problem)
+    for one in report.problems:
+        if one != problem:
+            st.error(words(one))
     for warning in report.warnings:
-        st.warning(warning)
+        st.warning(words(warning))
     for note in report.notes:
-        st.info(note)
+        st.info(words(note))
     left, right = st.columns([3, 2])
     left.dataframe(columns_frame(report.columns), hide_index=True)
     if report.class_counts:

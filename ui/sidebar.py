@@ -15,6 +15,8 @@ from typing import Any
 
 import streamlit as st
 
+from ui.format import words
+
 from fl.data import (
     PARTITIONERS, SPLIT_REASON, DataError, describe_csv, guess_split_column, guess_target, looks_continuous,
     read_csv_table, split_candidates, target_rows,
@@ -39,8 +41,20 @@ def _k(name: str) -> dict[str, Any]:
     return widgets.kw(name)
 
 
+BASE_CONFIG = "base_config"  # (scoped) the last config put into the widgets: what the knobs without a widget keep
+CSV_OWN = ("csv_path", "target", "target_bins", "keep_columns", "split_column", "model_params")  # drawn here
+KEPT_FROM_BASE = tuple(n for n, k in KNOBS.items() if k.widget is None and n not in CSV_OWN)
+
+
 def apply_config(config: dict[str, Any]) -> None:
-    """Put a saved config into the widgets (call before they are drawn)."""
+    """Put a saved config into the widgets (call before they are drawn).
+
+    Settings without a widget (the test share, a sweep's seed, the worker
+    count, ...) are kept too: the sidebar then describes exactly that run,
+    so a run resumed or reloaded into the page is still the page's run when
+    it ends, and Start repeats it as it was.
+    """
+    st.session_state[_key(BASE_CONFIG)] = dict(config)
     for name, k in KNOBS.items():
         value = config.get(name)
         if k.widget is None or (value is None and not k.optional):
@@ -108,19 +122,23 @@ def _csv_widgets() -> dict[str, Any]:
         return {"csv_path": None, "target": None}
     table = csv_table(path)
     if isinstance(table, str):
-        st.error(table)
+        st.error(words(table))
         return {"csv_path": path, "target": None}
     columns = [str(c) for c in table.frame.columns]
     if st.session_state.get(_key("target")) not in columns:
         st.session_state[_key("target")] = guess_target(table.frame) or columns[-1]
     target = st.selectbox("Target (label) column", columns, **_k("target"),
-                          help="The column the model learns to predict; every other column is a feature.")
+                          help="The column the model learns to predict; every other column is a feature. "
+                               "Guessed from the names and values: check it.")
     widgets.init("target_bins", default("target_bins"))
     bins = 0
     if looks_continuous(table.frame[target]) or st.session_state[_key("target_bins")]:
         bins = st.selectbox("Turn the label into quantile classes", TARGET_BIN_CHOICES, **_k("target_bins"),
                             format_func=lambda k: "No: every value is a class" if k == 0 else f"{k} classes",
                             help="A continuous label (an age, a price) becomes k classes of equal size.")
+        if not bins:
+            st.info(f"`{target}` holds {table.frame[target].nunique()} different numbers: a measurement, not "
+                    "classes. Choose a number of quantile classes above to train on it, or another label column.")
     keep = _keep_widget(path, target, int(bins))
     st.caption(f"Using `{Path(path).name.split('-', 1)[-1]}`")
     return {"csv_path": path, "target": target, "target_bins": bins, "keep_columns": keep}
@@ -274,4 +292,5 @@ def config_from_values(values: dict[str, Any]) -> RunConfig | None:
         return None  # the widget already shows what to fix
     if values.get("dataset") == "csv" and not (values.get("csv_path") and values.get("target")):
         return None  # the upload widget says what to do
-    return RunConfig(**{k: v for k, v in values.items() if k in KNOBS})
+    base = {k: v for k, v in (st.session_state.get(_key(BASE_CONFIG)) or {}).items() if k in KEPT_FROM_BASE}
+    return RunConfig(**{**base, **{k: v for k, v in values.items() if k in KNOBS}})

@@ -103,9 +103,11 @@ def comparison_handles() -> list[RunHandle]:
 
 
 def follow(handle: RunHandle) -> None:
-    """Show this run in this tab (and only this one)."""
+    """Show this run in this tab (and only this one), its settings in the sidebar (a run resumed from the Runs
+    page, a sweep's run: the sidebar describes it, locked while it goes, and the view keeps it when it ends)."""
     st.session_state.pop(COMPARISON, None)
     st.session_state[CURRENT_RUN] = handle.run_id
+    st.session_state[PENDING_CONFIG] = handle.config.to_dict()
 
 
 def follow_comparison(run_ids: list[str]) -> None:

@@ -26,7 +26,7 @@ from fl.runs.sweep_run import SweepHandle, SweepRegistry
 from fl.runs.sweep_stats import accuracy_curves
 from fl.runs.sweep_store import StoredSweep
 from ui import sweep_charts
-from ui.format import duration, when
+from ui.format import duration, when, words
 from ui.live import run_title
 from ui.state import DRAFT_CONFIG, runs_root
 
@@ -110,7 +110,7 @@ def configure() -> tuple[SweepSpec | None, int]:
     base, source = base_config()
     st.subheader("Base settings")
     if base is None:
-        st.error(f"The Run page's settings cannot run: {source}. Fix them on the Run page.")
+        st.error(f"The Run page's settings cannot run: {words(source)}. Fix them on the Run page.")
         return None, 1
     st.caption(f"From {source}: {run_title(base.to_dict(), base.effective_rounds)} · seed {base.seed}. "
                "Every run of the sweep takes these, with its cell's values and its seed.")
@@ -136,12 +136,12 @@ def configure() -> tuple[SweepSpec | None, int]:
     try:
         spec = make_spec(base, axes, int(seeds))
     except GridError as exc:
-        st.error(f"Cannot sweep this grid: {exc}.")
+        st.error(f"Cannot sweep this grid: {words(exc)}.")
         return None, int(parallel)
     st.caption(f"{len(spec.cells())} cell{'s' if len(spec.cells()) != 1 else ''} × {spec.seeds} seeds = "
                f"{spec.n_runs} runs, {min(int(parallel), spec.n_runs)} at a time.")
     for warning in spec.warnings():
-        st.warning(f"Note: {warning}.")
+        st.warning(f"Note: {words(warning)}.")
     return spec, int(parallel)
 
 

@@ -19,9 +19,10 @@ from fl.data.datasets import (
     make_federated_data, split_server_holdout, standardization_stats,
 )
 from fl.data.labels import (
-    TargetSplit, apply_bins, bin_labels_note, guess_target, looks_continuous, normalize_labels, prepare_target,
+    TargetSplit, apply_bins, bin_labels_note, looks_continuous, normalize_labels, prepare_target,
     quantile_edges, split_target, target_rows,
 )
+from fl.data.target_guess import TargetGuess, guess_target, guess_target_column
 from fl.data.partition import PARTITIONERS, DataError, label_distribution, partition
 from fl.data.resources import ResourceError, check_config_size
 
@@ -34,7 +35,7 @@ __all__ = [
     "DATASETS", "Dataset", "FederatedData", "Split", "apply_standardization", "load_dataset", "local_holdout",
     "training_row_count",
     "make_federated_data", "split_server_holdout", "standardization_stats", "TargetSplit", "apply_bins",
-    "bin_labels_note", "guess_target", "looks_continuous", "normalize_labels", "prepare_target", "quantile_edges",
+    "bin_labels_note", "guess_target", "guess_target_column", "TargetGuess", "looks_continuous", "normalize_labels", "prepare_target", "quantile_edges",
     "split_target", "target_rows", "PARTITIONERS", "DataError", "label_distribution", "partition", "ResourceError",
     "check_config_size",
 ]

@@ -197,13 +197,14 @@ class ColumnReport:
 
 
 def exclusion_note(excluded: list[tuple[str, str]]) -> str:
-    """excluded 'column_1' (a row number ...) so it cannot fake the result; ... keep it with --keep-columns."""
+    """excluded 'column_1' (a row number ...) so it cannot fake the result; ... keep it (a «keep_columns» marker:
+    fl/runs/words.py renders it as a flag or a page setting)."""
     listed = "; ".join(f"'{c}' ({why})" for c, why in excluded)
     which = ",".join(c for c, _ in excluded)
     one = len(excluded) == 1
     return (f"excluded column{'' if one else 's'} {listed}, so {'it' if one else 'they'} cannot fake the result; "
             f"to use {'it' if one else 'them'} anyway keep {'it' if one else 'them'} "
-            f"(keep_columns, --keep-columns {which})")
+            f"(«keep_columns={which}»)")
 
 
 def kept_note(kept: list[tuple[str, str]]) -> str:

@@ -166,7 +166,7 @@ def no_features(plans: list[ColumnPlan]) -> str:
     if not excluded:
         return NO_FEATURES
     return (f"{NO_FEATURES} Excluded as row numbers, IDs or constants: {', '.join(repr(c) for c in excluded)}; "
-            f"keep them only if they are real measurements (keep_columns, --keep-columns {','.join(excluded)}).")
+            f"keep them only if they are real measurements («keep_columns={','.join(excluded)}»).")
 
 
 def frame_to_features(df: pd.DataFrame, y: np.ndarray | None = None, *, keep: Columns = (),

@@ -26,7 +26,7 @@ _NUMERIC_SHARE = 0.9             # a column is numeric when this share of its va
 _CONTROL_SHARE = 0.02            # more control characters than this and the bytes are not text
 
 NOT_TEXT = ("This file is not a text CSV (it looks binary, like an image or a spreadsheet); "
-            "export it as a comma-separated .csv file and upload that.")
+            "export it as a comma-separated .csv file and use that one.")
 EXCEL = "This is an Excel or zip file, not a CSV; in Excel use File > Save As > CSV."
 _EXCEL_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")   # .xlsx/.zip, old .xls
 _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF", b"\x1f\x8b")

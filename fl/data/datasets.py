@@ -287,7 +287,7 @@ def make_federated_data(dataset: Dataset, *, n_clients: int, partition_method: s
     split = split_server_holdout(dataset, test_size=test_size, val_size=val_size, seed=seed)
     by_column = partition_method == "column"
     if by_column and (dataset.groups is None or split.groups_train is None):
-        raise DataError("The column split needs a CSV loaded with its split column (--split-column COL).")
+        raise DataError("The column split needs a CSV loaded with its split column («split_column»).")
     parts = partition(split.y_train, n_clients, partition_method, alpha=alpha,
                       shards_per_client=shards_per_client, quantity_skew=quantity_skew,
                       min_samples=min_samples, seed=seed, groups=split.groups_train if by_column else None,

@@ -9,7 +9,6 @@ classes whose edges the server sends to its clients.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +20,6 @@ MAX_CLASSES = 100      # a target with more labels is almost surely a continuous
 
 MAX_GUESS_CLASSES = 20  # guess_target only offers columns with at most this many labels
 
-_LABEL_NAMES = ("label", "labels", "target", "class", "outcome", "species", "diagnosis", "category", "type")
 
 
 def text_values(s: pd.Series) -> pd.Series:
@@ -207,12 +205,12 @@ def prepare_target(df: pd.DataFrame, target: str | None, target_bins: int = 0,
                             "choose a column with at least two different labels.")
         numeric = _numbers(values) is not None
         if max_classes is not None and n_classes > max_classes:
-            advice = "bin it into quantile classes (target bins) or choose" if numeric else "choose"
+            advice = "bin it into quantile classes («target_bins») or choose" if numeric else "choose"
             raise DataError(f"The target column {target!r} has {n_classes} distinct values, which looks continuous; "
                             f"{advice} a column of class labels (at most {MAX_CLASSES}).")
         if looks_continuous(values):
             warnings.append(f"'{target}' has {n_classes} distinct numeric values and looks continuous; each value "
-                            "becomes its own class. Bin it into quantile classes instead (target bins).")
+                            "becomes its own class. Bin it into quantile classes instead («target_bins»).")
     warnings += _rare_classes(y)
     return TargetSplit(df.drop(columns=[target]).reset_index(drop=True), y, notes, warnings, edges,
                        values.reset_index(drop=True))
@@ -223,24 +221,3 @@ def split_target(df: pd.DataFrame, target: str | None,
     """Check the target column, drop rows without a label, return (features frame, y, notes)."""
     split = prepare_target(df, target, target_bins)
     return split.features, split.y, split.notes + split.warnings
-
-
-def _label_like_name(name: str) -> bool:
-    low = str(name).strip().lower()
-    return low == "y" or any(re.fullmatch(rf"(.*[^a-z0-9])?{word}", low) for word in _LABEL_NAMES)
-
-
-def guess_target(df: pd.DataFrame) -> str | None:
-    """The column that most looks like a label: complete, 2..20 classes, a label-like name, else the last such."""
-    best, best_key = None, None
-    for position, col in enumerate(df.columns):
-        s = df[col]
-        if s.isna().any() or s.nunique() > 2 * MAX_GUESS_CLASSES or looks_continuous(s):
-            continue  # cheap checks first: _text is slow on long columns
-        text = text_values(s)
-        if (text == "").any() or not (2 <= text.nunique() <= MAX_GUESS_CLASSES and text.nunique() < len(df) / 2):
-            continue
-        key = (_label_like_name(col), position)
-        if best_key is None or key > best_key:
-            best, best_key = col, key
-    return best

@@ -141,7 +141,7 @@ def _quantity(n: int, n_clients: int, skew: float, min_samples: int,
 def _by_column(n: int, groups: np.ndarray | None, group_names: Sequence[str], min_samples: int) -> list[np.ndarray]:
     """One client per group (a site, a hospital): the rows whose split-column value is that group's."""
     if groups is None:
-        raise DataError("The column split needs the split column's value of every row: give --split-column COL "
+        raise DataError("The column split needs the split column's value of every row: give «split_column» "
                         "with a CSV.")
     groups = np.asarray(groups, dtype=np.int64)
     if groups.shape != (n,):
@@ -152,8 +152,8 @@ def _by_column(n: int, groups: np.ndarray | None, group_names: Sequence[str], mi
     if short:
         name, rows = short[0]
         raise DataError(f"The split column's value {name!r} keeps {rows} training row(s) once the server holds out "
-                        f"its test rows, fewer than min_samples ({min_samples}): lower --test-size or "
-                        "--min-samples, or split by another column.")
+                        f"its test rows, fewer than «min_samples» ({min_samples}): lower «test_size» or "
+                        "«min_samples», or split by another column.")
     return parts
 
 

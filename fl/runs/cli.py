@@ -20,6 +20,7 @@ from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
 from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.drift import drift_sentence, find_drift
+from fl.runs.words import for_cli
 from fl.runs.console import (
     HeldUntilReleased, baselines_lines, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
 )
@@ -234,7 +235,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _say(lines: list[str]) -> None:
     """Lines for the person, on stderr in one write (round lines on stdout stay parseable)."""
     if lines:
-        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.write("\n".join(for_cli(line) for line in lines) + "\n")
         sys.stderr.flush()
 
 
@@ -409,5 +410,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "sweep": cmd_sweep}
         return commands[args.command](args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {for_cli(str(exc))}", file=sys.stderr)
         return 2

@@ -76,13 +76,17 @@ class RunConfig:
     # data
     dataset: str = knob("digits", help="built-in dataset, or csv", label="Dataset", group="data", kind=str,
                         choices=lambda: list(DATASETS), names=DATASETS, widget="select", commands=DATA_FOR_CLIENTS)
-    csv_path: str | None = knob(None, help="CSV file (with --target)", group="data", kind=str, optional=True,
+    csv_path: str | None = knob(None, help="CSV file (with --target)", label="CSV file", group="data", kind=str,
+                                optional=True,
                                 flag="--csv", commands=DATA_FOR_CLIENTS)
-    target: str | None = knob(None, help="label column of the CSV", group="data", kind=str, optional=True,
+    target: str | None = knob(None, help="label column of the CSV", label="Target (label) column", group="data",
+                              kind=str, optional=True,
                               commands=DATA_FOR_CLIENTS)
     target_bins: int = knob(0, help="turn a continuous numeric target into K quantile classes (0: no binning)",
+                            label="Turn the label into quantile classes",
                             group="data", kind=int, low=0, high=20)
-    keep_columns: str = knob("", help="CSV columns to use although they look like row numbers, IDs or constants "
+    keep_columns: str = knob("", label="Keep excluded columns",
+                             help="CSV columns to use although they look like row numbers, IDs or constants "
                                       "(excluded by default, as they can fake a result), comma-separated: COL,COL",
                              group="data", kind=str, commands=DATA_FOR_CLIENTS)
     n_samples: int = knob(1000, help="rows for synthetic and xor", label="Rows", group="data", kind=int, low=20,
@@ -257,23 +261,23 @@ class RunConfig:
         """Settings that are fine alone but not together; yields sentences."""
         model, rule = get_model(self.model), get_strategy(self.aggregation)
         if self.dataset == "csv" and not self.csv_path and not data_at_clients:
-            yield "a CSV dataset needs a file: choose one (--csv FILE on the command line)"
+            yield "a CSV dataset needs a file: choose one («csv_path»)"
         if self.dataset == "csv" and not self.target:
-            yield "a CSV dataset needs its label column: choose the target (--target COL)"
+            yield "a CSV dataset needs its label column: choose it («target»)"
         if self.partition == "column" and self.dataset != "csv":
             yield (f"only a CSV can be split by a column (a hospital, a region); {self.dataset} has no such "
                    "column: choose iid, dirichlet, shards or quantity")
         elif self.partition == "column" and not (self.split_column or "").strip():
-            yield "the column split needs its column: --split-column COL (one client per value of COL)"
+            yield "the column split needs its column («split_column»): one client per value of it"
         if self.target_bins == 1:
-            yield "target_bins must be 0 (no binning) or a whole number of quantile classes from 2 to 20"
+            yield "«target_bins» must be 0 (no binning) or a whole number of quantile classes from 2 to 20"
         refusal = rule.refuses(model)
         if refusal:
             yield refusal
         if self.partition != "column":  # a column split's count comes with its data (build.clients_of_split)
             yield from self.count_problems()
         if rule.needs_validation and self.val_size <= 0:
-            yield "stacking needs a validation split on the server: set val_size above 0 (e.g. 0.15)"
+            yield "stacking needs a validation split on the server: set «val_size» above 0 (e.g. 0.15)"
         if self.test_size + self.effective_val_size >= 0.9:
             yield "test_size plus val_size must stay below 0.9, or no data is left for the clients"
         if self.malicious_clients and self.attack == "none":
@@ -281,7 +285,7 @@ class RunConfig:
         if not parse_schedule(self.lr_schedule).is_constant and not _has_learning_rate(self.to_dict()):
             yield (f"a learning-rate schedule needs a model trained with a learning rate "
                    f"({', '.join(n for n, m in MODELS.items() if m.iterative and m.learning_rate({}) is not None)}); "
-                   f"{model.label} has none: use --lr-schedule constant")
+                   f"{model.label} has none: use «lr_schedule=constant»")
         yield from self._parameter_only(model, rule)
         try:
             model.check_params(self.model_params)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from fl.data.summary import report_lines
 from fl.federation.events import EventType, describe_event
+from fl.runs.words import for_cli
 from fl.learning.privacy import NO_PRIVACY
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
@@ -66,7 +67,7 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
         elif kind == EventType.DATA_REPORT:  # once, before round 1: what the sites' data is
             text = "\n".join(report_lines(event.get("report") or {}))
         if text:
-            sys.stderr.write(text + "\n")  # one write: lines from threads never interleave
+            sys.stderr.write(for_cli(text) + "\n")  # one write: lines from threads never interleave
             sys.stderr.flush()
 
     return on_event
