@@ -31,7 +31,8 @@ event = st.dataframe(
     history.runs_frame(runs, live_ids), hide_index=True, on_select="rerun", selection_mode="multi-row",
     key=history.table_key(runs),
     column_config={"Final accuracy": st.column_config.NumberColumn(format="%.1f%%"),
-                   "Run id": st.column_config.TextColumn(width="small")},
+                   "Run id": st.column_config.TextColumn(width="large", help="The run's folder under the runs "
+                                                                            "directory; select the cell to copy it")},
 )
 chosen = history.selected(runs, event.selection.rows)
 

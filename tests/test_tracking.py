@@ -243,3 +243,33 @@ def test_the_dashboard_switch_tracks_a_run_and_a_reload_keeps_it(app_env, tmp_pa
     assert run.data.params["mlflow_uri"] == str(store)
     assert reload.sidebar.checkbox(key="cfg_mlflow_uri_on").value is True
     assert reload.sidebar.text_input(key="cfg_mlflow_uri").value == str(store)
+
+
+def test_the_readmes_command_opens_the_store_from_a_fresh_process(tmp_path, no_thread_leaks):
+    """README: ``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri ./mlruns``. The UI needs the full
+    mlflow; what it does first, opening the file store, is checked here from a process of its own (the
+    workbench sets the variable only for itself)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # Prepare: a tracked run in ./mlruns; the README's command, read from the README
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"^(\S+=\S+) mlflow ui --backend-store-uri \./mlruns$", readme, re.M)
+    assert command is not None, "the README lost its command to open the runs"
+    name, value = command.group(1).split("=")
+    handle = RunRegistry(RunStore(tmp_path / "runs")).start(RunConfig(**SMALL, mlflow_uri=str(tmp_path / "mlruns")))
+    handle.wait(60)
+    read = ("from mlflow.tracking import MlflowClient; c = MlflowClient('./mlruns'); "
+            "print(sum(len(c.search_runs([e.experiment_id])) for e in c.search_experiments()))")
+    env = {k: v for k, v in os.environ.items() if k != name}
+    # Execute: with the README's variable, and without it
+    opened = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env={**env, name: value},
+                            capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([sys.executable, "-c", read], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=120)
+    # Assert
+    assert opened.returncode == 0 and opened.stdout.strip() == "1", opened.stderr
+    assert refused.returncode != 0 and "MLFLOW_ALLOW_FILE_STORE" in refused.stderr

@@ -36,9 +36,9 @@ def scrutiny_heatmap(client_rows: list[dict], max_clients: int = 60) -> go.Figur
     rows = [r for r in client_rows if is_number(r.get("update_z"))]
     if not rows:
         return None
-    clients = sorted({r["client_id"] for r in rows})[:max_clients]
+    clients = sorted({str(r["client_id"]) for r in rows})[:max_clients]
     rounds = sorted({int(r["round"]) for r in rows})
-    index = {(r["client_id"], int(r["round"])): r for r in rows}
+    index = {(str(r["client_id"]), int(r["round"])): r for r in rows}
     z = [[_cell(index.get((cid, rnd)), "update_z") for rnd in rounds] for cid in clients]
     text = [[_hover(index.get((cid, rnd))) for rnd in rounds] for cid in clients]
     marks = [["⚑" if (index.get((cid, rnd)) or {}).get("flagged") else "" for rnd in rounds] for cid in clients]
@@ -51,7 +51,7 @@ def scrutiny_heatmap(client_rows: list[dict], max_clients: int = 60) -> go.Figur
     fig.update_layout(title=dict(text=f"How far each update is from the others (robust z; ⚑ {threshold_text(limits)})",
                                  x=0), height=max(260, 24 * len(clients) + 120), margin=dict(l=10, r=10, t=50, b=10))
     fig.update_xaxes(title_text="Round", dtick=max(1, len(rounds) // 10), tickformat="d")
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", type="category")  # site names such as 1, 2, 7 are names, not numbers
     return fig
 
 

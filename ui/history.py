@@ -48,7 +48,7 @@ def runs_frame(runs: list[StoredRun], live_ids: set[str]) -> pd.DataFrame:
             "Dataset": cfg.get("dataset"),
             "Model": cfg.get("model"),
             "Aggregation": cfg.get("aggregation"),
-            "Clients": cfg.get("clients"),
+            "Clients": summary.get("n_clients") or cfg.get("clients"),  # those that took part, when known
             "Rounds done": summary.get("rounds_done") or 0,
             # a number (sortable in the table), shown as a percentage by the column config
             "Final accuracy": round(100 * accuracy, 1) if is_number(accuracy) else None,
@@ -74,16 +74,40 @@ def selected(runs: list[StoredRun], rows: Iterable[int]) -> list[StoredRun]:
     return [runs[i] for i in sorted(set(rows)) if isinstance(i, int) and 0 <= i < len(runs)]
 
 
-def run_label(run: StoredRun) -> str:
+def run_label(run: StoredRun, differing: list[str] | None = None) -> str:
+    """What tells this run from the others it is drawn with: the settings in which they differ, else when it
+    started and its model and rule."""
     cfg = run.config
+    if differing:
+        return " · ".join(f"{name} {_shown(cfg.get(name))}" for name in differing[:4])
     return f"{when(run.summary.get('started_at'))} · {cfg.get('model')}/{cfg.get('aggregation')}"
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    return "–" if value in (None, "") else str(value)
+
+
+# Settings that do not change a run's numbers: never what a legend says two runs differ in.
+NOT_DIFFERENCES = ("workers", "mlflow_uri", "archive_weights", "round_timeout")
+
+
+def differing_settings(runs: list[StoredRun]) -> list[str]:
+    """The settings whose values differ between these runs (the model and the rule first)."""
+    if len(runs) < 2:
+        return []
+    keys = sorted({k for run in runs for k in run.config} - set(NOT_DIFFERENCES),
+                  key=lambda k: (k not in ("model", "aggregation", "dataset"), k))
+    return [k for k in keys if len({repr(run.config.get(k)) for run in runs}) > 1]
+
+
 def curves(runs: list[StoredRun]) -> dict[str, pd.DataFrame]:
-    """label -> metrics frame; labels made unique (two runs may start in the same minute)."""
+    """label -> metrics frame; each label names what differs between the runs (made unique when nothing does)."""
     out: dict[str, pd.DataFrame] = {}
+    differing = differing_settings(runs)
     for run in runs:
-        label = run_label(run)
+        label = run_label(run, differing)
         if label in out:
             label = f"{label} · {run.run_id[-6:]}"
         try:

@@ -109,8 +109,11 @@ def cell_bars_figure(cells: pd.DataFrame, labels: Sequence[str]) -> go.Figure:
             textposition="inside", insidetextanchor="start",
             hovertemplate="%{x}<br>mean %{y:.1%} over %{customdata[0]} seeds<br>95% CI %{customdata[1]}"
                           "<extra></extra>"))
-    fig.update_layout(title=dict(text="Mean final accuracy per cell, with its 95% confidence interval", x=0,
-                                 xanchor="left"), height=400, margin=MARGIN, showlegend=False)
+    title = "Mean final accuracy per cell, with its 95% confidence interval"
+    if len(cells) and ((cells["final_accuracy_ci_high"].astype(float) > 1.0)
+                       | (cells["final_accuracy_ci_low"].astype(float) < 0.0)).any():
+        title += "<br><sup>an interval past 0 or 100 % is drawn up to it (few seeds make it wide): hover for it</sup>"
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=400, margin=MARGIN, showlegend=False)
     fig.update_yaxes(title_text="Final accuracy", tickformat=".0%", range=[0, 1.05])
     fig.update_xaxes(type="category")
     return fig

@@ -153,17 +153,37 @@ def status_of(stored: StoredSweep, handle: SweepHandle | None) -> str:
     return "interrupted" if stored.status == "running" else stored.status
 
 
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
-    """The live table: one row per run, as people read it."""
+def rows_frame(rows: list[dict], rounds_done: dict[str, int] | None = None) -> pd.DataFrame:
+    """The live table: one row per run, as people read it; a number not known yet is blank, never "None"
+    (``rounds_done``: the running runs' rounds so far, read from their summaries)."""
+    live = rounds_done or {}
     out = [{"Cell": cell_label(r["cell_values"]), "Seed": r["seed"], "Status": r["status"],
             "Final accuracy": _percent(r.get("final_accuracy")), "Best accuracy": _percent(r.get("best_accuracy")),
-            "Final loss": r.get("final_loss"), "Rounds": r.get("rounds_done"), "Seconds": r.get("duration_s"),
-            "Run id": r["run_id"]} for r in rows]
+            "Final loss": _number(r.get("final_loss"), "{:.4f}"),
+            "Rounds": _number(r.get("rounds_done") if r.get("rounds_done") is not None else live.get(r["run_id"]),
+                              "{:.0f}"),
+            "Seconds": _number(r.get("duration_s"), "{:.1f}"), "Run id": r["run_id"]} for r in rows]
     return pd.DataFrame(out, columns=ROW_COLUMNS)
 
 
-def _percent(value: Any) -> float | None:
-    return round(100 * value, 1) if isinstance(value, (int, float)) and value == value else None
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and value == value else ""
+
+
+def _number(value: Any, pattern: str) -> str:
+    return pattern.format(value) if isinstance(value, (int, float)) and value == value else ""
+
+
+def running_rounds(rows: list[dict]) -> dict[str, int]:
+    """Rounds done so far by the sweep's running runs (their summary.json, rewritten every round)."""
+    out = {}
+    for row in rows:
+        if row.get("status") == "running":
+            try:
+                out[row["run_id"]] = int(sweeps().store.run_store.load(row["run_id"]).summary.get("rounds_done") or 0)
+            except (OSError, ValueError):
+                continue
+    return out
 
 
 def stored_rows(stored: StoredSweep) -> list[dict]:
@@ -222,13 +242,10 @@ def draw_sweep(stored: StoredSweep, snap: dict | None, status: str) -> None:
     """Table and charts of one sweep, from its snapshot (live) or its files."""
     headline(stored, snap, status)
     rows = snap["rows"] if snap is not None else stored_rows(stored)
-    st.dataframe(rows_frame(rows), hide_index=True, height=min(400, 38 + 35 * len(rows)),
-                 column_config={"Final accuracy": st.column_config.NumberColumn(format="%.1f%%"),
-                                "Best accuracy": st.column_config.NumberColumn(format="%.1f%%"),
-                                "Final loss": st.column_config.NumberColumn(format="%.4f"),
-                                "Seconds": st.column_config.NumberColumn(format="%.1f")})
+    st.dataframe(rows_frame(rows, running_rounds(rows)), hide_index=True, height=min(400, 38 + 35 * len(rows)))
     if not any(r["status"] == "completed" for r in rows):
-        st.caption("The charts appear as the first runs complete.")
+        st.caption("The charts appear as the first runs complete." if status == "running" else
+                   "No run of this sweep completed, so there is nothing to chart.")
         return
     band = st.radio("Band over the seeds", ["std", "range"], horizontal=True, key="sweep_band",
                     format_func=lambda b: "mean ± std" if b == "std" else "min to max")

@@ -139,6 +139,10 @@ class RunState:
     def _on_data_report(self, event: dict, client: dict | None) -> None:
         self.data_report = event.get("report")
         self.n_classes = len((self.data_report or {}).get("classes") or []) or self.n_classes
+        for site in (self.data_report or {}).get("sites") or []:  # each client's classes, as the report says
+            known = self.clients.get(str(site.get("client_id")))
+            if known is not None and site.get("n_classes") is not None:
+                known["n_classes"] = site["n_classes"]
 
     def _on_round(self, event: dict, client: dict | None) -> None:
         self.rounds.append(event)

@@ -113,6 +113,7 @@ class RunWriter:
         self.run_id = run_id
         self._lock = threading.Lock()
         self._client_confusion: list[dict] = []  # this round's client counts, until its round names the classes
+        self._joined: set[str] = set()  # the clients that joined: how many took part, whatever the config said
         self.summary: dict[str, Any] = {"run_id": run_id, "status": "running", "started_at": time.time(),
                                         "finished_at": None, "final_metrics": {}, "rounds_done": 0,
                                         "baselines": None}
@@ -163,10 +164,13 @@ class RunWriter:
             with open(self.dir / "events.jsonl", "a") as fh:
                 fh.write(json.dumps({k: _clean(v) for k, v in event.items()}, default=str) + "\n")
             kind = event.get("type")
+            if kind == "join" and event.get("client_id") is not None:  # who took part (summary.json n_clients)
+                self._joined.add(event["client_id"])
             if kind == "round":
                 self._append_row("metrics.csv", METRICS_COLUMNS, event)
                 self._write_confusion(event)
                 self.summary["rounds_done"] = event.get("round")
+                self.summary["n_clients"] = max(len(self._joined), self.summary.get("n_clients") or 0)
                 self.summary["final_metrics"] = {k: _clean(event.get(k)) for k in FINAL_KEYS}
                 if event.get("epsilon") is not None:  # privacy spent so far; "inf" without noise (JSON has no inf)
                     self.summary["epsilon"] = "inf" if event["epsilon"] == math.inf else _clean(event["epsilon"])
@@ -219,6 +223,8 @@ class RunWriter:
                 self.summary.update(best_round=best.round, best_selected_on=best.selected_on,
                                     best_score=_clean(best.score),
                                     best_metrics={k: _clean(v) for k, v in best.metrics.items()})
+            if self._joined:
+                self.summary["n_clients"] = max(len(self._joined), self.summary.get("n_clients") or 0)
             self.summary.update(status=status, finished_at=time.time(), error=error, **(extra or {}))
             self._write_summary()
 
