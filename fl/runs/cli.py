@@ -24,6 +24,7 @@ from fl.runs.console import (
     HeldUntilReleased, baselines_lines, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
 )
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
+from fl.wire.text import shown
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
                 "rounds": "rounds and evaluation", "optimizer": "server optimisers and FedProx",
@@ -232,9 +233,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _say(lines: list[str]) -> None:
-    """Lines for the person, on stderr in one write (round lines on stdout stay parseable)."""
+    """Lines for the person, on stderr in one write (round lines on stdout stay parseable); control characters
+    escaped, as some name what a peer sent (fl/wire/text.py)."""
     if lines:
-        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.write("\n".join(shown(line) for line in lines) + "\n")
         sys.stderr.flush()
 
 
@@ -264,7 +266,7 @@ def _wait_and_finish(handle: Any) -> int:
              if drift is not None else "")
           + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else ""), flush=True)
     if result.error:
-        print(f"error: {result.error}", file=sys.stderr)
+        print(f"error: {shown(result.error)}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
 
 
@@ -342,12 +344,12 @@ def cmd_client(args: argparse.Namespace) -> int:
               f"loop, connecting to {where}", flush=True)
     results = ClientHost(clients, name="cli").run()
     for result in results if len(results) == 1 else []:
-        print(f"{result.client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
+        print(f"{result.client_id}: left ({shown(result.reason)}) after {result.rounds_trained} rounds", flush=True)
     if len(results) > 1:
         reasons: dict[str, int] = {}
         for result in results:
             reasons[result.reason] = reasons.get(result.reason, 0) + 1
-        said = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        said = ", ".join(f"{n} {shown(reason)}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
         print(f"{len(results)} clients left after {max(r.rounds_trained for r in results)} rounds: {said}", flush=True)
     return 0 if all(r.ok for r in results) else 1
 
