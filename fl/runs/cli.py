@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fl.data import DataError
+from fl.federation.identity import MAX_JOINS_PER_CLIENT
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
-from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
+from fl.runs.cli_types import (  # noqa: F401 - re-exported
+    at_least_one, client_id_list, json_object, parse_partitions, seconds,
+)
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.drift import drift_sentence, find_drift
 from fl.runs.console import (
@@ -106,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="connections still in their handshake at once; more are closed (default: %(default)d)")
     net.add_argument("--max-pending-per-address", type=at_least_one, default=64, metavar="N",
                      help="... from one address: raise it for many clients behind one NAT (default: %(default)d)")
+    net.add_argument("--expect-clients", type=client_id_list, metavar="ID,ID,...",
+                     help="only these client ids may join (others are refused); rounds start once all have "
+                          "joined, or after --wait with at least --min-clients")
+    net.add_argument("--max-joins-per-client", type=at_least_one, default=MAX_JOINS_PER_CLIENT,
+                     metavar="N", help="joins of one client id from one address in any 60 s; more are refused "
+                                       "(default: %(default)d)")
+    net.add_argument("--max-joins-per-address", type=at_least_one, metavar="N",
+                     help="joins of any ids from one address in any 60 s (default: --max-clients)")
     cli_tls.add_server_tls_flags(net)
     net.add_argument("--classes", help="comma-separated labels, when the server has no data")
     net.add_argument("--features", type=int, help="number of features, when the server has no data")
@@ -116,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--host", default="127.0.0.1")
     own.add_argument("--port", type=int, default=8080)
     own.add_argument("--token")
-    own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: from host and partition)")
+    own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: the name in "
+                                          "--tls-client-cert, else from host and partition)")
     own.add_argument("--partition-id", type=parse_partitions, metavar="I|I-J",
                      help="take partition I of a built-in dataset or of --csv (or host partitions I to J, one "
                           "process) ...")
@@ -288,11 +300,19 @@ def cmd_server(args: argparse.Namespace) -> int:
                          "COL to build the task from the sites' data summaries, or both --classes and --features")
     config = resumable.config if resumable else config_from_args(
         args, data_at_clients, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
+    expected = args.expect_clients or ()
+    if expected and config.min_clients > len(expected):
+        raise UsageError(f"--min-clients {config.min_clients} can never be reached: --expect-clients names "
+                         f"{len(expected)} sites, and only they may join")
+    if len(expected) > args.max_clients:
+        raise UsageError(f"--expect-clients names {len(expected)} sites, more than --max-clients {args.max_clients}")
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
-                              wait_for_clients=config.min_clients, join_timeout_s=args.wait,
+                              wait_for_clients=max(config.min_clients, len(expected)), join_timeout_s=args.wait,
                               ssl_context=_server_tls(args), heartbeat_interval_s=args.heartbeat,
                               heartbeat_misses=args.heartbeat_misses, max_pending_handshakes=args.max_pending,
-                              max_pending_per_address=args.max_pending_per_address)
+                              max_pending_per_address=args.max_pending_per_address, expected_clients=expected,
+                              max_joins_per_client=args.max_joins_per_client,
+                              max_joins_per_address=args.max_joins_per_address)
     classes = [c for c in args.classes.split(",")] if not has_data else None
     printer = HeldUntilReleased(progress_printer(config.effective_rounds))  # "listening on" is the first line
     try:
@@ -316,15 +336,18 @@ def cmd_client(args: argparse.Namespace) -> int:
     """One client (its CSV, or partition I), or a host of many (``--partition-id 0-249``) on one event loop."""
     from fl.federation.client import ClientSettings, FederatedClient
     from fl.federation.session import ClientHost
-    from fl.runs.cli_tls import client_tls
+    from fl.runs.cli_tls import certificate_id, client_tls
     from fl.wire import CLIENT_ID_PATTERN
 
     ssl_context = client_tls(args)  # bad TLS flags are told before any data is loaded
-    datas = _client_data(args)
-    if args.client_id and len(datas) > 1:
-        raise UsageError("--client-id names one client; a range of partitions is named client_000, ... or by site")
     if args.client_id and not CLIENT_ID_PATTERN.fullmatch(args.client_id):
         raise UsageError(f"--client-id {args.client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
+    args.client_id = certificate_id(args) or args.client_id  # a certificate names its client
+    datas = _client_data(args)
+    if args.client_id and len(datas) > 1:
+        raise UsageError("--client-id names one client; a range of partitions is named client_000, ... or by site"
+                         + ("; a client certificate names one client: host one partition per certificate"
+                            if args.tls_client_cert else ""))
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
                               connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin,
                               ssl_context=ssl_context, reconnect_s=args.reconnect)
