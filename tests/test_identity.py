@@ -308,6 +308,27 @@ def test_a_flood_of_fresh_ids_from_one_address_is_cut_there_and_other_addresses_
     assert "20 clients joined from 127.0.0.2 in the last 60 s (max_joins_per_address)" in rate[0]["message"]
 
 
+@needs_loopback_aliases
+def test_new_ids_are_bounded_per_address_and_old_ones_may_rejoin(federation):
+    # Prepare: room for 2 clients at once, so 2 fresh ids per address
+    fed = federation(token="s3cret", max_clients=2, wait_for_clients=2)
+    # Execute: two fresh ids join and leave from 127.0.0.1, a third tries; another address brings its own
+    for cid in ("a", "b"):
+        conn, answer = fed.hello(cid, token="s3cret")
+        assert isinstance(answer, Welcome), (cid, answer)
+        conn.close()
+        fed.wait_for(lambda: cid not in fed.server.active_ids(), what=f"{cid} to leave")
+    _, third = fed.hello("c", token="s3cret")
+    _, again = fed.hello("a", token="s3cret")
+    _, elsewhere = fed.hello("c", token="s3cret", source="127.0.0.2")
+    # Assert: the fresh-id flood of one address ends there; a site elsewhere and an id seen before still join
+    assert isinstance(third, Error) and third.code == "full"
+    assert third.message == "2 client ids have joined this run from 127.0.0.1 (max_clients): a new id may not " \
+                            "join from there (one seen before may)"
+    assert isinstance(again, Welcome) and isinstance(elsewhere, Welcome)
+    assert sorted(s.client_id for s in fed.server.slots()) == ["a", "b", "c"]
+
+
 def test_join_rate_counts_a_window_per_address_and_id_and_forgets_old_keys():
     # Prepare: a clock the test moves
     now = [0.0]
@@ -324,6 +345,14 @@ def test_join_rate_counts_a_window_per_address_and_id_and_forgets_old_keys():
     assert rate.problem("a", "x") is None and rate.problem("a", "z") is None
     rate.joined("c", "q")  # a window later: the keys with no recent join are dropped
     assert set(rate._address) == {"c"} and set(rate._client) == {("c", "q")}
+    # ... and the ids a run admits: per address, then in all
+    ids = JoinRate(per_address=100, per_client=100, new_ids_per_address=2, new_ids=3, clock=lambda: now[0])
+    for address, cid in (("a", "x"), ("a", "y"), ("b", "z")):
+        assert ids.problem(address, cid) is None
+        ids.joined(address, cid)
+    assert "2 client ids have joined this run from a" in ids.problem("a", "new")[1]
+    assert ids.problem("b", "new")[1].startswith("3 client ids have joined this run (4 x max_clients)")
+    assert ids.problem("a", "x") is None and ids.problem("b", "y") is None  # seen before: welcome back
 
 
 # ---------------------------------------------------------------------- the command line

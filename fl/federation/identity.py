@@ -20,10 +20,19 @@ an ``error`` the client can read and a ``refused`` event:
   hello admitted (a session opened), so a peer cycling join/leave is cut off
   after a few cycles while each honest client, which joins once (and again
   only when its connection drops), never comes near; the per-address limit
-  is generous (by default the run's ``max_clients``) because one address may
-  host hundreds of partition clients (``client_new.py --partition-id
-  0-249``), or be a NAT. Code ``rate``; a Python client waits and tries
-  again within its connect window.
+  is generous (by default twice the run's ``max_clients``, at least 20)
+  because one address may host hundreds of partition clients
+  (``client_new.py --partition-id 0-249``), or be a NAT. Code ``rate``; a
+  Python client waits and tries again within its connect window.
+
+Every id a run has admitted keeps its slot (its numbers, its bytes) and its
+row in the live state for the whole run, so new ids are bounded too: one
+remote address may bring at most ``max_clients`` ids the run has not seen
+(it cannot hold more at once), and the run admits at most four times
+``max_clients`` in all, from however many addresses. An id seen before may
+always come back (subject to the rates). Code ``full``. Fresh ids from one
+address thus cannot lock out a site at another; only very many addresses
+could, and with expected sites no fresh id joins at all.
 """
 
 from __future__ import annotations
@@ -36,6 +45,14 @@ from fl.wire import CLIENT_ID_PATTERN
 
 JOIN_WINDOW_S = 60.0  # the join limits count the joins of the last this many seconds
 MAX_JOINS_PER_CLIENT = 12  # joins of one id from one address per window: a session every 5 s is not a client's
+MIN_JOINS_PER_ADDRESS = 20  # the default per-address limit is twice max_clients, and never below this
+NEW_IDS_PER_CLIENT = 4  # distinct ids a run admits in all, per client it may hold at once (max_clients)
+
+
+def joins_per_address(max_joins_per_address: int | None, max_clients: int) -> int:
+    """The per-address join limit: as set, or (None) twice ``max_clients`` and at least 20: one address may
+    host every client of the run, each joining and rejoining once in a window."""
+    return max_joins_per_address or max(2 * max_clients, MIN_JOINS_PER_ADDRESS)
 RATE = "rate"  # the error code of a join over a join limit
 
 
@@ -71,23 +88,30 @@ def identity_problem(client_id: str, cert_names: Sequence[str] | None,
 
 
 class JoinRate:
-    """Joins of the last ``window_s`` per remote address and per (address, client id), against their limits.
+    """Joins of the last ``window_s`` per remote address and per (address, client id), and the client ids a
+    run has admitted (per address and in all), against their limits.
 
     Each key keeps the times of its recent joins, at most its limit of them,
     and keys with no join in the last window are forgotten once a window, so
-    memory is bounded by the joins of about two windows. Runs on the server's
-    event loop only.
+    that memory is bounded by the joins of about two windows. The ids ever
+    admitted are kept for the run (the registry keeps a slot for each), at
+    most ``new_ids`` of them. Runs on the server's event loop only.
     """
 
     def __init__(self, per_address: int, per_client: int, window_s: float = JOIN_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, new_ids_per_address: int | None = None,
+                 new_ids: int | None = None):
         self.per_address = per_address
         self.per_client = per_client
         self.window_s = window_s
+        self.new_ids_per_address = new_ids_per_address
+        self.new_ids = new_ids
         self._clock = clock
         self._address: dict[str, deque[float]] = {}
         self._client: dict[tuple[str, str], deque[float]] = {}
         self._swept = clock()
+        self._known: set[str] = set()  # every id admitted this run
+        self._introduced: dict[str, int] = {}  # how many of them each address brought first
 
     def _recent(self, table: dict, key: object, now: float) -> deque[float]:
         times = table.get(key)
@@ -100,7 +124,8 @@ class JoinRate:
         return times
 
     def problem(self, address: str, client_id: str) -> tuple[str, str] | None:
-        """(``rate``, why) if one more join of ``client_id`` from ``address`` would pass a limit."""
+        """(code, why) if one more join of ``client_id`` from ``address`` would pass a limit: ``rate`` for the
+        joins of the window, ``full`` for an id the run has not seen when no new id may join."""
         now = self._clock()
         if len(self._recent(self._client, (address, client_id), now)) >= self.per_client:
             return RATE, (f"client id {client_id!r} joined {self.per_client} times from {address} in the last "
@@ -108,6 +133,14 @@ class JoinRate:
         if len(self._recent(self._address, address, now)) >= self.per_address:
             return RATE, (f"{self.per_address} clients joined from {address} in the last {self.window_s:g} s "
                           "(max_joins_per_address): wait, then join again")
+        if client_id not in self._known:
+            if self.new_ids_per_address is not None and \
+                    self._introduced.get(address, 0) >= self.new_ids_per_address:
+                return "full", (f"{self.new_ids_per_address} client ids have joined this run from {address} "
+                                "(max_clients): a new id may not join from there (one seen before may)")
+            if self.new_ids is not None and len(self._known) >= self.new_ids:
+                return "full", (f"{len(self._known)} client ids have joined this run ({NEW_IDS_PER_CLIENT} x "
+                                "max_clients): a new id may not join (one seen before may)")
         return None
 
     def joined(self, address: str, client_id: str) -> None:
@@ -122,3 +155,6 @@ class JoinRate:
                                   (self._address, address, self.per_address)):
             times = table.setdefault(key, deque(maxlen=max(limit, 1)))
             times.append(now)
+        if client_id not in self._known:
+            self._known.add(client_id)
+            self._introduced[address] = self._introduced.get(address, 0) + 1

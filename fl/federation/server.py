@@ -41,7 +41,9 @@ from fl.wire import (
 )
 from fl.federation.admission import Gate, address_of, raise_open_file_limit  # session.py takes the last from here
 from fl.federation.events import ClientStatus, EventSink, EventType, make_event
-from fl.federation.identity import MAX_JOINS_PER_CLIENT, JoinRate, identity_problem
+from fl.federation.identity import (
+    MAX_JOINS_PER_CLIENT, NEW_IDS_PER_CLIENT, JoinRate, identity_problem, joins_per_address,
+)
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
 from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
@@ -81,8 +83,8 @@ class ServerSettings:
     # Who may join (fl/federation/identity.py): only these client ids, when any are given (--expect-clients, the
     # Deploy page's "Expected sites"); under mutual TLS, a client only under a name its certificate was issued to.
     expected_clients: tuple[str, ...] = ()
-    # Joins (hellos admitted) from one remote address in any 60 s: of one client id, and of all (None: as many
-    # as max_clients, so one address may host every client once and again); more are refused with "rate".
+    # Joins (hellos admitted) from one remote address in any 60 s: of one client id, and of all (None: twice
+    # max_clients, at least 20: one address may host every client, joining and rejoining); more are refused "rate".
     max_joins_per_client: int = MAX_JOINS_PER_CLIENT
     max_joins_per_address: int | None = None
 
@@ -113,8 +115,9 @@ class FederatedServer(ClientRegistry):
         self.last_leave_reason: str | None = None
         self.address: tuple[str, int] | None = None
         self._gate: Gate | None = None  # pending-handshake caps and refusals; made by bind(), on the loop only
-        self._joins = JoinRate(self.settings.max_joins_per_address or self.settings.max_clients,
-                               self.settings.max_joins_per_client)  # event loop only
+        self._joins = JoinRate(joins_per_address(self.settings.max_joins_per_address, self.settings.max_clients),
+                               self.settings.max_joins_per_client, new_ids_per_address=self.settings.max_clients,
+                               new_ids=NEW_IDS_PER_CLIENT * self.settings.max_clients)  # event loop only
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: EventType, **fields: Any) -> None:

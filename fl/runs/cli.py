@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="N", help="joins of one client id from one address in any 60 s; more are refused "
                                        "(default: %(default)d)")
     net.add_argument("--max-joins-per-address", type=at_least_one, metavar="N",
-                     help="joins of any ids from one address in any 60 s (default: --max-clients)")
+                     help="joins of any ids from one address in any 60 s (default: twice --max-clients, at "
+                          "least 20)")
     cli_tls.add_server_tls_flags(net)
     net.add_argument("--classes", help="comma-separated labels, when the server has no data")
     net.add_argument("--features", type=int, help="number of features, when the server has no data")
