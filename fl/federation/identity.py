@@ -47,13 +47,13 @@ JOIN_WINDOW_S = 60.0  # the join limits count the joins of the last this many se
 MAX_JOINS_PER_CLIENT = 12  # joins of one id from one address per window: a session every 5 s is not a client's
 MIN_JOINS_PER_ADDRESS = 20  # the default per-address limit is twice max_clients, and never below this
 NEW_IDS_PER_CLIENT = 4  # distinct ids a run admits in all, per client it may hold at once (max_clients)
+RATE = "rate"  # the error code of a join over a join limit
 
 
 def joins_per_address(max_joins_per_address: int | None, max_clients: int) -> int:
     """The per-address join limit: as set, or (None) twice ``max_clients`` and at least 20: one address may
     host every client of the run, each joining and rejoining once in a window."""
     return max_joins_per_address or max(2 * max_clients, MIN_JOINS_PER_ADDRESS)
-RATE = "rate"  # the error code of a join over a join limit
 
 
 def parse_client_ids(text: str) -> tuple[str, ...]:
