@@ -39,6 +39,7 @@ def start_form() -> None:
     problem = deploy.check_server_inputs(values)
     if config is None:
         problem = "Fix the model settings marked in red, then press Start server again."
+    problem = problem or deploy.check_sites(values, config)
     if problem:
         server_col.error(problem)
         return
@@ -83,16 +84,22 @@ def connection_info(handle: RunHandle) -> None:
     settings = handle.server.settings
     bound_host, port = handle.server.address or (settings.host, settings.port)
     host, note = deploy.command_host(settings.host)
+    sites = settings.expected_clients
     st.markdown(f"Listening on `{bound_host}:{port}`" + (" · TLS" if settings.tls_pin else " · plain TCP")
                 + (" · token required" if settings.token else
-                   " · **no token**: anyone who can reach the port may join"))
+                   " · **no token**: anyone who can reach the port may join")
+                + (f" · only the {len(sites)} expected sites may join" if sites else ""))
+    refused = deploy.unexpected_sites(handle)
+    if refused:
+        st.warning(f"Not among the expected sites, so their commands will be refused: {', '.join(refused)}. "
+                   "Stop the server and list them under Expected sites.")
     if note:
         st.caption(note)
     elif settings.host in deploy.LOOPBACK:
         st.warning("This server accepts clients on this machine only. To accept other machines, stop it and "
                    "host again on 0.0.0.0.")
     config = handle.config
-    commands = deploy.partition_commands(config, host, port, settings.token, settings.tls_pin)
+    commands = deploy.partition_commands(config, host, port, settings.token, settings.tls_pin, sites)
     if commands and config.partition == "column":
         st.markdown(f"**On each site's machine**, from a copy of this project and of `{deploy.csv_name(config)}`, "
                     f"machine *i* takes the rows of the *i*-th value of `{config.split_column}` (one of "
@@ -103,9 +110,9 @@ def connection_info(handle: RunHandle) -> None:
                     f"machine *i* takes partition *i* of {len(commands)} of `{config.dataset}`:")
         st.code("\n".join(commands), language="bash", wrap_lines=True)
     st.markdown("**Or with the machine's own CSV** (columns are matched to the server's features by name; "
-                "put your file and its label column):")
-    st.code(deploy.csv_command(config, host, port, settings.token, settings.tls_pin), language="bash",
-            wrap_lines=True)
+                "put your file and its label column" + ("; one command per expected site" if sites else "") + "):")
+    st.code("\n".join(deploy.csv_command(config, host, port, settings.token, settings.tls_pin, site)
+                       for site in (sites or (None,))), language="bash", wrap_lines=True)
 
 
 def client_panel(handle: RunHandle) -> None:

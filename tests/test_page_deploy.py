@@ -200,3 +200,54 @@ def test_tls_server_commands_pin_its_certificate_and_pinned_clients_finish(app_e
     assert handle.result.status == "completed"
     for proc in processes:
         assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+
+
+def test_expected_sites_name_the_client_commands_and_only_they_may_join(app_env):
+    # Prepare: two expected sites for a split in two
+    at = deploy_page(new_app(), port=0, partitions=2, wait_for=2)
+    at.text_input(key="deploy_expected").set_value("alpha, beta").run()
+    # Execute
+    at.button(key="start_server").click().run()
+    # Assert: the server expects them, each partition command is named after one, the CSV command after each
+    assert not at.exception and not at.error
+    (handle,) = hosted(app_env)
+    assert handle.server.settings.expected_clients == ("alpha", "beta")
+    commands = at.code[0].value.splitlines()
+    assert commands[0].endswith("--partition-id 0 --num-partitions 2 --client-id alpha")
+    assert commands[1].endswith("--partition-id 1 --num-partitions 2 --client-id beta")
+    assert [line.rsplit(" ", 1)[-1] for line in at.code[1].value.splitlines()] == ["alpha", "beta"]
+    assert "only the 2 expected sites may join" in " ".join(m.value for m in at.markdown)
+    handle.stop()
+    handle.wait(10)
+
+
+def test_expected_sites_that_cannot_name_the_commands_are_refused_in_words(app_env):
+    # Prepare / Execute: a bad id, a site list that does not match the partitions, fewer sites than awaited
+    cases = [("alpha, no way!", 2, 2, "is not a client id"), ("alpha, beta, gamma", 2, 2, "names 3 sites, but the "
+                                                                                         "split has 2 partitions"),
+             ("alpha", 2, 2, "more than the 1 expected sites")]
+    for sites, partitions, wait_for, needle in cases:
+        at = deploy_page(new_app(), port=0, partitions=partitions, wait_for=wait_for)
+        at.text_input(key="deploy_expected").set_value(sites).run()
+        at.button(key="start_server").click().run()
+        # Assert: nothing hosted, one sentence that says what to change
+        assert not at.exception
+        assert needle in texts(at.error), (sites, texts(at.error))
+        assert hosted(app_env) == []
+
+
+def test_a_column_splits_commands_keep_their_site_names_and_unexpected_ones_are_named():
+    # Prepare: a column split's sites are named after its values, not after the expected list
+    from types import SimpleNamespace
+
+    config = RunConfig(dataset="csv", csv_path="heart.csv", target="disease", partition="column",
+                       split_column="hospital", clients=3)
+    handle = SimpleNamespace(server=SimpleNamespace(settings=SimpleNamespace(expected_clients=("Cleveland",
+                                                                                               "Hungary"))),
+                             config=config, plan=SimpleNamespace(client_ids=["Cleveland", "Hungary", "Zurich"]))
+    # Execute
+    commands = deploy.partition_commands(config, "h", 1, "t", sites=("Cleveland", "Hungary"))
+    # Assert
+    assert len(commands) == 3 and not any("--client-id" in c for c in commands)
+    assert deploy.unexpected_sites(handle) == ["Zurich"]
+    assert deploy.check_sites({"expected": "a,b"}, config) is None  # the data names a column split's sites

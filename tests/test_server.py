@@ -43,11 +43,12 @@ class Harness:
         for listener in self.listeners:
             listener(event)
 
-    def add_client(self, i: int, cls=FederatedClient, token=None, client_id=None, y=None):
+    def add_client(self, i: int, cls=FederatedClient, token=None, client_id=None, y=None, connect_timeout_s=10.0):
         X, y0 = self.data.client_data(i)
         cid = client_id or f"c{i}"
         client = cls(cid, LocalData(X, y0 if y is None else y, list(self.data.dataset.feature_names)),
-                     ClientSettings(self.host, self.port, token=token, connect_timeout_s=10), stop=self.stop)
+                     ClientSettings(self.host, self.port, token=token, connect_timeout_s=connect_timeout_s),
+                     stop=self.stop)
         t = threading.Thread(target=lambda: self.client_results.__setitem__(cid, client.run()), name=f"fl-test-{cid}",
                              daemon=True)
         t.start()
@@ -256,7 +257,7 @@ def test_wrong_version_duplicate_id_and_foreign_labels_are_refused(harness_facto
         header, arrays, blob = Hello(client_id="x", n_samples=1, n_features=4, protocol=2).to_frame()
         sock.sendall(frame_to_bytes(header, arrays, blob))
         version_answer = parse_message(read_frame(sock, idle_timeout=5)[0])
-    h.add_client(1, client_id="dup")
+    h.add_client(1, client_id="dup", connect_timeout_s=1.0)  # refused for now: it retries for its window
     X, y = h.data.client_data(1)
     h.add_client(1, client_id="aliens", y=np.full(len(y), 7))
     for t in h.threads[1:]:  # the first "dup" stays connected until teardown

@@ -20,6 +20,7 @@ import streamlit as st
 from fl.runs.config import RunConfig
 from fl.runs.knobs import CLIENT, to_flags
 from fl.runs.state import RunHandle
+from fl.federation.identity import parse_client_ids
 from fl.federation.server import ServerSettings
 from fl.runs.tls_dirs import make_server_tls
 from fl.wire.tls import default_hosts
@@ -29,7 +30,7 @@ from ui import widgets
 from ui.state import DEPLOY_RUN, registry, runs_root
 
 SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
-                                   "max_clients": 100}
+                                   "max_clients": 100, "expected": ""}
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -82,6 +83,13 @@ def server_widgets() -> dict[str, Any]:
                                     help="After this long, rounds start with the clients already here, or "
                                          "the run fails if too few joined.")
     out["max_clients"] = c5.number_input("Most clients accepted", 1, 1000, key=_key("max_clients"))
+    out["expected"] = st.text_input("Expected sites (optional)", key=_key("expected"),
+                                    placeholder="biscoe, dream, torgersen",
+                                    help="Only these client ids may join (ServerSettings.expected_clients, "
+                                         "--expect-clients); the client commands below are named after them, "
+                                         "partition i after the i-th. Empty: any id may join. Anyone with the "
+                                         "token can still say a listed name first (only client certificates, "
+                                         "mutual TLS, bind a name to a site).")
     out["tls"] = st.checkbox("Encrypt with TLS", key=_key("tls"),
                              help="A fresh certificate is made for this server; the client commands pin its "
                                   "fingerprint (--tls-pin), so the token and parameters never cross in clear. "
@@ -123,13 +131,40 @@ def check_server_inputs(values: dict[str, Any]) -> str | None:
     if values["wait_for"] > values["max_clients"]:
         return (f"Clients to wait for ({values['wait_for']}) is more than the most clients accepted "
                 f"({values['max_clients']}): lower the first or raise the second.")
+    try:
+        sites = parse_client_ids(str(values.get("expected") or ""))
+    except ValueError as exc:
+        return f"Expected sites: {exc}. Separate the ids with commas."
+    if sites and values["wait_for"] > len(sites):
+        return (f"Clients to wait for ({values['wait_for']}) is more than the {len(sites)} expected sites, the only "
+                "ones that may join: lower it, or list more sites.")
     return None
+
+
+def check_sites(values: dict[str, Any], config: RunConfig) -> str | None:
+    """An error sentence when the expected sites cannot name the client commands: one per partition of a
+    built-in dataset. (A column split's commands are named after its values: see ``unexpected_sites``.)"""
+    sites = parse_client_ids(str(values.get("expected") or ""))
+    if sites and config.dataset != "csv" and len(sites) != int(config.clients):
+        return (f"Expected sites names {len(sites)} sites, but the split has {int(config.clients)} partitions, one "
+                "per client command: list one site per partition, or change the number of clients.")
+    return None
+
+
+def unexpected_sites(handle: RunHandle) -> list[str]:
+    """A column split's sites (named after the column's values) that the server does not expect: their
+    commands would be refused."""
+    expected = handle.server.settings.expected_clients
+    if not expected or handle.config.partition != "column":
+        return []
+    return [cid for cid in handle.plan.client_ids if cid not in expected]
 
 
 def server_settings(values: dict[str, Any]) -> ServerSettings:
     settings = ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
                               token=values["token"] or None, max_clients=int(values["max_clients"]),
-                              wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]))
+                              wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]),
+                              expected_clients=parse_client_ids(str(values.get("expected") or "")))
     if values.get("tls"):  # certificates for this server alone, deleted when its run ends (fl/runs/tls_dirs.py)
         make_server_tls(settings, runs_root(), sorted({settings.host, *default_hosts()} - {"0.0.0.0", "::", ""}))
     return settings
@@ -183,21 +218,27 @@ def csv_name(config: RunConfig) -> str:
 
 
 def partition_commands(config: RunConfig, host: str, port: int, token: str | None,
-                       pin: str | None = None) -> list[str]:
-    """One command per partition of a built-in dataset, or per value of a CSV split by a column (each machine
-    with a copy of that CSV takes its site's rows and is named after it); none for another CSV server."""
+                       pin: str | None = None, sites: tuple[str, ...] = ()) -> list[str]:
+    """One command per partition of a built-in dataset (partition i named after the i-th of the expected
+    ``sites``, if any), or per value of a CSV split by a column (each machine with a copy of that CSV takes its
+    site's rows and is named after it); none for another CSV server."""
     if config.dataset == "csv" and config.partition != "column":
         return []
     own = ["--csv", csv_name(config), "--target", str(config.target)] if config.dataset == "csv" else []
     n = int(config.clients)  # a column split's: one per value (the hosted run's config says how many)
+    named = sites if config.dataset != "csv" else ()
     return [shlex.join(_base(host, port, token, pin) + data_flags(config) + own
-                       + ["--partition-id", str(i), "--num-partitions", str(n)]) for i in range(n)]
+                       + ["--partition-id", str(i), "--num-partitions", str(n)]
+                       + (["--client-id", named[i]] if i < len(named) else [])) for i in range(n)]
 
 
-def csv_command(config: RunConfig, host: str, port: int, token: str | None, pin: str | None = None) -> str:
-    """A client with its own CSV; the label column is the server's when it has one."""
+def csv_command(config: RunConfig, host: str, port: int, token: str | None, pin: str | None = None,
+                client_id: str | None = None) -> str:
+    """A client with its own CSV (named ``client_id``, an expected site); the label column is the server's
+    when it has one."""
     target = config.target if config.dataset == "csv" and config.target else "label"
-    return shlex.join(_base(host, port, token, pin) + ["--csv", "my_data.csv", "--target", target])
+    return shlex.join(_base(host, port, token, pin) + ["--csv", "my_data.csv", "--target", target]
+                      + (["--client-id", client_id] if client_id else []))
 
 
 # ---------------------------------------------------------------------- live view

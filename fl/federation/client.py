@@ -56,6 +56,8 @@ class ClientResult:
     final_metrics: dict | None = None
     ok: bool = True
     lost: bool = False  # the server went away mid-run (not a bye, not a refusal): a reconnecting client rejoins
+    # refused for now (its id held by a live session, a join limit): it tries again within its connect window
+    refused_for_now: bool = False
 
 
 class ClientError(Exception):

@@ -14,6 +14,8 @@ import time
 from enum import StrEnum
 from typing import Any, Callable
 
+from fl.wire.text import bounded, shown
+
 
 class EventType(StrEnum):
     # the server's
@@ -68,8 +70,10 @@ EventSink = Callable[[dict], None]
 
 
 def make_event(kind: EventType, **fields: Any) -> dict:
-    """An event dict stamped with the time."""
-    return {"type": kind, "t": round(time.time(), 3), **fields}
+    """An event dict stamped with the time; every string in it capped (``bounded``, fl/wire/text.py), since
+    many carry a peer's words (a reason, an error message, a metric sent as text) into events.jsonl,
+    clients.csv and the live state, which keep them for the whole run."""
+    return {"type": kind, "t": round(time.time(), 3), **{k: bounded(v) for k, v in fields.items()}}
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -137,6 +141,11 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
 
 
 def describe_event(event: dict) -> str | None:
-    """One sentence about an event, or None for bookkeeping events nobody needs to read (client statuses)."""
+    """One sentence about an event, or None for bookkeeping events nobody needs to read (client statuses).
+
+    One line of printable text: a peer's words in it (a reason, a refused
+    hello's message) have their control characters escaped (``shown``), so
+    they cannot drive the terminal or the log they are printed to.
+    """
     say = SENTENCES.get(event.get("type"))  # type: ignore[arg-type]
-    return say(event) if say is not None else None
+    return shown(say(event)) if say is not None else None

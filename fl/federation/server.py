@@ -39,14 +39,18 @@ from fl.wire import (
     ProtocolError,
     Welcome,
 )
-from fl.federation.admission import Gate, raise_open_file_limit  # session.py takes the latter from here
+from fl.federation.admission import Gate, address_of, raise_open_file_limit  # session.py takes the last from here
 from fl.federation.events import ClientStatus, EventSink, EventType, make_event
+from fl.federation.identity import (
+    MAX_JOINS_PER_CLIENT, NEW_IDS_PER_CLIENT, JoinRate, identity_problem, joins_per_address,
+)
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
 from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
 )
 from fl.federation.summaries import TaskBuilder, exchange
 from fl.federation.task import Task
+from fl.wire.tls import peer_names
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,13 @@ class ServerSettings:
     # clients in welcome (fl/federation/liveness.py, docs/protocol.md "Heartbeats").
     heartbeat_interval_s: float = DEFAULT_INTERVAL_S
     heartbeat_misses: int = DEFAULT_MISSES
+    # Who may join (fl/federation/identity.py): only these client ids, when any are given (--expect-clients, the
+    # Deploy page's "Expected sites"); under mutual TLS, a client only under a name its certificate was issued to.
+    expected_clients: tuple[str, ...] = ()
+    # Joins (hellos admitted) from one remote address in any 60 s: of one client id, and of all (None: twice
+    # max_clients, at least 20: one address may host every client, joining and rejoining); more are refused "rate".
+    max_joins_per_client: int = MAX_JOINS_PER_CLIENT
+    max_joins_per_address: int | None = None
 
 
 class FederatedServer(ClientRegistry):
@@ -104,6 +115,9 @@ class FederatedServer(ClientRegistry):
         self.last_leave_reason: str | None = None
         self.address: tuple[str, int] | None = None
         self._gate: Gate | None = None  # pending-handshake caps and refusals; made by bind(), on the loop only
+        self._joins = JoinRate(joins_per_address(self.settings.max_joins_per_address, self.settings.max_clients),
+                               self.settings.max_joins_per_client, new_ids_per_address=self.settings.max_clients,
+                               new_ids=NEW_IDS_PER_CLIENT * self.settings.max_clients)  # event loop only
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: EventType, **fields: Any) -> None:
@@ -246,7 +260,10 @@ class FederatedServer(ClientRegistry):
         # Until a client has said a valid hello it may send only small frames:
         # an unauthenticated peer must not make us allocate a 256 MiB body.
         conn = AioConnection(reader, writer, HANDSHAKE_LIMITS)
-        return conn, await self._handshake(conn, deadline)
+        ssl_object = writer.get_extra_info("ssl_object")  # mutual TLS: the names its certificate was issued to
+        names = peer_names(ssl_object.getpeercert()) if ssl_object is not None and \
+            self.settings.ssl_context.verify_mode == ssl.CERT_REQUIRED else None
+        return conn, await self._handshake(conn, deadline, address_of(writer.get_extra_info("peername")), names)
 
     def _refuse(self, conn: AioConnection, code: str, message: str) -> None:
         """Tell the peer why (an error frame) and report it; a flood of refusals is summarised (RefusalLog)."""
@@ -254,7 +271,9 @@ class FederatedServer(ClientRegistry):
             self._gate.refuse(code, conn.peer, message)
         conn.send_error(code, message)
 
-    async def _handshake(self, conn: AioConnection, deadline: float) -> str | None:
+    async def _handshake(self, conn: AioConnection, deadline: float, address: str,
+                         cert_names: tuple[str, ...] | None) -> str | None:
+        """The hello and its checks; the client id once it is admitted (``cert_names``: None without mutual TLS)."""
         try:
             async with asyncio.timeout_at(deadline):
                 hello = await conn.recv(idle_timeout=None)
@@ -265,6 +284,9 @@ class FederatedServer(ClientRegistry):
             await conn.drain(1.0)
             return None
         problem, summary, deferred = self._check_hello(hello), None, False
+        if problem is None:  # who it says it is, and how often it has joined (fl/federation/identity.py)
+            problem = identity_problem(hello.client_id, cert_names, self.settings.expected_clients) \
+                or self._joins.problem(address, hello.client_id)
         if problem is None and self.builder is not None:  # no data here: the client's summary first
             summary, problem = await exchange(hello, conn, self.builder, self.settings.limits)
         if problem is None:
@@ -275,6 +297,7 @@ class FederatedServer(ClientRegistry):
             self._refuse(conn, *problem)
             await conn.drain(1.0)
             return None
+        self._joins.joined(address, hello.client_id)
         try:
             if not deferred:
                 conn.send(self._welcome())

@@ -29,6 +29,7 @@ from typing import Callable
 
 from fl.federation.client import ClientError, ClientResult, ClientSettings, FederatedClient
 from fl.federation.events import EventType
+from fl.federation.identity import RATE
 from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
 from fl.federation.registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
@@ -177,12 +178,15 @@ async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, s
     not a ``bye``, not a refusal) keeps trying to rejoin for that long, with
     backoff and one ``on_attempt`` line per try, under the same id and with
     the same local model (``FederatedClient._prepare`` keeps it for the same
-    task). Each rejoin opens a new window.
+    task). Each rejoin opens a new window. A first join refused for now
+    (its id held by a live session, a join limit: ``refused_for_now``) is
+    tried again, with a line per try, until ``connect_timeout_s`` has passed.
     """
     loop = asyncio.get_running_loop()
     backoff, window_end, lost_why, rounds = Backoff(*CONNECT_BACKOFF), None, "", 0
+    first_end = loop.time() + client.settings.connect_timeout_s
     while True:
-        timeout_s = None if window_end is None else max(window_end - loop.time(), 0.0)
+        timeout_s = max((first_end if window_end is None else window_end) - loop.time(), 0.0)
         try:
             reader, writer = await open_stream(client.settings, stop, client.on_attempt, timeout_s, backoff)
         except ConnectionError as exc:
@@ -198,6 +202,16 @@ async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, s
         finally:
             conn.close()
         rounds = result.rounds_trained = rounds + result.rounds_trained
+        if result.refused_for_now and client.joins == 0 and not stop.is_set():
+            left, wait = first_end - loop.time(), backoff.pause()
+            if left < wait:
+                return result
+            if client.on_attempt is not None:
+                client.on_attempt(backoff.attempt, result.reason, left)
+            await _sleep_unless(stop, wait)
+            if stop.is_set():
+                return ClientResult(client.client_id, "stopped", rounds)
+            continue
         if not result.lost or client.settings.reconnect_s <= 0 or client.joins == 0 or stop.is_set():
             return result
         if client.joins > joins:  # it was in the run: a new window from now
@@ -249,8 +263,13 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
     if isinstance(reply, Bye):  # the run ended (or could not build its task) before this client was welcomed
         return ClientResult(cid, f"the run ended before it began ({reply.reason})", ok=False)
     if isinstance(reply, Error):  # our own dead session may look alive to the server a little longer: try again
-        return ClientResult(cid, f"refused by server ({reply.code}): {reply.message}", ok=False,
-                            lost=reply.code == "auth" and ALREADY_CONNECTED in reply.message)
+        held = reply.code == "auth" and ALREADY_CONNECTED in reply.message
+        why = f"refused by server ({reply.code}): {reply.message}"
+        if held:
+            why += (" (a live session holds this id: this client's own earlier one, not timed out yet, or another "
+                    "process using the same id)")
+        return ClientResult(cid, why, ok=False, lost=held or reply.code == RATE,
+                            refused_for_now=held or reply.code == RATE)
     if not isinstance(reply, Welcome):
         conn.send_error("message", "expected welcome")
         return ClientResult(cid, "server did not send welcome", ok=False)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fl.data import DataError
+from fl.federation.identity import MAX_JOINS_PER_CLIENT
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES
-from fl.runs.cli_types import at_least_one, json_object, parse_partitions, seconds  # noqa: F401 - re-exported
+from fl.runs.cli_types import (  # noqa: F401 - re-exported
+    at_least_one, client_id_list, json_object, parse_partitions, seconds,
+)
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.drift import drift_sentence, find_drift
 from fl.runs.words import for_cli
@@ -25,6 +28,7 @@ from fl.runs.console import (
     HeldUntilReleased, baselines_lines, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
 )
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
+from fl.wire.text import shown
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
                 "rounds": "rounds and evaluation", "optimizer": "server optimisers and FedProx",
@@ -106,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="connections still in their handshake at once; more are closed (default: %(default)d)")
     net.add_argument("--max-pending-per-address", type=at_least_one, default=64, metavar="N",
                      help="... from one address: raise it for many clients behind one NAT (default: %(default)d)")
+    net.add_argument("--expect-clients", type=client_id_list, metavar="ID,ID,...",
+                     help="only these client ids may join (others are refused); rounds start once all have "
+                          "joined, or after --wait with at least --min-clients")
+    net.add_argument("--max-joins-per-client", type=at_least_one, default=MAX_JOINS_PER_CLIENT,
+                     metavar="N", help="joins of one client id from one address in any 60 s; more are refused "
+                                       "(default: %(default)d)")
+    net.add_argument("--max-joins-per-address", type=at_least_one, metavar="N",
+                     help="joins of any ids from one address in any 60 s (default: twice --max-clients, at "
+                          "least 20)")
     cli_tls.add_server_tls_flags(net)
     net.add_argument("--classes", help="comma-separated labels, when the server has no data")
     net.add_argument("--features", type=int, help="number of features, when the server has no data")
@@ -116,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--host", default="127.0.0.1")
     own.add_argument("--port", type=int, default=8080)
     own.add_argument("--token")
-    own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: from host and partition)")
+    own.add_argument("--client-id", help="1-64 chars of A-Z a-z 0-9 _ . - (default: the name in "
+                                          "--tls-client-cert, else from host and partition)")
     own.add_argument("--partition-id", type=parse_partitions, metavar="I|I-J",
                      help="take partition I of a built-in dataset or of --csv (or host partitions I to J, one "
                           "process) ...")
@@ -233,9 +247,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _say(lines: list[str]) -> None:
-    """Lines for the person, on stderr in one write (round lines on stdout stay parseable)."""
+    """Lines for the person, on stderr in one write (round lines on stdout stay parseable); control characters
+    escaped, as some name what a peer sent (fl/wire/text.py)."""
     if lines:
-        sys.stderr.write("\n".join(for_cli(line) for line in lines) + "\n")
+        sys.stderr.write("\n".join(shown(for_cli(line)) for line in lines) + "\n")
         sys.stderr.flush()
 
 
@@ -265,7 +280,7 @@ def _wait_and_finish(handle: Any) -> int:
              if drift is not None else "")
           + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else ""), flush=True)
     if result.error:
-        print(f"error: {result.error}", file=sys.stderr)
+        print(f"error: {shown(result.error)}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
 
 
@@ -287,11 +302,19 @@ def cmd_server(args: argparse.Namespace) -> int:
                          "COL to build the task from the sites' data summaries, or both --classes and --features")
     config = resumable.config if resumable else config_from_args(
         args, data_at_clients, clients=max(getattr(args, "min_clients", 1), default_of(RunConfig, "clients")))
+    expected = args.expect_clients or ()
+    if expected and config.min_clients > len(expected):
+        raise UsageError(f"--min-clients {config.min_clients} can never be reached: --expect-clients names "
+                         f"{len(expected)} sites, and only they may join")
+    if len(expected) > args.max_clients:
+        raise UsageError(f"--expect-clients names {len(expected)} sites, more than --max-clients {args.max_clients}")
     settings = ServerSettings(host=args.host, port=args.port, token=args.token, max_clients=args.max_clients,
-                              wait_for_clients=config.min_clients, join_timeout_s=args.wait,
+                              wait_for_clients=max(config.min_clients, len(expected)), join_timeout_s=args.wait,
                               ssl_context=_server_tls(args), heartbeat_interval_s=args.heartbeat,
                               heartbeat_misses=args.heartbeat_misses, max_pending_handshakes=args.max_pending,
-                              max_pending_per_address=args.max_pending_per_address)
+                              max_pending_per_address=args.max_pending_per_address, expected_clients=expected,
+                              max_joins_per_client=args.max_joins_per_client,
+                              max_joins_per_address=args.max_joins_per_address)
     classes = [c for c in args.classes.split(",")] if not has_data else None
     printer = HeldUntilReleased(progress_printer(config.effective_rounds))  # "listening on" is the first line
     try:
@@ -315,15 +338,18 @@ def cmd_client(args: argparse.Namespace) -> int:
     """One client (its CSV, or partition I), or a host of many (``--partition-id 0-249``) on one event loop."""
     from fl.federation.client import ClientSettings, FederatedClient
     from fl.federation.session import ClientHost
-    from fl.runs.cli_tls import client_tls
+    from fl.runs.cli_tls import certificate_id, client_tls
     from fl.wire import CLIENT_ID_PATTERN
 
     ssl_context = client_tls(args)  # bad TLS flags are told before any data is loaded
-    datas = _client_data(args)
-    if args.client_id and len(datas) > 1:
-        raise UsageError("--client-id names one client; a range of partitions is named client_000, ... or by site")
     if args.client_id and not CLIENT_ID_PATTERN.fullmatch(args.client_id):
         raise UsageError(f"--client-id {args.client_id!r} must be 1-64 chars of A-Z a-z 0-9 _ . -")
+    args.client_id = certificate_id(args) or args.client_id  # a certificate names its client
+    datas = _client_data(args)
+    if args.client_id and len(datas) > 1:
+        raise UsageError("--client-id names one client; a range of partitions is named client_000, ... or by site"
+                         + ("; a client certificate names one client: host one partition per certificate"
+                            if args.tls_client_cert else ""))
     settings = ClientSettings(host=args.host, port=args.port, token=args.token,
                               connect_timeout_s=args.connect_timeout, pin_sha256=args.tls_pin,
                               ssl_context=ssl_context, reconnect_s=args.reconnect)
@@ -343,12 +369,12 @@ def cmd_client(args: argparse.Namespace) -> int:
               f"loop, connecting to {where}", flush=True)
     results = ClientHost(clients, name="cli").run()
     for result in results if len(results) == 1 else []:
-        print(f"{result.client_id}: left ({result.reason}) after {result.rounds_trained} rounds", flush=True)
+        print(f"{result.client_id}: left ({shown(result.reason)}) after {result.rounds_trained} rounds", flush=True)
     if len(results) > 1:
         reasons: dict[str, int] = {}
         for result in results:
             reasons[result.reason] = reasons.get(result.reason, 0) + 1
-        said = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        said = ", ".join(f"{n} {shown(reason)}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
         print(f"{len(results)} clients left after {max(r.rounds_trained for r in results)} rounds: {said}", flush=True)
     return 0 if all(r.ok for r in results) else 1
 

@@ -4,7 +4,8 @@ Server: ``--tls-cert`` and ``--tls-key`` turn TLS on; ``--tls-client-ca``
 adds mutual TLS (every client must present a certificate that CA signed).
 Client: ``--tls-ca`` or ``--tls-pin`` turn TLS on (how it checks the server);
 ``--tls-client-cert`` and ``--tls-client-key`` are its own certificate, for a
-server that requires one. A file that is missing, unreadable or not what the
+server that requires one, and the name it was issued to is the client's id
+(a server under mutual TLS admits a client only under that name). A file that is missing, unreadable or not what the
 flag needs is a one-line usage error (exit code 2), before any socket opens.
 """
 
@@ -124,6 +125,33 @@ def client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         return client_context(cafile=cafile, pin_sha256=args.tls_pin, certfile=cert, keyfile=key)
     except (OSError, ValueError) as exc:
         raise UsageError(_chain_problem(exc, "--tls-client-cert", cert, "--tls-client-key", key)) from None
+
+
+def certificate_id(args: argparse.Namespace) -> str | None:
+    """The client id a client certificate gives: ``--client-id`` when it is one of the certificate's names,
+    else its first name; None without a certificate. A usage error when the two disagree (a server requiring
+    client certificates would refuse the client) or the certificate names no usable id."""
+    if not args.tls_client_cert:
+        return None
+    from fl.wire import CLIENT_ID_PATTERN
+    from fl.wire.tls import certificate_names
+
+    try:
+        names = certificate_names(args.tls_client_cert)
+    except ValueError as exc:
+        raise UsageError(f"--tls-client-cert {args.tls_client_cert} holds no PEM certificate ({exc})") from None
+    if args.client_id:
+        if args.client_id not in names:
+            raise UsageError(f"--client-id {args.client_id!r} is not the name in --tls-client-cert "
+                             f"({', '.join(repr(n) for n in names) or 'none'}): a server that requires client "
+                             "certificates admits this client only under its certificate's name; drop --client-id")
+        return args.client_id
+    usable = [name for name in names if CLIENT_ID_PATTERN.fullmatch(name)]
+    if not usable:
+        raise UsageError(f"--tls-client-cert {args.tls_client_cert} names no usable client id "
+                         f"({', '.join(repr(n) for n in names) or 'no common name'}): issue one with "
+                         "python -m fl certs --client NAME")
+    return usable[0]
 
 
 def cmd_certs(args: argparse.Namespace) -> int:

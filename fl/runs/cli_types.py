@@ -1,4 +1,4 @@
-"""How the command line reads its typed flags: durations, counts, JSON objects, partition ranges.
+"""How the command line reads its typed flags: durations, counts, JSON objects, partition ranges, client ids.
 
 Each raises ``argparse.ArgumentTypeError`` with what is wrong, which the
 parser turns into one line and exit code 2.
@@ -54,3 +54,16 @@ def parse_partitions(text: str) -> list[int]:
         return [int(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a partition number or a range such as 0-249") from None
+
+
+def client_id_list(text: str) -> tuple[str, ...]:
+    """``--expect-clients biscoe,dream,torgersen``: client ids, read as the Deploy page reads its field."""
+    from fl.federation.identity import parse_client_ids
+
+    try:
+        ids = parse_client_ids(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("name at least one client id, e.g. biscoe,dream,torgersen")
+    return ids

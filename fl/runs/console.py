@@ -1,6 +1,11 @@
 """What the command line prints: a line per round, sentences for events, a client's own progress.
 
 Lines meant for a person; the numbers themselves are in the run store.
+Much of what is printed came from a peer (a client's reason for leaving, a
+refused hello's message, the labels and columns of a site's data report, a
+server's refusal): every such line goes through ``shown`` (fl/wire/text.py),
+which escapes control characters, so a peer cannot drive the terminal (ANSI
+escapes, carriage returns) or forge a line of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from fl.data.summary import report_lines
 from fl.federation.events import EventType, describe_event
 from fl.runs.words import for_cli
 from fl.learning.privacy import NO_PRIVACY
+from fl.wire.text import shown
 
 SAID_ON_STDERR = (EventType.JOIN, EventType.LEAVE, EventType.REFUSED, EventType.FAILURE, EventType.STRAGGLER,
                   EventType.ERROR, EventType.RESUMED)
@@ -64,8 +70,8 @@ def progress_printer(total_rounds: int, quiet_joins: bool = False) -> Callable[[
             text = f"{joined} clients joined; round 1 starts"
         elif kind in SAID_ON_STDERR:
             text = describe_event(event)
-        elif kind == EventType.DATA_REPORT:  # once, before round 1: what the sites' data is
-            text = "\n".join(report_lines(event.get("report") or {}))
+        elif kind == EventType.DATA_REPORT:  # once, before round 1: what the sites' data is (their own words)
+            text = "\n".join(shown(line) for line in report_lines(event.get("report") or {}))
         if text:
             sys.stderr.write(for_cli(text) + "\n")  # one write: lines from threads never interleave
             sys.stderr.flush()
@@ -111,8 +117,8 @@ def split_note(config: Any, client_ids: list[str], asked: int | None = None) -> 
     """A column split's clients, said once: their number comes from the data, not from --clients."""
     if config.partition != "column":
         return []
-    shown = ", ".join(client_ids[:10]) + (", ..." if len(client_ids) > 10 else "")
-    note = f"split by '{config.split_column}': {len(client_ids)} clients, one per value ({shown})"
+    names = ", ".join(client_ids[:10]) + (", ..." if len(client_ids) > 10 else "")
+    note = f"split by '{config.split_column}': {len(client_ids)} clients, one per value ({names})"
     if asked is not None and asked != len(client_ids):
         note += f"; --clients {asked} is ignored"
     return [note]
@@ -155,11 +161,12 @@ def client_printer(client_id: str) -> tuple[Callable[[int, str, float], None], C
     each try to rejoin it, leaving."""
 
     def on_attempt(attempt: int, problem: str, seconds_left: float) -> None:
-        print(f"{client_id}: waiting for the server (attempt {attempt}: {problem}); "
+        print(f"{client_id}: waiting for the server (attempt {attempt}: {shown(problem)}); "
               f"trying {seconds_left:.0f} s more", file=sys.stderr, flush=True)
 
     def on_event(event: dict) -> None:
         kind = event.get("type")
+        event = {k: shown(v) if isinstance(v, str) else v for k, v in event.items()}  # the server's words too
         if kind == EventType.WELCOME:
             print(f"{client_id}: {'rejoined' if event.get('rejoined') else 'joined'} run {event['run_id']} "
                   f"({event['model']}, {event['n_classes']} classes, {event['n_features']} features) with "

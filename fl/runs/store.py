@@ -49,6 +49,7 @@ import pandas as pd
 
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.runs.files import dump_atomically, write_atomically, write_json_atomically
+from fl.wire.text import MAX_TEXT, capped
 
 CHECKPOINT_FILE = "checkpoint.npz"
 DATA_REPORT_FILE = "data_report.json"
@@ -71,6 +72,11 @@ CLIENT_CONFUSION_COLUMNS = ("round", "client_id", "true", "predicted", "count")
 CSV_FILES = {"metrics.csv": METRICS_COLUMNS, "clients.csv": CLIENTS_COLUMNS, "confusion.csv": CONFUSION_COLUMNS,
              "client_confusion.csv": CLIENT_CONFUSION_COLUMNS}
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+# A list cell (a client's epoch losses: up to 1,000 local epochs, ~14 KB) is cut at this many characters; a text
+# cell at MAX_TEXT (1,000). Either way far below the csv module's field limit (128 KiB), so --resume can read
+# back every clients.csv this store writes, whatever a peer sent.
+MAX_LIST_CELL = 16_000
+CSV_FIELD_LIMIT = 1 << 28  # what the reader accepts: a cell of an older file, written before cells were capped
 
 
 def new_run_id() -> str:
@@ -95,12 +101,29 @@ def _clean(value: Any) -> Any:
 
 def _cell(value: Any, column: str = "") -> Any:
     """A CSV cell: empty for None or a non-finite number (but ``inf`` for an infinite ε: no noise, no privacy),
-    a list as its items joined by ";"."""
+    a list as its items joined by ";" (cut at MAX_LIST_CELL characters), text cut at MAX_TEXT: many cells hold
+    what a client sent, and a cell must stay small enough to be read back (``_rows_up_to``, --resume)."""
     if column == "epsilon" and value == math.inf:
         return "inf"
     if isinstance(value, (list, tuple)):
-        return ";".join("" if _clean(v) is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
-    return "" if _clean(value) is None else value
+        return _joined(["" if _clean(v) is None else f"{v:.6g}" if isinstance(v, float) else capped(str(v))
+                        for v in value])
+    if value is None or isinstance(value, (bool, int, float)):
+        return "" if _clean(value) is None else value
+    return capped(value if isinstance(value, str) else str(value), MAX_TEXT)
+
+
+def _joined(items: list[str]) -> str:
+    """Items joined by ";", as many whole ones as fit in MAX_LIST_CELL characters, then "…" and how many in all."""
+    text = ";".join(items)
+    if len(text) <= MAX_LIST_CELL:
+        return text
+    size, kept = 0, 0
+    for item in items:
+        if size + len(item) + 1 > MAX_LIST_CELL - 40:
+            break
+        size, kept = size + len(item) + 1, kept + 1
+    return ";".join(items[:kept]) + f";… ({len(items):,} values)"
 
 
 class RunWriter:
@@ -244,6 +267,8 @@ def _rows_up_to(path: Path, last_round: int) -> list[dict]:
     """The rows of a CSV with a ``round`` column up to ``last_round`` (a torn last line is dropped)."""
     if not path.exists():
         return []
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:  # a file written before cells were capped may hold a long one
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     with open(path, newline="") as fh:
         out = []
         for row in csv.DictReader(fh):

@@ -102,6 +102,42 @@ def check_pin(sock: ssl.SSLSocket, pin_sha256: str) -> None:
 CLIENT_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")  # it becomes a file name: client-NAME.pem
 
 
+def peer_names(cert: dict | None) -> tuple[str, ...]:
+    """The names a verified peer certificate (``SSLObject.getpeercert()``) was issued to: its subject's common
+    name(s), then its DNS subject alternative names; () without a certificate.
+
+    A client certificate of ``python -m fl certs --client NAME`` has the
+    common name NAME (and no alternative names); a certificate from another
+    CA may name its holder in either place. Under mutual TLS the server lets
+    a client join only under one of these names (fl/federation/identity.py).
+    """
+    if not cert:
+        return ()
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    names += [value for key, value in cert.get("subjectAltName", ()) if key == "DNS"]
+    return tuple(dict.fromkeys(names))
+
+
+def certificate_names(certfile: str) -> tuple[str, ...]:
+    """The names a PEM certificate file was issued to, as ``peer_names`` reads them on the server (common
+    name(s), then DNS alternative names); ValueError for a file that holds no PEM certificate. A client with a
+    certificate joins under the first by default (``python -m fl client --tls-client-cert``)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(certfile).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {certfile} ({exc.strerror or exc})") from None
+    names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        names += cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+            .get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        pass
+    return tuple(dict.fromkeys(names))
+
+
 def make_certificates(out_dir: str | Path, hosts: list[str], days: int = 365,
                       clients: Sequence[str] = ()) -> dict[str, str]:
     """A CA, a server certificate for ``hosts`` (names or IPs) and one client certificate per name in ``clients``.
