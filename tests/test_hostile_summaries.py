@@ -251,3 +251,25 @@ def test_memory_stays_that_of_a_clean_run() -> None:
     for other in (bomb, long):
         assert other["peak_mib"] - clean_run["peak_mib"] < 100, (clean_run, other)
     assert math.isfinite(clean_run["peak_mib"])
+
+
+def test_an_honest_site_with_an_empty_column_trains_with_it_neutral(sites, tmp_path) -> None:
+    """The per-site rule spares honest sites: site3's mean_radius is empty and its mean_texture text ("n/a"),
+    the others hold both as numbers, so both stay features; site3 fills them with the task's mean (0 once
+    standardised) and trains every round, and the data report says it disagreed."""
+    # Prepare
+    import pandas as pd
+
+    frame = pd.read_csv(sites[2])
+    frame["mean_radius"] = None
+    frame["mean_texture"] = "n/a"
+    odd = tmp_path / "site3.csv"
+    frame.to_csv(odd, index=False)
+    # Execute
+    out = run([sites[0], sites[1], odd], wait=3)
+    # Assert
+    honest_ran_everything(out)
+    assert {"mean_radius", "mean_texture"} <= set(out["task"].feature_names)
+    said = {(d["site"], d["column"]) for d in out["state"]["data_report"]["disagreements"]}
+    assert said == {("site3", "mean_radius"), ("site3", "mean_texture")}
+    assert out["result"].final_metrics["accuracy"] > 0.9
