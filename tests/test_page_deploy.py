@@ -251,3 +251,48 @@ def test_a_column_splits_commands_keep_their_site_names_and_unexpected_ones_are_
     assert len(commands) == 3 and not any("--client-id" in c for c in commands)
     assert deploy.unexpected_sites(handle) == ["Zurich"]
     assert deploy.check_sites({"expected": "a,b"}, config) is None  # the data names a column split's sites
+
+
+def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env, tmp_path):
+    """Deploy's headline cross-silo mode: the server holds no rows; three sites, each with its own CSV."""
+    penguins = pytest.importorskip("palmerpenguins")
+    import threading
+
+    from tests.site_helpers import run_sites, site_client
+
+    # Prepare: one CSV per island as the public table has it (Torgersen: only Adelie)
+    sites = {}
+    for island, rows in penguins.load_penguins().groupby("island"):
+        sites[island.lower()] = tmp_path / f"{island.lower()}.csv"
+        rows.drop(columns="island").to_csv(sites[island.lower()], index=False)
+    at = new_app()
+    at.switch_page("app_pages/deploy.py").run()
+    at.text_input(key="deploy_host").set_value("127.0.0.1")
+    at.number_input(key="deploy_port").set_value(0)
+    at.number_input(key="deploy_wait_for").set_value(3)
+    at.radio(key="deploy_cfg_data_source").set_value("none").run()
+    # Assert the form: no upload, no split, the label column and the rarest value's rows instead
+    assert not at.get("file_uploader") and "deploy_cfg_partition" not in [s.key for s in at.selectbox]
+    at.text_input(key="deploy_cfg_site_target").set_value("species")
+    at.selectbox(key="deploy_cfg_model").set_value("logreg")
+    at.slider(key="deploy_cfg_rounds").set_value(3)
+    # Execute: host it, then the three sites join from their own files
+    at.button(key="start_server").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    (handle,) = hosted(app_env)
+    codes = [c.value for c in at.code]
+    assert any("--csv my_data.csv --target species" in c for c in codes)
+    clients = [site_client(path, cid, handle.server.address[1], "species") for cid, path in sites.items()]
+    threads, results = run_sites(clients)
+    try:
+        result = handle.wait(120)
+    finally:
+        handle.stop()
+        for t in threads:
+            t.join(15)
+    # Assert: every round with the three sites; the task came from their summaries
+    assert result is not None and result.status == "completed", result and result.error
+    assert len(result.rounds) == 3 and all(r["n_failures"] == 0 for r in result.rounds)
+    assert sorted(results) == sorted(sites) and all(r.ok for r in results.values())
+    assert handle.server.task.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert isinstance(threading.active_count(), int)

@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.config import RunConfig
-from fl.runs.knobs import CLIENT, to_flags
+from fl.runs.knobs import CLIENT, default_of, knobs_of, to_flags
 from fl.runs.state import RunHandle
 from fl.federation.identity import parse_client_ids
 from fl.federation.server import ServerSettings
@@ -103,20 +103,48 @@ def config_widgets() -> RunConfig | None:
         return _config_widgets()
 
 
+OWN_DATA, NO_DATA = "own", "none"
+DATA_SOURCES = {OWN_DATA: "Its own copy: a built-in dataset or a CSV here",
+                NO_DATA: "None: the sites send summaries (counts and sums, never rows)"}
+
+
 def _config_widgets() -> RunConfig | None:
     values: dict[str, Any] = {}
     st.subheader("Data the server evaluates on")
-    sidebar.data_widgets(values)
-    st.caption("The server keeps a held-out test split of its own copy to evaluate the global model; "
-               "each client brings its own data.")
-    st.subheader("Suggested split for the client commands")
-    sidebar.split_widgets(values)
-    st.caption("Only used to write the commands below: machine i takes partition i of this many.")
+    source = st.radio("Data the server evaluates on", list(DATA_SOURCES), format_func=DATA_SOURCES.get,
+                      key=widgets.key("data_source"), label_visibility="collapsed")
+    if source == NO_DATA:
+        _coordinator_widgets(values)
+    else:
+        sidebar.data_widgets(values)
+        st.caption("The server keeps a held-out test split of its own copy to evaluate the global model; "
+                   "each client brings its own data.")
+        st.subheader("Suggested split for the client commands")
+        sidebar.split_widgets(values)
+        st.caption("Only used to write the commands below: machine i takes partition i of this many.")
     st.subheader("Model")
     sidebar.model_widgets(values)
     st.subheader("Rounds")
     sidebar.rounds_widgets(values)
-    return sidebar.config_from_values(values)
+    return sidebar.config_from_values(values, data_at_clients=source == NO_DATA)
+
+
+def _coordinator_widgets(values: dict[str, Any]) -> None:
+    """A coordinator without rows: only the label column's name and how rare a text value may be to be named;
+    the sites' summaries say the columns, the scaling and the classes (docs/protocol.md, Data summaries)."""
+    knobs = knobs_of(RunConfig)
+    values.update(dataset="csv", csv_path=None, partition="iid")
+    values["target"] = st.text_input("Label column, as every site's CSV names it", key=widgets.key("site_target"),
+                                      placeholder="species", help=knobs["target"].help).strip()
+    minimum = knobs["min_category_count"]
+    values["min_category_count"] = st.number_input(minimum.label or "min_category_count", 1, 1_000_000,
+                                                   value=int(default_of(RunConfig, "min_category_count")),
+                                                   key=widgets.key("min_category_count"),
+                                                   help=minimum.help)
+    st.caption("The server holds no rows. Before round 1 each site sends a summary of its own CSV; the server "
+               "merges them into one task (the shared columns, one-hot categories, a global scaler, the labels: a "
+               "site may hold one class) and evaluates on the sites' held-out rows, adding up their counts. Each "
+               "site's command below reads its own CSV.")
 
 
 def check_server_inputs(values: dict[str, Any]) -> str | None:

@@ -285,12 +285,15 @@ def config_sidebar(locked: bool = False) -> RunConfig | None:
         return config_from_values(values)
 
 
-def config_from_values(values: dict[str, Any]) -> RunConfig | None:
-    """The RunConfig the widgets describe (not yet validated); None when a widget shows what is missing."""
+def config_from_values(values: dict[str, Any], data_at_clients: bool = False) -> RunConfig | None:
+    """The RunConfig the widgets describe (not yet validated); None when a widget shows what is missing.
+
+    ``data_at_clients``: a coordinator without rows (Deploy), whose CSV is at the sites: no file here.
+    """
     hypers = get_model(values["model"]).hyperparameters
     if any(h.layers and values["model_params"].get(h.name) is None for h in hypers):
         return None  # the widget already shows what to fix
-    if values.get("dataset") == "csv" and not (values.get("csv_path") and values.get("target")):
-        return None  # the upload widget says what to do
+    if values.get("dataset") == "csv" and not ((values.get("csv_path") or data_at_clients) and values.get("target")):
+        return None  # the upload widget (or the label column's) says what to do
     base = {k: v for k, v in (st.session_state.get(_key(BASE_CONFIG)) or {}).items() if k in KEPT_FROM_BASE}
     return RunConfig(**{**base, **{k: v for k, v in values.items() if k in KNOBS}})

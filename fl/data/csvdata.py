@@ -22,7 +22,7 @@ from fl.data.columns import (
     parse_columns,
 )
 from fl.data.csvread import CsvTable, read_csv_bytes
-from fl.data.labels import looks_continuous, prepare_target, target_rows, text_values
+from fl.data.labels import label_counts, looks_continuous, prepare_target, target_rows, text_values
 from fl.data.partition import DataError
 
 MAX_CATEGORIES = 50    # text columns with more distinct values are dropped, not one-hot encoded
@@ -248,8 +248,7 @@ def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: i
     if split is not None:
         notes += split.notes
         warnings += split.warnings
-        labels, counts = np.unique(split.y, return_counts=True)
-        class_counts = {v.item(): int(n) for v, n in zip(labels, counts)}
+        class_counts = dict(zip(*label_counts(split.y)))
     report = column_report(plan_list, df)
     notes += _feature_notes(plan_list) + report.notes
     warnings += report.warnings
@@ -272,16 +271,23 @@ def describe_csv(df: pd.DataFrame | CsvTable, target: str | None, target_bins: i
         column_report=report)
 
 
-def features_from_frame(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+def features_from_frame(df: pd.DataFrame, feature_names: list[str], fill: list[float] | None = None) -> np.ndarray:
     """Build X in exactly the server's column order, so clients with different CSVs agree.
 
     "col=value" is a one-hot column (all zeros for a category this client never
     saw); column names may contain "=", so the longest existing prefix wins.
+    A numeric feature whose column holds no number here (empty, or text at this
+    site while the others hold numbers) takes ``fill`` (the task's mean: this
+    site knows nothing of it, so it stays neutral); without ``fill`` an empty
+    numeric column is zeros and a text one a DataError.
     """
     by_name = {str(c).strip(): c for c in df.columns}
     out = np.empty((len(df), len(feature_names)), dtype=np.float64)
     for j, name in enumerate(feature_names):
         if name in by_name and _is_numeric(df[by_name[name]]):
+            if fill is not None and not df[by_name[name]].notna().any():
+                out[:, j] = fill[j]
+                continue
             out[:, j] = _median_fill(df[by_name[name]])[0]
             continue
         prefix = next((name[:k] for k in range(len(name) - 1, -1, -1)
@@ -293,6 +299,9 @@ def features_from_frame(df: pd.DataFrame, feature_names: list[str]) -> np.ndarra
             values = pd.to_numeric(df[by_name[name]], errors="coerce")
             if values.notna().any():
                 out[:, j] = _median_fill(values)[0]
+                continue
+            if fill is not None:
+                out[:, j] = fill[j]
                 continue
             raise DataError(f"Column {name!r} holds no numbers here but the task needs it numeric; fix that column.")
         raw = name.split("=", 1)[0]

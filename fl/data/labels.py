@@ -9,6 +9,7 @@ classes whose edges the server sends to its clients.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,8 +51,16 @@ def _int_like(v: object) -> int | None:
 
 
 def normalize_labels(y) -> np.ndarray:
-    """Labels as int64 when all are integer-like, else as str, so "1", 1.0 and 1 agree everywhere."""
-    arr = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    """Labels as int64 when all are integer-like, else as text, so "1", 1.0 and 1 agree everywhere.
+
+    Text labels come back as an object array whose rows share one Python
+    string per label (``text_labels``), never a fixed-width numpy string
+    array: that one is as wide as the longest label on every row, so a single
+    long label would cost rows × its length × 4 bytes.
+    """
+    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
+    # A list of strings would become a fixed-width array in np.asarray: read it as objects.
+    arr = raw if isinstance(raw, np.ndarray) else np.array(list(raw), dtype=object)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr.ravel()
     if arr.ndim != 1:
@@ -65,14 +74,37 @@ def normalize_labels(y) -> np.ndarray:
             raise DataError("Some labels are missing; drop those rows or fill in their labels.")
         if np.isfinite(arr).all() and (arr == np.round(arr)).all() and np.abs(arr).max() < 2 ** 62:
             return arr.astype(np.int64)
-        return arr.astype(str)
+        return text_labels(str(v) for v in arr.tolist())
     values = [v.decode() if isinstance(v, bytes) else v for v in arr.tolist()]
     if any(v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) for v in values):
         raise DataError("Some labels are missing; drop those rows or fill in their labels.")
     ints = [_int_like(v) for v in values]
     if all(i is not None and abs(i) < 2 ** 62 for i in ints):
         return np.array(ints, dtype=np.int64)
-    return np.array([str(v).strip() for v in values], dtype=str)
+    return text_labels(str(v).strip() for v in values)
+
+
+def text_labels(values: Iterable[str]) -> np.ndarray:
+    """An object array of the given strings in which equal labels are one Python string: 8 bytes a row and
+    one string per distinct label, whatever the longest label (a fixed-width array pays for it on every row)."""
+    shared: dict[str, str] = {}
+    items = [shared.setdefault(v, v) for v in values]
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def label_counts(y: np.ndarray) -> tuple[list, list[int]]:
+    """The distinct labels of ``y`` (sorted, plain Python values) and their row counts, by hashing: sorting an
+    object array of strings (np.unique) compares Python strings and is ten times slower."""
+    counts = pd.Series(np.asarray(y)).value_counts(sort=False)
+    pairs = sorted(((_plain(v), int(n)) for v, n in counts.items()), key=lambda p: p[0])
+    return [v for v, _ in pairs], [n for _, n in pairs]
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds (a label shown or sent)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _numbers(values: pd.Series) -> np.ndarray | None:
@@ -158,8 +190,8 @@ def target_rows(df: pd.DataFrame, target: str | None) -> tuple[str, pd.Series]:
 
 
 def _rare_classes(y: np.ndarray) -> list[str]:
-    labels, counts = np.unique(y, return_counts=True)
-    rare = [repr(v.item()) for v, n in zip(labels, counts) if n < 2]
+    labels, counts = label_counts(y)
+    rare = [repr(v) for v, n in zip(labels, counts) if n < 2]
     if not rare:
         return []
     shown = ", ".join(rare[:5]) + (", …" if len(rare) > 5 else "")
@@ -199,9 +231,9 @@ def prepare_target(df: pd.DataFrame, target: str | None, target_bins: int = 0,
                          f"so it has {len(edges) + 1}")
     else:
         y = normalize_labels(values)
-        n_classes = len(np.unique(y))
+        n_classes = len(label_counts(y)[0])
         if n_classes < min_classes:
-            raise DataError(f"The target column {target!r} has only one class ({y[0].item()!r}); "
+            raise DataError(f"The target column {target!r} has only one class ({_plain(y[0])!r}); "
                             "choose a column with at least two different labels.")
         numeric = _numbers(values) is not None
         if max_classes is not None and n_classes > max_classes:

@@ -23,6 +23,7 @@ import pandas as pd
 from fl.wire import blobs
 from fl.federation.behaviour import Behaviour
 from fl.data import DataError, apply_bins, apply_standardization, features_from_frame, local_holdout
+from fl.data.labels import label_counts, text_labels
 from fl.learning.metrics import score_classifier
 from fl.learning.models import get_model
 from fl.learning.privacy import clip_update
@@ -94,6 +95,32 @@ def split_control(params: list | None) -> tuple[list | None, list | None]:
         raise ProtocolError("shape", "fit: the control variate's arrays must follow the model's, one per array, "
                                      f"named {CONTROL_PREFIX}NAME")
     return model, control
+
+
+def task_labels(y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, list]:
+    """The local labels as the task's classes, and the (first few) local labels that are none of them.
+
+    Text classes: each row holds the task's own string of its class (an
+    object array, 8 bytes a row, one string per class), found by hashing;
+    integer labels meet text classes as their decimal text, as
+    ``normalize_labels`` writes them when the sites' labels mix.
+    """
+    y = np.asarray(y)
+    if classes.dtype.kind in "iu":
+        if y.dtype.kind not in "iu":
+            return y, sorted(set(label_counts(y)[0]), key=str)[:5]
+        unknown = sorted(set(label_counts(y)[0]) - set(classes.tolist()))
+        return y.astype(classes.dtype, copy=False), unknown[:5]
+    if classes.dtype.kind != "O":
+        try:
+            return y, sorted(set(label_counts(y)[0]) - set(classes.tolist()), key=str)[:5]
+        except TypeError:
+            return y, ["(incomparable label types)"]
+    text = y if y.dtype.kind in "OU" else text_labels(str(v) for v in y.tolist())
+    index = pd.Index(classes).get_indexer(text)
+    if (index < 0).any():
+        return y, sorted({str(v) for v in np.asarray(text)[index < 0].tolist()})[:5]
+    return classes[index], []
 
 
 def split_mismatch(server: dict | None, client: dict | None) -> str | None:
@@ -180,18 +207,15 @@ class FederatedClient:
                 order = [self.data.feature_names.index(n) for n in task.feature_names]
                 X = X[:, order]
             else:
-                try:
-                    X = features_from_frame(self.data.frame, task.feature_names)
+                try:  # a numeric column with no number here takes the task's mean: neutral once standardised
+                    X = features_from_frame(self.data.frame, task.feature_names,
+                                            fill=(task.standardize or {}).get("mean"))
                 except DataError as exc:
                     raise ClientError("shape", str(exc)) from None
         if X.shape[1] != task.n_features:
             raise ClientError("shape", f"local data has {X.shape[1]} features, the task {task.n_features}")
         classes = task.classes_array
-        y = self._labels(task)
-        try:
-            unknown = sorted(set(np.unique(y).tolist()) - set(classes.tolist()))
-        except TypeError:
-            unknown = ["(incomparable label types)"]
+        y, unknown = task_labels(self._labels(task), classes)
         if unknown:
             raise ClientError("labels", f"local labels {unknown[:5]} are not among the task's classes")
         self.task = task
@@ -199,7 +223,6 @@ class FederatedClient:
             X = apply_standardization(X, task.standardize)
         except DataError as exc:
             raise ClientError("shape", str(exc)) from None
-        y = y.astype(classes.dtype, copy=False) if classes.dtype.kind in "iu" else y
         seed = client_seed(self.seed, self.client_id)
         train, held = local_holdout(len(y), task.local_test_size, seed)
         self.X, self.y = X[train], y[train]

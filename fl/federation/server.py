@@ -48,6 +48,7 @@ from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat
 from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
 )
+from fl.data.summary import column_disagreements
 from fl.federation.summaries import TaskBuilder, exchange
 from fl.federation.task import Task
 from fl.wire.tls import peer_names
@@ -283,16 +284,20 @@ class FederatedServer(ClientRegistry):
             self._refuse(conn, exc.code, str(exc))
             await conn.drain(1.0)
             return None
-        problem, summary, deferred = self._check_hello(hello), None, False
+        problem, summary, data, deferred = self._check_hello(hello), None, None, False
         if problem is None:  # who it says it is, and how often it has joined (fl/federation/identity.py)
             problem = identity_problem(hello.client_id, cert_names, self.settings.expected_clients) \
                 or self._joins.problem(address, hello.client_id)
         if problem is None and self.builder is not None:  # no data here: the client's summary first
             summary, problem = await exchange(hello, conn, self.builder, self.settings.limits)
+            if summary is not None:  # its numbers and texts checked off the loop, before any lock
+                data, problem = await asyncio.to_thread(self.builder.validate, summary, hello.n_samples)
         if problem is None:
             with self._lock:
-                problem = (self.builder.check(summary, self.task) if summary else None) or self._admit(hello, conn)
-                deferred = problem is None and summary is not None and self.builder.keep(hello.client_id, summary)
+                problem = (self.builder.check(data, self.task) if data else None) or self._admit(hello, conn)
+                if problem is None and data is not None:
+                    active = {cid for cid, s in self._clients.items() if s.status != ClientStatus.GONE}
+                    deferred = self.builder.keep(hello.client_id, data, active)
         if problem is not None:
             self._refuse(conn, *problem)
             await conn.drain(1.0)
@@ -305,6 +310,10 @@ class FederatedServer(ClientRegistry):
             self._mark_gone(hello.client_id, "left during handshake", conn)
             return None
         extra = {"n_classes": len(summary.labels)} if summary is not None else {}
+        if data is not None and self.builder.merged is not None:  # a late joiner holding a column otherwise
+            disagreed = column_disagreements(data, self.builder.merged.columns)
+            if disagreed:
+                extra["disagreed"] = disagreed
         self.emit(EventType.JOIN, client_id=hello.client_id, n_samples=hello.n_samples, peer=conn.peer, **extra)
         return hello.client_id
 
@@ -324,11 +333,35 @@ class FederatedServer(ClientRegistry):
         assert self.builder is not None
         active = set(self.active_ids())  # a site that left before round 1 does not shape the task
         with self._lock:
-            self.task, report = self.builder.build(active)
+            self.task, report, left_out = self.builder.build(active)
             waiting = list(self.builder.waiting)
+        refused = []  # sites that cannot build this task: refused before round 1
+        for cid, (code, why) in left_out.items():
+            slot = self.slot(cid)
+            if slot is not None:
+                self._mark_gone(cid, f"left out of the task ({code}): {why}", slot.conn)
+                refused.append((slot.conn, code, why))
+        io = self._io
+        if refused and io is not None:
+            try:
+                io.call(self._refuse_all(refused), timeout=5)
+            except Exception:  # pragma: no cover - a loop too busy to say why: they are gone all the same
+                log.exception("telling the left-out sites why failed")
+                for conn, _, _ in refused:
+                    conn.abort()
         self.broadcast(waiting, self._welcome())
         self.emit(EventType.DATA_REPORT, report=report)
         return self.task
+
+    @staticmethod
+    async def _refuse_all(refused: list[tuple[AioConnection, str, str]]) -> None:
+        """On the loop: each its error, written before the close (a close from another thread could overtake
+        the write and lose it), then closed."""
+        for conn, code, why in refused:
+            conn.send_error(code, why)
+        await asyncio.gather(*(conn.drain(1.0) for conn, _, _ in refused))
+        for conn, _, _ in refused:
+            conn.close()
 
     def _check_hello(self, hello: Any) -> tuple[str, str] | None:
         """(error code, why) when the first message is not a hello this run takes."""

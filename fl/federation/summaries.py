@@ -9,17 +9,23 @@ their summaries (``fl.data.summary.merge_summaries``) into the final task
 A client joining later is checked against that task at once: columns it has
 beyond the task's are ignored, a missing one is refused, naming it.
 A client written before the extension cannot take part and is told why.
+
+Every summary is checked before its client is admitted
+(``fl.data.summary_checks``): a site whose counts, sums or texts could not
+come from real data is refused with the reason (code ``summary``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from fl.data import DataError, local_holdout, normalize_labels
 from fl.data.summary import MergedData, columns_problem, merge_summaries, summarize_data
+from fl.data.summary_checks import clean_report, summary_problem
 from fl.federation.task import Task, client_seed, make_preprocess
 from fl.wire import SUMMARY_FEATURE, Hello, PeerClosed, ProtocolError, Summarize, Summary
 from fl.wire.aio import AioConnection
@@ -40,9 +46,13 @@ class SummaryPlan:
 
 @dataclass
 class TaskBuilder:
-    """The summaries of the clients waiting for their welcome, and the task once they are merged.
+    """The checked summaries of the clients waiting for their welcome, and the task once they are merged.
 
-    Used under the server's registry lock: ``add`` and ``build`` never race.
+    Used under the server's registry lock: ``keep`` and ``build`` never race;
+    ``validate`` is pure and runs off the event loop. Memory: a summary is kept
+    only while its client waits for the task and is connected; once the task
+    is built only the merged columns and classes stay (a late joiner is
+    checked against them and nothing of it is kept).
     """
 
     plan: SummaryPlan
@@ -59,11 +69,24 @@ class TaskBuilder:
         return Summarize(min_category_count=self.plan.min_category_count, target=self.plan.target,
                          local_test_size=self.template.local_test_size)
 
-    def check(self, summary: Summary, task: Task) -> tuple[str, str] | None:
+    def validate(self, summary: Summary, n_samples: int) -> tuple[dict | None, tuple[str, str] | None]:
+        """The summary as the merge may use it, or (code, why) to refuse the site: every count consistent with the
+        rows it declared (``n_samples`` is its hello's), every text short and printable (fl.data.summary_checks).
+        A malformed ``report`` is dropped (``report_dropped`` says why), not the site."""
+        data = summary_dict(summary)
+        problem = summary_problem(data, n_samples=n_samples, local_test_size=self.template.local_test_size,
+                                  min_category_count=self.plan.min_category_count)
+        if problem:
+            return None, ("summary", f"the data summary cannot be right: {problem}")
+        data["report"], dropped = clean_report(data["report"])
+        if dropped:
+            data["report_dropped"] = dropped
+        return data, None
+
+    def check(self, data: dict, task: Task) -> tuple[str, str] | None:
         """None for a first-cohort client; a late one is checked against ``task``: (code, why) to refuse it."""
         if self.merged is None:
             return None
-        data = summary_dict(summary)
         problem = columns_problem(data, self.merged.columns)
         if problem:
             return "shape", problem
@@ -71,33 +94,48 @@ class TaskBuilder:
             labels = normalize_labels(np.array([p[0] for p in data["labels"]], dtype=object)).tolist()
         except DataError as exc:
             return "labels", str(exc)
+        if task.classes and all(isinstance(c, str) for c in task.classes):
+            labels = [str(v) for v in labels]  # integer labels meet text classes as text (as normalize_labels)
         unknown = sorted(set(labels) - set(task.classes), key=str)
         if unknown:
             return "labels", f"local labels {unknown[:5]} are not among the task's classes {task.classes}"
         return None
 
-    def keep(self, client_id: str, summary: Summary) -> bool:
-        """Record an admitted client's summary; True when its welcome waits for the task to be built."""
-        self.summaries[client_id] = summary_dict(summary)
+    def keep(self, client_id: str, data: dict, active: set[str]) -> bool:
+        """Record an admitted client's checked summary; True when its welcome waits for the task to be built.
+
+        Summaries of clients no longer ``active`` (gone before the build) are
+        dropped here; a late joiner's is not kept at all.
+        """
         if self.merged is not None:
             return False
+        self.waiting = [cid for cid in self.waiting if cid in active or cid == client_id]
+        self.summaries = {cid: s for cid, s in self.summaries.items() if cid in self.waiting}
+        self.summaries[client_id] = data
         if client_id not in self.waiting:
             self.waiting.append(client_id)
         return True
 
-    def build(self, active: set[str]) -> tuple[Task, dict[str, Any]]:
+    def build(self, active: set[str]) -> tuple[Task, dict[str, Any], dict[str, tuple[str, str]]]:
         """Merge the summaries of the ``active`` first-cohort clients into the final task and the data report;
-        DataError if none fits."""
-        self.waiting = [cid for cid in self.waiting if cid in active]
-        merged = merge_summaries({cid: self.summaries[cid] for cid in self.waiting}, self.plan.min_category_count)
+        also the sites the task leaves out ({client: (code, why)}), who must be refused. DataError if no task
+        fits. The summaries are freed: only the merged columns and classes are kept, for late joiners."""
+        waiting = [cid for cid in self.waiting if cid in active]
+        merged = merge_summaries({cid: self.summaries[cid] for cid in waiting}, self.plan.min_category_count)
         stats = {"mean": merged.mean, "scale": merged.scale} if self.plan.standardize else None
         t = self.template
         task = Task(model=t.model, model_params=dict(t.model_params), n_features=len(merged.feature_names),
                     classes=list(merged.classes), feature_names=list(merged.feature_names),
                     preprocess=make_preprocess(stats, None), local_test_size=t.local_test_size)
         Task.from_dict(task.to_dict())  # the clients will check it: fail here first, in words
-        self.merged = merged
-        return task, merged.report
+        try:  # welcome must be sendable before the task counts as built (the checks make this hold)
+            json.dumps(task.to_dict(), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"the task built from the summaries cannot be sent: {exc}") from None
+        self.waiting = [cid for cid in waiting if cid not in merged.left_out]
+        self.summaries = {}
+        self.merged = replace(merged, report={})  # late joiners need its columns and classes, not the report
+        return task, merged.report, dict(merged.left_out)
 
 
 def summary_dict(summary: Summary) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fl.data.labels import text_labels
 from fl.learning.models import get_model
 
 
@@ -70,6 +71,16 @@ class Task:
 
     @property
     def classes_array(self) -> np.ndarray:
+        """The classes as numpy holds labels: int64 when all are integers, an object array when all are text.
+
+        Never a fixed-width string array: that one is as wide as the longest
+        class, and so is every label array numpy compares with it (a row's
+        label cast to that width), on every client.
+        """
+        if all(type(c) is int or isinstance(c, np.integer) for c in self.classes):
+            return np.asarray(self.classes, dtype=np.int64)
+        if all(isinstance(c, str) for c in self.classes):
+            return text_labels(self.classes)
         return np.asarray(self.classes)
 
     @property

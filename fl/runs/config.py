@@ -105,7 +105,8 @@ class RunConfig:
                              group="data", kind=bool)
     min_category_count: int = knob(5, help="a server without data: a text value held by fewer rows at a site is "
                                            "pooled as 'other' in its summary (never named, never a feature)",
-                                   group="data", kind=int, low=1, high=1_000_000, commands=(SERVER,))
+                                   label="Fewest rows a text value needs at a site to be named", group="data",
+                                   kind=int, low=1, high=1_000_000, commands=(SERVER,))
     local_test_size: float = knob(0.2, help="share of each client's rows kept out of its training to score "
                                             "the global model", label="Each client's held-out share",
                                   group="rounds", low=0.0, high=0.5, widget="slider", step=0.05, more=True)

@@ -53,6 +53,11 @@ def host(config: RunConfig, settings: ServerSettings, *, store: RunStore | None 
     return handle
 
 
+def rows_at_sites(config: RunConfig) -> bool:
+    """A CSV run with no file here: every row is at the sites, whose summaries make the task."""
+    return config.dataset == "csv" and not config.csv_path
+
+
 def server_holds(plan: RunPlan) -> dict:
     """What a server with its own data keeps of it (the held-out rows it scores on), for its data report."""
     config, split = plan.config, plan.data.split

@@ -33,8 +33,9 @@ class RunRegistry:
         return handle
 
     def host(self, config: RunConfig, settings: ServerSettings) -> RunHandle:
-        """A hosted run for remote clients; raises ConfigError/DataError/OSError up front."""
-        handle = hosting.host(config, settings, store=self.store)
+        """A hosted run for remote clients (a CSV run without a file here: a coordinator that builds its task
+        from the sites' summaries); raises ConfigError/DataError/OSError up front."""
+        handle = hosting.host(config, settings, store=self.store, data_at_clients=hosting.rows_at_sites(config))
         with self._lock:
             self._handles[handle.run_id] = handle
         return handle
@@ -55,7 +56,7 @@ class RunRegistry:
         resumable = open_resume(self.store.root / run_id)
         if settings is not None:
             handle = hosting.host(resumable.config, settings, store=self.store, run_id=resumable.run_id,
-                                  resume=resumable.checkpoint)
+                                  resume=resumable.checkpoint, data_at_clients=hosting.rows_at_sites(resumable.config))
         else:
             handle = simulation.start(resumable.config, store=self.store, run_id=resumable.run_id,
                                       resume=resumable.checkpoint, with_baselines=True)
