@@ -15,11 +15,11 @@ from fl.runs import hosting
 from fl.runs.config import RunConfig
 
 
-def site_client(path: Path, cid: str, port: int, target: str) -> FederatedClient:
+def site_client(path: Path, cid: str, port: int, target: str, token: str | None = None) -> FederatedClient:
     """A site's client over its own CSV, as ``client_new.py --csv`` builds it."""
     own = load_client_frame(str(path), target)
     data = LocalData(X=own.X, y=own.y, feature_names=own.names, frame=own.frame, target_values=own.target_values)
-    return FederatedClient(cid, data, ClientSettings(port=port, connect_timeout_s=10))
+    return FederatedClient(cid, data, ClientSettings(port=port, token=token, connect_timeout_s=10))
 
 
 def run_sites(clients: list[FederatedClient]) -> tuple[list[threading.Thread], dict]:

@@ -256,8 +256,6 @@ def test_a_column_splits_commands_keep_their_site_names_and_unexpected_ones_are_
 def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env, tmp_path):
     """Deploy's headline cross-silo mode: the server holds no rows; three sites, each with its own CSV."""
     penguins = pytest.importorskip("palmerpenguins")
-    import threading
-
     from tests.site_helpers import run_sites, site_client
 
     # Prepare: one CSV per island as the public table has it (Torgersen: only Adelie)
@@ -282,7 +280,8 @@ def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env,
     (handle,) = hosted(app_env)
     codes = [c.value for c in at.code]
     assert any("--csv my_data.csv --target species" in c for c in codes)
-    clients = [site_client(path, cid, handle.server.address[1], "species") for cid, path in sites.items()]
+    clients = [site_client(path, cid, handle.server.address[1], "species", handle.server.settings.token)
+               for cid, path in sites.items()]
     threads, results = run_sites(clients)
     try:
         result = handle.wait(120)
@@ -295,4 +294,3 @@ def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env,
     assert len(result.rounds) == 3 and all(r["n_failures"] == 0 for r in result.rounds)
     assert sorted(results) == sorted(sites) and all(r.ok for r in results.values())
     assert handle.server.task.classes == ["Adelie", "Chinstrap", "Gentoo"]
-    assert isinstance(threading.active_count(), int)

@@ -231,7 +231,8 @@ def learned(snap: dict) -> bool:
 
 def final_summary(snap: dict) -> None:
     status, final = snap["status"], snap.get("final_metrics") or {}
-    took = duration((snap.get("finished_at") or 0) - snap["started_at"]) if snap.get("finished_at") else "–"
+    began = snap.get("rounds_started_at") or snap["started_at"]  # not the wait for clients to join
+    took = duration((snap.get("finished_at") or 0) - began) if snap.get("finished_at") else "–"
     rounds = plural(len(snap["rounds"]), "round")
     numbers = (f"accuracy {pct(final.get('accuracy'))}, loss {num(final.get('loss'))}, "
                f"macro F1 {num(final.get('f1_macro'))}")

@@ -107,10 +107,10 @@ def csv_section(report: Any, problem: str | None = None) -> None:
         st.warning(words(warning))
     for note in report.notes:
         st.info(words(note))
-    left, right = st.columns([3, 2])
-    left.dataframe(columns_frame(report.columns), hide_index=True)
+    st.dataframe(columns_frame(report.columns), hide_index=True,  # the full width: the last column says why
+                 column_config={"What the run does": st.column_config.TextColumn(width="large")})
     if report.class_counts:
-        right.plotly_chart(charts.class_balance_figure(report.class_counts), key="preview-classes")
+        st.plotly_chart(charts.class_balance_figure(report.class_counts), key="preview-classes")
 
 
 def _action(column: dict) -> str:
@@ -120,5 +120,5 @@ def _action(column: dict) -> str:
 
 def columns_frame(columns: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"Column": c["column"], "Type": KIND_LABELS.get(c["kind"], c["kind"]),
-                          "Missing": c["missing"], "Distinct": c["distinct"], "What the run does": _action(c)}
+                          "Missing": c["missing"], "Distinct": c["distinct"], "What the run does": words(_action(c))}
                          for c in columns], columns=["Column", "Type", "Missing", "Distinct", "What the run does"])

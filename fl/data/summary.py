@@ -250,10 +250,20 @@ def _no_majority(entries: dict[str, dict | None], votes: dict[str, str], held: d
                  max_categories: int) -> str:
     """Why a column is not a feature: no kind holds more than half of the rows; who said what."""
     if all(v == "dropped" for v in votes.values()):
-        return "; ".join(f"{cid}: {_sent_as(e, max_categories)}" for cid, e in entries.items())
-    said = ", ".join(f"{cid}: {_sent_as(e, max_categories)}" for cid, e in entries.items())
+        return _grouped(entries, max_categories, "; ")
+    said = _grouped(entries, max_categories, ", ")
     return (f"no kind held by sites with more than half of the {total} rows (numeric: {held['numeric']}, "
             f"text: {held['category']}); {said}")
+
+
+def _grouped(entries: dict[str, dict | None], max_categories: int, sep: str) -> str:
+    """Who sent a column how, each way said once: "every site: dropped (...)", or "a, b: ...; c: ..."."""
+    ways: dict[str, list[str]] = {}
+    for cid, e in entries.items():
+        ways.setdefault(_sent_as(e, max_categories), []).append(cid)
+    if len(ways) == 1 and len(entries) > 1:
+        return f"every site: {next(iter(ways))}"
+    return sep.join(f"{', '.join(sites)}: {way}" for way, sites in ways.items())
 
 
 def _numeric_stats(agree: list[dict]) -> tuple[str | None, dict]:

@@ -40,6 +40,7 @@ class RunState:
         self.status = RunStatus.STARTING
         self.started_at = time.time()
         self.finished_at: float | None = None
+        self.rounds_started_at: float | None = None
         self.error: str | None = None
         self.address: tuple[str, int] | None = None
         self.current_round = 0
@@ -101,6 +102,8 @@ class RunState:
     def _on_round_start(self, event: dict, client: dict | None) -> None:
         self.status = RunStatus.RUNNING
         self.current_round = event["round"]
+        if self.rounds_started_at is None:  # the rounds' own time starts here (a hosted run waits for clients first)
+            self.rounds_started_at = event.get("t") or time.time()
 
     def _on_client_status(self, event: dict, client: dict | None) -> None:
         for cid in event.get("clients", []):
@@ -184,6 +187,7 @@ class RunState:
             return {
                 "run_id": self.run_id, "config": self.config.to_dict(), "status": self.status,
                 "started_at": self.started_at, "finished_at": self.finished_at, "error": self.error,
+                "rounds_started_at": self.rounds_started_at,
                 "address": self.address, "round": self.current_round, "total_rounds": self.total_rounds,
                 "rounds": list(self.rounds), "clients": {cid: dict(c) for cid, c in self.clients.items()},
                 "client_rows": list(self.client_rows) if client_rows else [], "events": list(self.events),
