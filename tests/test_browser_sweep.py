@@ -69,6 +69,9 @@ def test_a_sweep_in_the_browser_shows_its_table_and_charts(streamlit_url):  # no
             # 3. Start; the live table fills, then the sweep completes with its charts
             page.get_by_role("button", name="Start sweep").click()
             page.get_by_text("runs finished").first.wait_for(timeout=30_000)
+            # mid-run: the table says what it knows (rounds done of a running run), never "None"
+            table = page.locator('[data-testid="stDataFrame"]').first
+            assert "None" not in table.inner_text()
             page.get_by_text("Sweep completed: 8 of 8 runs completed").first.wait_for(timeout=120_000)
             _wait_for(page, lambda: page.locator(".js-plotly-plot").count() >= 3, 30, "the charts did not draw")
             page.wait_for_timeout(2000)  # let plotly finish drawing
@@ -80,6 +83,15 @@ def test_a_sweep_in_the_browser_shows_its_table_and_charts(streamlit_url):  # no
             page.set_viewport_size({"width": 1440, "height": 1900})
             page.wait_for_timeout(2000)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # 4. A second sweep, stopped at once: it says so, and that no run completed has nothing to chart
+            page.set_viewport_size({"width": 1440, "height": 1000})
+            page.get_by_role("button", name="New sweep").click()
+            page.get_by_role("button", name="Start sweep").click()
+            page.get_by_role("button", name="Stop", exact=True).click()
+            page.get_by_text("Sweep stopped").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "The charts appear as the first runs complete" not in body
+            assert "nothing to chart" in body or "Mean final accuracy" in body
         finally:
             browser.close()
-    assert len(list(runs_dir.glob("*/summary.json"))) == 8
+    assert len(list(runs_dir.glob("*/summary.json"))) >= 8

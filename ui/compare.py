@@ -13,6 +13,7 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
+from fl.learning.models import MODELS
 from fl.runs.config import ConfigError, RunConfig
 from fl.data import DataError
 from fl.runs.state import RunHandle
@@ -54,13 +55,25 @@ VARIED = ("aggregation", "trim_beta", "num_malicious", "num_to_keep")
 
 
 def same_settings(config: RunConfig | None, handles: list[RunHandle]) -> bool:
-    """Whether the sidebar's settings are those the shown run (or comparison) was made with."""
+    """Whether the sidebar's settings are those the shown run (or comparison) was made with.
+
+    A hyperparameter left at its default counts as set to it: a run started
+    elsewhere (the command line, a resumed run) says ``{}`` where the
+    sidebar's widgets say every value.
+    """
     if config is None or not handles:
         return False
     if len(handles) == 1:
-        return config.to_dict() == handles[0].config.to_dict()
-    base = {k: v for k, v in config.to_dict().items() if k not in VARIED}
-    return base == {k: v for k, v in handles[0].config.to_dict().items() if k not in VARIED}
+        return _settled(config.to_dict()) == _settled(handles[0].config.to_dict())
+    base = {k: v for k, v in _settled(config.to_dict()).items() if k not in VARIED}
+    return base == {k: v for k, v in _settled(handles[0].config.to_dict()).items() if k not in VARIED}
+
+
+def _settled(values: dict) -> dict:
+    """The config with the model's hyperparameters filled with their defaults (tuples as lists, as JSON)."""
+    model = MODELS.get(values.get("model", ""))
+    params = {**(model.defaults if model is not None else {}), **(values.get("model_params") or {})}
+    return {**values, "model_params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
 
 
 def _curves(handles: list[RunHandle], metric: str) -> dict[str, pd.DataFrame]:

@@ -26,6 +26,9 @@ REFRESH_SECONDS = 1.0
 
 def run_title(config: dict[str, Any], total_rounds: int | None = None) -> str:
     rounds = total_rounds or config.get("rounds")
+    if config.get("dataset") == "csv" and not config.get("csv_path"):  # a coordinator without data: no split
+        return (f"each site's own CSV (label {config.get('target')}) · {config.get('model')} · "
+                f"{config.get('aggregation')} · {plural(rounds, 'round')}")
     return (f"{config.get('dataset')} · {config.get('model')} · {config.get('aggregation')} · "
             f"{config.get('clients')} clients · {config.get('partition')} · {plural(rounds, 'round')}")
 
