@@ -143,14 +143,17 @@ def test_start_watch_stop_and_reload_in_the_browser(streamlit_url):
             pressed = time.time()
             _button(page, "Stop").click()
             page.get_by_text("Stopped after").first.wait_for(timeout=20_000)
-            # The engine's own record (events.jsonl) says when rounds started and when the run ended:
-            # no round starts once Stop has been handled, and the run ends within one round's time.
+            # The engine's own record (events.jsonl) says when Stop reached it, when rounds started and when
+            # the run ended: no round starts once Stop has been handled, and the run ends within one round's
+            # time of it (the page's own delay in handling the click depends on the machine's load).
             run_id = re.search(r"(\d{8}-\d{6}-[0-9a-f]+)", run_caption).group(1)
             events = [json.loads(line) for line in (runs_dir / run_id / "events.jsonl").read_text().splitlines()]
             done = next(e for e in events if e["type"] == "done")
             round_time = max(e["duration_s"] for e in events if e["type"] == "round")
-            assert done["status"] == "stopped" and done["t"] - pressed < round_time + 2.0
-            assert not [e for e in events if e["type"] == "round_start" and e["t"] > pressed + 2.0]
+            asked = done["stop_requested_t"]
+            assert done["status"] == "stopped" and pressed - 1.0 < asked < pressed + 20.0
+            assert done["t"] - asked < round_time + 2.0
+            assert not [e for e in events if e["type"] == "round_start" and e["t"] > asked + 0.5]
             _wait_for(page, lambda: _button(page, "Start").is_enabled(), 10, "Start did not come back")
             assert "Traceback" not in page.inner_text("body")
             # 5. Another page's URL keeps the app's own navigation

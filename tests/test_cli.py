@@ -215,7 +215,7 @@ def test_flags_come_from_the_config_with_its_defaults_and_choices(capsys):
     text = capsys.readouterr().out
     # Assert: a default written once in RunConfig, the registries' choices, a knob's help
     assert "(default: 0.9)" in text and "--server-momentum" in text
-    assert "{fedavg,scaffold,median,trimmed_mean,krum,stacking,voting}" in text
+    assert "{fedavg,scaffold,median,trimmed_mean,krum,histograms,stacking,voting}" in text
     assert "--no-client-eval" in text and "--target-bins" in text
 
 

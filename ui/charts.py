@@ -352,3 +352,16 @@ def events_table(events: list[dict], limit: int = 300) -> pd.DataFrame:
         rows.append({"Time": _time.strftime("%H:%M:%S", _time.localtime(e.get("t", 0))), "Event": e.get("type"),
                      "Client": e.get("client_id", ""), "Detail": text})
     return pd.DataFrame(rows, columns=["Time", "Event", "Client", "Detail"])
+
+
+def importance_figure(names: list[str], importances: list[float], top: int = 15) -> go.Figure:
+    """The features the model leans on most: each one's share of the total split gain (the top ``top``)."""
+    order = sorted(range(len(importances)), key=lambda i: importances[i], reverse=True)[:top]
+    order = [i for i in order if importances[i] > 0][::-1]  # the largest at the top of a horizontal bar chart
+    fig = go.Figure(go.Bar(x=[importances[i] for i in order], y=[str(names[i]) for i in order], orientation="h",
+                           hovertemplate="%{y}: %{x:.1%} of the gain<extra></extra>"))
+    fig.update_layout(title=dict(text="Feature importances (share of the trees' split gain)", x=0),
+                      height=max(260, 24 * len(order) + 100), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(tickformat=".0%", title_text="share of the gain")
+    fig.update_yaxes(type="category")
+    return fig

@@ -272,9 +272,22 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> N
             st.warning(words(snap["error"]))
     headline(snap)
     charts_block(snap, key, done)
+    if done and handle is not None:
+        importance_block(handle, key)
     tables_block(snap)
     if done:
         downloads(snap, handle)
+
+
+def importance_block(handle: RunHandle, key: str) -> None:
+    """The final model's feature importances (boosted trees: each feature's share of the split gain)."""
+    model = handle.result.model if handle.result is not None else None
+    estimator = getattr(model, "named_steps", {}).get("model", model)
+    importances = getattr(estimator, "feature_importances_", None)
+    if importances is None or not len(importances):
+        return
+    names = list(handle.server.task.feature_names or [f"x{i}" for i in range(len(importances))])
+    st.plotly_chart(charts.importance_figure(names, list(importances)), key=f"{key}-importances")
 
 
 def show_run(handle: RunHandle) -> None:

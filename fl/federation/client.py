@@ -231,6 +231,7 @@ class FederatedClient:
         self.X_eval, self.y_eval = (X[held], y[held]) if task.local_test_size > 0 else (self.X, self.y)
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
         self.loss_history: list[float] = []  # the last epochs' losses, across rounds (the converged flag)
+        self.stats_state: dict = {}  # a model grown on the server: this client's binned rows, its raw scores
         self.task_dict = welcome.task
 
     def _labels(self, task: Task) -> np.ndarray:
@@ -252,6 +253,8 @@ class FederatedClient:
         """
         if self.behaviour.drops_out():
             return FitResult(round=msg.round, n_samples=len(self.y), metrics={"dropped_out": True, "train_time_s": 0.0})
+        if msg.config.get("statistics"):  # a model the server grows from sums: this step's sums
+            return self._statistics(msg)
         whole = msg.config.get("return") == "model"
         y = self.behaviour.labels(self.y, self.task.classes_array)
         started = time.perf_counter()
@@ -286,6 +289,17 @@ class FederatedClient:
         return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sent,
                          metadata=self._metadata(metrics, norm))
 
+    def _statistics(self, msg: Fit) -> FitResult:
+        """One step of a model grown on the server (boosted trees): the sums over this client's training rows
+        that the step asks for (fl/learning/models/gbdt.py), and the step it answers."""
+        started = time.perf_counter()
+        y = self.behaviour.labels(self.y, self.task.classes_array)
+        sums = get_model(self.task.model).local_statistics(self.stats_state, self.X, y, self.task.classes_array,
+                                                           msg.config, dict(msg.params or []))
+        metrics = {"step": msg.config.get("step"), "train_time_s": round(time.perf_counter() - started, 6)}
+        self._emit(EventType.FIT, round=msg.round, **metrics)
+        return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sums)
+
     def _metadata(self, metrics: dict, update_norm: float | None) -> FitMetadata:
         """This round's account of training (protocol: fit_result.metadata)."""
         return FitMetadata(train_time_s=metrics["train_time_s"], epoch_losses=list(self.model.epoch_losses_),
@@ -294,7 +308,7 @@ class FederatedClient:
 
     def _check_params(self, params: list | None, where: str) -> None:
         """Parameters from the server must have the task's names and shapes (else error code ``shape``)."""
-        if params is None:
+        if params is None or get_model(self.task.model).statistics:  # trees: the estimator checks its arrays
             return
         expected = get_model(self.task.model).expected_shapes(self.task.model_params, self.task.classes_array,
                                                               self.task.n_features)

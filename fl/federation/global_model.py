@@ -30,6 +30,21 @@ class GlobalModel:
     # ensemble of N fitted models is N times a model, loaded N times.
     cheap_to_send: bool = True
 
+    def step_config(self) -> dict[str, Any]:
+        """Keys the next ``fit`` adds to its config: what this step of the round asks (several steps a round:
+        boosted trees' sketch and levels); {} for a model of one step a round."""
+        return {}
+
+    @property
+    def round_complete(self) -> bool:
+        """Whether the round's last step has been aggregated (a one-step model: after every ``update``)."""
+        return True
+
+    @property
+    def measurable(self) -> bool:
+        """Whether what clients send is an update of the global parameters (update scrutiny measures it)."""
+        return self.parameters() is not None
+
     def fit_payload(self) -> dict[str, Any]:
         """Extra fields of the ``fit`` message (the global parameters, if any)."""
         return {}
@@ -182,11 +197,147 @@ class EnsembleModel(GlobalModel):
                                                self.classes, self.validation)
 
 
+class BoostedTreesModel(GlobalModel):
+    """Boosted trees grown here from the sites' summed statistics, a few steps a round (fl/learning/trees.py).
+
+    Round 1 opens with a ``sketch`` step (each site's quantile sketch of every
+    feature, merged into the bin edges); then each round grows one tree per
+    output, a ``level`` step per depth: the fit carries the edges, the trees
+    so far, the round's trees as grown yet and the frontier (the nodes whose
+    histograms are asked); each site answers with its ``hist_g``/``hist_h``;
+    their sum splits the frontier. A step's results are checked against what
+    an honest site can send (shapes, finite values, |g| ≤ 1 and 0 ≤ h ≤ 1/4 a
+    row, the same total over every feature's bins).
+    """
+
+    def __init__(self, strategy: Strategy, task: Task, model: ModelAdapter):
+        from fl.learning import trees as T
+
+        self.T = T
+        self.strategy = strategy
+        self.task = task
+        self.model = model
+        self.classes = task.classes_array
+        self.params = {**model.defaults, **(task.model_params or {})}
+        self.settings = model.build(self.params, 0).settings()
+        self.n_out = T.n_outputs(len(self.classes))
+        self.edges: Any = None  # (features, edges) NaN-padded, once sketched
+        self.forest = T.Forest.empty(self.settings.max_depth)
+        self.grower: Any = None
+        self.step = 0  # counts every step of the run: a result names the step it answers
+        self.complete = True
+
+    # ------------------------------------------------------------------ steps
+    def step_config(self) -> dict[str, Any]:
+        self.step += 1
+        if self.edges is None:
+            return {"statistics": "sketch", "step": self.step}
+        if self.grower is None:
+            self.grower = self.T.TreeGrower(self.settings, self.n_out)
+        return {"statistics": "level", "depth": self.grower.depth, "step": self.step}
+
+    @property
+    def round_complete(self) -> bool:
+        return self.complete
+
+    def fit_payload(self) -> dict[str, Any]:
+        self.complete = False
+        if self.edges is None:
+            return {}
+        frontier = self.grower.frontier()
+        growing = [("round_" + n, a) for n, a in self.grower.trees().named()]
+        return {"params": [("edges", self.edges), *self.forest.named(), *growing,
+                           ("frontier_tree", frontier.tree.astype(np.int32)),
+                           ("frontier_node", frontier.node.astype(np.int32))]}
+
+    def evaluate_payload(self) -> dict[str, Any]:
+        return {"params": self.arrays_of()}
+
+    def arrays_of(self) -> NamedArrays:
+        return [("edges", self.edges), *self.forest.named()]
+
+    # ------------------------------------------------------------------ results
+    def accept(self, msg: FitResult) -> tuple[Any, str | None]:
+        if msg.metrics.get("dropped_out"):
+            return None, "dropped out of this round"
+        if msg.metrics.get("step") != self.step:
+            return None, "answered another step of the round (too late, or a client that does not grow trees)"
+        arrays = dict(msg.params or [])
+        n, f = msg.n_samples, self.task.n_features
+        if self.edges is None:
+            return self._check(arrays, {"sketch": (f, self.T.SKETCH_POINTS), "sketch_count": (f,)},
+                               lambda a: np.all(a["sketch_count"] <= n) and np.all(a["sketch_count"] >= 0)
+                               and np.all(np.isfinite(a["sketch"]) | (a["sketch_count"][:, None] == 0)),
+                               "a quantile sketch of more values than its rows, or with gaps")
+        width = self.T.max_bin_count(self.T.edges_list(self.edges)) + 1
+        shape = (self.grower.frontier().size, f, width)
+        return self._check(arrays, {"hist_g": shape, "hist_h": shape}, lambda a: self._honest(a, n),
+                           f"histograms no site of {n} rows can hold")
+
+    def _check(self, arrays: dict, shapes: dict[str, tuple], honest: Any, why: str) -> tuple[Any, str | None]:
+        got = {k: tuple(np.shape(v)) for k, v in arrays.items()}
+        if got != shapes:
+            return None, f"wrong arrays {sorted(got.items())}, expected {sorted(shapes.items())}"
+        values = [np.asarray(arrays[k], dtype=np.float64) for k in shapes]
+        if not honest(dict(zip(shapes, values))):
+            return None, why
+        return values, None
+
+    @staticmethod
+    def _honest(a: dict, n: int) -> bool:
+        G, H = a["hist_g"], a["hist_h"]
+        if not (np.isfinite(G).all() and np.isfinite(H).all()):
+            return False
+        if np.abs(G).sum(axis=2).max(initial=0) > n * (1 + 1e-9) or H.min(initial=0) < 0 \
+                or H.sum(axis=2).max(initial=0) > n / 4 * (1 + 1e-9):
+            return False
+        totals = H.sum(axis=2)  # every row is in one bin of every feature: the same total for each feature
+        return bool(np.allclose(totals, totals[:, :1], rtol=1e-9, atol=1e-9))
+
+    def update(self, accepted: Accepted) -> None:
+        if self.edges is None:  # the sketches are merged (a mixture of quantile functions), not summed
+            sketches = [(arrays[0], arrays[1]) for _, arrays, _ in accepted]
+            self.edges = self.T.edges_array(self.T.merge_sketches(sketches, int(self.params["max_bins"])))
+            self.complete = False  # the round goes on with its first level
+            return
+        G, H = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted])
+        self.grower.grow(G, H)
+        if self.grower.done:
+            self.forest = self.forest.add(self.grower.trees())
+            self.grower = None
+            self.complete = True
+            self.estimator = self._estimator()
+
+    def _estimator(self) -> Any:
+        return self.model.global_estimator(self.params, self.arrays_of(), self.classes, self.task.n_features)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        if self.edges is None:
+            return {}
+        return {"trees": [[name, np.asarray(a)] for name, a in self.arrays_of()]}
+
+    def estimator_of(self, state: dict[str, Any]) -> Any:
+        if not state.get("trees"):
+            return None
+        return self.model.global_estimator(self.params, [(str(n), np.asarray(a)) for n, a in state["trees"]],
+                                           self.classes, self.task.n_features)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("trees"):
+            arrays = {str(n): np.asarray(a) for n, a in state["trees"]}
+            self.edges = arrays["edges"]
+            self.forest = self.T.Forest.from_named(arrays)
+        super().load_state(state)
+
+
 def make_global_model(strategy: Strategy, task: Task, seed: int,
                       validation: tuple[np.ndarray, np.ndarray] | None) -> GlobalModel:
     """The keeper the strategy's payload calls for."""
     if strategy.payload is Payload.MODEL:
         assert isinstance(strategy, ModelStrategy)
         return EnsembleModel(strategy, task, validation)
+    if strategy.payload is Payload.STATISTICS:
+        return BoostedTreesModel(strategy, task, get_model(task.model))
     assert isinstance(strategy, ParameterStrategy)
     return ParameterModel(strategy, task, get_model(task.model), seed)

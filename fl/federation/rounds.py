@@ -223,6 +223,8 @@ class RoundRunner:
         self.server.close(reason, final_metrics=final)
         model = self.final_model() if self.server.task_ready else None
         best = {"best_round": self.best.round, "best_selected_on": self.best.selected_on} if self.best else {}
+        if status == RunStatus.STOPPED and self.server.stop_requested_at is not None:
+            best["stop_requested_t"] = round(self.server.stop_requested_at, 3)
         self.server.emit(EventType.DONE, status=status, final_metrics=final, error=error, **best)
         return RunResult(status=status, rounds=self.rounds, final_metrics=final, model=model, error=error,
                          best=self.best)
@@ -236,6 +238,7 @@ class RoundRunner:
         return Pipeline([("standardize", self.scaler), ("model", self.model.estimator)])
 
     def _one_round(self, round_no: int) -> None:
+        self._stop_if_asked()  # a Stop during the last evaluation starts no new round
         started = time.monotonic()
         sent0, recv0 = self.server.bytes_totals()
         self.stragglers = 0
@@ -248,22 +251,7 @@ class RoundRunner:
         if self.settings.learning_rate is not None:  # from the initial rate and the round, never the last rate
             config["learning_rate"] = self.settings.learning_rate(round_no)
         n_available = len(self.server.active_ids())
-        payload = self.model.fit_payload()
-        sent, failures = self._send(chosen, Fit(round=round_no, config=config, **payload), ClientStatus.TRAINING)
-        results, late = self._collect(round_no, FitResult, sent)
-        failures.update(late)
-        rows, accepted = self._accept_results(results, failures)
-        self._set_status(sent, ClientStatus.IDLE)
-        for cid, reason in sorted(failures.items()):
-            self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
-        self._stop_if_asked()
-        scrutiny_note = None
-        if accepted:
-            before = self.model.parameters()
-            self.model.update(accepted)
-            self.strategy.end_round(n_available, len(chosen))
-            self._scrutinize(round_no, before, accepted, rows)
-            scrutiny_note = cannot_judge(len(accepted)) if before is not None else None
+        rows, failures, scrutiny_note = self._fit_steps(round_no, chosen, config, n_available)
         if self.on_global is not None and self.model.arrays_named() is not None:
             self.on_global(round_no, self.model.arrays_named())  # every round's global parameters (an archive)
         elif self.model.estimator is None and self.strategy.one_shot:
@@ -287,7 +275,7 @@ class RoundRunner:
             "round": round_no,
             **{k: metrics.get(k) for k in METRIC_KEYS},
             **client_spread(per_client),
-            "n_fit_clients": len(accepted),
+            "n_fit_clients": sum(1 for row in rows.values() if row.get("status") == "ok"),
             "n_failures": len(failures),
             "n_stragglers": self.stragglers,
             "duration_s": round(time.monotonic() - started, 4),
@@ -306,6 +294,44 @@ class RoundRunner:
         if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
             self.on_checkpoint(self.checkpoint())
         self.server.emit(EventType.ROUND, **record)
+
+    def _fit_steps(self, round_no: int, chosen: list[str], config: dict[str, Any],
+                   n_available: int) -> tuple[dict[str, dict], dict[str, str], str | None]:
+        """The round's fit exchanges: one for most models; for boosted trees, one per step (a sketch, then a
+        level of the trees at a time) until the model says the round is complete. Returns every client's row,
+        its failures (a client failing a step is out of the round's later steps) and the scrutiny note."""
+        rows: dict[str, dict] = {}
+        failures: dict[str, str] = {}
+        scrutiny_note = None
+        while True:
+            step = self.model.step_config()
+            payload = self.model.fit_payload()
+            asked = [cid for cid in chosen if cid not in failures]
+            sent, missed = self._send(asked, Fit(round=round_no, config={**config, **step}, **payload),
+                                      ClientStatus.TRAINING)
+            results, late = self._collect(round_no, FitResult, sent)
+            missed.update(late)
+            step_rows, accepted = self._accept_results(results, missed)
+            rows.update(step_rows)
+            self._set_status(sent, ClientStatus.IDLE)
+            for cid, reason in sorted(missed.items()):
+                self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
+            failures.update(missed)
+            self._stop_if_asked()
+            if not accepted:
+                if step:  # a step of a model grown here cannot be skipped: the round cannot go on
+                    raise RuntimeError(f"no client answered step {step.get('statistics')} of round {round_no}: "
+                                       + "; ".join(f"{c}: {r}" for c, r in sorted(missed.items())[:3]))
+                break
+            before = self.model.parameters()
+            self.model.update(accepted)
+            if self.model.round_complete:
+                self.strategy.end_round(n_available, len(chosen))
+                if self.model.measurable:
+                    self._scrutinize(round_no, before, accepted, rows)
+                    scrutiny_note = cannot_judge(len(accepted)) if before is not None else None
+                break
+        return rows, failures, scrutiny_note
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> Checkpoint:

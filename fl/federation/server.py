@@ -20,6 +20,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -106,6 +107,7 @@ class FederatedServer(ClientRegistry):
         # the client's current session from one of an earlier session under the same id.
         self.inbox: queue.Queue[tuple[Inbox, str, Any, AioConnection]] = queue.Queue()
         self.stop_requested = threading.Event()
+        self.stop_requested_at: float | None = None
         self.start_now = threading.Event()
         self.accepting = threading.Event()
         self._io: LoopThread | None = None
@@ -175,6 +177,8 @@ class FederatedServer(ClientRegistry):
 
     def stop(self) -> None:
         """Ask the round loop to end; it says bye to everyone and closes."""
+        if not self.stop_requested.is_set():
+            self.stop_requested_at = time.time()  # the done event says when: no round starts after it
         self.stop_requested.set()
         self.start_now.set()
 

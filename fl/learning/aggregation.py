@@ -65,6 +65,17 @@ def scaffold(results: Results, n_model: int, control: Arrays, pool_rows: int) ->
     return models, [np.asarray(c, dtype=np.float64) + d for c, d in zip(control, changes)]
 
 
+def summed(results: Results) -> Arrays:
+    """Each array summed over the clients, in the order given (client id: the same sum every time).
+
+    The one sum path: histograms of boosted trees and quantile-sketch counts
+    go through it, unweighted (each client's sums already count its rows).
+    """
+    _check(results)
+    return [np.sum(np.stack([np.asarray(arrays[i], dtype=np.float64) for arrays, _ in results]), axis=0)
+            for i in range(len(results[0][0]))]
+
+
 def median(results: Results) -> Arrays:
     """Coordinate-wise median, unweighted (Yin et al., 2018).
 

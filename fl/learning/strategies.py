@@ -18,7 +18,9 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from fl.learning.aggregation import Arrays, Results, fedavg, krum, median, scaffold, stacking, trimmed_mean, voting
+from fl.learning.aggregation import (
+    Arrays, Results, fedavg, krum, median, scaffold, stacking, summed, trimmed_mean, voting,
+)
 from fl.learning.models import ModelAdapter, NamedArrays
 
 STRATEGIES: dict[str, type["Strategy"]] = {}
@@ -29,6 +31,7 @@ class Payload(StrEnum):
 
     PARAMETERS = "parameters"
     MODEL = "model"
+    STATISTICS = "statistics"  # sums per step (histograms); the server grows the model itself
 
 
 class Strategy:
@@ -55,6 +58,11 @@ class Strategy:
     @classmethod
     def refuses(cls, model: ModelAdapter) -> str | None:
         """Why this rule cannot serve ``model`` (a sentence), or None when it can."""
+        if model.statistics and cls.payload is not Payload.STATISTICS:
+            return (f"{model.name} grows its trees on the server from the sites' summed histograms: its aggregation "
+                    "is 'histograms' (chosen for it)")
+        if cls.payload is Payload.STATISTICS and not model.statistics:
+            return f"summing histograms grows boosted trees (hist_gbdt); {model.name} is trained otherwise"
         if cls.payload is Payload.PARAMETERS and not model.averageable:
             return (f"{model.name} cannot be averaged (its fitted trees or neighbours have no common parameter "
                     "shape); use aggregation 'stacking' or 'voting' instead")
@@ -282,6 +290,22 @@ class ModelStrategy(Strategy):
     def combine(self, models: Sequence[Any], counts: Sequence[int], classes: Sequence,
                 validation: tuple[np.ndarray, np.ndarray] | None) -> Any:
         raise NotImplementedError
+
+
+class HistogramSum(Strategy):
+    """Boosted trees grown by the server from the sites' histograms, summed (``hist_gbdt``'s own rule).
+
+    Sites send sums per step (a quantile sketch, then per level the gradient
+    and hessian sums per node, feature and bin); the sum is the pooled rows'
+    sum, so the trees equal those grown on the pooled rows with the same bins.
+    """
+
+    name = "histograms"
+    label = "Histograms summed across sites (boosted trees)"
+    payload = Payload.STATISTICS
+
+    def aggregate(self, results: Results) -> Arrays:
+        return summed(results)
 
 
 class Stacking(ModelStrategy):

@@ -28,6 +28,7 @@ from fl.runs.config import RunConfig
 from fl.data import FederatedData, apply_standardization, local_holdout
 from fl.learning.metrics import score_classifier
 from fl.federation.task import client_seed
+from fl.learning.models import get_model
 from fl.learning.training import LocalModel
 
 MAX_LOCAL_BASELINE_CLIENTS = 100
@@ -57,7 +58,8 @@ def _fit_and_score(config: RunConfig, X: np.ndarray, y: np.ndarray, X_test: np.n
                    classes: np.ndarray, seed: int) -> dict[str, float]:
     if len(y) == 0:
         raise ValueError("no training rows")
-    model = LocalModel(config.model, config.model_params, classes, X.shape[1], seed=seed)
+    params = get_model(config.model).whole_params(config.model_params, config.effective_rounds)  # as many trees
+    model = LocalModel(config.model, params, classes, X.shape[1], seed=seed)
     model.fit(X, y, whole_model=True)
     return score_classifier(model.estimator_, X_test, y_test, classes)
 

@@ -64,6 +64,12 @@ def _has_learning_rate(v: dict) -> bool:
     return bool(model and model.iterative and model.learning_rate(v.get("model_params")) is not None)
 
 
+def _statistics(v: dict) -> bool:
+    """A model grown on the server from the sites' sums (boosted trees): no local epochs, its own rule."""
+    model = MODELS.get(v.get("model", ""))
+    return bool(model and model.statistics)
+
+
 def _iterative(v: dict) -> bool:
     model = MODELS.get(v.get("model", ""))
     return bool(model and model.iterative)
@@ -158,7 +164,7 @@ class RunConfig:
                        widget="slider", ui_range=(1, 200), shown=lambda v: not _one_shot(v))
     local_epochs: int = knob(1, help="passes over each client's own data per round", label="Local epochs per round",
                              group="rounds", kind=int, low=1, high=1000, widget="slider", ui_range=(1, 50),
-                             fit_key="local_epochs", shown=lambda v: not _one_shot(v))
+                             fit_key="local_epochs", shown=lambda v: not _one_shot(v) and not _statistics(v))
     learning_rate: float | None = knob(None, help="clients' learning rate (default: the model's own)",
                                        group="rounds", low=0.0, high=10.0, low_open=True, optional=True,
                                        fit_key="learning_rate")
@@ -242,6 +248,12 @@ class RunConfig:
     dp_delta: float = knob(1e-5, help="DP δ", label="δ", group="privacy", low=0.0, high=1.0, low_open=True,
                            high_open=True, widget="select_slider", options=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
                            shown=lambda v: v.get("dp", "none") != "none")
+
+    def __post_init__(self) -> None:
+        """A model with a rule of its own (boosted trees: 'histograms') gets it when the rule is the default."""
+        model = MODELS.get(self.model)
+        if model is not None and model.statistics and self.aggregation == "fedavg":
+            self.aggregation = "histograms"
 
     # ------------------------------------------------------------------ validation
     def validate(self, data_at_clients: bool = False) -> "RunConfig":

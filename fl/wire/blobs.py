@@ -33,6 +33,7 @@ EXTRA_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "fl.learning.ensemble.SoftVotingEnsemble",
     "fl.learning.ensemble.StackingEnsemble",
+    "fl.learning.models.gbdt.HistGBDTClassifier",
 )
 
 

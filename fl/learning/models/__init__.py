@@ -5,7 +5,7 @@ Adding a model is one adapter class (a subclass of ``ModelAdapter`` with a
 offer it from the registry.
 """
 
-from fl.learning.models import linear, neural, bayes, whole  # noqa: F401, I001 - importing registers them, in menu order
+from fl.learning.models import linear, neural, bayes, whole, gbdt  # noqa: F401, I001 - importing registers them, in menu order
 from fl.learning.models.base import (
     MODELS, Hyper, ModelAdapter, NamedArrays, get_model, n_outputs, phantom_rows, validate_hyperparameters,
 )

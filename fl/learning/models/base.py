@@ -55,6 +55,7 @@ class ModelAdapter:
     averageable: ClassVar[bool] = False  # parameter arrays of one global shape that can be combined
     iterative: ClassVar[bool] = False  # trains in local epochs from the global weights (FedProx applies)
     exact_merge: ClassVar[bool] = False  # statistics merged exactly; rules, optimisers and DP do not apply
+    statistics: ClassVar[bool] = False  # sites send sums per step; the server grows the model (boosted trees)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass that names itself is a model: it joins the registry (an abstract base names nothing)."""
@@ -144,6 +145,16 @@ class ModelAdapter:
             return est.fit(X, y)
         except ValueError:  # e.g. gradient boosting on a single class: predict the local prior
             return DummyClassifier(strategy="prior").fit(X, y)
+
+    def whole_params(self, params: dict | None, rounds: int) -> dict:
+        """The hyperparameters of a fit from scratch standing for a run of ``rounds`` rounds (a site alone, the
+        centralized baseline): the same for most models; boosted trees grow that many rounds."""
+        return dict(params or {})
+
+    def local_statistics(self, state: dict, X: np.ndarray, y: np.ndarray, classes: np.ndarray, config: dict,
+                         arrays: dict[str, np.ndarray]) -> NamedArrays:
+        """A site's sums for one step of a ``statistics`` model (its ``state`` kept between steps)."""
+        raise NotImplementedError
 
     def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:
         """Adjust an estimator before it is fit from scratch on ``X`` (iterations, neighbours)."""
