@@ -124,6 +124,23 @@ def test_a_federated_run_grows_the_pooled_trees(dataset: str, alpha: float) -> N
     assert estimator.tree_feature_.shape[0] == cfg.rounds * T.n_outputs(len(estimator.classes_))
 
 
+def test_a_level_too_large_for_one_message_is_asked_in_parts(monkeypatch) -> None:
+    """Done-when (frames sized to the limits): with a budget of a few nodes per step, every level is asked in
+    slices of the frontier; the trees are still the pooled ones."""
+    # Prepare: digits (10 trees a round, 64 features): 2 nodes of histograms a step
+    from fl.federation import global_model
+
+    cfg = config(dataset="digits", clients=3, rounds=2, partition="iid", model_params={"max_depth": 3, "max_bins": 16})
+    monkeypatch.setattr(global_model, "HISTOGRAM_BYTES_PER_STEP", 2 * 64 * 17 * 16)
+    # Execute
+    result = simulation.run(cfg)
+    # Assert
+    assert result.status == "completed", result.error
+    estimator = result.model.named_steps["model"]
+    expected, X_test = pooled_reference(cfg, estimator)
+    assert np.allclose(estimator.decision_function(X_test), expected, atol=1e-9, rtol=0)
+
+
 def test_the_aggregation_is_chosen_for_it_and_others_are_refused() -> None:
     assert RunConfig(model="hist_gbdt").aggregation == "histograms"
     with pytest.raises(ConfigError, match="histograms"):

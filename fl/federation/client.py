@@ -35,6 +35,7 @@ from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
 
 log = logging.getLogger(__name__)
+MAX_STEP = 2**53  # a step number is echoed to the server: a whole number the wire carries exactly
 
 
 @dataclass
@@ -294,9 +295,15 @@ class FederatedClient:
         that the step asks for (fl/learning/models/gbdt.py), and the step it answers."""
         started = time.perf_counter()
         y = self.behaviour.labels(self.y, self.task.classes_array)
-        sums = get_model(self.task.model).local_statistics(self.stats_state, self.X, y, self.task.classes_array,
-                                                           msg.config, dict(msg.params or []))
-        metrics = {"step": msg.config.get("step"), "train_time_s": round(time.perf_counter() - started, 6)}
+        try:
+            sums = get_model(self.task.model).local_statistics(self.stats_state, self.X, y, self.task.classes_array,
+                                                               msg.config, dict(msg.params or []),
+                                                               self.task.model_params)
+        except ValueError as exc:  # arrays no honest server sends for this task: nothing computed, nothing sent
+            raise ProtocolError("shape", f"fit: {exc}") from None
+        step = msg.config.get("step")
+        metrics = {"step": step if type(step) is int and 0 <= step <= MAX_STEP else None,  # echoed, so checked
+                   "train_time_s": round(time.perf_counter() - started, 6)}
         self._emit(EventType.FIT, round=msg.round, **metrics)
         return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sums)
 

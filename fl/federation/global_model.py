@@ -19,6 +19,10 @@ from fl.learning.models import ModelAdapter, NamedArrays, get_model
 from fl.learning.strategies import ModelStrategy, ParameterStrategy, Payload, Strategy
 from fl.wire import FitResult, ProtocolError, blobs
 
+# One site's histograms of one step (G and H, float64) stay under this: a larger level is asked in parts, so a
+# fit_result stays far below the wire's 256 MiB message limit and the server holds at most this per site.
+HISTOGRAM_BYTES_PER_STEP = 16 << 20
+
 Accepted = list[tuple[str, Any, int]]  # (client id, payload, samples), sorted by client id
 
 
@@ -208,6 +212,12 @@ class BoostedTreesModel(GlobalModel):
     their sum splits the frontier. A step's results are checked against what
     an honest site can send (shapes, finite values, |g| ≤ 1 and 0 ≤ h ≤ 1/4 a
     row, the same total over every feature's bins).
+
+    A level whose histograms would pass ``HISTOGRAM_BYTES_PER_STEP`` (G and H
+    of one site's answer) is asked in parts: each step carries a slice of the
+    frontier, the sums of the parts are joined, then the level is split. A
+    100-feature, 256-bin level of 32 nodes (13 MB) is one step; ten classes
+    at depth 8 (1,280 nodes, 526 MB) are 33.
     """
 
     def __init__(self, strategy: Strategy, task: Task, model: ModelAdapter):
@@ -226,6 +236,15 @@ class BoostedTreesModel(GlobalModel):
         self.grower: Any = None
         self.step = 0  # counts every step of the run: a result names the step it answers
         self.complete = True
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # the level's summed parts so far
+
+    def _part(self) -> slice:
+        """The slice of the frontier this step asks for: as many nodes as fit the per-step budget."""
+        width = self.T.max_bin_count(self.T.edges_list(self.edges)) + 1
+        per_node = self.task.n_features * width * 8 * 2
+        size = max(1, HISTOGRAM_BYTES_PER_STEP // per_node)
+        start = sum(len(G) for G, _ in self.parts)
+        return slice(start, min(start + size, self.grower.frontier().size))
 
     # ------------------------------------------------------------------ steps
     def step_config(self) -> dict[str, Any]:
@@ -234,7 +253,9 @@ class BoostedTreesModel(GlobalModel):
             return {"statistics": "sketch", "step": self.step}
         if self.grower is None:
             self.grower = self.T.TreeGrower(self.settings, self.n_out)
-        return {"statistics": "level", "depth": self.grower.depth, "step": self.step}
+        part = self._part()
+        return {"statistics": "level", "depth": self.grower.depth, "step": self.step,
+                "nodes": [part.start, part.stop]}
 
     @property
     def round_complete(self) -> bool:
@@ -244,11 +265,11 @@ class BoostedTreesModel(GlobalModel):
         self.complete = False
         if self.edges is None:
             return {}
-        frontier = self.grower.frontier()
+        frontier, part = self.grower.frontier(), self._part()
         growing = [("round_" + n, a) for n, a in self.grower.trees().named()]
         return {"params": [("edges", self.edges), *self.forest.named(), *growing,
-                           ("frontier_tree", frontier.tree.astype(np.int32)),
-                           ("frontier_node", frontier.node.astype(np.int32))]}
+                           ("frontier_tree", frontier.tree[part].astype(np.int32)),
+                           ("frontier_node", frontier.node[part].astype(np.int32))]}
 
     def evaluate_payload(self) -> dict[str, Any]:
         return {"params": self.arrays_of()}
@@ -270,7 +291,8 @@ class BoostedTreesModel(GlobalModel):
                                and np.all(np.isfinite(a["sketch"]) | (a["sketch_count"][:, None] == 0)),
                                "a quantile sketch of more values than its rows, or with gaps")
         width = self.T.max_bin_count(self.T.edges_list(self.edges)) + 1
-        shape = (self.grower.frontier().size, f, width)
+        part = self._part()
+        shape = (part.stop - part.start, f, width)
         return self._check(arrays, {"hist_g": shape, "hist_h": shape}, lambda a: self._honest(a, n),
                            f"histograms no site of {n} rows can hold")
 
@@ -301,6 +323,11 @@ class BoostedTreesModel(GlobalModel):
             self.complete = False  # the round goes on with its first level
             return
         G, H = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted])
+        self.parts.append((G, H))
+        if self._part().start < self.grower.frontier().size:  # more of this level to ask for
+            return
+        G, H = (np.concatenate(sums) for sums in zip(*self.parts))
+        self.parts = []
         self.grower.grow(G, H)
         if self.grower.done:
             self.forest = self.forest.add(self.grower.trees())

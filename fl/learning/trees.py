@@ -139,6 +139,41 @@ def gradients(raw: np.ndarray, y_index: np.ndarray, n_classes: int) -> tuple[np.
     return p - onehot, np.maximum(p * (1 - p), 1e-16)
 
 
+# ---------------------------------------------------------------------- what a server may ask
+def check_step(arrays: dict[str, np.ndarray], n_features: int, n_out: int, max_depth: int, max_bins: int) -> None:
+    """Raise ValueError unless a level step's arrays are ones an honest server sends for this task: what a site
+    computes and allocates is bounded by them (histograms of at most ``n_out`` x 2^(depth-1) nodes)."""
+    needed = {"edges", "frontier_tree", "frontier_node", *FOREST_NAMES, *("round_" + n for n in FOREST_NAMES)}
+    if set(arrays) != needed:
+        raise ValueError(f"a level step carries the arrays {sorted(needed)}, not {sorted(arrays)}")
+    edges = np.asarray(arrays["edges"])
+    if edges.ndim != 2 or edges.shape[0] != n_features or not 1 <= edges.shape[1] <= max_bins \
+            or edges.dtype.kind != "f":
+        raise ValueError(f"edges of shape {edges.shape}: the task has {n_features} features, at most {max_bins} bins")
+    for row in edges:
+        cut = row[~np.isnan(row)]
+        if not (np.isfinite(cut).all() and np.all(np.diff(cut) > 0) and np.isnan(row[len(cut):]).all()):
+            raise ValueError("a feature's edges are not increasing finite values followed by padding")
+    size = tree_size(max_depth)
+    for prefix, trees in (("", None), ("round_", n_out)):
+        shapes = {np.shape(arrays[prefix + n]) for n in FOREST_NAMES}
+        shape = shapes.pop()
+        if shapes or len(shape) != 2 or shape[1] != size or (trees is not None and shape[0] != trees) \
+                or shape[0] % n_out:
+            raise ValueError(f"{prefix or 'the '}trees' arrays must be (trees, {size}), trees a multiple of {n_out}")
+        feature, threshold = np.asarray(arrays[prefix + "tree_feature"]), np.asarray(arrays[prefix + "tree_threshold"])
+        if feature.dtype.kind not in "iu" or threshold.dtype.kind not in "iu" \
+                or not ((feature >= -1) & (feature < n_features)).all() \
+                or not ((threshold >= 0) & (threshold <= edges.shape[1])).all() \
+                or not np.isfinite(np.asarray(arrays[prefix + "tree_value"], dtype=np.float64)).all():
+            raise ValueError("a tree names a feature, bin or value outside the task's")
+    tree, node = np.asarray(arrays["frontier_tree"]), np.asarray(arrays["frontier_node"])
+    if tree.ndim != 1 or tree.shape != node.shape or tree.dtype.kind not in "iu" or node.dtype.kind not in "iu" \
+            or not 1 <= len(node) <= n_out * 2 ** (max_depth - 1) or not ((tree >= 0) & (tree < n_out)).all() \
+            or not ((node >= 0) & (node < size)).all():
+        raise ValueError(f"a frontier of nodes no tree of depth {max_depth} has")
+
+
 # ---------------------------------------------------------------------- trees as arrays
 def tree_size(max_depth: int) -> int:
     return 2 ** (max_depth + 1) - 1
@@ -275,6 +310,9 @@ class Splits:
     right: np.ndarray  # (entries, 2)
 
 
+TIE_TOLERANCE = 1e-9  # relative: gains closer than this are equal (the first split of the two is taken)
+
+
 def best_splits(G: np.ndarray, H: np.ndarray, l2: float, min_child_weight: float, min_gain: float) -> Splits:
     """The best split of every entry from its histograms (see the module docstring)."""
     entries = G.shape[0]
@@ -292,9 +330,12 @@ def best_splits(G: np.ndarray, H: np.ndarray, l2: float, min_child_weight: float
         gain = 0.5 * (GL ** 2 / (HL + l2) + GR ** 2 / (HR + l2) - parent) - min_gain
         gain = np.where((HL >= min_child_weight) & (HR >= min_child_weight), gain, -np.inf)
         flat = gain.reshape(entries, -1)
-        pick = np.argmax(flat, axis=1)  # the first best: ties go to the lower feature, then the lower bin
+        # The first best: ties go to the lower feature, then the lower bin. "Ties" within TIE_TOLERANCE: sums
+        # added in another order (sites, then pooled) differ in the last bits, and must pick the same split.
+        top = flat.max(axis=1, initial=-np.inf)
+        pick = np.argmax(flat >= (top - TIE_TOLERANCE * np.abs(top))[:, None], axis=1)
         top = flat[np.arange(entries), pick]
-        better = top > best["gain"] + 1e-12 * np.abs(best["gain"])
+        better = top > best["gain"] + TIE_TOLERANCE * (np.abs(best["gain"]) + np.abs(parent[:, 0, 0]))
         f, b = np.divmod(pick, gain.shape[2])
         best["gain"] = np.where(better, top, best["gain"])
         best["feature"] = np.where(better, f, best["feature"])

@@ -152,8 +152,9 @@ class ModelAdapter:
         return dict(params or {})
 
     def local_statistics(self, state: dict, X: np.ndarray, y: np.ndarray, classes: np.ndarray, config: dict,
-                         arrays: dict[str, np.ndarray]) -> NamedArrays:
-        """A site's sums for one step of a ``statistics`` model (its ``state`` kept between steps)."""
+                         arrays: dict[str, np.ndarray], params: dict | None = None) -> NamedArrays:
+        """A site's sums for one step of a ``statistics`` model (its ``state`` kept between steps); ValueError
+        for a step's arrays the task's model cannot have been sent."""
         raise NotImplementedError
 
     def ready_for_whole_fit(self, estimator: Any, X: np.ndarray) -> Any:

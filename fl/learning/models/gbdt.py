@@ -139,15 +139,18 @@ class HistGBDTAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ a site's side of the steps
     def local_statistics(self, state: dict, X: np.ndarray, y: np.ndarray, classes: np.ndarray, config: dict,
-                         arrays: dict[str, np.ndarray]) -> NamedArrays:
+                         arrays: dict[str, np.ndarray], params: dict | None = None) -> NamedArrays:
         """The sums a site sends for one step: its quantile sketch, or its histograms of a level.
 
         ``state`` is the site's own, kept between steps and rounds: its rows
         binned with the run's edges and its raw scores of the trees so far.
+        Raises ValueError for arrays no honest server sends (``trees.check_step``).
         """
         if config.get("statistics") == "sketch":
             sketch, counts = T.quantile_sketch(X)
             return [("sketch", sketch), ("sketch_count", counts)]
+        params = {**self.defaults, **(params or {})}
+        T.check_step(arrays, X.shape[1], T.n_outputs(len(classes)), int(params["max_depth"]), int(params["max_bins"]))
         edges = T.edges_list(arrays["edges"])
         key = hashlib.sha256(np.ascontiguousarray(arrays["edges"]).tobytes()).hexdigest()
         if state.get("edges") != key:
