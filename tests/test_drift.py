@@ -30,6 +30,11 @@ def test_the_sentence_names_the_best_round_the_fall_the_worst_client_and_the_rem
     assert "--" not in text  # page words, no flags
 
 
+def test_boosted_trees_that_fall_are_told_of_overfitting_not_client_drift() -> None:
+    text = drift_sentence(rounds(0.80, 0.85, 0.82), {"model": "hist_gbdt", "aggregation": "histograms"})
+    assert "overfitting" in text and "fewer rounds" in text and "client drift" not in text
+
+
 def test_remedies_leave_out_what_the_run_already_does() -> None:
     assert remedies({"model": "mlp", "aggregation": "scaffold", "local_epochs": 5}) == \
         ["fewer local epochs", "a smaller learning rate"]

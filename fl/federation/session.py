@@ -329,7 +329,8 @@ async def _serve(client: FederatedClient, conn: AioConnection, compute: ThreadPo
 
 @dataclass
 class _Outcome:
-    rounds: int = 0  # fits answered in this session
+    rounds: int = 0  # rounds whose fit was answered in this session (a round of trees takes several fits)
+    last_round: int | None = None
     result: ClientResult | None = None  # set when the worker ended the session (a local failure)
 
 
@@ -346,7 +347,8 @@ async def _work(client: FederatedClient, conn: AioConnection, compute: ThreadPoo
                 if client.behaviour.delay_s > 0:  # a slow client (simulated): late, without holding the CPU
                     await _sleep_unless(stop, client.behaviour.delay_s)
                 conn.send(result)
-                done.rounds += 1
+                if msg.round != done.last_round:
+                    done.rounds, done.last_round = done.rounds + 1, msg.round
             else:
                 conn.send(await loop.run_in_executor(compute, client.handle_evaluate, msg))
         except PeerClosed:

@@ -78,6 +78,11 @@ def drift_sentence(rounds: list[dict], config: dict[str, Any]) -> str | None:
     if drift.worst_client_best is not None and drift.worst_client_last is not None:
         text += (f"; the worst client went from {100 * drift.worst_client_best:.1f} % to "
                  f"{100 * drift.worst_client_last:.1f} %")
+    model = MODELS.get(config.get("model", ""))
+    if model is not None and model.statistics:  # grown on the server from summed sums: no local training drifts
+        text += (". The trees fit the training rows more closely than the held-out rows bear out (overfitting): "
+                 "try fewer rounds, a smaller learning rate, shallower trees or a larger L2 regularisation")
+        return text + ". The best round's model is kept as the best model."
     text += ". Local training is pulling the clients apart (client drift)"
     helps = remedies(config)
     if helps:
