@@ -173,3 +173,21 @@ def test_compare_rules_under_attack_draws_one_chart_of_four_runs(app_env):
     values = {m.label: float(m.value.rstrip("%")) for m in at.metric[:4]}
     assert set(values) == {"fedavg", "median", "trimmed_mean", "krum"}
     assert values["median"] > values["fedavg"] + 30
+
+
+def test_boosted_trees_run_shows_importances_and_says_only_sums_crossed(app_env):
+    # Prepare: hist_gbdt on breast cancer; its aggregation is chosen for it
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("breast_cancer").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("hist_gbdt").run()
+    at.sidebar.slider(key="cfg_clients").set_value(3).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(3).run()
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    at = run_until(at, lambda a: len(a.success) > 0)
+    # Assert
+    assert not at.exception and not at.error
+    assert "Finished 3 rounds" in texts(at.success)
+    captions = texts(at.caption)
+    assert "Only sums crossed the sockets" in captions and "fitted models" not in captions
+    assert any("importance" in chart.proto.spec.lower() for chart in at.get("plotly_chart"))

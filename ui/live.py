@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from fl.learning.models import MODELS
 from fl.learning.privacy import NO_PRIVACY
 from fl.runs.state import RunHandle
 from fl.runs.drift import drift_sentence
@@ -258,8 +259,10 @@ def final_summary(snap: dict) -> None:
         st.error(f"The run failed: {words(snap.get('error') or 'see the event log')}")
     sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])
     received = sum(r.get("bytes_received") or 0 for r in snap["rounds"])
-    st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. "
-               f"Only parameters or fitted models crossed the sockets.")
+    model = MODELS.get((snap.get("config") or {}).get("model", ""))
+    what = ("Only sums crossed the sockets (quantile sketches, then gradient histograms): never a row or a model."
+            if model is not None and model.statistics else "Only parameters or fitted models crossed the sockets.")
+    st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. {what}")
 
 
 def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> None:
