@@ -44,6 +44,11 @@ class Strategy:
     knobs: ClassVar[tuple[str, ...]] = ()
     needs_validation: ClassVar[bool] = False  # the server's validation split (stacking's meta-learner)
     dp_refusal: ClassVar[str | None] = None  # why differential privacy cannot wrap this rule, beyond not being a mean
+    # Secure aggregation hands the server only the sum of what the clients send: a rule that needs each one
+    # says why here; a sum-based rule says what each client's arrays are weighted by ("samples" or "one").
+    secagg_refusal: ClassVar[str | None] = ("it combines the individual updates, which secure aggregation "
+                                            "hides from the server (only their sum is revealed)")
+    secagg_weight: ClassVar[str] = "samples"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,6 +130,11 @@ class ParameterStrategy(Strategy):
     def accepted(self, client_ids: list[str]) -> None:
         """The clients whose results the next ``aggregate`` gets, in their order."""
 
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        """The next global arrays from the sum alone of ``count`` clients' arrays, each multiplied by its
+        ``secagg_weight`` (``weight``: the sum of those), as secure aggregation reveals it."""
+        raise NotImplementedError(f"{self.label} cannot aggregate from a sum")
+
 
 class RobustRule(ParameterStrategy):
     """Robust rules order coordinates or compare updates: they are not a mean of clipped updates."""
@@ -140,9 +150,14 @@ class FedAvg(ParameterStrategy):
     name = "fedavg"
     label = "FedAvg: sample-weighted average"
     is_mean = True
+    secagg_refusal = None
 
     def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
         return fedavg(results)
+
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        return [np.asarray(t, dtype=np.float64) / weight for t in total] if weight > 0 else \
+            [np.asarray(t, dtype=np.float64) / count for t in total]
 
 
 CONTROL_PREFIX = "c:"  # fit: the server's control variate, after the model's arrays (docs/protocol.md, SCAFFOLD)
@@ -165,6 +180,7 @@ class Scaffold(ParameterStrategy):
 
     name = "scaffold"
     label = "SCAFFOLD: FedAvg with drift-correcting control variates"
+    secagg_refusal = None
     dp_refusal = ("SCAFFOLD's control variates travel unclipped and without noise beside each update, so "
                   "differential privacy's guarantee would not cover them: use fedavg (or FedProx) with it")
 
@@ -210,6 +226,17 @@ class Scaffold(ParameterStrategy):
         for cid, (arrays, _) in zip(self._ids, results):
             own = self.client_variates.get(cid) or [np.zeros_like(c) for c in self.control]
             self.client_variates[cid] = [v + np.asarray(d, dtype=np.float64) for v, d in zip(own, arrays[n_model:])]
+        return merged
+
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        """From Σ n_i w_i and Σ n_i Δc_i alone: the same step as ``aggregate`` (the server no longer learns any
+        client's c_i: a resumed simulation's clients keep theirs only while their process lives)."""
+        n_model = len(total) // 2
+        if self.control is None:
+            self.control = [np.zeros_like(np.asarray(t, dtype=np.float64)) for t in total[:n_model]]
+        merged = [np.asarray(t, dtype=np.float64) / weight for t in total[:n_model]]
+        scale = float(max(self.pool_rows, weight))
+        self.control = [c + np.asarray(d, dtype=np.float64) / scale for c, d in zip(self.control, total[n_model:])]
         return merged
 
     def state(self) -> dict[str, Any]:
@@ -303,6 +330,9 @@ class HistogramSum(Strategy):
     name = "histograms"
     label = "Histograms summed across sites (boosted trees)"
     payload = Payload.STATISTICS
+
+    secagg_refusal = None
+    secagg_weight = "one"  # each site's sums already count its rows
 
     def aggregate(self, results: Results) -> Arrays:
         return summed(results)

@@ -57,6 +57,17 @@ class Wrapper(ParameterStrategy):
     def accepted(self, client_ids: list[str]) -> None:
         self.inner.accepted(client_ids)
 
+    @property
+    def secagg_refusal(self) -> str | None:  # type: ignore[override]
+        return self.inner.secagg_refusal
+
+    @property
+    def secagg_weight(self) -> str:  # type: ignore[override]
+        return self.inner.secagg_weight
+
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        return self.inner.aggregate_sum(total, weight, count, current)
+
     def begin_round(self, round_no: int, pool_rows: int) -> None:
         self.inner.begin_round(round_no, pool_rows)
 
@@ -82,6 +93,10 @@ class WithServerOptimizer(Wrapper):
 
     def aggregate(self, results: Results, current: Arrays | None) -> Arrays:
         merged = self.inner.aggregate(results, current)
+        return merged if current is None else self.optimizer.step(current, merged)
+
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        merged = self.inner.aggregate_sum(total, weight, count, current)
         return merged if current is None else self.optimizer.step(current, merged)
 
     def state(self) -> dict[str, Any]:
@@ -136,6 +151,23 @@ class WithDifferentialPrivacy(Wrapper):
                    for arrays, _ in results]
         merged = self.inner.aggregate(clipped, current)
         return add_gaussian_noise(merged, self.noise_multiplier * self.clip_norm / len(clipped), self.rng)
+
+    @property
+    def secagg_refusal(self) -> str | None:  # type: ignore[override]
+        if self.mode == "server":
+            return ("server-side differential privacy clips each update on the server, which secure aggregation "
+                    "never shows it: use client-side clipping (dp 'client'), whose clipped updates then add up")
+        return self.inner.secagg_refusal
+
+    @property
+    def secagg_weight(self) -> str:  # type: ignore[override]
+        return "one"  # unweighted, as without secure aggregation: one client's share never exceeds C/m
+
+    def aggregate_sum(self, total: Arrays, weight: float, count: int, current: Arrays | None) -> Arrays:
+        merged = self.inner.aggregate_sum(total, count, count, current)
+        if current is None:
+            return merged
+        return add_gaussian_noise(merged, self.noise_multiplier * self.clip_norm / count, self.rng)
 
     def end_round(self, n_available: int, n_sampled: int) -> None:
         self.inner.end_round(n_available, n_sampled)
