@@ -488,8 +488,10 @@ def combine(shares: Sequence[bytes], threshold: int | None = None) -> bytes:
     """The 32-byte secret from Shamir shares (the first ``threshold`` of them, or all).
 
     Raises SecAggError on fewer than ``threshold`` shares, a malformed share or two shares of one x, and when
-    the result is not a 32-byte value: shares too few (fewer than the polynomial's degree + 1), corrupted or
-    of different secrets give a uniform field element, at least 2**256 but with probability 2**-265.
+    the result is not a 32-byte value: too few shares (fewer than the polynomial's degree + 1), shares of
+    different secrets or randomly corrupted ones give a uniform field element, below 2**256 with probability
+    2**-265. (A share changed on purpose by a small amount may shift the secret instead; the server's range
+    checks after unmasking catch the wrong mask that follows.)
     """
     if isinstance(shares, (bytes, bytearray, str)) or not isinstance(shares, Sequence):
         raise SecAggError("shares must be a list of shares")
@@ -903,21 +905,23 @@ class SecAggServer:
         t = self.settings.threshold
         if len(u3) < t:
             raise SecAggError(f"only {len(u3)} masked inputs arrived; the round needs at least {t}")
-        for u in sorted(u3):
-            m = sum(v in alive for v in self.graph[u] if v in self._u2) + (u in alive)
-            if m < t:
-                raise SecAggError(f"round needs at least {t} of the surviving neighbours of {u} (and {u} itself) "
-                                  f"to rebuild its self-mask; {m} {doing or 'survived'}")
         for v in sorted(self._u2 - u3):
             if any(u in u3 for u in self.graph[v]):
                 m = sum(u in alive for u in self.graph[v] if u in u3)
                 if m < t:
                     raise SecAggError(f"round needs at least {t} of the surviving neighbours of {v}, which "
                                       f"dropped, to rebuild its mask key; {m} {doing or 'survived'}")
+        for u in sorted(u3):
+            m = sum(v in alive for v in self.graph[u] if v in self._u2) + (u in alive)
+            if m < t:
+                raise SecAggError(f"round needs at least {t} of the surviving neighbours of {u} (and {u} itself) "
+                                  f"to rebuild its self-mask; {m} {doing or 'survived'}")
 
     def aggregate(self, unmask_responses: Mapping[str, Mapping[str, bytes]]) -> tuple[np.ndarray, int]:
         """Stage 8: the survivors' weighted sum (float64, d values) and total weight, from the shares the
-        survivors returned (``{responder: {owner: share}}``; a survivor missing here has dropped late)."""
+        survivors returned (``{responder: {owner: share}}``; a survivor missing here has dropped late).
+
+        On SecAggError nothing changes: the caller may try again, e.g. without a response it distrusts."""
         _check_stage(self._stage, _Stage.UNMASK, "aggregate")
         settings = self.settings
         assert settings is not None
@@ -962,11 +966,11 @@ class SecAggServer:
                     total -= mask
                 else:
                     total += mask
-        self._stage = _Stage.DONE
-        self._masked = {}
         if settings.modulus < 2**64:
             total &= np.uint64(settings.modulus - 1)
-        return self._decode(total)
+        result = self._decode(total)
+        self._stage, self._masked = _Stage.DONE, {}
+        return result
 
     def _rebuild(self, shares: list[bytes], owner: str, what: str) -> bytes:
         assert self.settings is not None
