@@ -388,10 +388,15 @@ def expand_mask(key: bytes, length: int) -> np.ndarray:
     return np.frombuffer(encryptor.update(bytes(8 * length)), dtype="<u8").astype(np.uint64)
 
 
+@lru_cache(maxsize=64)
+def _prefix(label: str, round_: int) -> bytes:
+    return b"".join(len(p).to_bytes(2, "big") + p for p in (label.encode(), round_.to_bytes(8, "big")))
+
+
 def _info(settings: SecAggSettings, purpose: bytes, *ids: str) -> bytes:
     """HKDF info / AEAD associated data: label, round, purpose and ids, each length-prefixed."""
-    parts = [settings.label.encode(), settings.round.to_bytes(8, "big"), purpose, *(i.encode() for i in ids)]
-    return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+    parts = [purpose, *(i.encode() for i in ids)]
+    return _prefix(settings.label, settings.round) + b"".join(len(p).to_bytes(2, "big") + p for p in parts)
 
 
 def _kdf(secret: bytes, info: bytes) -> bytes:
@@ -473,14 +478,17 @@ def _parse_share(share: Any, what: str = "a share", client_id: str | None = None
 
 @lru_cache(maxsize=4096)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for i, xi in enumerate(xs):
-        num = den = 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num *= xj
-                den *= xj - xi
-        out.append(num * pow(den % PRIME, -1, PRIME) % PRIME)
+    """lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p, with one modular inversion for all (Montgomery)."""
+    everything = math.prod(xs)
+    dens = [math.prod([xj - xi for xj in xs if xj != xi]) for xi in xs]  # small exact integers
+    prefix = [1]
+    for den in dens:
+        prefix.append(prefix[-1] * den % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        out[i] = (everything // xs[i]) * inverse % PRIME * prefix[i] % PRIME  # inverse = 1 / (den_0 ... den_i)
+        inverse = inverse * dens[i] % PRIME
     return tuple(out)
 
 
