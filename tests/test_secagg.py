@@ -131,16 +131,18 @@ def _digits_models():
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     parts = np.array_split(np.random.default_rng(0).permutation(len(y)), 4)
     logreg, mlp = [], []
-    for part in parts:
-        lr = LogisticRegression(max_iter=200).fit(X[part], y[part])
-        logreg.append(([lr.coef_, lr.intercept_], len(part)))
-        net = MLPClassifier(hidden_layer_sizes=(64,), max_iter=30, random_state=0).fit(X[part], y[part])
-        mlp.append((list(net.coefs_) + list(net.intercepts_), len(part)))
+    with threadpool_limits(1):  # small fits: BLAS threads only contend (10x slower on a busy 2-core machine)
+        for part in parts:
+            lr = LogisticRegression(max_iter=200).fit(X[part], y[part])
+            logreg.append(([lr.coef_, lr.intercept_], len(part)))
+            net = MLPClassifier(hidden_layer_sizes=(64,), max_iter=30, random_state=0).fit(X[part], y[part])
+            mlp.append((list(net.coefs_) + list(net.intercepts_), len(part)))
     return {"logistic regression (d = 650)": logreg, "MLP 64-64-10 (d = 4810)": mlp}
 
 
