@@ -718,6 +718,9 @@ def test_defaults_follow_secagg_plus():
     assert (s.num_neighbours, s.threshold, s.max_weight) == (60, 41, (2**64 - 1) // (1000 * 2**32))
     assert s.error_bound == 8.0 / 2**32 and s.step == 16.0 / 2**32
     assert SecAggSettings.from_dict(s.to_dict()) == s
+    numpy_ints = SecAggSettings(dimension=np.int64(5), round=np.int32(3), clipping_range=np.float32(4))
+    assert type(numpy_ints.round) is int and type(numpy_ints.clipping_range) is float
+    assert numpy_ints == SecAggSettings(dimension=5, round=3, clipping_range=4.0)
 
 
 def test_neighbour_graph_is_symmetric_regular_and_seeded():

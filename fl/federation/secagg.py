@@ -218,12 +218,18 @@ class SecAggSettings:
     def __post_init__(self) -> None:
         _int(self.dimension, "dimension", 1, MAX_DIMENSION)
         _int(self.round, "round", 0, 2**63 - 1)
+        for name in ("dimension", "round", "num_neighbours", "threshold", "quantization_range", "modulus",
+                     "max_weight", "num_clients"):  # numpy integers become Python ints (to_bytes, JSON)
+            value = getattr(self, name)
+            if _is_int(value):
+                object.__setattr__(self, name, int(value))
         if not isinstance(self.label, str) or not 1 <= len(self.label) <= 64 or not self.label.isascii() \
                 or not self.label.isprintable():
             raise SecAggError("label must be 1 to 64 printable ASCII characters")
         if not isinstance(self.clipping_range, Real) or isinstance(self.clipping_range, (bool, np.bool_)) \
                 or not math.isfinite(self.clipping_range) or not self.clipping_range > 0:
             raise SecAggError(f"clipping_range must be a finite number > 0, got {self.clipping_range!r}")
+        object.__setattr__(self, "clipping_range", float(self.clipping_range))
         _int(self.quantization_range, "quantization_range", 2, MAX_QUANTIZATION)
         if self.quantization_range % 2:
             raise SecAggError("quantization_range must be even (it maps [-c, c] onto [-Q/2, Q/2])")
