@@ -18,8 +18,10 @@ regression on digits, 10 x 64 + 10; 4,810 an MLP 64-64-10):
   and again with 10 % of the clients (seeded) dropping after sharing their
   keys (before the masked input: the server rebuilds their mask keys and
   recomputes the masks their surviving neighbours added);
-* client ms: the four stages' time summed over the clients, divided by n;
-  server ms: the five stages;
+* client ms: the four stages' CPU time summed over the clients, divided by
+  n; server ms: the five stages' (CPU time of this process, all threads, so
+  that other processes on a shared machine do not inflate it; everything
+  here is one thread of Python and OpenSSL apart from numpy's sums);
 * bytes up / down per client: what the stages' values weigh (keys, ciphertexts,
   the int64 masked vector, shares, plus the client ids they name in UTF-8);
   frame headers are left out (integration: see docs/protocol.md). Plain
@@ -44,6 +46,8 @@ from bench._common import MachineLoad, source_version, table  # noqa: E402
 from fl.federation.secagg import SecAggClient, SecAggServer, SecAggSettings, flatten  # noqa: E402
 from fl.learning.aggregation import fedavg  # noqa: E402
 
+_clock = time.process_time  # CPU seconds of this process: other processes' turns on a shared machine don't count
+
 SHAPES = {650: [(10, 64), (10,)], 4810: [(64, 64), (64,), (64, 10), (10,)]}
 
 
@@ -53,13 +57,13 @@ def _ids_bytes(ids) -> int:
 
 def plain(n: int, d: int, rng: np.random.Generator) -> dict:
     results = [([rng.normal(0, 0.3, s) for s in SHAPES[d]], int(rng.integers(50, 500))) for _ in range(n)]
-    t0 = time.perf_counter()
+    t0 = _clock()
     for arrays, _ in results:
         flatten(arrays)
-    client = (time.perf_counter() - t0) / n
-    t0 = time.perf_counter()
+    client = (_clock() - t0) / n
+    t0 = _clock()
     fedavg(results)
-    server = time.perf_counter() - t0
+    server = _clock() - t0
     return {"client_ms": 1e3 * client, "server_ms": 1e3 * server, "up": 8 * d + 8, "down": 0}
 
 
@@ -74,37 +78,37 @@ def secagg(n: int, d: int, rng: np.random.Generator, drop_fraction: float) -> di
 
     def on_server(name, call, *args):
         nonlocal server_s
-        t0 = time.perf_counter()
+        t0 = _clock()
         out = call(*args)
-        took = time.perf_counter() - t0
+        took = _clock() - t0
         server_s += took
         stage_s[name] = took
         return out
 
     server = SecAggServer()
     plan = on_server("setup", server.setup, ids, SecAggSettings(dimension=d, round=1), 1)
-    t0 = time.perf_counter()
+    t0 = _clock()
     clients = {u: SecAggClient(u, plan[u]) for u in ids}
     keys = {u: c.keys() for u, c in clients.items()}
-    client_s += time.perf_counter() - t0
+    client_s += _clock() - t0
     up += sum(64 + len(u.encode()) for u in keys)
     forwarded = on_server("forward_keys", server.forward_keys, keys)
     down += sum(64 * len(f) + _ids_bytes(f) for f in forwarded.values())
-    t0 = time.perf_counter()
+    t0 = _clock()
     sealed = {u: clients[u].shares(forwarded[u]) for u in forwarded}
-    client_s += time.perf_counter() - t0
+    client_s += _clock() - t0
     up += sum(len(c) + len(v.encode()) for per in sealed.values() for v, c in per.items())
     inbox = on_server("route_shares", server.route_shares, sealed)
     down += sum(len(c) + len(v.encode()) for per in inbox.values() for v, c in per.items())
-    t0 = time.perf_counter()
+    t0 = _clock()
     masked = {u: clients[u].masked_input(updates[u], weights[u], inbox[u]) for u in inbox if u not in dropped}
-    client_s += time.perf_counter() - t0
+    client_s += _clock() - t0
     up += sum(y.nbytes for y in masked.values())
     asks = on_server("unmask_request", server.unmask_request, masked)
     down += sum(_ids_bytes(a.dropped) + _ids_bytes(a.survived) for a in asks.values())
-    t0 = time.perf_counter()
+    t0 = _clock()
     answers = {u: clients[u].unmask(asks[u].dropped, asks[u].survived) for u in asks}
-    client_s += time.perf_counter() - t0
+    client_s += _clock() - t0
     up += sum(len(s) + len(v.encode()) for per in answers.values() for v, s in per.items())
     weighted_sum, total_weight = on_server("aggregate", server.aggregate, answers)
     exact = sum(weights[u] * updates[u] for u in masked)
