@@ -32,7 +32,6 @@ regression on digits, 10 x 64 + 10; 4,810 an MLP 64-64-10):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path

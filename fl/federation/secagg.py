@@ -940,7 +940,7 @@ class SecAggServer:
         settings = self.settings
         assert settings is not None
         unmask_responses = _mapping(unmask_responses, "the unmask responses")
-        u2, u3, t = self._u2, self._u3, settings.threshold
+        u2, u3 = self._u2, self._u3
         dropped = u2 - u3
         b_points: dict[str, list[bytes]] = {u: [] for u in u3}
         s_points: dict[str, list[bytes]] = {v: [] for v in dropped}
