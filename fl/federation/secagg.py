@@ -54,7 +54,7 @@ Pseudo-random masks are ChaCha20 keystreams (cryptography) keyed through
 HKDF-SHA256 with the round's label and number; shares travel under
 ChaCha20-Poly1305 with a direction-specific key and the sender and receiver
 as associated data. On the wire every ``bytes`` value is a ``|u1`` array and
-a masked vector an ``<i8`` array (see docs/protocol.md).
+a masked vector an ``<i8`` array (integration: see docs/protocol.md).
 """
 
 from __future__ import annotations
