@@ -101,7 +101,9 @@ def test_real_tables_resume_and_a_coordinator_without_data_in_the_browser(stream
             # 2. ... diabetes' target is a measurement: binning offered with a hint, Start off, one message
             page.get_by_text("different numbers: a measurement, not classes").first.wait_for(timeout=20_000)
             _wait_for(page, lambda: _button(page, "Start").is_disabled(), 20, "Start stayed on")
-            page.wait_for_timeout(1500)  # the rerun the disabled Start came from has drawn its messages
+            _wait_for(page, lambda: "looks continuous" in page.inner_text("body"), 30,
+                      "the binning hint never came")  # the rerun the disabled Start came from has drawn it
+            page.wait_for_timeout(1000)
             body = page.inner_text("body")
             assert body.count("looks continuous") == 1, [ln for ln in body.splitlines() if "continuous" in ln]
             assert "Start is off" in body and "--" not in page.locator('[data-testid="stSidebar"]').inner_text()

@@ -86,7 +86,8 @@ def test_changing_a_setting_after_a_run_turns_the_view_into_a_new_run(app_env):
     at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
     at.sidebar.slider(key="cfg_rounds").set_value(2).run()
     at.sidebar.button(key="start_run").click().run()
-    run_until(at, lambda a: len(a.success) > 0)
+    # finished, baselines included (the sidebar stays locked while they train: on a busy machine, a while)
+    run_until(at, lambda a: len(a.success) > 0 and not a.sidebar.slider(key="cfg_clients").disabled)
     # Execute
     at.sidebar.slider(key="cfg_clients").set_value(4).run()
     # Assert: the split preview of the new settings, no run on screen

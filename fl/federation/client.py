@@ -31,11 +31,27 @@ from fl.learning.strategies import CHANGE_PREFIX, CONTROL_PREFIX
 from fl.learning.training import PLATEAU_EPOCHS, LocalModel, has_converged
 from fl.wire import MAX_CONFUSION_CLASSES, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Limits, ProtocolError, \
     Welcome
+from fl.federation import secagg, secure_sum
 from fl.federation.events import EventType, make_event
 from fl.federation.task import Task, client_seed
 
 log = logging.getLogger(__name__)
 MAX_STEP = 2**53  # a step number is echoed to the server: a whole number the wire carries exactly
+
+
+def _ids(value: Any) -> list[str]:
+    """A list of client ids from a server's secure-aggregation config (else SecAggError)."""
+    if not isinstance(value, list) or len(value) > secagg.MAX_NEIGHBOURS or not all(isinstance(v, str) for v in value):
+        raise secagg.SecAggError("a list of client ids was expected")
+    return value
+
+
+def _bytes_rows(array: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Bytes arrays of secure aggregation: uint8 of exactly ``shape`` (else SecAggError)."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.shape != shape:
+        got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise secagg.SecAggError(f"bytes of shape {shape} were expected, got {got}")
+    return array
 
 
 @dataclass
@@ -233,6 +249,7 @@ class FederatedClient:
         self.model = LocalModel(task.model, task.model_params, classes, task.n_features, seed=seed)
         self.loss_history: list[float] = []  # the last epochs' losses, across rounds (the converged flag)
         self.stats_state: dict = {}  # a model grown on the server: this client's binned rows, its raw scores
+        self.secagg: secagg.SecAggClient | None = None  # this round's side of secure aggregation
         self.task_dict = welcome.task
 
     def _labels(self, task: Task) -> np.ndarray:
@@ -252,6 +269,8 @@ class FederatedClient:
         dp_clip_norm (client-side DP clipping), return ("parameters"/"model").
         A host calls this on its one compute thread: one fit at a time.
         """
+        if msg.config.get(secure_sum.STAGE_KEY):  # secure aggregation: one of its exchanges
+            return self._secure(msg)
         if self.behaviour.drops_out():
             return FitResult(round=msg.round, n_samples=len(self.y), metrics={"dropped_out": True, "train_time_s": 0.0})
         if msg.config.get("statistics"):  # a model the server grows from sums: this step's sums
@@ -289,6 +308,72 @@ class FederatedClient:
             self.variate = new
         return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sent,
                          metadata=self._metadata(metrics, norm))
+
+    def _secure(self, msg: Fit) -> FitResult:
+        """An exchange of secure aggregation (fl/federation/secure_sum.py; docs/protocol.md): keys, shares, the
+        masked result of this client's training or sums, or the shares it holds of its neighbours' secrets.
+        Anything malformed from the server is a protocol error (code ``secagg``): the client leaves."""
+        config, arrays = msg.config, dict(msg.params or [])
+        stage, step = config.get(secure_sum.STAGE_KEY), config.get(secure_sum.STEP_KEY)
+        if type(step) is not int or not 0 <= step <= MAX_STEP:
+            raise ProtocolError("secagg", "fit: a secure-aggregation exchange without a whole step number")
+        mark = {secure_sum.STEP_KEY: step}
+        try:
+            if stage == "keys":
+                self.secagg = secagg.SecAggClient(self.client_id, secagg.ClientSetup.from_dict(config.get("secagg_setup")))
+                c_pk, s_pk = self.secagg.keys()
+                keys = np.frombuffer(c_pk + s_pk, np.uint8).reshape(2, secagg.KEY_BYTES)
+                return FitResult(round=msg.round, n_samples=len(self.y), metrics=mark, params=[("secagg_keys", keys)])
+            if self.secagg is None:
+                raise secagg.SecAggError(f"a {stage!r} exchange before this round's keys")
+            if stage == "shares":
+                peers = _ids(config.get("secagg_peers"))
+                keys = _bytes_rows(arrays.pop("secagg_peer_keys", None), (len(peers), 2, secagg.KEY_BYTES))
+                sealed = self.secagg.shares({v: (keys[i, 0].tobytes(), keys[i, 1].tobytes())
+                                             for i, v in enumerate(peers)})
+                out = np.stack([np.frombuffer(sealed[v], np.uint8) for v in peers]) if peers else \
+                    np.zeros((0, secagg.CIPHERTEXT_BYTES), np.uint8)
+                return FitResult(round=msg.round, n_samples=len(self.y), metrics=mark, params=[("secagg_shares", out)])
+            if stage == "masked":
+                return self._masked(msg, config, arrays, mark)
+            if stage == "unmask":
+                dropped, survived = _ids(config.get("secagg_dropped")), _ids(config.get("secagg_survived"))
+                held = self.secagg.unmask(dropped, survived)
+                self.secagg = None  # shares are handed out once a round
+                owners = [*dropped, *survived, self.client_id]
+                index = np.array([owners.index(o) for o in held], np.int32)
+                shares = np.stack([np.frombuffer(held[o], np.uint8) for o in held])
+                return FitResult(round=msg.round, n_samples=len(self.y), metrics=mark,
+                                 params=[("secagg_unmask", shares), ("secagg_owner_index", index)])
+        except secagg.SecAggError as exc:
+            raise ProtocolError("secagg", f"fit: secure aggregation: {exc}") from None
+        raise ProtocolError("secagg", f"fit: an unknown secure-aggregation stage {stage!r}")
+
+    def _masked(self, msg: Fit, config: dict, arrays: dict, mark: dict) -> FitResult:
+        """Train (or sum) as the plain fit would, then send only the masked vector of what it would have sent:
+        its first ``secagg_delta`` arrays as a change from the global ones, times its rows (``secagg_weight``)."""
+        senders = _ids(config.get("secagg_senders"))
+        sealed = _bytes_rows(arrays.pop("secagg_shares_in", None), (len(senders), secagg.CIPHERTEXT_BYTES))
+        received = {v: sealed[i].tobytes() for i, v in enumerate(senders)}
+        plain_config = {k: v for k, v in config.items() if not str(k).startswith("secagg")}
+        plain = self.handle_fit(Fit(round=msg.round, config=plain_config, params=list(arrays.items()) or None,
+                                    blob=msg.blob))
+        if plain.metrics.get("dropped_out") or plain.params is None:
+            return plain  # a simulated dropout before its masked input: the protocol carries on without it
+        delta = config.get("secagg_delta")
+        if type(delta) is not int or not 0 <= delta <= len(plain.params) or delta > len(arrays):
+            raise secagg.SecAggError(f"secagg_delta {delta!r} does not fit the {len(plain.params)} arrays sent")
+        global_arrays = list(arrays.values())
+        values = [np.asarray(a, dtype=np.float64) - (np.asarray(global_arrays[i], dtype=np.float64) if i < delta else 0)
+                  for i, (_, a) in enumerate(plain.params)]
+        weight = plain.n_samples if config.get("secagg_weight") == "samples" else 1
+        masked = self.secagg.masked_input(values, weight, received)
+        metadata = plain.metadata
+        if metadata is not None:  # the norm of its own update would say what the mask hides
+            metadata = FitMetadata(train_time_s=metadata.train_time_s, epoch_losses=metadata.epoch_losses,
+                                   converged=metadata.converged, samples_used=metadata.samples_used, update_norm=None)
+        return FitResult(round=msg.round, n_samples=plain.n_samples, metrics={**plain.metrics, **mark},
+                         params=[("secagg_masked", masked)], metadata=metadata)
 
     def _statistics(self, msg: Fit) -> FitResult:
         """One step of a model grown on the server (boosted trees): the sums over this client's training rows

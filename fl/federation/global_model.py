@@ -10,6 +10,7 @@ them. Both end as one scikit-learn estimator (``estimator``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,24 @@ from fl.wire import FitResult, ProtocolError, blobs
 HISTOGRAM_BYTES_PER_STEP = 16 << 20
 
 Accepted = list[tuple[str, Any, int]]  # (client id, payload, samples), sorted by client id
+
+# Under secure aggregation, each value of a client's change of the global parameters is clipped to ±this before
+# it is quantised (a change, not the parameters: far smaller, so the clipping bites less; docs/strategies.md).
+SECAGG_PARAMETER_CLIP = 8.0
+
+
+@dataclass(frozen=True)
+class SumSpec:
+    """What one step of a keeper sums, for secure aggregation (fl/federation/secure_sum.py) to mask."""
+
+    shapes: tuple[tuple[int, ...], ...]  # the arrays each client sends, in order (flattened together)
+    clipping_range: float  # each value is clipped to [-c, c] before quantisation
+    delta_arrays: int  # the first this many are sent as a change from the global arrays of the fit
+    weight: str  # "samples": each client's arrays times its rows; "one": as they are
+
+    @property
+    def dimension(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
 
 
 class GlobalModel:
@@ -155,10 +174,26 @@ class ParameterModel(GlobalModel):
 
     def update(self, accepted: Accepted) -> None:
         self.strategy.accepted([cid for cid, _, _ in accepted])
-        merged = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted], self._current)
+        self._set(self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted], self._current))
+
+    def _set(self, merged: list[np.ndarray]) -> None:
         self.arrays = list(zip([name for name, _ in self.expected], merged))
         self.estimator = self.model.global_estimator(self.task.model_params, self.arrays, self.classes,
                                                      self.task.n_features)
+
+    def sum_spec(self, rows: dict[str, int]) -> SumSpec:
+        """Secure aggregation: the model's arrays as a change from the global ones, then the strategy's own."""
+        shapes = tuple(tuple(shape) for _, shape in self.expected + self.strategy.incoming_shapes())
+        delta = len(self.expected) if self.arrays is not None else 0
+        return SumSpec(shapes, SECAGG_PARAMETER_CLIP, delta, self.strategy.secagg_weight)
+
+    def update_from_sum(self, total: list[np.ndarray], weight: int, count: int) -> None:
+        """The next global arrays from the clients' sum alone: Σ w_k (x_k − x) + W x = Σ w_k x_k."""
+        current, n = self._current, len(self.expected)
+        if current is not None:
+            total = [t + weight * np.asarray(c, dtype=np.float64) for t, c in zip(total[:n], current)] + total[n:]
+        self.strategy.accepted([])
+        self._set(self.strategy.aggregate_sum(total, weight, count, current))
 
 
 class EnsembleModel(GlobalModel):
@@ -251,8 +286,7 @@ class BoostedTreesModel(GlobalModel):
         self.step += 1
         if self.edges is None:
             return {"statistics": "sketch", "step": self.step}
-        if self.grower is None:
-            self.grower = self.T.TreeGrower(self.settings, self.n_out)
+        self._ensure_grower()
         part = self._part()
         return {"statistics": "level", "depth": self.grower.depth, "step": self.step,
                 "nodes": [part.start, part.stop]}
@@ -316,6 +350,24 @@ class BoostedTreesModel(GlobalModel):
         totals = H.sum(axis=2)  # every row is in one bin of every feature: the same total for each feature
         return bool(np.allclose(totals, totals[:, :1], rtol=1e-9, atol=1e-9))
 
+    def _ensure_grower(self) -> None:
+        if self.grower is None:
+            self.grower = self.T.TreeGrower(self.settings, self.n_out)
+
+    def sum_spec(self, rows: dict[str, int]) -> SumSpec | None:
+        """Secure aggregation: a level's G and H are sums (|G| ≤ rows, 0 ≤ H ≤ rows/4 per bin); the
+        sketch is not, and goes in the clear."""
+        if self.edges is None:
+            return None
+        self._ensure_grower()
+        part = self._part()
+        width = self.T.max_bin_count(self.T.edges_list(self.edges)) + 1
+        shape = (part.stop - part.start, self.task.n_features, width)
+        return SumSpec((shape, shape), float(max(rows.values(), default=1) or 1), 0, self.strategy.secagg_weight)
+
+    def update_from_sum(self, total: list[np.ndarray], weight: int, count: int) -> None:
+        self._take_sums(np.asarray(total[0]), np.asarray(total[1]))
+
     def update(self, accepted: Accepted) -> None:
         if self.edges is None:  # the sketches are merged (a mixture of quantile functions), not summed
             sketches = [(arrays[0], arrays[1]) for _, arrays, _ in accepted]
@@ -323,6 +375,9 @@ class BoostedTreesModel(GlobalModel):
             self.complete = False  # the round goes on with its first level
             return
         G, H = self.strategy.aggregate([(arrays, n) for _, arrays, n in accepted])
+        self._take_sums(G, H)
+
+    def _take_sums(self, G: np.ndarray, H: np.ndarray) -> None:
         self.parts.append((G, H))
         if self._part().start < self.grower.frontier().size:  # more of this level to ask for
             return
@@ -359,8 +414,14 @@ class BoostedTreesModel(GlobalModel):
 
 
 def make_global_model(strategy: Strategy, task: Task, seed: int,
-                      validation: tuple[np.ndarray, np.ndarray] | None) -> GlobalModel:
-    """The keeper the strategy's payload calls for."""
+                      validation: tuple[np.ndarray, np.ndarray] | None, secagg: bool = False) -> GlobalModel:
+    """The keeper the strategy's payload calls for (its sums behind secure aggregation with ``secagg``)."""
+    if secagg:
+        from fl.federation.secure_sum import SecureSum
+
+        if strategy.secagg_refusal:
+            raise ValueError(f"secure aggregation cannot serve {strategy.label}: {strategy.secagg_refusal}")
+        return SecureSum(make_global_model(strategy, task, seed, validation))
     if strategy.payload is Payload.MODEL:
         assert isinstance(strategy, ModelStrategy)
         return EnsembleModel(strategy, task, validation)

@@ -23,6 +23,7 @@ from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
+from fl.federation.secure_sum import SecureSum
 from fl.federation.round_stats import (
     EVAL_METRIC_RANGES, FIT_METRIC_RANGES, METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields,
     metric_problem,
@@ -57,6 +58,7 @@ class RoundSettings:
     client_eval: bool = True
     fit_config: dict[str, Any] = field(default_factory=dict)  # sent in every fit (local_epochs, ...)
     learning_rate: Callable[[int], float] | None = None  # the clients' rate in round r (a server's schedule)
+    secagg: bool = False  # sums through secure aggregation: the server sees only the sum of the clients' updates
 
 
 @dataclass
@@ -120,7 +122,8 @@ class RoundRunner:
         self.scaler = fixed_scaler(self.task.standardize, self.task.n_features) if self.task.standardize else None
         data = self.data
         validation = (self._scale(data.X_val), data.y_val) if data is not None and data.X_val is not None else None
-        self.model: GlobalModel = make_global_model(self.strategy, self.task, self.settings.seed, validation)
+        self.model: GlobalModel = make_global_model(self.strategy, self.task, self.settings.seed, validation,
+                                                    secagg=self.settings.secagg)
 
     @property
     def total_rounds(self) -> int:
@@ -156,6 +159,26 @@ class RoundRunner:
         sent, failed = self.server.broadcast(client_ids, msg, self.sessions)
         self._set_status(sent, status)
         return sent, failed
+
+    def _send_fit(self, client_ids: list[str], fit: Fit) -> tuple[list[str], dict[str, str]]:
+        """Secure aggregation: a fit with each client's own keys and arrays (its setup, its neighbours' keys,
+        the shares addressed to it, what to unmask), encoded per client."""
+        assert isinstance(self.model, SecureSum)
+        sent, failed = [], {}
+        for cid in client_ids:
+            extra_config, extra_arrays = self.model.client_payload(cid)
+            msg = Fit(round=fit.round, config={**fit.config, **extra_config},
+                      params=[*(fit.params or []), *extra_arrays] if (fit.params or extra_arrays) else None,
+                      blob=fit.blob)
+            ok, bad = self.server.broadcast([cid], msg, self.sessions)
+            sent += ok
+            failed.update(bad)
+        self._set_status(sent, ClientStatus.TRAINING)
+        return sent, failed
+
+    def _rows_of(self, client_id: str) -> int:
+        slot = self.server.slot(client_id)
+        return int(slot.n_samples) if slot is not None and slot.n_samples else 1
 
     def _set_status(self, client_ids: list[str], status: ClientStatus) -> None:
         """Tell the server registry and the run's listeners (the Clients page) what clients are doing."""
@@ -284,6 +307,7 @@ class RoundRunner:
             "epsilon": None,
             "learning_rate": config.get("learning_rate"),
             **self.strategy.round_metrics(),
+            **(self.model.round_metrics() if isinstance(self.model, SecureSum) else {}),
         }
         if scrutiny_note:  # the Clients page says why no update of this round was judged
             record["scrutiny"] = f"not judged: {scrutiny_note}"
@@ -303,33 +327,51 @@ class RoundRunner:
         rows: dict[str, dict] = {}
         failures: dict[str, str] = {}
         scrutiny_note = None
+        secure = isinstance(self.model, SecureSum)
         while True:
+            asked = [cid for cid in chosen if cid not in failures]
+            if secure:
+                self.model.begin_step(asked, {cid: self._rows_of(cid) for cid in asked})
             step = self.model.step_config()
             payload = self.model.fit_payload()
-            asked = [cid for cid in chosen if cid not in failures]
-            sent, missed = self._send(asked, Fit(round=round_no, config={**config, **step}, **payload),
-                                      ClientStatus.TRAINING)
+            fit = Fit(round=round_no, config={**config, **step}, **payload)
+            sent, missed = self._send_fit(asked, fit) if secure else self._send(asked, fit, ClientStatus.TRAINING)
             results, late = self._collect(round_no, FitResult, sent)
             missed.update(late)
             step_rows, accepted = self._accept_results(results, missed)
-            rows.update(step_rows)
+            for cid, row in step_rows.items():  # a later step's row keeps what an earlier one said (its training)
+                rows[cid] = {**rows.get(cid, {}), **{k: v for k, v in row.items() if v is not None}}
             self._set_status(sent, ClientStatus.IDLE)
             for cid, reason in sorted(missed.items()):
                 self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
             failures.update(missed)
             self._stop_if_asked()
-            if not accepted:
+            if not accepted and not (secure and self.model.stage is not None):  # (a secure sum says why itself)
                 if step:  # a step of a model grown here cannot be skipped: the round cannot go on
                     raise RuntimeError(f"no client answered step {step.get('statistics')} of round {round_no}: "
                                        + "; ".join(f"{c}: {r}" for c, r in sorted(missed.items())[:3]))
                 break
             before = self.model.parameters()
             self.model.update(accepted)
+            if secure and self.model.failure:  # the sum is lost: every client of the round is told why
+                for cid in asked:
+                    if cid not in failures:
+                        failures[cid] = self.model.failure
+                        rows.setdefault(cid, {"client_id": cid}).update(status="failed", reason=self.model.failure)
+                        self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=self.model.failure)
+            if secure:  # clients the protocol left out of the sum: out of the round's later exchanges
+                for cid, reason in sorted(self.model.excluded.items()):
+                    rows.setdefault(cid, {"client_id": cid})
+                    rows[cid].update(status="rejected", reason=reason)
+                    failures[cid] = reason
+                    self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
             if self.model.round_complete:
                 self.strategy.end_round(n_available, len(chosen))
                 if self.model.measurable:
                     self._scrutinize(round_no, before, accepted, rows)
                     scrutiny_note = cannot_judge(len(accepted)) if before is not None else None
+                elif secure:
+                    scrutiny_note = "secure aggregation shows the server only the sum of the updates"
                 break
         return rows, failures, scrutiny_note
 

@@ -89,6 +89,8 @@ class ServerSettings:
     # max_clients, at least 20: one address may host every client, joining and rejoining); more are refused "rate".
     max_joins_per_client: int = MAX_JOINS_PER_CLIENT
     max_joins_per_address: int | None = None
+    # What a client must offer in hello.features to join (secure aggregation's stages: "secagg").
+    required_features: tuple[str, ...] = ()
 
 
 class FederatedServer(ClientRegistry):
@@ -397,6 +399,10 @@ class FederatedServer(ClientRegistry):
             return "full", "the run is full"
         if old is not None and not dead:
             return "auth", f"client id {hello.client_id!r} {ALREADY_CONNECTED}"
+        lacking = [f for f in self.settings.required_features if f not in (hello.features or [])]
+        if lacking:
+            return "feature", (f"this run needs {', '.join(lacking)} (secure aggregation), which this client does not "
+                               f"offer in hello.features: update the client")
         if old is not None:
             self._replace_dead(old)
         self._clients[hello.client_id] = ClientSlot(hello.client_id, conn, hello.n_samples, conn.peer)

@@ -34,6 +34,7 @@ from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
 from fl.federation.registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
 from fl.federation.summaries import await_task, client_summary
+from fl.federation.secure_sum import SECAGG_FEATURE
 from fl.wire import SUMMARY_FEATURE, Bye, Error, Evaluate, Fit, Hello, PeerClosed, Ping, Pong, ProtocolError, Summarize, \
     Welcome
 from fl.wire.aio import AioConnection
@@ -237,7 +238,7 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
     slot_held = True
     try:
         conn.send(Hello(client_id=cid, n_samples=len(client.data.y), n_features=int(client.data.X.shape[1]),
-                        token=client.settings.token, features=[SUMMARY_FEATURE]))
+                        token=client.settings.token, features=[SUMMARY_FEATURE, SECAGG_FEATURE]))
         reply = await conn.recv(idle_timeout=reply_s)
         if isinstance(reply, Summarize):  # a server without data builds the task from the clients' summaries
             try:

@@ -167,6 +167,8 @@ def check_step(arrays: dict[str, np.ndarray], n_features: int, n_out: int, max_d
                 or not ((threshold >= 0) & (threshold <= edges.shape[1])).all() \
                 or not np.isfinite(np.asarray(arrays[prefix + "tree_value"], dtype=np.float64)).all():
             raise ValueError("a tree names a feature, bin or value outside the task's")
+        if (feature[:, 2 ** max_depth - 1:] != -1).any():  # the deepest level holds leaves only
+            raise ValueError(f"a tree splits below its depth of {max_depth}")
     tree, node = np.asarray(arrays["frontier_tree"]), np.asarray(arrays["frontier_node"])
     if tree.ndim != 1 or tree.shape != node.shape or tree.dtype.kind not in "iu" or node.dtype.kind not in "iu" \
             or not 1 <= len(node) <= n_out * 2 ** (max_depth - 1) or not ((tree >= 0) & (tree < n_out)).all() \

@@ -151,7 +151,7 @@ def round_settings(config: RunConfig) -> RoundSettings:
     schedule = None if parse_schedule(config.lr_schedule).is_constant else config.learning_rate_at
     return RoundSettings(rounds=config.effective_rounds, fraction=config.fraction, min_clients=config.min_clients,
                          round_timeout=config.round_timeout, seed=config.seed, client_eval=config.client_eval,
-                         fit_config=config.fit_config(), learning_rate=schedule)
+                         fit_config=config.fit_config(), learning_rate=schedule, secagg=config.secagg)
 
 
 def make_strategy(config: RunConfig) -> Strategy:

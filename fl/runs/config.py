@@ -46,6 +46,12 @@ def _parameters_travel(v: dict) -> bool:
     return bool(aggregation and model and aggregation.payload is Payload.PARAMETERS and not model.exact_merge)
 
 
+def _secure_rule(v: dict) -> bool:
+    """Secure aggregation is offered for the rules that aggregate from a sum alone."""
+    aggregation, model = STRATEGIES.get(v.get("aggregation", "")), MODELS.get(v.get("model", ""))
+    return bool(aggregation and model and aggregation.secagg_refusal is None and not model.exact_merge)
+
+
 def _mean_rule(v: dict) -> bool:
     """Differential privacy's noise calibration assumes a mean of clipped updates (see WithDifferentialPrivacy)."""
     aggregation = STRATEGIES.get(v.get("aggregation", ""))
@@ -245,6 +251,11 @@ class RunConfig:
     noise_multiplier: float = knob(1.0, help="DP noise multiplier σ", label="Noise multiplier σ", group="privacy",
                                    low=0.0, high=1e4, widget="number", step=0.1,
                                    shown=lambda v: v.get("dp", "none") != "none")
+    secagg: bool = knob(False, help="secure aggregation (SecAgg+): the server learns only the sum of the "
+                                    "clients' updates, never one of them (FedAvg, FedProx, SCAFFOLD, server "
+                                    "optimisers, client-side DP, boosted trees' histograms)",
+                        label="Secure aggregation (the server sees only the sum)", group="privacy", kind=bool,
+                        widget="checkbox", shown=_secure_rule, commands=(SIMULATE, SERVER))
     dp_delta: float = knob(1e-5, help="DP δ", label="δ", group="privacy", low=0.0, high=1.0, low_open=True,
                            high_open=True, widget="select_slider", options=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
                            shown=lambda v: v.get("dp", "none") != "none")
@@ -325,12 +336,29 @@ class RunConfig:
                 yield f"{model.label} statistics are merged exactly; {what} does not apply to them"
         if self.proximal_mu > 0 and not model.iterative:
             yield "FedProx needs an iterative model: " + ", ".join(n for n, m in MODELS.items() if m.iterative)
+        if self.secagg:
+            yield from self._secagg_problems(model, rule)
         if self.dp != "none" and rule.dp_refusal:
             yield rule.dp_refusal
         elif self.dp != "none" and rule.payload is Payload.PARAMETERS and not rule.is_mean and not model.exact_merge:
             yield (f"differential privacy's noise is calibrated for a mean of clipped updates (sensitivity C/m); "
                    f"{self.aggregation} is not a mean (Krum returns one client's update, sensitivity about 2C), so "
                    "its ε would be false: use fedavg with dp")
+
+    def _secagg_problems(self, model: Any, rule: Any):
+        """Secure aggregation reveals only the sum: rules and settings that need each update are refused."""
+        if model.exact_merge:
+            yield (f"secure aggregation cannot serve {model.label}: its statistics are merged from each site's own, "
+                   "which secure aggregation hides; turn it off («secagg») or use another model")
+        elif self.dp == "server":
+            yield ("secure aggregation hides each update from the server, so server-side differential privacy "
+                   "cannot clip them: use client-side clipping («dp=client»), whose clipped updates then add up")
+        elif rule.secagg_refusal:
+            yield (f"secure aggregation cannot serve {self.aggregation}: {rule.secagg_refusal}; use fedavg (or "
+                   "scaffold) with it, or turn it off («secagg»)")
+        if self.min_clients < 3 and self.clients < 3:
+            yield ("secure aggregation needs at least 3 clients in every round («clients» or «min_clients» ≥ 3): "
+                   "with two, each could subtract its own update from the sum and read the other's")
 
     # ------------------------------------------------------------------ derived
     @property

@@ -8,6 +8,7 @@ state, run store, server, handle, the thread that drives the rounds.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from fl.data import FederatedData
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus, make_event
 from fl.federation.rounds import RoundRunner, RunResult
+from fl.federation.secure_sum import SECAGG_FEATURE
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.federation.summaries import TaskBuilder
 from fl.federation.task import Task
@@ -295,6 +297,8 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
             on_event(event)
 
     builder = TaskBuilder(plan.summaries, plan.task) if plan.summaries is not None else None
+    if plan.config.secagg and SECAGG_FEATURE not in settings.required_features:  # a client must speak it to join
+        settings = dataclasses.replace(settings, required_features=(*settings.required_features, SECAGG_FEATURE))
     server = FederatedServer(plan.task, settings, on_event=sink, run_id=run_id, builder=builder)
     server.bind()
     if out_dir is not None or store is not None:
