@@ -159,3 +159,43 @@ def test_a_client_without_secure_aggregation_is_refused_at_join() -> None:
         handle.wait(15)
     assert [e.code for e in old.errors] == ["feature"]
     assert "secure aggregation" in old.errors[0].message and "update the client" in old.errors[0].message
+
+
+def test_hosted_processes_over_tls_finish_the_round_when_one_dies_after_masking(tmp_path) -> None:
+    """Done-when: server_new.py --secagg over TLS, three client_new.py processes; one process is killed after it
+    sent its masked input (in round 1); the round completes with its update in the sum and the run goes on."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_cli import ENV, ROOT, Processes, _listening_port
+
+    # Prepare: certificates from the CLI itself
+    made = subprocess.run([sys.executable, "-m", "fl", "certs", "--out", str(tmp_path), "--host", "127.0.0.1"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    procs = Processes()
+    try:
+        server = procs.spawn("server_new.py", "--dataset", "digits", "--port", "0", "--min-clients", "3",
+                             "--rounds", "2", "--secagg", "--tls-cert", str(tmp_path / "server.pem"),
+                             "--tls-key", str(tmp_path / "server.key"), "--token", "abc", "--out", str(tmp_path / "run"))
+        port = _listening_port(server)
+        tls = ("--port", str(port), "--tls-ca", str(tmp_path / "ca.pem"), "--token", "abc", "--dataset", "digits",
+               "--num-partitions", "3")
+        clients = [procs.spawn("client_new.py", *tls, "--partition-id", str(i)) for i in range(2)]
+        doomed = procs.spawn("tests/scripts/client_killed_after_masking.py", *tls, "--partition-id", "2")
+        # Execute
+        out, err = server.communicate(timeout=150)
+        for c in clients:
+            c.wait(timeout=30)
+        doomed.wait(timeout=30)
+        # Assert
+        assert server.returncode == 0, err
+        assert doomed.returncode == 17 and all(c.returncode == 0 for c in clients)
+        rounds = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+        records = [e for e in rounds if e["type"] == "round"]
+        assert records[0]["secagg_survivors"] == 3 and records[0]["n_fit_clients"] == 3
+        assert records[0]["accuracy"] > 0.5 and "completed" in out  # one gradient step from zero: well above 0.1
+        assert "at least 3 clients" in records[1]["secagg_failure"]  # two left: round 2 has no secure sum
+    finally:
+        procs.close()

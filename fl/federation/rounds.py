@@ -23,7 +23,7 @@ from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
-from fl.federation.secure_sum import SecureSum
+from fl.federation.secure_sum import SecureSum, SecureSumFailed
 from fl.federation.round_stats import (
     EVAL_METRIC_RANGES, FIT_METRIC_RANGES, METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields,
     metric_problem,
@@ -309,6 +309,8 @@ class RoundRunner:
             **self.strategy.round_metrics(),
             **(self.model.round_metrics() if isinstance(self.model, SecureSum) else {}),
         }
+        if "secagg_survivors" in record:  # whose updates the sum holds (one that left after masking included)
+            record["n_fit_clients"] = record["secagg_survivors"]
         if scrutiny_note:  # the Clients page says why no update of this round was judged
             record["scrutiny"] = f"not judged: {scrutiny_note}"
         if metrics.get("confusion") is not None:  # the counts every metric above comes from (confusion.csv)
@@ -331,7 +333,18 @@ class RoundRunner:
         while True:
             asked = [cid for cid in chosen if cid not in failures]
             if secure:
-                self.model.begin_step(asked, {cid: self._rows_of(cid) for cid in asked})
+                try:
+                    self.model.begin_step(asked, {cid: self._rows_of(cid) for cid in asked})
+                except SecureSumFailed as exc:  # too few clients left for a secure sum: the round has no update
+                    if not self.model.inner.round_complete:
+                        raise
+                    self.model.failure = str(exc)
+                    self.model.last = {"secagg_failure": str(exc)}
+                    for cid in asked:
+                        failures[cid] = str(exc)
+                        rows.setdefault(cid, {"client_id": cid}).update(status="failed", reason=str(exc))
+                        self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=str(exc))
+                    break
             step = self.model.step_config()
             payload = self.model.fit_payload()
             fit = Fit(round=round_no, config={**config, **step}, **payload)
