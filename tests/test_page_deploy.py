@@ -274,6 +274,7 @@ def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env,
     at.text_input(key="deploy_cfg_site_target").set_value("species")
     at.selectbox(key="deploy_cfg_model").set_value("logreg")
     at.slider(key="deploy_cfg_rounds").set_value(3)
+    at.checkbox(key="deploy_cfg_secagg").check()  # and the coordinator sees only the sum of the sites' updates
     # Execute: host it, then the three sites join from their own files
     at.button(key="start_server").click().run()
     assert not at.exception and not at.error, texts(at.error)
@@ -292,5 +293,6 @@ def test_a_coordinator_without_data_hosts_three_site_csvs_to_completion(app_env,
     # Assert: every round with the three sites; the task came from their summaries
     assert result is not None and result.status == "completed", result and result.error
     assert len(result.rounds) == 3 and all(r["n_failures"] == 0 for r in result.rounds)
+    assert all(r["secagg_survivors"] == 3 for r in result.rounds)
     assert sorted(results) == sorted(sites) and all(r.ok for r in results.values())
     assert handle.server.task.classes == ["Adelie", "Chinstrap", "Gentoo"]

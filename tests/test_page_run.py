@@ -192,3 +192,19 @@ def test_boosted_trees_run_shows_importances_and_says_only_sums_crossed(app_env)
     captions = texts(at.caption)
     assert "Only sums crossed the sockets" in captions and "fitted models" not in captions
     assert any("importance" in chart.proto.spec.lower() for chart in at.get("plotly_chart"))
+
+
+def test_a_secure_run_says_the_server_saw_only_the_sum(app_env):
+    # Prepare
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    at.sidebar.selectbox(key="cfg_model").set_value("logreg").run()
+    at.sidebar.slider(key="cfg_clients").set_value(4).run()
+    at.sidebar.slider(key="cfg_rounds").set_value(2).run()
+    at.sidebar.checkbox(key="cfg_secagg").check().run()
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    at = run_until(at, lambda a: len(a.success) > 0)
+    # Assert
+    assert not at.exception and not at.error
+    assert "the server learned only their sum (4 sites in the last one)" in texts(at.caption)

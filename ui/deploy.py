@@ -126,6 +126,8 @@ def _config_widgets() -> RunConfig | None:
     sidebar.model_widgets(values)
     st.subheader("Rounds")
     sidebar.rounds_widgets(values)
+    st.subheader("Privacy")
+    sidebar.privacy_widgets(values)
     return sidebar.config_from_values(values, data_at_clients=source == NO_DATA)
 
 

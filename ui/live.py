@@ -262,6 +262,10 @@ def final_summary(snap: dict) -> None:
     model = MODELS.get((snap.get("config") or {}).get("model", ""))
     what = ("Only sums crossed the sockets (quantile sketches, then gradient histograms): never a row or a model."
             if model is not None and model.statistics else "Only parameters or fitted models crossed the sockets.")
+    if (snap.get("config") or {}).get("secagg"):
+        last = next((r for r in reversed(snap["rounds"]) if r.get("secagg_survivors") is not None), {})
+        what += (" Secure aggregation: each site's update crossed masked; the server learned only their sum"
+                 + (f" ({last['secagg_survivors']} sites in the last one)." if last else "."))
     st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. {what}")
 
 

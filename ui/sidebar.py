@@ -256,11 +256,22 @@ def rounds_widgets(values: dict[str, Any]) -> None:
         _draw(_group("rounds", more=True) + _group("tracking"), values)
 
 
+def privacy_widgets(values: dict[str, Any]) -> None:
+    """Secure aggregation and differential privacy, for the rules and models they serve."""
+    names = [n for n in _group("privacy") if shown(n, values)]
+    if names:
+        _draw(names, values)
+    else:
+        st.caption("Secure aggregation and differential privacy apply to averaged parameters and boosted trees' "
+                   "histograms; this model and aggregation combine each site's own.")
+
+
 def advanced_widgets(values: dict[str, Any]) -> None:
     """Server optimiser, FedProx, simulated faults and attacks, differential privacy."""
     with st.expander("Advanced: optimiser, FedProx, faults, attacks, privacy, runtime"):
         for group, title in (("optimizer", "Server optimiser and FedProx"), ("faults", "Faults and attacks"),
-                             ("privacy", "Differential privacy"), ("runtime", "Runtime")):
+                             ("privacy", "Privacy: secure aggregation, differential privacy"),
+                             ("runtime", "Runtime")):
             names = [n for n in _group(group) if shown(n, values)]
             if names:
                 st.markdown(f"**{title}**")
