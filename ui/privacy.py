@@ -55,7 +55,8 @@ def show_report(report: dict[str, Any], key: str) -> None:
     st.caption(f"{members['n']} of the clients' {members['of']} training rows against {non['n']} of the server's "
                f"{non['of']} held-out rows (equal counts, sampled); {refs['n_models']} reference models, each "
                f"trained on about {refs['rows_each']} of the {refs['pool']} rows not audited. An attack that "
-               f"cannot tell scores 0.5 ± {2 * report['chance_sd']:.3f} with these counts.")
+               f"cannot tell scores 0.5 ± {2 * report['chance_sd']:.3f} with these counts (two standard "
+               "deviations); a client's own AUC, over its fewer members, is noisier (hover a bar).")
     left, right = st.columns(2)
     left.plotly_chart(privacy_charts.roc_figure(report), key=f"{key}-audit-roc")
     if len(report.get("per_client") or {}) > 1:

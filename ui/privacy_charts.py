@@ -63,8 +63,10 @@ def client_auc_figure(report: Mapping[str, Any]) -> go.Figure:
             continue
         fig.add_trace(go.Bar(x=[cid for cid, _ in ranked], y=[row.get(name) for _, row in ranked],
                              name=ATTACK_NAMES[name], marker_color=ATTACK_COLOURS[name],
-                             customdata=[row["n_members"] for _, row in ranked],
-                             hovertemplate="%{x}<br>AUC %{y:.3f} (%{customdata} members)<extra></extra>"))
+                             customdata=[(row["n_members"], 2 * row.get("chance_sd", float("nan")))
+                                         for _, row in ranked],
+                             hovertemplate="%{x}<br>AUC %{y:.3f} (%{customdata[0]} members: an attack that "
+                                           "cannot tell scores 0.5 ± %{customdata[1]:.3f})<extra></extra>"))
     fig.add_hline(y=0.5, line=dict(color=REFERENCE_COLOUR, dash="dot"), annotation_text="cannot tell",
                   annotation_position="bottom right")
     shown = "" if len(per_client) <= MAX_CLIENT_BARS else f" (the {MAX_CLIENT_BARS} most exposed of {len(per_client)})"

@@ -275,13 +275,14 @@ def audit_data(config: RunConfig, model: Any, data: FederatedData, client_ids: l
 
 
 def per_client(scores: dict[str, np.ndarray], member_client: np.ndarray, n_members: int) -> dict[str, Any]:
-    """Each client's audited members against all the non-members: its AUC under each attack."""
+    """Each client's audited members against all the non-members: its AUC under each attack (and the chance
+    spread with its few members: a small client's AUC is noisy)."""
     out: dict[str, Any] = {}
     for cid in sorted(set(member_client.tolist()), key=str):
         mine = np.flatnonzero(member_client == cid)
         chosen = np.r_[mine, np.arange(n_members, len(next(iter(scores.values()))))]
         is_member = np.r_[np.ones(len(mine), dtype=bool), np.zeros(len(chosen) - len(mine), dtype=bool)]
-        out[str(cid)] = {"n_members": int(len(mine)),
+        out[str(cid)] = {"n_members": int(len(mine)), "chance_sd": M.chance_sd(len(mine), len(chosen) - len(mine)),
                          **{name: float(M.attack_result(s[chosen], is_member)["auc"]) for name, s in scores.items()}}
     return out
 

@@ -75,10 +75,10 @@ def audit_lines(report: dict[str, Any], directory: str | Path) -> list[str]:
         ranked = sorted(clients.items(), key=lambda kv: -kv[1].get(key, 0.0))
         name_width = max(len("client"), *(len(shown(c)) for c, _ in ranked[:MAX_CLIENT_LINES]))
         lines += ["", "per client (its audited members against all non-members), most exposed first:",
-                  f"{'client':<{name_width}}  members  AUC loss  AUC calibrated"]
+                  f"{'client':<{name_width}}  members  AUC loss  AUC calibrated  chance (2 sd)"]
         for cid, row in ranked[:MAX_CLIENT_LINES]:
             lines.append(f"{shown(cid):<{name_width}}  {row['n_members']:<7d}  {fmt(row.get('loss'))}    "
-                         f"{fmt(row.get('calibrated'))}")
+                         f"{fmt(row.get('calibrated'))}          0.5 ± {2 * row['chance_sd']:.4f}")
         if len(ranked) > MAX_CLIENT_LINES:
             lines.append(f"... and {len(ranked) - MAX_CLIENT_LINES} more clients in audit.json")
     lines += ["", privacy_line(report)]
