@@ -100,6 +100,11 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def auc(scores: np.ndarray, is_member: np.ndarray) -> float:
+    """The area under the ROC: the chance that a random member scores above a random non-member."""
+    return float(roc_auc_score(np.asarray(is_member, dtype=bool), np.asarray(scores, dtype=np.float64)))
+
+
 def attack_result(scores: np.ndarray, is_member: np.ndarray,
                   fpr_targets: Sequence[float] = FPR_TARGETS) -> dict[str, Any]:
     """AUC, TPR at each FPR target, the counts and the full ROC of one attack (scores: higher = member)."""

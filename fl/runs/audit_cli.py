@@ -57,7 +57,7 @@ def audit_lines(report: dict[str, Any], directory: str | Path) -> list[str]:
     attacks = report["attacks"]
     width = max(len("attack"), *(len(a["label"]) for a in attacks.values()))
     lines = [f"privacy audit of {directory}: {report['model']}, {report['aggregation']}, "
-             f"{len(report['per_client'])} clients with audited rows",
+             f"{report.get('clients_with_members', len(report['per_client']))} clients with audited rows",
              f"members: {members['n']} of the clients' {members['of']} training rows; non-members: {non['n']} of "
              f"the {non['of']} rows of the server's test split (the larger set sampled to the smaller's size)",
              f"reference models: {refs['n_models']}, each trained on about {refs['rows_each']} of the {refs['pool']} "
@@ -81,6 +81,10 @@ def audit_lines(report: dict[str, Any], directory: str | Path) -> list[str]:
                          f"{fmt(row.get('calibrated'))}          0.5 ± {2 * row['chance_sd']:.4f}")
         if len(ranked) > MAX_CLIENT_LINES:
             lines.append(f"... and {len(ranked) - MAX_CLIENT_LINES} more clients in audit.json")
+        others = report.get("clients_with_members", len(clients)) - len(clients)
+        if others > 0:
+            lines.append(f"(audit.json has the {len(clients)} clients with the most audited members; {others} "
+                         "more have a few each)")
     lines += ["", privacy_line(report)]
     if report.get("note"):
         lines.append(f"note: {report['note']}")
