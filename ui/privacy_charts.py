@@ -41,10 +41,13 @@ def roc_figure(report: Mapping[str, Any]) -> go.Figure:
                                  line=dict(color=ATTACK_COLOURS.get(name), width=2),
                                  hovertemplate="FPR %{x:.2%}<br>TPR %{y:.2%}<extra></extra>"))
     for target in report.get("fpr_targets") or []:
-        fig.add_vline(x=target, line=dict(color=REFERENCE_COLOUR, width=1, dash="dash"),
-                      annotation_text=f"{100 * target:g}% FPR", annotation_position="top left")
-    fig.update_layout(title=dict(text="Membership inference ROC (log scales: the low false-positive rates matter)",
-                                 x=0, xanchor="left"), height=400, margin=MARGIN,
+        if target >= floor:  # below one false positive in n there is no point of the curve to mark
+            fig.add_trace(go.Scatter(x=[target, target], y=[floor, 1.0], mode="lines", showlegend=False,
+                                     line=dict(color=REFERENCE_COLOUR, width=1, dash="dash"),
+                                     hovertemplate=f"{100 * target:g} % false positives<extra></extra>"))
+    fig.update_layout(title=dict(text="Membership inference ROC, log scales<br><sup>the low false-positive rates "
+                                      "matter: dashed, 1 % and 0.1 %</sup>", x=0, xanchor="left"),
+                      height=400, margin=MARGIN,
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     fig.update_xaxes(type="log", title_text="False-positive rate (non-members called members)",
                      range=[math.log10(floor) - 0.1, 0.02])
@@ -67,8 +70,12 @@ def client_auc_figure(report: Mapping[str, Any]) -> go.Figure:
                                          for _, row in ranked],
                              hovertemplate="%{x}<br>AUC %{y:.3f} (%{customdata[0]} members: an attack that "
                                            "cannot tell scores 0.5 ± %{customdata[1]:.3f})<extra></extra>"))
-    fig.add_hline(y=0.5, line=dict(color=REFERENCE_COLOUR, dash="dot"), annotation_text="cannot tell",
-                  annotation_position="bottom right")
+    spreads = [row["chance_sd"] for _, row in ranked if is_number(row.get("chance_sd"))]
+    if spreads:  # what a client's AUC does by chance alone, with a typical client's few members
+        half = 2 * float(np.median(spreads))
+        fig.add_hrect(y0=0.5 - half, y1=0.5 + half, fillcolor=REFERENCE_COLOUR, opacity=0.15, line_width=0,
+                      layer="above", annotation_text=f"chance: 0.5 ± {half:.2f}", annotation_position="top right")
+    fig.add_hline(y=0.5, line=dict(color=REFERENCE_COLOUR, dash="dot"), layer="above")
     shown = "" if len(per_client) <= MAX_CLIENT_BARS else f" (the {MAX_CLIENT_BARS} most exposed of {len(per_client)})"
     fig.update_layout(title=dict(text=f"Audit AUC per client: its members against all non-members{shown}", x=0,
                                  xanchor="left"), height=400, margin=MARGIN, barmode="group",
