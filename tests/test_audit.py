@@ -244,6 +244,24 @@ def test_a_sweep_can_audit_its_runs_and_keeps_the_aucs_and_epsilon(mlp_run, tmp_
     assert "audit_auc" not in summary_frame(rows, ["noise_multiplier"])  # a sweep without the audit
 
 
+def test_the_sweep_command_line_takes_audit_and_says_each_runs_auc_and_epsilon():
+    from fl.runs.sweep_cli import progress_line, spec_from_args
+
+    # Prepare
+    argv = ["sweep", "--dataset", "iris", "--model", "logreg", "--dp", "client", "--grid",
+            "noise_multiplier=0,1", "--seeds", "1"]
+    row = {"cell_values": {"noise_multiplier": 0.0}, "seed": 0, "status": "completed", "final_accuracy": 0.9,
+           "best_accuracy": 0.95, "rounds_done": 3, "duration_s": 1.0, "epsilon": float("inf"), "audit_auc": 0.61,
+           "audit_auc_calibrated": 0.72}
+    # Execute
+    audited = spec_from_args(build_parser().parse_args([*argv, "--audit"]))
+    plain = spec_from_args(build_parser().parse_args(argv))
+    line = progress_line(row, 1, 2)
+    # Assert
+    assert audited.audit and not plain.audit
+    assert line.endswith("epsilon inf (no noise: no privacy)  audit AUC 0.6100 (calibrated 0.7200)")
+
+
 # ---------------------------------------------------------------------- the Run page
 def test_the_run_pages_privacy_section_audits_on_request_and_shows_a_saved_audit(app_env):
     from tests.apptest_helpers import new_app, new_app_with_url, run_until, texts
