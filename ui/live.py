@@ -18,7 +18,7 @@ from fl.learning.models import MODELS
 from fl.learning.privacy import NO_PRIVACY
 from fl.runs.state import RunHandle
 from fl.runs.drift import drift_sentence
-from ui import baselines, charts, class_charts, experiment_charts
+from ui import baselines, charts, class_charts, experiment_charts, privacy
 from ui.format import duration, epsilon_shown, is_number, num, pct, size, words
 from ui.state import store
 
@@ -281,6 +281,8 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> N
     charts_block(snap, key, done)
     if done and handle is not None:
         importance_block(handle, key)
+        privacy.privacy_block(handle.writer.dir if handle.writer is not None else None,
+                              handle.result is not None and handle.result.model is not None, key)
     tables_block(snap)
     if done:
         downloads(snap, handle)

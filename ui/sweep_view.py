@@ -25,7 +25,7 @@ from fl.runs.sweep import (
 from fl.runs.sweep_run import SweepHandle, SweepRegistry
 from fl.runs.sweep_stats import accuracy_curves
 from fl.runs.sweep_store import StoredSweep
-from ui import sweep_charts
+from ui import privacy_charts, sweep_charts
 from ui.format import duration, when, words
 from ui.live import run_title
 from ui.state import DRAFT_CONFIG, runs_root
@@ -91,7 +91,7 @@ def values_widget(name: str, base: RunConfig, key: str) -> Any:
                          help=f"{k.help}; e.g. {shown or '0.1'}, ... — each value is one column of the grid")
 
 
-def make_spec(base: RunConfig, axes: list[tuple[str, Any]], seeds: int) -> SweepSpec:
+def make_spec(base: RunConfig, axes: list[tuple[str, Any]], seeds: int, audit: bool = False) -> SweepSpec:
     """The sweep the widgets describe, validated by the engine; GridError with one sentence otherwise."""
     raw: dict[str, Any] = {}
     for position, (name, values) in enumerate(axes, start=1):
@@ -102,7 +102,7 @@ def make_spec(base: RunConfig, axes: list[tuple[str, Any]], seeds: int) -> Sweep
         if not values:
             raise GridError(f"give {name} (axis {position}) at least one value")
         raw[name] = list(values)
-    return SweepSpec(base, make_grid(raw), int(seeds)).validate()
+    return SweepSpec(base, make_grid(raw), int(seeds), audit=audit).validate()
 
 
 def configure() -> tuple[SweepSpec | None, int]:
@@ -133,8 +133,11 @@ def configure() -> tuple[SweepSpec | None, int]:
     parallel = right.number_input("Runs at a time", min_value=1, max_value=max(64, cores), value=cores, step=1,
                                   key="sweep_parallel", help="Worker processes; each runs one run with its "
                                                              f"clients (this machine has {cores} cores).")
+    audit = st.checkbox("Audit each run's privacy (membership inference)", key="sweep_audit",
+                        help="After each completed run, attack its final model (python -m fl audit): its AUC and "
+                             "ε go into the table and a chart of AUC against ε. A few seconds more per run.")
     try:
-        spec = make_spec(base, axes, int(seeds))
+        spec = make_spec(base, axes, int(seeds), audit)
     except GridError as exc:
         st.error(f"Cannot sweep this grid: {words(exc)}.")
         return None, int(parallel)
@@ -162,8 +165,21 @@ def rows_frame(rows: list[dict], rounds_done: dict[str, int] | None = None) -> p
             "Final loss": _number(r.get("final_loss"), "{:.4f}"),
             "Rounds": _number(r.get("rounds_done") if r.get("rounds_done") is not None else live.get(r["run_id"]),
                               "{:.0f}"),
-            "Seconds": _number(r.get("duration_s"), "{:.1f}"), "Run id": r["run_id"]} for r in rows]
-    return pd.DataFrame(out, columns=ROW_COLUMNS)
+            "Seconds": _number(r.get("duration_s"), "{:.1f}"), "Run id": r["run_id"],
+            "ε": _epsilon(r.get("epsilon")), "Audit AUC": _number(r.get("audit_auc"), "{:.3f}"),
+            "Audit AUC (calibrated)": _number(r.get("audit_auc_calibrated"), "{:.3f}")} for r in rows]
+    audited = any(r.get("audit_auc") is not None or r.get("audit_error") for r in rows)
+    private = any(r.get("epsilon") is not None for r in rows)
+    columns = ROW_COLUMNS[:-1] + (["ε"] if private or audited else []) \
+        + (["Audit AUC", "Audit AUC (calibrated)"] if audited else []) + ROW_COLUMNS[-1:]
+    return pd.DataFrame(out, columns=columns)
+
+
+def _epsilon(value: Any) -> str:
+    """ε in the table: 2 decimals, ∞ for no noise, blank without differential privacy (or not known yet)."""
+    if isinstance(value, (int, float)) and value == float("inf"):
+        return "∞"
+    return _number(value, "{:.2f}")
 
 
 def _percent(value: Any) -> str:
@@ -264,6 +280,19 @@ def draw_sweep(stored: StoredSweep, snap: dict | None, status: str) -> None:
             st.info("The heatmap needs two axes in the grid.")
     with right:
         st.plotly_chart(sweep_charts.cell_bars_figure(cells, cell_labels(stored)), key="sweep-bars")
+    audit_block(stored.summary())
+
+
+def audit_block(summary: pd.DataFrame) -> None:
+    """A sweep that audited its runs: audit AUC against ε, and what an audit cannot say."""
+    if not privacy_charts.has_audit(summary):
+        return
+    from fl.runs.audit import LOWER_BOUND
+
+    st.plotly_chart(privacy_charts.auc_vs_epsilon_figure(summary), key="sweep-audit-epsilon")
+    st.caption("Each run's final model attacked by membership inference (python -m fl audit): AUC 0.5 means the "
+               "attacks cannot tell the clients' training rows from held-out ones. Sweep the noise multiplier "
+               "(with differential privacy on) to see what privacy buys. " + LOWER_BOUND)
 
 
 def downloads(stored: StoredSweep) -> None:

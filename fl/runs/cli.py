@@ -1,4 +1,4 @@
-"""The command line: ``python -m fl simulate | server | client | certs``.
+"""The command line: ``python -m fl simulate | server | client | certs | sweep | audit``.
 
 The run's flags are generated from RunConfig's knobs (their defaults, ranges,
 choices and help live there); only the network flags are written here.
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fl.runs import cli_tls  # its own module, which imports this one
 
     parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
-    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep}",
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep,audit}",
                                 parser_class=OneLineParser)
     sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
     sim.add_argument("--config", metavar="JSON", help="rerun a saved config.json (flags beside it override)")
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fl.runs.sweep_cli import add_sweep_parser  # its own module, which imports this one
 
     add_sweep_parser(sub)
+    from fl.runs.audit_cli import add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 
@@ -430,10 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        from fl.runs.audit_cli import cmd_audit
         from fl.runs.sweep_cli import cmd_sweep
 
         commands = {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client, "certs": cmd_certs,
-                    "sweep": cmd_sweep}
+                    "sweep": cmd_sweep, "audit": cmd_audit}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {for_cli(str(exc))}", file=sys.stderr)

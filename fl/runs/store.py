@@ -22,6 +22,8 @@ directory):
                    cell); the counts accuracy, macro F1 and balanced accuracy of metrics.csv come from
     client_confusion.csv  per round and client, its own held-out rows' counts: round, client_id, true,
                    predicted, count (non-zero cells only: a thousand clients stay small)
+    audit.json, audit_roc.csv  a privacy audit of the final model, when one was asked for
+                   (``python -m fl audit DIR``, the Run page's Privacy section: fl/runs/audit.py)
 
 CSV and event lines are appended as events arrive, so a crash loses at most the
 last line; config, summary, models and the checkpoint are written aside and

@@ -186,11 +186,13 @@ class SweepRun:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep runs: ``base`` with every ``grid`` combination, each over ``seeds`` seeds."""
+    """What a sweep runs: ``base`` with every ``grid`` combination, each over ``seeds`` seeds; ``audit``: each
+    completed run is audited for membership inference too (fl/runs/audit.py), its AUCs in summary.csv."""
 
     base: RunConfig
     grid: dict[str, list[Any]]
     seeds: int = DEFAULT_SEEDS
+    audit: bool = False
 
     def cells(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values, in the grid's order (one empty cell for an empty grid)."""
@@ -247,13 +249,15 @@ class SweepSpec:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"base": self.base.to_dict(), "grid": self.grid, "seeds": self.seeds}
+        return {"base": self.base.to_dict(), "grid": self.grid, "seeds": self.seeds, "audit": self.audit}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SweepSpec":
-        return cls(RunConfig.from_dict(dict(data["base"])), make_grid(data.get("grid") or {}), int(data["seeds"]))
+        return cls(RunConfig.from_dict(dict(data["base"])), make_grid(data.get("grid") or {}), int(data["seeds"]),
+                   bool(data.get("audit", False)))
 
 
-def make_sweep(base: RunConfig, grid: Mapping[str, Any] | None = None, seeds: int = DEFAULT_SEEDS) -> SweepSpec:
+def make_sweep(base: RunConfig, grid: Mapping[str, Any] | None = None, seeds: int = DEFAULT_SEEDS,
+               audit: bool = False) -> SweepSpec:
     """A validated sweep: the grid parsed by the knobs, every cell checked; raises GridError with one sentence."""
-    return SweepSpec(base, make_grid(grid or {}), seeds).validate()
+    return SweepSpec(base, make_grid(grid or {}), seeds, audit).validate()

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from fl.runs.cli import UsageError, add_knob_flags, config_from_args
+from fl.runs.console import epsilon_text
 from fl.runs.knobs import SIMULATE
 from fl.runs.sweep import DEFAULT_SEEDS, GridError, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
 from fl.runs.sweep_run import start_sweep
@@ -42,6 +43,9 @@ def add_sweep_parser(sub: Any) -> None:
                                                                 "(default: the number of cores)")
     grid.add_argument("--runs-dir", metavar="DIR", help="where runs and runs/sweeps/ go (default: FL_RUNS_DIR, "
                                                         "else runs)")
+    grid.add_argument("--audit", action="store_true",
+                      help="audit every completed run for membership inference (python -m fl audit), its AUCs "
+                           "and ε in summary.csv: sweep --grid noise_multiplier=... to see what privacy buys")
     add_knob_flags(sweep, SIMULATE)
 
 
@@ -54,7 +58,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
             name, values = parse_grid_arg(text)
             grid[name] = values
         seeds = args.seeds if args.seeds is not None else seeds if seeds is not None else DEFAULT_SEEDS
-        return SweepSpec(base, make_grid(grid), seeds).validate()
+        return SweepSpec(base, make_grid(grid), seeds, audit=bool(getattr(args, "audit", False))).validate()
     except GridError as exc:
         raise UsageError(str(exc)) from None
 
@@ -68,6 +72,14 @@ def progress_line(row: dict, done: int, total: int) -> str:
     if row.get("final_accuracy") is not None:
         line += (f"  accuracy {row['final_accuracy']:.4f}  best {row['best_accuracy']:.4f}  "
                  f"{row['rounds_done']} rounds  {row['duration_s']:.1f} s")
+    if row.get("epsilon") is not None:
+        line += f"  epsilon {epsilon_text(row['epsilon'])}"
+    if row.get("audit_auc") is not None:
+        line += f"  audit AUC {row['audit_auc']:.4f}"
+        if row.get("audit_auc_calibrated") is not None:
+            line += f" (calibrated {row['audit_auc_calibrated']:.4f})"
+    if row.get("audit_error"):
+        line += f"  (audit: {row['audit_error']})"
     if row.get("error"):
         line += f"  ({row['error']})"
     return line
@@ -83,11 +95,14 @@ def cells_table(cells: pd.DataFrame, grid_keys: list[str]) -> str:
         low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
         return text + (f" [{low:.4f}, {high:.4f}]" if _finite(low) else "")
 
-    shown = pd.DataFrame({**{k: cells[k] for k in grid_keys}, "seeds": cells["n_seeds"],
-                          "final accuracy (± std [95% CI])": [pm(r, "final_accuracy") for _, r in cells.iterrows()],
-                          "best accuracy": [pm(r, "best_accuracy") for _, r in cells.iterrows()],
-                          "final loss": [pm(r, "final_loss") for _, r in cells.iterrows()]})
-    return shown.to_string(index=False)
+    columns = {**{k: cells[k] for k in grid_keys}, "seeds": cells["n_seeds"],
+               "final accuracy (± std [95% CI])": [pm(r, "final_accuracy") for _, r in cells.iterrows()],
+               "best accuracy": [pm(r, "best_accuracy") for _, r in cells.iterrows()],
+               "final loss": [pm(r, "final_loss") for _, r in cells.iterrows()]}
+    for metric, title in (("audit_auc", "audit AUC loss"), ("audit_auc_calibrated", "audit AUC calibrated")):
+        if f"{metric}_mean" in cells:
+            columns[title] = [pm(r, metric) for _, r in cells.iterrows()]
+    return pd.DataFrame(columns).to_string(index=False)
 
 
 def _finite(value: Any) -> bool:
@@ -123,6 +138,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\n{handle.status}: {sum(r['status'] == 'completed' for r in handle.rows)} of {len(handle.rows)} "
           "runs completed", flush=True)
     print(cells_table(stored.cells(), list(spec.grid)))
+    if spec.audit:
+        from fl.runs.audit import LOWER_BOUND
+
+        print(f"\naudit: membership inference AUC (0.5: the attack cannot tell members from non-members). "
+              f"{LOWER_BOUND}", flush=True)
     print(f"\nsummary: {stored.path / 'summary.csv'}\ncells:   {stored.path / 'cells.csv'}", flush=True)
     if handle.error:
         print(f"error: {handle.error}", file=sys.stderr)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from fl.runs.store import RunStore, new_run_id
 from fl.runs.sweep import SweepRun, SweepSpec
-from fl.runs.sweep_stats import cells_frame, run_outcome, summary_frame
+from fl.runs.sweep_stats import audit_outcome, cells_frame, run_outcome, summary_frame
 from fl.runs.sweep_store import SweepStore, write_csv, write_json
 
 POLL_SECONDS = 0.2
@@ -65,8 +65,22 @@ def run_in_worker(task: dict[str, Any]) -> dict[str, Any]:
     result = handle.result
     if result is None:
         return {"status": "stopped", "error": "the run did not end after Stop", "worker_pid": os.getpid()}
-    return {"status": str(result.status), "error": result.error, **run_outcome(result.rounds),
+    audited = audit_run(handle.writer.dir) if task.get("audit") and str(result.status) == "completed" else {}
+    return {"status": str(result.status), "error": result.error, **run_outcome(result.rounds), **audited,
             "duration_s": round(time.monotonic() - started, 3), "worker_pid": os.getpid()}
+
+
+def audit_run(run_dir: Path) -> dict[str, Any]:
+    """The audit's AUCs of one finished run (audit.json written beside it); an audit that fails is said in
+    ``audit_error`` and leaves the run completed."""
+    from fl.runs.audit import AuditError, run_audit
+
+    try:
+        return audit_outcome(run_audit(run_dir))
+    except AuditError as exc:
+        return {"audit_error": str(exc)}
+    except Exception as exc:  # a model the attacks cannot score: the run's numbers stand
+        return {"audit_error": f"the audit failed: {type(exc).__name__}: {exc}"}
 
 
 class SweepHandle:
@@ -171,7 +185,7 @@ class SweepHandle:
     def _task(self, run: SweepRun) -> dict[str, Any]:
         return {"config": run.config.to_dict(), "root": str(self.store.root), "run_id": self.run_id(run),
                 "sweep_id": self.sweep_id, "cell": run.cell_index, "seed": run.seed,
-                "stop_file": str(self.stop_file)}
+                "stop_file": str(self.stop_file), "audit": self.spec.audit}
 
     @staticmethod
     def _outcome(future: Future) -> dict[str, Any]:
@@ -220,8 +234,8 @@ class SweepHandle:
                     **self.spec.to_dict(),
                     "runs": [{k: row[k] for k in ("run_id", "cell", "cell_values", "seed", "status")}
                              for row in rows]}
-        write_csv(self.path / "summary.csv", summary_frame(rows, self._grid_keys))
-        write_csv(self.path / "cells.csv", cells_frame(rows, self._cells, self._grid_keys))
+        write_csv(self.path / "summary.csv", summary_frame(rows, self._grid_keys, self.spec.audit))
+        write_csv(self.path / "cells.csv", cells_frame(rows, self._cells, self._grid_keys, self.spec.audit))
         write_json(self.path / "sweep.json", meta)
 
 

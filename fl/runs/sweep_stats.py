@@ -16,7 +16,9 @@ import pandas as pd
 from scipy import stats
 
 METRICS = ("final_accuracy", "best_accuracy", "final_loss", "final_f1_macro")
-RUN_COLUMNS = ("cell", "seed", "run_id", "status", *METRICS, "rounds_done", "duration_s", "bytes_total")
+RUN_COLUMNS = ("cell", "seed", "run_id", "status", *METRICS, "rounds_done", "duration_s", "bytes_total", "epsilon")
+# a sweep that audits its runs (fl/runs/audit.py): each run's membership-inference AUCs, and their cell statistics
+AUDIT_METRICS = ("audit_auc", "audit_auc_calibrated")
 STAT_SUFFIXES = ("mean", "std", "ci_low", "ci_high")
 CONFIDENCE = 0.95
 
@@ -32,7 +34,8 @@ def run_outcome(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Final numbers are the last round's (summary.json's final_metrics), the
     best accuracy is the highest of any round, bytes are sent plus received
-    over every round.
+    over every round, ε is the privacy spent by the end (inf with noise
+    multiplier 0, None without differential privacy).
     """
     last = rounds[-1] if rounds else {}
     accuracies = [a for a in (_number(r.get("accuracy")) for r in rounds) if a is not None]
@@ -44,7 +47,22 @@ def run_outcome(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "rounds_done": len(rounds),
         "bytes_total": int(sum((_number(r.get("bytes_sent")) or 0) + (_number(r.get("bytes_received")) or 0)
                                for r in rounds)),
+        "epsilon": _epsilon(last.get("epsilon")),
     }
+
+
+def _epsilon(value: Any) -> float | None:
+    """ε as a number: math.inf stays (no noise, no privacy), anything else not a number is None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (value == math.inf or math.isfinite(value)):
+        return float(value)
+    return None
+
+
+def audit_outcome(report: Mapping[str, Any]) -> dict[str, Any]:
+    """summary.csv's audit columns from an audit report: each attack's AUC (None where it could not run)."""
+    attacks = report.get("attacks") or {}
+    return {"audit_auc": _number((attacks.get("loss") or {}).get("auc")),
+            "audit_auc_calibrated": _number((attacks.get("calibrated") or {}).get("auc"))}
 
 
 def mean_std_ci(values: Iterable[Any], confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
@@ -64,24 +82,27 @@ def mean_std_ci(values: Iterable[Any], confidence: float = CONFIDENCE) -> tuple[
     return mean, std, mean - half, mean + half
 
 
-def summary_frame(rows: Sequence[Mapping[str, Any]], grid_keys: Sequence[str]) -> pd.DataFrame:
-    """summary.csv: one row per run, the grid values first, in the sweep's order."""
-    columns = [*grid_keys, *RUN_COLUMNS]
+def summary_frame(rows: Sequence[Mapping[str, Any]], grid_keys: Sequence[str], audit: bool = False) -> pd.DataFrame:
+    """summary.csv: one row per run, the grid values first, in the sweep's order (``audit``: and its AUCs)."""
+    run_columns = [*RUN_COLUMNS, *(AUDIT_METRICS if audit else ())]
+    columns = [*grid_keys, *run_columns]
     out = [{**{k: _csv_value(row["cell_values"].get(k)) for k in grid_keys},
-            **{c: row.get(c) for c in RUN_COLUMNS}} for row in rows]
+            **{c: row.get(c) for c in run_columns}} for row in rows]
     return pd.DataFrame(out, columns=columns)
 
 
 def cells_frame(rows: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],
-                grid_keys: Sequence[str]) -> pd.DataFrame:
-    """cells.csv: one row per grid cell, its finished seeds, and mean, std and 95% interval of each metric."""
-    columns = [*grid_keys, "cell", "n_seeds", *(f"{m}_{s}" for m in METRICS for s in STAT_SUFFIXES)]
+                grid_keys: Sequence[str], audit: bool = False) -> pd.DataFrame:
+    """cells.csv: one row per grid cell, its finished seeds, and mean, std and 95% interval of each metric
+    (``audit``: of the audit's AUCs too)."""
+    metrics = (*METRICS, *(AUDIT_METRICS if audit else ()))
+    columns = [*grid_keys, "cell", "n_seeds", *(f"{m}_{s}" for m in metrics for s in STAT_SUFFIXES)]
     out = []
     for index, cell in enumerate(cells):
         done = [row for row in rows if row["cell"] == index and row.get("status") == "completed"]
         record: dict[str, Any] = {**{k: _csv_value(cell.get(k)) for k in grid_keys}, "cell": index,
                                   "n_seeds": len(done)}
-        for metric in METRICS:
+        for metric in metrics:
             for suffix, value in zip(STAT_SUFFIXES, mean_std_ci(row.get(metric) for row in done)):
                 record[f"{metric}_{suffix}"] = value
         out.append(record)
