@@ -264,8 +264,8 @@ def final_summary(snap: dict) -> None:
             if model is not None and model.statistics else "Only parameters or fitted models crossed the sockets.")
     if (snap.get("config") or {}).get("secagg"):
         last = next((r for r in reversed(snap["rounds"]) if r.get("secagg_survivors") is not None), {})
-        what += (" Secure aggregation: each site's update crossed masked; the server learned only their sum"
-                 + (f" ({last['secagg_survivors']} sites in the last one)." if last else "."))
+        what = ("Secure aggregation: the global model went out, each site's update came back masked; the server "
+                "learned only their sum" + (f" ({last['secagg_survivors']} sites in the last one)." if last else "."))
     st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. {what}")
 
 

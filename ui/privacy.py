@@ -66,7 +66,7 @@ def show_report(report: dict[str, Any], key: str) -> None:
             st.caption(f"{attack['label']}: not computed, {words(attack['reason'])}.")
     if report.get("note"):
         st.caption(f"Note: {words(report['note'])}.")
-    st.info(report["lower_bound"], icon="🔍")
+    st.info(report["lower_bound"], icon=":material/search:")
 
 
 def privacy_block(run_dir: Path | None, has_model: bool, key: str) -> None:

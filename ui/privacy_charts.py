@@ -47,8 +47,8 @@ def roc_figure(report: Mapping[str, Any]) -> go.Figure:
                                      hovertemplate=f"{100 * target:g} % false positives<extra></extra>"))
     fig.update_layout(title=dict(text="Membership inference ROC, log scales<br><sup>the low false-positive rates "
                                       "matter: dashed, 1 % and 0.1 %</sup>", x=0, xanchor="left"),
-                      height=400, margin=MARGIN,
-                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
+                      height=400, margin=MARGIN,  # the legend where the curve never goes (above the diagonal, left)
+                      legend=dict(yanchor="top", y=0.99, xanchor="left", x=0.01, bgcolor="rgba(255,255,255,0.8)"))
     fig.update_xaxes(type="log", title_text="False-positive rate (non-members called members)",
                      range=[math.log10(floor) - 0.1, 0.02])
     fig.update_yaxes(type="log", title_text="True-positive rate (members found)", range=[math.log10(floor) - 0.1, 0.02])
