@@ -414,14 +414,8 @@ class BoostedTreesModel(GlobalModel):
 
 
 def make_global_model(strategy: Strategy, task: Task, seed: int,
-                      validation: tuple[np.ndarray, np.ndarray] | None, secagg: bool = False) -> GlobalModel:
-    """The keeper the strategy's payload calls for (its sums behind secure aggregation with ``secagg``)."""
-    if secagg:
-        from fl.federation.secure_sum import SecureSum
-
-        if strategy.secagg_refusal:
-            raise ValueError(f"secure aggregation cannot serve {strategy.label}: {strategy.secagg_refusal}")
-        return SecureSum(make_global_model(strategy, task, seed, validation))
+                      validation: tuple[np.ndarray, np.ndarray] | None) -> GlobalModel:
+    """The keeper the strategy's payload calls for."""
     if strategy.payload is Payload.MODEL:
         assert isinstance(strategy, ModelStrategy)
         return EnsembleModel(strategy, task, validation)

@@ -23,7 +23,7 @@ from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
-from fl.federation.secure_sum import SecureSum, SecureSumFailed
+from fl.federation.secure_sum import SecureSum, SecureSumFailed, secure
 from fl.federation.round_stats import (
     EVAL_METRIC_RANGES, FIT_METRIC_RANGES, METRIC_KEYS, client_spread, federated_metrics, finite, metadata_fields,
     metric_problem,
@@ -122,8 +122,9 @@ class RoundRunner:
         self.scaler = fixed_scaler(self.task.standardize, self.task.n_features) if self.task.standardize else None
         data = self.data
         validation = (self._scale(data.X_val), data.y_val) if data is not None and data.X_val is not None else None
-        self.model: GlobalModel = make_global_model(self.strategy, self.task, self.settings.seed, validation,
-                                                    secagg=self.settings.secagg)
+        self.model: GlobalModel = make_global_model(self.strategy, self.task, self.settings.seed, validation)
+        if self.settings.secagg:  # every sum of the run through SecAgg+ (fl/federation/secure_sum.py)
+            self.model = secure(self.model, self.strategy)
 
     @property
     def total_rounds(self) -> int:

@@ -45,6 +45,13 @@ MIN_CLIENTS = 3  # with two, each could subtract its own update from the sum and
 STEP_KEY = "secagg_step"  # fit.config and fit_result.metrics: which exchange of the run it answers
 
 
+def secure(inner: GlobalModel, strategy: Any) -> "SecureSum":
+    """The keeper ``inner`` with its sums behind secure aggregation; ValueError for a rule that needs each update."""
+    if strategy.secagg_refusal:
+        raise ValueError(f"secure aggregation cannot serve {strategy.label}: {strategy.secagg_refusal}")
+    return SecureSum(inner)
+
+
 class SecureSumFailed(RuntimeError):
     """Too few clients are left to finish a secure sum (or to rebuild a secret): the round's sum is lost."""
 
