@@ -157,21 +157,23 @@ class Placement:
                                    f"({why}): a CSV must be at the same path, with the same contents, on every "
                                    "worker")
 
-    def plan(self, n_hosts: int, allow_fewer: bool) -> int:
+    def plan(self, n_hosts: int | None, n_clients: int, allow_fewer: bool) -> int:
         """A free worker slot for each host, as far as there are; returns how many hosts are placed.
 
-        Raises ClusterError when some find none and the run may not have fewer clients.
+        ``n_hosts`` None (``workers`` auto): one host per free slot, at most
+        one per client. Raises ClusterError when some hosts find no slot and
+        the run may not have fewer clients.
         """
         free = self._free_slots()
-        self.n_hosts = n_hosts
-        self.slots = free[:n_hosts]
-        if len(self.slots) < n_hosts and not allow_fewer:
-            raise ClusterError(f"the {self.engine} cluster at {self.spec} has {len(free)} free worker slot"
-                               f"{'' if len(free) == 1 else 's'}, fewer than the run's {n_hosts} hosts (one per "
-                               "slot): add workers, lower «workers», or allow fewer clients with «min_clients»")
+        self.n_hosts = min(len(free), n_clients) if n_hosts is None else n_hosts
+        self.slots = free[:self.n_hosts]
         if not self.slots:
             raise ClusterError(f"the {self.engine} cluster at {self.spec} has no free worker slot: every worker "
                                "is busy; try again when it is free, or add workers")
+        if len(self.slots) < self.n_hosts and not allow_fewer:
+            raise ClusterError(f"the {self.engine} cluster at {self.spec} has {len(free)} free worker slot"
+                               f"{'' if len(free) == 1 else 's'}, fewer than the run's {self.n_hosts} hosts (one per "
+                               "slot): add workers, lower «workers», or allow fewer clients with «min_clients»")
         return len(self.slots)
 
     # ------------------------------------------------------------------ the run
@@ -453,14 +455,14 @@ def _beacon_factory() -> type:
     return Beacon
 
 
-def open_placement(spec: ClusterSpec, run_id: str, csv_path: str | None, n_hosts: int,
+def open_placement(spec: ClusterSpec, run_id: str, csv_path: str | None, n_hosts: int | None, n_clients: int,
                    allow_fewer: bool) -> Placement:
     """Connect to the cluster, check its workers, and plan a slot per host; ClusterError (one sentence) otherwise,
     with nothing left connected."""
     placement: Placement = DaskPlacement(spec, run_id) if spec.engine == "dask" else RayPlacement(spec, run_id)
     try:
         placement.check(csv_path)
-        placement.plan(n_hosts, allow_fewer)
+        placement.plan(n_hosts, n_clients, allow_fewer)
     except BaseException:
         placement.close()
         raise

@@ -70,13 +70,16 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     run_id = run_id or new_run_id()
     cluster = parse_cluster(config.cluster)
     bind, advertise = network(cluster, host, advertise_host)
-    n_workers = worker_count(config, cluster)
     placement = None
-    if not cluster.is_local:  # refused here, before anything listens, if the cluster cannot take the hosts
+    if cluster.is_local:
+        n_workers = local_worker_count(config)
+    else:  # refused here, before anything listens, if the cluster cannot take the hosts
         from fl.runs.cluster import open_placement
 
         placement = open_placement(cluster, run_id, config.csv_path if config.dataset == "csv" else None,
-                                   n_workers, allow_fewer=allows_fewer(config))
+                                   min(config.workers, len(client_ids)) if config.workers > 0 else None,
+                                   len(client_ids), allow_fewer=allows_fewer(config))
+        n_workers = placement.n_hosts
     try:
         handle = _open(plan, config, placement, n_workers, bind, store=store, out_dir=out_dir, run_id=run_id,
                        on_event=on_event, resume=resume)
@@ -170,14 +173,6 @@ def network(cluster: ClusterSpec, host: str | None, advertise_host: str | None) 
         raise ConfigError(f"the server binds {bind} (every interface): tell the hosts an address of this machine "
                           "that the cluster's workers reach, with --advertise-host")
     return bind, advertise_host
-
-
-def worker_count(config: RunConfig, cluster: ClusterSpec) -> int:
-    """How many hosts: on a cluster ``workers`` of them, auto meaning one per free worker slot (the placement
-    caps them); here fl/runs/workers.py decides."""
-    if cluster.is_local:
-        return local_worker_count(config)
-    return min(config.workers, config.clients) if config.workers > 0 else config.clients
 
 
 def _end_placement(handle: RunHandle, placement: Any, hosts: threading.Thread) -> None:
