@@ -130,6 +130,8 @@ class Placement:
         self.outcomes: list[dict] = []  # each finished host's: where it ran, its clients' results or its error
         self._lock = threading.Lock()
         self._cancelled = False
+        self._closed = False
+        self._seen: list[dict] = []
 
     # ------------------------------------------------------------------ before the run
     def check(self, csv_path: str | None) -> None:
@@ -183,18 +185,28 @@ class Placement:
             if self._cancelled:
                 return []
             self.specs = specs
-            self._submit(specs)
+            try:
+                self._submit(specs)
+            except Exception as exc:  # the cluster went away since the check: the join fails and says so
+                self.outcomes = [{"host": i, "error": f"not placed ({type(exc).__name__}: {exc})"}
+                                 for i in range(len(specs))]
+                return []
         outcomes = self._gather()
         with self._lock:
             self.outcomes = outcomes
         return [ClientResult(**r) for outcome in outcomes for r in outcome.get("results") or []]
 
     def started(self) -> list[dict]:
-        """Where each host that started runs (host index, worker, name, pid, hostname), by host index."""
+        """Where each host that started runs (host index, worker, name, pid, hostname), by host index; once closed,
+        what was last seen (asking a closed Ray would start a new one)."""
+        if self._closed:
+            return list(self._seen)
         try:
-            return sorted(self._started(), key=lambda w: w["host"])
-        except Exception:  # the cluster is gone: nothing can be said of it
-            return []
+            seen = sorted(self._started(), key=lambda w: w["host"])
+        except Exception:  # the cluster is gone: what was seen before stands
+            return list(self._seen)
+        self._seen = seen
+        return list(seen)
 
     def note(self) -> str:
         """Placed K of N hosts, which started on which workers, which did not: for a run whose clients did not all
@@ -247,7 +259,11 @@ class Placement:
 
     def close(self) -> None:
         """Cancel what is left and let go of the cluster (its connection, or a local Ray started for the run)."""
+        if self._closed:
+            return
+        self.started()  # the last word on where the hosts ran
         self.cancel()
+        self._closed = True
         self._close()
 
     # ------------------------------------------------------------------ per engine
@@ -384,7 +400,6 @@ class RayPlacement(Placement):
             RayPlacement._users += 1
         self.refs: list[Any] = []
         self.beacon: Any = None
-        self._closed = False
 
     def _probe(self, csv_path: str | None) -> dict[str, Any]:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -429,9 +444,6 @@ class RayPlacement(Placement):
                 self.ray.cancel(ref, force=True)
 
     def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         if self.beacon is not None:
             self.ray.kill(self.beacon)
         with RayPlacement._users_lock:

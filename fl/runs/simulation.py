@@ -185,6 +185,7 @@ def _end_placement(handle: RunHandle, placement: Any, hosts: threading.Thread) -
     placement.cancel_unstarted()
     hosts.join(HOSTS_GRACE_S)
     placement.close()
+    hosts.join(HOSTS_GRACE_S)  # a cancelled host's task returns at once: its outcome is in the summary
     if handle.writer is not None:
         handle.writer.update_summary(**placement.summary())
 
