@@ -123,8 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(progress_line(row, done, total), flush=True)
 
     try:
-        parallel = args.parallel if args.parallel is not None or spec.base.cluster == "local" else 1
-        handle = start_sweep(spec, root, parallel=parallel, on_result=on_result,
+        handle = start_sweep(spec, root, parallel=args.parallel, on_result=on_result,
                              network={"host": args.host, "advertise_host": args.advertise_host})
     except GridError as exc:
         raise UsageError(str(exc)) from None

@@ -94,7 +94,9 @@ class SweepHandle:
         self.store = store
         self.sweep_id = sweep_id or new_run_id()
         self.path = store.create(self.sweep_id)
-        self.parallel = max(1, min(parallel or os.cpu_count() or 1, spec.n_runs))
+        # On a cluster each run takes the free worker slots its hosts need: one run at a time unless asked
+        on_cluster = spec.base.cluster.strip().lower() != "local"
+        self.parallel = max(1, min(parallel or (1 if on_cluster else os.cpu_count() or 1), spec.n_runs))
         self.on_result = on_result
         self.status = "running"
         self.error: str | None = None
