@@ -238,6 +238,11 @@ class RunConfig:
                                    "auto (-1) does so below 50 clients and uses one process per core from there",
                         label="Worker processes (-1 = auto, 0 = none)", group="runtime", kind=int, low=-1, high=256,
                         widget="number", commands=(SIMULATE,), parse=workers_flag)
+    join_timeout: float | None = knob(None, help="seconds a simulation's clients have to join; fewer by then fail "
+                                                 "the run unless «min_clients» allows it (default: 60, or 20 ms per "
+                                                 "client from 3,000 clients)",
+                                      label="Join timeout (s; empty: 60, or 20 ms per client)", group="runtime",
+                                      low=0.0, high=86_400.0, low_open=True, optional=True, commands=(SIMULATE,))
     cluster: str = knob(LOCAL, help="where a simulation's client hosts run: local (worker processes here), "
                                     "dask://HOST:PORT (the workers of a running Dask scheduler), ray://HOST:PORT "
                                     "or ray (a Ray cluster; ray alone: this machine's, else a local one started "
