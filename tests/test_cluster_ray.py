@@ -29,7 +29,8 @@ def ray_pids() -> set[int]:
 
 def metrics(path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: row[k] for k in ("round", "accuracy", "loss", "f1_macro", "n_failures")} for row in csv.DictReader(f)]
+        return [{k: row[k] for k in ("round", "accuracy", "loss", "f1_macro", "n_failures")}
+                for row in csv.DictReader(f)]
 
 
 def test_a_run_on_a_local_ray_has_the_local_numbers_and_leaves_no_ray_process(tmp_path):

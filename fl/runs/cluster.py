@@ -37,6 +37,7 @@ from fl.runs.workers import HostSpec
 
 CONNECT_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 60.0
+HOST_FIELDS = ("worker", "name", "hostname", "pid", "error", "cancelled")  # what summary.json says of each host
 INSTALL = "install this project there (pip install -e . in a checkout of the same commit)"
 
 
@@ -230,14 +231,13 @@ class Placement:
 
     def summary(self) -> dict[str, Any]:
         """For summary.json: the cluster and where each host ran."""
-        by_host = {w["host"]: w for w in self.started()}
+        by_host = {w["host"]: dict(w) for w in self.started()}
         for outcome in self.outcomes:
             by_host.setdefault(outcome.get("host"), {}).update({k: v for k, v in outcome.items() if k != "results"})
         with self._lock:
             specs = list(self.specs)
-        hosts = [{"host": i, "clients": _clients(specs, i), **{k: v for k, v in by_host.get(i, {}).items()
-                                                               if k in ("worker", "name", "hostname", "pid", "error", "cancelled")}}
-                 for i in range(len(specs))]
+        hosts = [{"host": i, "clients": _clients(specs, i),
+                  **{k: v for k, v in by_host.get(i, {}).items() if k in HOST_FIELDS}} for i in range(len(specs))]
         return {"cluster": str(self.spec), "hosts_wanted": self.n_hosts, "hosts_placed": len(specs), "hosts": hosts}
 
     def cancel(self) -> None:
@@ -335,7 +335,8 @@ class DaskPlacement(Placement):
         """One entry per free thread, taking the workers in turn (hosts spread over them)."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
         busy = self.client.processing()
-        free = {addr: max(0, int(w.get("nthreads", 1)) - len(busy.get(addr, ()))) for addr, w in sorted(workers.items())}
+        free = {addr: max(0, int(w.get("nthreads", 1)) - len(busy.get(addr, ())))
+                for addr, w in sorted(workers.items())}
         slots: list[str] = []
         while any(free.values()):
             for addr in free:
