@@ -165,6 +165,8 @@ def one(clients: int, workers: int, client_eval: bool, cluster: str = "local", s
         result = handle.wait()
         total = time.perf_counter() - started
     rounds = [r["duration_s"] for r in result.rounds]
+    if not rounds:
+        raise SystemExit(f"{clients} clients on {cluster}: {result.status}: {result.error}")
     median_round = statistics.median(rounds)
     local = sequential_training(config, handle) if sequential else float("nan")
     where = worker_count(config) or "0 (in-process host)"

@@ -95,7 +95,8 @@ class ClientRegistry:
         while True:
             if self.stop_requested.is_set():
                 raise ServerStopped()
-            n = len(self.active_ids())
+            with self._lock:
+                n = self._n_active()  # not active_ids(): sorting 10,000 ids 20 times a second slowed their joins
             if n >= wanted or (self.start_now.is_set() and n >= min_clients):
                 return
             if self.clients_alive is not None and not self.clients_alive() and n < wanted:
@@ -124,6 +125,10 @@ class ClientRegistry:
     def slots(self) -> list[ClientSlot]:
         with self._lock:
             return list(self._clients.values())
+
+    def _n_active(self) -> int:
+        """How many sessions are not gone (the registry lock is held)."""
+        return sum(1 for s in self._clients.values() if s.status != ClientStatus.GONE)
 
     def active_ids(self) -> list[str]:
         """Connected clients, sorted so that sampling is reproducible."""

@@ -391,13 +391,13 @@ class FederatedServer(ClientRegistry):
         is dead (closed, or silent past a heartbeat interval: a client
         reconnecting); a live one keeps its id and the newcomer is refused.
         """
-        active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
         old = self._clients.get(hello.client_id)
         old = old if old is not None and old.status != ClientStatus.GONE else None
         dead = old is not None and self._liveness.replaceable(old)
         if not self.accepting.is_set():
             return "full", "the run is not accepting clients"
-        if len(active) - dead >= self.settings.max_clients:
+        cap = self.settings.max_clients  # sessions counted only near it: a scan per join is quadratic at 10,000
+        if len(self._clients) - dead >= cap and self._n_active() - dead >= cap:
             return "full", "the run is full"
         if old is not None and not dead:
             return "auth", f"client id {hello.client_id!r} {ALREADY_CONNECTED}"
