@@ -5,6 +5,7 @@ Run from the repository root:
     python bench/bench_scale.py                       # 10, 100 and 1,000 clients (~2 min on 2 cores)
     python bench/bench_scale.py --clients 10000       # one size (10,000: synthetic 1M rows, ~10 min)
     python bench/bench_scale.py --workers 0 --workers 2 --clients 100   # compare where clients run
+    python bench/bench_scale.py --clients 1000 --workers 2 --cluster local --cluster dask://127.0.0.1:8786
 
 The job is Flower's scikit-learn example: logistic regression, one L-BFGS
 iteration per round (``local_epochs=1``), an IID split; digits for 10 and 100
@@ -26,6 +27,11 @@ beyond. Per run:
 * peak memory: the largest sum, sampled every 0.2 s, of the resident memory
   of this process and its worker processes;
 * failures: ``n_failures`` summed over the rounds.
+
+``--cluster`` (repeatable) places the hosts on a Dask or Ray cluster
+(docs/engine.md, "Running on a cluster"); the cluster's workers are not
+this process's children, so peak memory and processes then count this
+process only.
 """
 
 from __future__ import annotations
@@ -150,20 +156,24 @@ def sequential_training(config: RunConfig, handle) -> float:
     return statistics.median(per_round)
 
 
-def one(clients: int, workers: int, client_eval: bool) -> dict:
-    config = RunConfig(**{**CASES[clients], **JOB, "workers": workers, "client_eval": client_eval})
+def one(clients: int, workers: int, client_eval: bool, cluster: str = "local", sequential: bool = True) -> dict:
+    config = RunConfig(**{**CASES[clients], **JOB, "workers": workers, "client_eval": client_eval,
+                          "cluster": cluster})
     with Sampler() as sampler:
         started = time.perf_counter()
         handle = simulation.start(config)
         result = handle.wait()
         total = time.perf_counter() - started
     rounds = [r["duration_s"] for r in result.rounds]
+    if not rounds:
+        raise SystemExit(f"{clients} clients on {cluster}: {result.status}: {result.error}")
     median_round = statistics.median(rounds)
-    local = sequential_training(config, handle)
+    local = sequential_training(config, handle) if sequential else float("nan")
+    where = worker_count(config) or "0 (in-process host)"
     return {
         "clients": f"{clients:,}",
         "data": f"{config.dataset} ({len(handle.data.split.y_train) + len(handle.data.split.y_test):,} rows)",
-        "worker processes": worker_count(config) or "0 (in-process host)",
+        "worker processes": where if cluster == "local" else f"{config.workers} hosts on {cluster}",
         "client eval": "on" if client_eval else "off",
         "rounds": len(rounds),
         "median round s": f"{median_round:.3f}",
@@ -184,14 +194,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, action="append", choices=sorted(CASES))
     parser.add_argument("--workers", type=int, action="append", help="0 = in-process host (default: -1, auto)")
     parser.add_argument("--client-eval", choices=("on", "off", "both"), default="on")
+    parser.add_argument("--cluster", action="append", help="local (default), dask://HOST:PORT, ray://HOST:PORT, ray")
+    parser.add_argument("--no-sequential", action="store_true", help="skip replaying the local training")
     args = parser.parse_args()
     evals = {"on": [True], "off": [False], "both": [True, False]}[args.client_eval]
     rows = []
     load = MachineLoad()
     for n in args.clients or [10, 100, 1000]:
         for workers in args.workers or [None]:
-            for client_eval in evals:
-                rows.append(one(n, -1 if workers is None else workers, client_eval))
+            for client_eval, cluster in [(e, c) for e in evals for c in args.cluster or ["local"]]:
+                rows.append(one(n, -1 if workers is None else workers, client_eval, cluster, not args.no_sequential))
                 print(f"  done: {n} clients, workers {rows[-1]['worker processes']}, eval "
                       f"{'on' if client_eval else 'off'} ({rows[-1]['run s']} s)", file=sys.stderr)
     print(source_version())

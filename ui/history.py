@@ -90,7 +90,7 @@ def _shown(value: object) -> str:
 
 
 # Settings that do not change a run's numbers: never what a legend says two runs differ in.
-NOT_DIFFERENCES = ("workers", "mlflow_uri", "archive_weights", "round_timeout")
+NOT_DIFFERENCES = ("workers", "cluster", "join_timeout", "mlflow_uri", "archive_weights", "round_timeout")
 
 
 def differing_settings(runs: list[StoredRun]) -> list[str]:

@@ -233,6 +233,16 @@ def learned(snap: dict) -> bool:
     return chance is None or accuracy > chance + 0.02
 
 
+def took_part_note(snap: dict) -> None:
+    """A simulation the user let start with fewer clients says how many took part (summary.json does too)."""
+    planned = (snap.get("config") or {}).get("clients")
+    joined = snap.get("clients_joined")
+    if snap.get("kind") == "simulation" and snap["status"] == "completed" and planned and joined is not None \
+            and joined < planned:
+        st.warning(f"{joined} of the {planned} clients took part: the others did not join within the join timeout "
+                   "(the minimum clients setting let the run start without them).")
+
+
 def final_summary(snap: dict) -> None:
     status, final = snap["status"], snap.get("final_metrics") or {}
     began = snap.get("rounds_started_at") or snap["started_at"]  # not the wait for clients to join
@@ -257,6 +267,7 @@ def final_summary(snap: dict) -> None:
         st.warning(f"Stopped after {rounds} ({took}): {numbers}.")
     else:
         st.error(f"The run failed: {words(snap.get('error') or 'see the event log')}")
+    took_part_note(snap)
     sent = sum(r.get("bytes_sent") or 0 for r in snap["rounds"])
     received = sum(r.get("bytes_received") or 0 for r in snap["rounds"])
     model = MODELS.get((snap.get("config") or {}).get("model", ""))

@@ -75,6 +75,7 @@ class ClientRegistry:
     last_leave_reason: str | None
     settings: Any  # ServerSettings: wait_for_clients, join_timeout_s
     clients_alive: Callable[[], bool] | None  # a simulation's: whether any of its client workers still runs
+    join_note: Callable[[], str | None] | None = None  # a simulation's: where its clients run (a failed join says)
 
     def emit(self, kind: EventType, **fields: Any) -> None:  # pragma: no cover - the server's
         raise NotImplementedError
@@ -83,33 +84,51 @@ class ClientRegistry:
         """Block until enough clients joined (or a manual start / timeout).
 
         Raises ServerStopped on stop and RuntimeError when the timeout passes
-        with fewer than ``min_clients`` connected.
+        with fewer than ``min_clients`` connected, or fewer than the settings'
+        ``fewest_to_start`` (a simulation: every client, unless the user
+        allowed fewer); the error then says where the clients were to come
+        from (``join_note``, a simulation's hosts on a cluster).
         """
         wanted = max(min_clients, self.settings.wait_for_clients)
+        needed = max(min_clients, getattr(self.settings, "fewest_to_start", 0) or 0)
         deadline = time.monotonic() + self.settings.join_timeout_s
         while True:
             if self.stop_requested.is_set():
                 raise ServerStopped()
-            n = len(self.active_ids())
+            with self._lock:
+                n = self._n_active()  # not active_ids(): sorting 10,000 ids 20 times a second slowed their joins
             if n >= wanted or (self.start_now.is_set() and n >= min_clients):
                 return
             if self.clients_alive is not None and not self.clients_alive() and n < wanted:
-                if n >= min_clients:
+                if n >= needed:
                     return
                 why = f" (the last one: {self.last_leave_reason})" if self.last_leave_reason else ""
-                raise RuntimeError(f"every client left before the first round{why}")
+                raise RuntimeError(f"every client left before the first round{why}{self._join_note()}")
             if time.monotonic() > deadline:
-                if n >= min_clients:
+                if n >= needed:
                     return
                 raise RuntimeError(
-                    f"only {n} of the {min_clients} required clients joined within "
-                    f"{self.settings.join_timeout_s:g} s"
+                    f"only {n} of the {needed} required clients joined within "
+                    f"{self.settings.join_timeout_s:g} s{self._join_note()}"
                 )
             time.sleep(0.05)
+
+    def _join_note(self) -> str:
+        """Where the missing clients were to come from, when the run can say (``join_note``), after a '; '."""
+        note = getattr(self, "join_note", None)
+        try:
+            text = note() if note is not None else None
+        except Exception as exc:  # saying why must never hide the failure itself
+            text = f"(where the clients run could not be read: {exc})"
+        return f"; {text}" if text else ""
 
     def slots(self) -> list[ClientSlot]:
         with self._lock:
             return list(self._clients.values())
+
+    def _n_active(self) -> int:
+        """How many sessions are not gone (the registry lock is held)."""
+        return sum(1 for s in self._clients.values() if s.status != ClientStatus.GONE)
 
     def active_ids(self) -> list[str]:
         """Connected clients, sorted so that sampling is reproducible."""

@@ -69,6 +69,7 @@ class ServerSettings:
     max_clients: int = 1000
     wait_for_clients: int = 1  # rounds start once this many have joined ...
     join_timeout_s: float = 120.0  # ... or this long has passed with at least min_clients
+    fewest_to_start: int = 0  # a run that has fewer (and fewer than min_clients) when the time is up fails
     hello_timeout_s: float = 10.0  # TLS handshake and the whole hello frame, from accept: one deadline
     # Connections accepted but not yet past hello prove nothing and hold a socket each: at most this many
     # at once, and this many from one remote address; one more is closed at once (REFUSED "busy").
@@ -117,6 +118,7 @@ class FederatedServer(ClientRegistry):
         # Set by a simulation: whether any of its client workers still runs. When none
         # does, waiting for more clients is pointless and the run fails at once.
         self.clients_alive: Callable[[], bool] | None = None
+        self.join_note: Callable[[], str | None] | None = None  # a simulation's: where its clients run
         self.last_leave_reason: str | None = None
         self.address: tuple[str, int] | None = None
         self._gate: Gate | None = None  # pending-handshake caps and refusals; made by bind(), on the loop only
@@ -389,13 +391,13 @@ class FederatedServer(ClientRegistry):
         is dead (closed, or silent past a heartbeat interval: a client
         reconnecting); a live one keeps its id and the newcomer is refused.
         """
-        active = [s for s in self._clients.values() if s.status != ClientStatus.GONE]
         old = self._clients.get(hello.client_id)
         old = old if old is not None and old.status != ClientStatus.GONE else None
         dead = old is not None and self._liveness.replaceable(old)
         if not self.accepting.is_set():
             return "full", "the run is not accepting clients"
-        if len(active) - dead >= self.settings.max_clients:
+        cap = self.settings.max_clients  # sessions counted only near it: a scan per join is quadratic at 10,000
+        if len(self._clients) - dead >= cap and self._n_active() - dead >= cap:
             return "full", "the run is full"
         if old is not None and not dead:
             return "auth", f"client id {hello.client_id!r} {ALREADY_CONNECTED}"

@@ -76,6 +76,16 @@ def add_knob_flags(parser: argparse.ArgumentParser, command: str) -> None:
                                metavar=name.split("_")[-1].upper() if k.kind is str or k.parse else None, **kw)
 
 
+def add_cluster_network_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a simulation's server listens when its hosts are on a cluster (``--cluster``)."""
+    net = parser.add_argument_group("network (with --cluster)")
+    net.add_argument("--host", help="the address the run's server binds: 127.0.0.1 for a local run (it listens "
+                                    "on loopback only); with --cluster, one the cluster's workers reach (default: "
+                                    "this machine's address towards the scheduler)")
+    net.add_argument("--advertise-host", metavar="HOST", help="the address the hosts on the cluster connect to, "
+                                                              "when it differs from --host (NAT, 0.0.0.0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fl.runs import cli_tls  # its own module, which imports this one
 
@@ -90,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also train the centralized and local-only models and score the majority class, beside "
                           "the rounds, into summary.json and baselines.json (default: on)")
     add_knob_flags(sim, SIMULATE)
+    add_cluster_network_flags(sim)
 
     srv = sub.add_parser("server", help="host a run for client processes (prints 'listening on HOST:PORT')")
     srv.add_argument("--config", metavar="JSON", help="the run's settings from a saved config.json")
@@ -241,7 +252,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         handle = simulation.start(config, out_dir=args.out, run_id=resumable.run_id if resumable else None,
                                   resume=resumable.checkpoint if resumable else None, with_baselines=args.baselines,
-                                  on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20))
+                                  on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20),
+                                  host=args.host, advertise_host=args.advertise_host)
     except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
     _say(split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)))
@@ -281,10 +293,23 @@ def _wait_and_finish(handle: Any) -> int:
           f"f1 {fmt(final.get('f1_macro'))}"
           + (f"  (drift: {100 * drift.fall:.1f} points below round {drift.best_round}'s {fmt(drift.best)})"
              if drift is not None else "")
-          + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else ""), flush=True)
+          + (f"  epsilon {epsilon_text(epsilon)}" if epsilon is not None else "")
+          + _took_part(handle), flush=True)
     if result.error:
         print(f"error: {shown(result.error)}", file=sys.stderr)
     return 0 if result.status == "completed" else 1
+
+
+def _took_part(handle: Any) -> str:
+    """``  (134 of 200 clients took part)`` for a simulation that ran with fewer clients than it had."""
+    if handle.kind != "simulation" or handle.result is None or handle.result.status != "completed":
+        return ""
+    from fl.runs.simulation import took_part
+
+    counts = took_part(handle.state.snapshot(client_rows=False))
+    if counts["clients_took_part"] >= counts["clients_planned"]:
+        return ""
+    return f"  ({counts['clients_took_part']} of {counts['clients_planned']} clients took part)"
 
 
 def cmd_server(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from fl.learning.privacy import DP_MODES
 from fl.learning.schedules import parse_schedule, schedule_problem
 from fl.learning.server_opt import SERVER_OPTIMIZERS
 from fl.learning.strategies import STRATEGIES, Payload, get_strategy
+from fl.runs.cluster_spec import LOCAL, cluster_problem
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, check_value, knob, knobs_of
 from fl.runs.tracking import LOCAL_STORE, problem as tracking_problem
 
@@ -237,6 +238,17 @@ class RunConfig:
                                    "auto (-1) does so below 50 clients and uses one process per core from there",
                         label="Worker processes (-1 = auto, 0 = none)", group="runtime", kind=int, low=-1, high=256,
                         widget="number", commands=(SIMULATE,), parse=workers_flag)
+    join_timeout: float | None = knob(None, help="seconds a simulation's clients have to join; fewer by then fail "
+                                                 "the run unless «min_clients» allows it (default: 60, or 20 ms per "
+                                                 "client from 3,000 clients)",
+                                      label="Join timeout (s; empty: 60, or 20 ms per client)", group="runtime",
+                                      low=0.0, high=86_400.0, low_open=True, optional=True, commands=(SIMULATE,))
+    cluster: str = knob(LOCAL, help="where a simulation's client hosts run: local (worker processes here), "
+                                    "dask://HOST:PORT (the workers of a running Dask scheduler), ray://HOST:PORT "
+                                    "or ray (a Ray cluster; ray alone: this machine's, else a local one started "
+                                    "for the run); one host per worker slot, «workers» hosts (auto: every free slot)",
+                        label="Cluster: local, dask://HOST:PORT, ray://HOST:PORT or ray", group="runtime", kind=str,
+                        widget="text", check=cluster_problem, commands=(SIMULATE,))
     # experiment tracking (never changes the numbers; fl/runs/tracking.py)
     mlflow_uri: str = knob("", help="log params, metrics per round and models to MLflow: --mlflow alone logs to "
                                     "./mlruns, --mlflow URI to that tracking server or store (http://..., a path)",
@@ -293,6 +305,9 @@ class RunConfig:
                    "column: choose iid, dirichlet, shards or quantity")
         elif self.partition == "column" and not (self.split_column or "").strip():
             yield "the column split needs its column («split_column»): one client per value of it"
+        if self.cluster.strip().lower() != LOCAL and self.workers == 0:
+            yield ("a cluster run places its clients in hosts on the cluster's workers: set «workers» to auto "
+                   "(one host per free worker slot) or a number of hosts, or run here with «cluster=local»")
         if self.target_bins == 1:
             yield "«target_bins» must be 0 (no binning) or a whole number of quantile classes from 2 to 20"
         refusal = rule.refuses(model)

@@ -56,6 +56,7 @@ class RunState:
         self.n_classes: int | None = None  # of the task, for "did the model learn at all" (1/classes)
         self.kind = "simulation"  # or "hosted": remote clients, no baselines
         self.clients: dict[str, dict] = {cid: self._new_client(cid, n_samples.get(cid)) for cid in client_ids}
+        self.joined: set[str] = set()  # every client that joined at some point: those that took part
         self._handlers: dict[str, Callable[[dict, dict | None], None]] = {
             EventType.LISTENING: self._on_listening, EventType.JOIN: self._on_join, EventType.LEAVE: self._on_leave,
             EventType.ROUND_START: self._on_round_start, EventType.CLIENT_STATUS: self._on_client_status,
@@ -93,6 +94,7 @@ class RunState:
 
     def _on_join(self, event: dict, client: dict | None) -> None:
         if client is not None:
+            self.joined.add(client["client_id"])
             client.update(status=ClientStatus.CONNECTED, n_samples=event.get("n_samples"), reason=None)
             if event.get("n_classes") is not None:  # from its data summary: a site may hold a single class
                 client["n_classes"] = event["n_classes"]
@@ -161,8 +163,8 @@ class RunState:
         self.final_metrics = event.get("final_metrics") or {}
         self.finished_at = time.time()
         for c in self.clients.values():
-            if c.get("status") != ClientStatus.GONE:
-                c["status"] = ClientStatus.FINISHED  # left after bye; "gone" means lost mid-run
+            if c.get("status") not in (ClientStatus.GONE, ClientStatus.WAITING):
+                c["status"] = ClientStatus.FINISHED  # left after bye; "gone" means lost mid-run, "waiting" never came
 
     # ------------------------------------------------------------------ set from outside the event stream
     def set_roles(self, roles: dict[str, str]) -> None:
@@ -195,7 +197,7 @@ class RunState:
                 "client_rows": list(self.client_rows) if client_rows else [], "events": list(self.events),
                 "final_metrics": dict(self.final_metrics),
                 "baselines": self.baselines, "baselines_status": self.baselines_status, "kind": self.kind,
-                "n_classes": self.n_classes, "data_report": self.data_report,
+                "n_classes": self.n_classes, "data_report": self.data_report, "clients_joined": len(self.joined),
                 "client_confusion": {r: dict(m) for r, m in self.client_confusion.items()} if client_rows else {},
             }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from fl.data import DataError, check_config_size
+from fl.runs.cluster_spec import LOCAL
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.knobs import Knob, check_value, knobs_of
 
@@ -30,7 +31,9 @@ MAX_RUNS = 10_000
 # Knobs a sweep sets itself, so a grid must not.
 SET_BY_THE_SWEEP = {
     "seed": "the seeds are the sweep's own (the base seed, +1, +2, ...): set their number instead",
-    "workers": "each run of a sweep keeps its clients in its own worker process",
+    "workers": "each run of a sweep keeps its clients in its own worker process (with --cluster, set its hosts "
+               "with --workers)",
+    "cluster": "every run of a sweep places its hosts on the one cluster named by --cluster",
 }
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -199,6 +202,11 @@ class SweepSpec:
         names = list(self.grid)
         return [dict(zip(names, values)) for values in itertools.product(*(self.grid[n] for n in names))]
 
+    @property
+    def run_workers(self) -> int:
+        """Each run's ``workers``: its clients in its own process (0), or on a cluster the base's hosts."""
+        return 0 if self.base.cluster.strip().lower() == LOCAL else self.base.workers
+
     def seed_values(self) -> list[int]:
         return [self.base.seed + i for i in range(self.seeds)]
 
@@ -208,7 +216,7 @@ class SweepSpec:
         for cell_index, cell in enumerate(self.cells()):
             for seed in self.seed_values():
                 yield SweepRun(index, cell_index, cell, seed,
-                               dataclasses.replace(self.base, **cell, seed=seed, workers=0))
+                               dataclasses.replace(self.base, **cell, seed=seed, workers=self.run_workers))
                 index += 1
 
     @property
@@ -227,7 +235,7 @@ class SweepSpec:
             raise GridError(f"{len(self.cells())} cells x {self.seeds} seeds = {self.n_runs} runs; a sweep takes "
                             f"at most {MAX_RUNS}: drop some values or seeds")
         for cell in self.cells():
-            config = dataclasses.replace(self.base, **cell, workers=0)
+            config = dataclasses.replace(self.base, **cell, workers=self.run_workers)
             try:
                 config.validate()
                 check_config_size(config)

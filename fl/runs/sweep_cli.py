@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from fl.runs.cli import UsageError, add_knob_flags, config_from_args
+from fl.runs.cli import UsageError, add_cluster_network_flags, add_knob_flags, config_from_args
 from fl.runs.console import epsilon_text
 from fl.runs.knobs import SIMULATE
 from fl.runs.sweep import DEFAULT_SEEDS, GridError, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
@@ -40,13 +40,15 @@ def add_sweep_parser(sub: Any) -> None:
     grid.add_argument("--seeds", type=int, help=f"seeds per cell: the base seed, +1, ... (default: the grid "
                                                 f"file's, else {DEFAULT_SEEDS})")
     grid.add_argument("--parallel", type=int, metavar="K", help="runs at a time, each in its own worker process "
-                                                                "(default: the number of cores)")
+                                                                "(default: the number of cores; with --cluster, 1: "
+                                                                "K runs need K x --workers free worker slots)")
     grid.add_argument("--runs-dir", metavar="DIR", help="where runs and runs/sweeps/ go (default: FL_RUNS_DIR, "
                                                         "else runs)")
     grid.add_argument("--audit", action="store_true",
                       help="audit every completed run for membership inference (python -m fl audit), its AUCs "
                            "and ε in summary.csv: sweep --grid noise_multiplier=... to see what privacy buys")
     add_knob_flags(sweep, SIMULATE)
+    add_cluster_network_flags(sweep)
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -121,7 +123,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(progress_line(row, done, total), flush=True)
 
     try:
-        handle = start_sweep(spec, root, parallel=args.parallel, on_result=on_result)
+        handle = start_sweep(spec, root, parallel=args.parallel, on_result=on_result,
+                             network={"host": args.host, "advertise_host": args.advertise_host})
     except GridError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

@@ -49,7 +49,7 @@ def run_in_worker(task: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     try:
         handle = simulation.start(RunConfig.from_dict(task["config"]), store=RunStore(task["root"]),
-                                  run_id=task["run_id"])
+                                  run_id=task["run_id"], **task.get("network", {}))
     except (ConfigError, DataError, OSError) as exc:
         return {"status": "failed", "error": str(exc), "worker_pid": os.getpid()}
     assert handle.writer is not None
@@ -87,12 +87,16 @@ class SweepHandle:
     """A sweep going on in the background: its rows, its status, stop and wait; thread-safe."""
 
     def __init__(self, spec: SweepSpec, store: SweepStore, *, parallel: int | None = None,
-                 sweep_id: str | None = None, on_result: Callable[[dict, int, int], None] | None = None):
+                 sweep_id: str | None = None, on_result: Callable[[dict, int, int], None] | None = None,
+                 network: dict[str, Any] | None = None):
         self.spec = spec
+        self.network = {k: v for k, v in (network or {}).items() if v is not None}  # --host, --advertise-host
         self.store = store
         self.sweep_id = sweep_id or new_run_id()
         self.path = store.create(self.sweep_id)
-        self.parallel = max(1, min(parallel or os.cpu_count() or 1, spec.n_runs))
+        # On a cluster each run takes the free worker slots its hosts need: one run at a time unless asked
+        on_cluster = spec.base.cluster.strip().lower() != "local"
+        self.parallel = max(1, min(parallel or (1 if on_cluster else os.cpu_count() or 1), spec.n_runs))
         self.on_result = on_result
         self.status = "running"
         self.error: str | None = None
@@ -185,7 +189,7 @@ class SweepHandle:
     def _task(self, run: SweepRun) -> dict[str, Any]:
         return {"config": run.config.to_dict(), "root": str(self.store.root), "run_id": self.run_id(run),
                 "sweep_id": self.sweep_id, "cell": run.cell_index, "seed": run.seed,
-                "stop_file": str(self.stop_file), "audit": self.spec.audit}
+                "stop_file": str(self.stop_file), "audit": self.spec.audit, "network": self.network}
 
     @staticmethod
     def _outcome(future: Future) -> dict[str, Any]:
@@ -240,15 +244,16 @@ class SweepHandle:
 
 
 def start_sweep(spec: SweepSpec, root: str | Path = "runs", *, parallel: int | None = None,
-                sweep_id: str | None = None, on_result: Callable[[dict, int, int], None] | None = None
-                ) -> SweepHandle:
+                sweep_id: str | None = None, on_result: Callable[[dict, int, int], None] | None = None,
+                network: dict[str, Any] | None = None) -> SweepHandle:
     """Validate ``spec`` (GridError up front), then run it in the background; returns its handle at once.
 
     ``on_result(row, n_finished, n_runs)`` is called from the sweep's thread
     as each run ends (the command line prints a line).
     """
     spec.validate()
-    return SweepHandle(spec, SweepStore(root), parallel=parallel, sweep_id=sweep_id, on_result=on_result)
+    return SweepHandle(spec, SweepStore(root), parallel=parallel, sweep_id=sweep_id, on_result=on_result,
+                       network=network)
 
 
 class SweepRegistry:

@@ -3,8 +3,8 @@
 A host (fl/federation/session.py) runs many clients on one event loop and
 one compute thread. A small simulation has one host in a thread of the
 server's own process; a large one spreads its clients over K worker
-processes launched through joblib, so that ``joblib.parallel_config(
-backend=...)`` can place them on a Dask or Ray cluster without new code.
+processes launched through joblib (loky), or, with ``--cluster``, as
+long-running tasks on a Dask or Ray cluster (fl/runs/cluster.py).
 Every worker rebuilds the run's data from its config (the split is a pure,
 seeded function of it) and takes only its clients' partitions: no data
 crosses a process boundary, and clients still reach the server over real TCP.
@@ -39,6 +39,9 @@ class HostSpec:
     indices: list[int]  # partitions (= clients) this host runs
     connect_timeout_s: float = 60.0
     variates: dict[str, Any] | None = None  # a resumed SCAFFOLD run: its clients' control variates, by id
+    index: int = 0  # which host of the run
+    token: str | None = None  # the run's fresh secret: the server admits no client without it
+    pin: str | None = None  # SHA-256 of the server's fresh certificate (a cluster run speaks TLS), or None
 
 
 def worker_count(config: Any) -> int:
@@ -58,10 +61,13 @@ def split_indices(n_clients: int, n_hosts: int) -> list[list[int]]:
 
 
 def make_clients(config: Any, data: Any, indices: list[int], host: str, port: int, stop: threading.Event | None,
-                 connect_timeout_s: float, variates: dict[str, Any] | None = None) -> list[FederatedClient]:
+                 connect_timeout_s: float, variates: dict[str, Any] | None = None, token: str | None = None,
+                 pin: str | None = None) -> list[FederatedClient]:
     """The clients of ``indices``, each with its own partition, seed and (simulated) behaviour, and (a resumed
-    SCAFFOLD run) the control variate it had."""
+    SCAFFOLD run) the control variate it had; they present ``token`` and, with a ``pin``, accept only the
+    server certificate of that fingerprint."""
     from fl.runs.build import client_ids_for
+    from fl.wire.tls import client_context
 
     all_ids = client_ids_for(data)
     behaviours = assign_behaviours(all_ids, seed=config.seed, dropout_prob=config.dropout_prob,
@@ -69,10 +75,12 @@ def make_clients(config: Any, data: Any, indices: list[int], host: str, port: in
                                    malicious_clients=config.malicious_clients, attack=config.attack,
                                    attack_scale=config.attack_scale)
     clients = []
+    ssl_context = client_context(pin_sha256=pin) if pin else None  # one per host, shared by its clients
     for i in indices:
         X, y = data.client_data(i)
         local = LocalData(X=X, y=y, feature_names=list(data.dataset.feature_names))
-        settings = ClientSettings(host=host, port=port, connect_timeout_s=connect_timeout_s, server_up=True)
+        settings = ClientSettings(host=host, port=port, token=token, connect_timeout_s=connect_timeout_s,
+                                  server_up=True, ssl_context=ssl_context, pin_sha256=pin)
         client = FederatedClient(all_ids[i], local, settings, stop=stop, seed=config.seed,
                                  behaviour=behaviours[all_ids[i]])
         client.variate = (variates or {}).get(all_ids[i])
@@ -106,7 +114,7 @@ def run_host(spec: HostSpec) -> list[dict[str, Any]]:
     config = RunConfig.from_dict(spec.config)
     data = load_data(config)
     clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s,
-                           spec.variates)
+                           spec.variates, spec.token, spec.pin)
     return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
 
 
@@ -115,7 +123,7 @@ def run_in_processes(specs: list[HostSpec]) -> list[ClientResult]:
 
     With joblib's default backend (loky) its worker processes are shut down
     when no simulation uses them any more, so a finished run leaves no
-    process behind. Another backend (``joblib.parallel_config``) manages its own.
+    process behind. A cluster's hosts are placed by fl/runs/cluster.py instead.
     """
     global _loky_runs
     from joblib import Parallel, delayed
