@@ -4,10 +4,10 @@ Computed in a thread of the run's process, the baselines (a centralized fit,
 up to a hundred local-only fits) share one interpreter lock with the server,
 the round loop and an in-process host of clients: on a 2-core machine they
 doubled the first rounds of a 10-client run (docs/performance.md, "Round
-overhead"). Here they run in ``python -m fl.runs.baselines_aside`` at the
-lowest CPU priority: beside an in-process run they take the idle core; beside
-worker processes that keep both cores busy they wait for the rounds instead
-of slowing them. The child rebuilds the run's data from its config (a pure,
+overhead"). Here they run in ``python -m fl.runs.baselines_aside``: beside
+an in-process run (one interpreter lock, a core left idle) at normal priority,
+on that idle core; beside worker processes that keep every core busy at the
+lowest priority, so that they wait for the rounds instead of slowing them. The child rebuilds the run's data from its config (a pure,
 seeded function of it, as worker processes do) and sends back the same
 dictionaries ``compute_baselines`` returns, so the numbers are identical.
 
@@ -19,6 +19,7 @@ process writes them (never anything from the network).
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import select
@@ -38,17 +39,19 @@ class ChildFailed(Exception):
 
 def compute_aside(config: Any, data: Any, client_ids: list[str], should_stop: Callable[[], bool] = lambda: False,
                   on_partial: Callable[[dict[str, Any]], None] | None = None,
-                  rounds_over: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+                  rounds_over: Callable[[], bool] = lambda: False, nice: int = NICE) -> dict[str, Any]:
     """``compute_baselines`` in a child process; in this one when the child fails for a reason of its own.
 
-    Once ``rounds_over`` says yes the child is given back a normal priority where the system allows it
-    (nothing is left to give way to, and the run waits for its baselines)."""
+    ``nice``: the child's priority while the rounds run: NICE when the run's worker processes keep every core
+    busy, 0 when the clients run in this process (its one interpreter lock leaves a core idle: the child takes
+    it, and a busy machine does not starve it). Once ``rounds_over`` says yes the child is given back a normal
+    priority where the system allows it (nothing is left to give way to, and the run waits for it)."""
     from fl.runs.baselines import BaselinesCancelled, compute_baselines
 
     if should_stop():
         raise BaselinesCancelled()
     try:
-        return _run_child(config.to_dict(), client_ids, _sizes(data), should_stop, on_partial, rounds_over)
+        return _run_child(config.to_dict(), client_ids, _sizes(data), should_stop, on_partial, rounds_over, nice)
     except ChildFailed:
         return compute_baselines(config, data, client_ids, should_stop=should_stop, on_partial=on_partial)
 
@@ -59,14 +62,15 @@ def _sizes(data: Any) -> list[int]:
 
 
 def _run_child(config: dict[str, Any], client_ids: list[str], sizes: list[int], should_stop: Callable[[], bool],
-               on_partial: Callable[[dict[str, Any]], None] | None, rounds_over: Callable[[], bool]) -> dict[str, Any]:
+               on_partial: Callable[[dict[str, Any]], None] | None, rounds_over: Callable[[], bool],
+               nice: int = NICE) -> dict[str, Any]:
     """Start the child, relay its partial results, return its answer; kill it when the run is stopped."""
     from fl.runs.baselines import BaselinesCancelled
 
     try:
         child = subprocess.Popen([sys.executable, "-m", "fl.runs.baselines_aside"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_lower_priority,
-                                 cwd=os.getcwd())
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=os.getcwd(),
+                                 preexec_fn=functools.partial(_lower_priority, nice) if nice else None)
     except OSError as exc:
         raise ChildFailed(str(exc)) from None
     try:
@@ -127,9 +131,9 @@ def _restore_priority(pid: int) -> bool:
     return False
 
 
-def _lower_priority() -> None:
+def _lower_priority(nice: int) -> None:
     try:
-        os.nice(NICE)
+        os.nice(nice)
     except OSError:
         pass
 
