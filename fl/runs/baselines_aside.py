@@ -1,13 +1,15 @@
-"""A simulation's baselines in a low-priority child process, off the rounds' critical path.
+"""A simulation's baselines off the rounds' critical path: in a low-priority child process, or after the rounds.
 
 Computed in a thread of the run's process, the baselines (a centralized fit,
 up to a hundred local-only fits) share one interpreter lock with the server,
 the round loop and an in-process host of clients: on a 2-core machine they
 doubled the first rounds of a 10-client run (docs/performance.md, "Round
-overhead"). Here they run in ``python -m fl.runs.baselines_aside``: beside
-an in-process run (one interpreter lock, a core left idle) at normal priority,
-on that idle core; beside worker processes that keep every core busy at the
-lowest priority, so that they wait for the rounds instead of slowing them. The child rebuilds the run's data from its config (a pure,
+overhead"). Beside worker processes, which keep every core busy, they run
+in ``python -m fl.runs.baselines_aside`` at the lowest priority, so that they
+wait for the rounds instead of slowing them (the child's start, 2 to 4 s of
+CPU, hides behind the workers'). When the clients share the run's process
+they are computed in a thread once the rounds are over (``compute_after_rounds``):
+no child to start, and the rounds never share the interpreter with them. The child rebuilds the run's data from its config (a pure,
 seeded function of it, as worker processes do) and sends back the same
 dictionaries ``compute_baselines`` returns, so the numbers are identical.
 
@@ -42,10 +44,8 @@ def compute_aside(config: Any, data: Any, client_ids: list[str], should_stop: Ca
                   rounds_over: Callable[[], bool] = lambda: False, nice: int = NICE) -> dict[str, Any]:
     """``compute_baselines`` in a child process; in this one when the child fails for a reason of its own.
 
-    ``nice``: the child's priority while the rounds run: NICE when the run's worker processes keep every core
-    busy, 0 when the clients run in this process (its one interpreter lock leaves a core idle: the child takes
-    it, and a busy machine does not starve it). Once ``rounds_over`` says yes the child is given back a normal
-    priority where the system allows it (nothing is left to give way to, and the run waits for it)."""
+    ``nice``: the child's priority while the rounds run. Once ``rounds_over`` says yes the child is given back
+    a normal priority where the system allows it (nothing is left to give way to, and the run waits for it)."""
     from fl.runs.baselines import BaselinesCancelled, compute_baselines
 
     if should_stop():
@@ -54,6 +54,18 @@ def compute_aside(config: Any, data: Any, client_ids: list[str], should_stop: Ca
         return _run_child(config.to_dict(), client_ids, _sizes(data), should_stop, on_partial, rounds_over, nice)
     except ChildFailed:
         return compute_baselines(config, data, client_ids, should_stop=should_stop, on_partial=on_partial)
+
+
+def compute_after_rounds(config: Any, data: Any, client_ids: list[str], should_stop: Callable[[], bool] = lambda: False,
+                         on_partial: Callable[[dict[str, Any]], None] | None = None, *,
+                         rounds_over: threading.Event) -> dict[str, Any]:
+    """``compute_baselines`` in this thread once the rounds are over: for a run whose clients share this
+    process, where a child's start (a Python with scikit-learn, 2 to 4 s of CPU) would cost more than the
+    baselines, and in this interpreter they would slow every round they overlap."""
+    from fl.runs.baselines import compute_baselines
+
+    rounds_over.wait()
+    return compute_baselines(config, data, client_ids, should_stop=should_stop, on_partial=on_partial)
 
 
 def _sizes(data: Any) -> list[int]:

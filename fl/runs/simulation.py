@@ -23,7 +23,7 @@ from fl.federation.events import EventType, make_event
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
 from fl.learning.strategies import Scaffold
-from fl.runs.baselines_aside import NICE as BASELINES_NICE, compute_aside
+from fl.runs.baselines_aside import compute_aside, compute_after_rounds
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
@@ -83,9 +83,9 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     handle.server.clients_alive = hosts.is_alive
     if with_baselines:
         handle.state.set_baselines(None, "computing")
-        aside = functools.partial(compute_aside, rounds_over=handle.client_stop.is_set,
-                                  nice=BASELINES_NICE if n_workers else 0)
-        handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids, aside),
+        compute = functools.partial(compute_aside, rounds_over=handle.client_stop.is_set) if n_workers \
+            else functools.partial(compute_after_rounds, rounds_over=handle.client_stop)
+        handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids, compute),
                                                    name=f"fl-baselines-{handle.run_id}", daemon=True)
         handle.baselines_thread.start()
     launch_rounds(handle)
