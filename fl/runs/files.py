@@ -12,18 +12,36 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def write_atomically(path: str | Path, data: str | bytes) -> None:
-    """Replace ``path`` with ``data`` in one step (text as UTF-8)."""
+def write_atomically(path: str | Path, data: str | bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step (text as UTF-8).
+
+    ``sync=False`` skips the fsync (about 10 ms on an ordinary disk): the rename still leaves the old file or
+    the new one after a crash of the process; only a crash of the machine may lose the newest version. For
+    files rewritten every round (summary.json, the checkpoint), which a later write makes durable.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sync_file(path: str | Path) -> None:
+    """fsync a file written with ``sync=False`` (no error if it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json_atomically(path: str | Path, data: Any, default: Callable[[Any], Any] | None = str,

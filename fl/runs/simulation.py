@@ -25,6 +25,7 @@ from fl.federation.events import EventType, make_event
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
 from fl.learning.strategies import Scaffold
+from fl.runs.baselines_aside import compute_aside, compute_after_rounds
 from fl.runs.build import build_run
 from fl.runs.cluster_spec import ClusterSpec, is_loopback, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
@@ -114,7 +115,9 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     handle.server.clients_alive = hosts_thread.is_alive
     if with_baselines:
         handle.state.set_baselines(None, "computing")
-        handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids),
+        compute = functools.partial(compute_aside, rounds_over=handle.client_stop.is_set) if n_workers \
+            else functools.partial(compute_after_rounds, rounds_over=handle.client_stop)
+        handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids, compute),
                                                    name=f"fl-baselines-{handle.run_id}", daemon=True)
         handle.baselines_thread.start()
     launch_rounds(handle)
@@ -208,8 +211,11 @@ def took_part(snapshot: dict) -> dict[str, int]:
             "clients_planned": int(snapshot["config"]["clients"])}
 
 
-def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
+def _baselines(handle: RunHandle, client_ids: list[str], compute: Callable[..., dict] | None = None) -> None:
     """Compute the reference numbers beside the run; a failure is a reason in them, not a crash.
+
+    ``compute``: ``compute_baselines`` by default (in this thread); a run passes ``compute_aside``, which
+    computes them in a low-priority child process, so they never slow the rounds (fl/runs/baselines_aside.py).
 
     Each baseline fails on its own (fl/runs/baselines.py); only data that
     cannot be prepared at all fails the three, each with that reason. The
@@ -227,7 +233,7 @@ def _baselines(handle: RunHandle, client_ids: list[str]) -> None:
 
     status = "ready"
     try:
-        baselines = compute_baselines(handle.config, handle.data, client_ids,
+        baselines = (compute or compute_baselines)(handle.config, handle.data, client_ids,
                                       should_stop=handle.server.stop_requested.is_set, on_partial=partial)
     except BaselinesCancelled:
         stopped = missing("the run was stopped before it was computed", per_client={})

@@ -1,0 +1,161 @@
+"""Round overhead as users see it: ``python -m fl simulate ... --out DIR`` against its own local training.
+
+Run from the repository root:
+
+    python bench/bench_overhead.py                        # 10 and 100 clients (digits), 3 CLI runs each
+    python bench/bench_overhead.py --clients 1000 --runs 1
+    python bench/bench_overhead.py --clients 10 --vs /path/to/old/checkout   # old and new in turn
+
+For each size (the job of Flower's scikit-learn example: logistic regression,
+one local step, IID; digits for 10 and 100 clients, synthetic 100k / 1M rows
+for 1,000 / 10,000 clients; ``--solver lbfgs`` by default, the issue's job):
+
+* sequential local training: every client's ``LocalModel.fit`` on its own
+  training rows, one client after the other in this process, every round
+  from the global parameters the run would have (FedAvg of the previous
+  round), training metrics included, as the clients do it; the median over
+  rounds of the sum over clients (bench/bench_scale.py's replay);
+* ours per round: the median of metrics.csv's ``duration_s`` of a whole
+  ``python -m fl simulate ... --out DIR`` process (baselines on, as the CLI
+  runs by default), and the process's wall time;
+* peak memory: the largest sum, sampled every 0.2 s, of the resident memory
+  of the CLI process and all its descendants.
+
+With ``--vs DIR`` the same command also runs from that checkout, the two in
+turn (new, old, new, old ...), so both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _path in (ROOT, HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from _common import MachineLoad, source_version, table  # noqa: E402
+
+CASES = {
+    10: ["--dataset", "digits", "--clients", "10", "--rounds", "20"],
+    100: ["--dataset", "digits", "--clients", "100", "--rounds", "10"],
+    1000: ["--dataset", "synthetic", "--n-samples", "100000", "--clients", "1000", "--rounds", "3"],
+    10000: ["--dataset", "synthetic", "--n-samples", "1000000", "--clients", "10000", "--rounds", "3"],
+}
+JOB = ["--model", "logreg", "--local-epochs", "1", "--partition", "iid", "--seed", "0", "--round-timeout", "600"]
+
+
+def job_args(clients: int, solver: str, extra: list[str]) -> list[str]:
+    """The CLI flags of one size's job."""
+    return CASES[clients] + JOB + ["--model-params", json.dumps({"local_solver": solver})] + extra
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        try:
+            parents[int(entry.name)] = int(fields.get("PPid", "0").strip())
+            rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+        except ValueError:
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, parent in parents.items() if parent == pid and p not in tree]
+        tree.update(kids)
+        frontier += kids
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def run_cli(repo: str, args: list[str]) -> dict:
+    """One ``python -m fl simulate ... --out DIR`` from ``repo``: median round, wall, peak memory, failures."""
+    with tempfile.TemporaryDirectory(prefix="fl-overhead-") as out:
+        peak = [0]
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "fl", "simulate", *args, "--out", out], cwd=repo,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+            time.sleep(0.2)
+        wall = time.perf_counter() - started
+        with open(Path(out) / "metrics.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    durations = [float(r["duration_s"]) for r in rows]
+    return {"median_round": statistics.median(durations), "wall": wall, "peak_mib": peak[0] / 1024,
+            "failures": sum(int(r["n_failures"] or 0) for r in rows), "status": summary.get("status"),
+            "accuracy": summary.get("final_metrics", {}).get("accuracy"), "rc": proc.returncode}
+
+
+def sequential_training(args: list[str]) -> float:
+    """The job's local training replayed one client after the other in this process (bench_scale's replay)."""
+    import bench_scale
+    from fl.runs.build import build_run
+    from fl.runs.cli import build_parser, config_from_args
+
+    parsed = build_parser().parse_args(["simulate", *args])
+    config = config_from_args(parsed)
+    plan = build_run(config)
+    handle = type("Handle", (), {"data": plan.data, "plan": plan})()
+    return bench_scale.sequential_training(plan.config, handle)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, action="append", choices=sorted(CASES))
+    parser.add_argument("--runs", type=int, default=3, help="CLI runs per size (and per checkout with --vs)")
+    parser.add_argument("--solver", default="lbfgs", choices=("lbfgs", "gd"))
+    parser.add_argument("--vs", metavar="DIR", help="another checkout: its CLI in turn with this one's")
+    parser.add_argument("--extra", default="", help="more CLI flags, one string (e.g. '--no-client-eval')")
+    args = parser.parse_args()
+    load = MachineLoad()
+    rows = []
+    for n in args.clients or [10, 100]:
+        cli_args = job_args(n, args.solver, args.extra.split())
+        local = sequential_training(cli_args)
+        repos = [("this", ROOT)] + ([("vs", os.path.abspath(args.vs))] if args.vs else [])
+        runs: dict[str, list[dict]] = {name: [] for name, _ in repos}
+        for _ in range(args.runs):
+            for name, repo in repos:
+                runs[name].append(run_cli(repo, cli_args))
+                print(f"  {n} clients, {name}: {runs[name][-1]}", file=sys.stderr)
+        for name, _ in repos:
+            got = runs[name]
+            median_round = statistics.median(r["median_round"] for r in got)
+            rows.append([f"{n:,}", name, f"{median_round * 1000:,.1f} ms", f"{local * 1000:,.1f} ms",
+                         f"{median_round / local:.2f}x", f"{statistics.median(r['wall'] for r in got):.1f} s",
+                         f"{max(r['peak_mib'] for r in got):,.0f}", sum(r["failures"] for r in got),
+                         f"{got[-1]['accuracy']:.4f}" if got[-1]["accuracy"] is not None else "-"])
+    print(source_version() + (f"; vs {args.vs}" if args.vs else ""))
+    print(f"job: logreg, local solver {args.solver}, 1 local step, IID, client evaluation "
+          f"{'off' if '--no-client-eval' in args.extra else 'on'}, baselines "
+          f"{'off' if '--no-baselines' in args.extra else 'on'}; {args.runs} CLI runs each")
+    print()
+    print(table(["clients", "checkout", "ours per round (median)", "sequential local training", "ours / training",
+                 "process wall (median)", "peak memory MiB", "failures", "final accuracy"], rows))
+    print()
+    print(load.summary())
+
+
+if __name__ == "__main__":
+    main()
