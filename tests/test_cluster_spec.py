@@ -11,6 +11,7 @@ import pytest
 
 from fl.federation.registry import ClientRegistry
 from fl.runs.cli import main
+from fl.runs.cluster import ClusterError, Placement, code_identity, file_digest
 from fl.runs.cluster_spec import ClusterSpec, cluster_problem, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.simulation import allows_fewer, network
@@ -93,3 +94,54 @@ def test_a_run_whose_clients_did_not_all_join_fails_and_says_where_they_were():
     # Assert
     assert str(failed.value) == ("only 0 of the 200 required clients joined within 0.2 s; "
                                  "placed 2 of 3 hosts on dask://127.0.0.1:8786")
+
+
+class Checked(Placement):
+    """A placement whose workers answer the check task as given, and whose slots are given."""
+
+    engine = "Dask"
+
+    def __init__(self, answers: dict, free: list[str] | None = None):
+        super().__init__(parse_cluster("dask://127.0.0.1:8786"), "run")
+        self.answers, self.free = answers, free or []
+
+    def _probe(self, csv_path):
+        return self.answers
+
+    def _free_slots(self):
+        return list(self.free)
+
+
+def test_the_check_names_the_worker_whose_code_or_csv_differs(tmp_path):
+    # Prepare
+    csv = tmp_path / "sites.csv"
+    csv.write_text("a,label\n1,0\n2,1\n")
+    ours = code_identity()
+    same = {**ours, "hostname": "node1", "csv": file_digest(str(csv))}
+    # Execute
+    problems = []
+    for answers in ({"tcp://10.0.0.7:1": {**same, "digest": "0123"}},
+                    {"tcp://10.0.0.7:1": {**same, "csv": None, "csv_error": "No such file or directory"}},
+                    {"tcp://10.0.0.7:1": {**same, "csv": "feed"}}, {}):
+        with pytest.raises(ClusterError) as refused:
+            Checked(answers).check(str(csv))
+        problems.append(str(refused.value))
+    Checked({"tcp://10.0.0.7:1": same}).check(str(csv))  # the same code and bytes pass
+    # Assert
+    assert "worker tcp://10.0.0.7:1 (node1) runs fl" in problems[0] and "other code" in problems[0]
+    assert "cannot use the CSV" in problems[1] and "No such file or directory" in problems[1]
+    assert "its bytes differ" in problems[2] and "same path, with the same contents" in problems[2]
+    assert "has no workers" in problems[3]
+    assert all("\n" not in p for p in problems)
+
+
+def test_hosts_take_the_free_slots_in_turn_and_auto_takes_them_all():
+    # Execute
+    auto = Checked({}, free=["w0", "w1", "w0"])
+    auto.plan(None, n_clients=200, allow_fewer=False)
+    partial = Checked({}, free=["w0", "w1"])
+    partial.plan(3, n_clients=200, allow_fewer=True)
+    # Assert
+    assert (auto.n_hosts, auto.slots) == (3, ["w0", "w1", "w0"])
+    assert (partial.n_hosts, partial.slots) == (3, ["w0", "w1"])
+    assert "placed 2 of 3 hosts on dask://127.0.0.1:8786; 1 found no free worker slot" in partial.note()

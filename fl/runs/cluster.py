@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import Counter
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +38,7 @@ from fl.runs.workers import HostSpec
 
 CONNECT_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 60.0
-HOST_FIELDS = ("worker", "name", "hostname", "pid", "error", "cancelled")  # what summary.json says of each host
+HOST_FIELDS = ("worker", "name", "hostname", "pid", "error", "cancelled", "left")  # what summary.json says of each host
 INSTALL = "install this project there (pip install -e . in a checkout of the same commit)"
 
 
@@ -234,6 +235,9 @@ class Placement:
         by_host = {w["host"]: dict(w) for w in self.started()}
         for outcome in self.outcomes:
             by_host.setdefault(outcome.get("host"), {}).update({k: v for k, v in outcome.items() if k != "results"})
+            if outcome.get("results"):  # why its clients left: "run finished" for all, unless some were lost
+                reasons = Counter(str(r.get("reason")) for r in outcome["results"])
+                by_host[outcome.get("host")]["left"] = dict(reasons.most_common(5))
         with self._lock:
             specs = list(self.specs)
         hosts = [{"host": i, "clients": _clients(specs, i),
