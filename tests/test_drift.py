@@ -52,7 +52,7 @@ def test_the_cli_says_it_on_stderr_and_on_its_last_line(capsys) -> None:
     result = SimpleNamespace(status="completed", rounds=rounds(0.7, 0.95, 0.8),
                              final_metrics={"accuracy": 0.8, "loss": 0.5, "f1_macro": 0.79}, error=None)
     handle = SimpleNamespace(wait=lambda *a: result, result=result, baselines_thread=None,
-                             config=RunConfig(model="mlp"))
+                             config=RunConfig(model="mlp"), kind="hosted")
     # Execute
     code = _wait_and_finish(handle)
     out, err = capsys.readouterr()
