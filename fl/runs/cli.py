@@ -302,7 +302,8 @@ def _wait_and_finish(handle: Any) -> int:
 
 def _took_part(handle: Any) -> str:
     """``  (134 of 200 clients took part)`` for a simulation that ran with fewer clients than it had."""
-    if handle.kind != "simulation" or handle.result is None or handle.result.status != "completed":
+    result = getattr(handle, "result", None)
+    if getattr(handle, "kind", None) != "simulation" or result is None or result.status != "completed":
         return ""
     from fl.runs.simulation import took_part
 
