@@ -22,6 +22,7 @@ from fl.data.summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
+from fl.federation.liveness import DEFAULT_INTERVAL_S
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
 from fl.learning.strategies import Scaffold
@@ -31,12 +32,13 @@ from fl.runs.cluster_spec import ClusterSpec, is_loopback, parse_cluster, route_
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.state import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore, new_run_id
-from fl.runs.workers import HostSpec, make_clients, roles, run_in_processes, split_indices
+from fl.runs.workers import HostSpec, make_clients, probe_fit_seconds, roles, run_in_processes, split_indices
 from fl.runs.workers import worker_count as local_worker_count
 from fl.wire.tls import make_certificates, server_context
 
 JOIN_TIMEOUT_S = 60.0
 JOIN_S_PER_CLIENT = 0.02  # measured: 10,000 clients in 2 worker processes joined at ~100 a second on a busy machine
+PINGS_PER_S = 200  # a simulation's clients together ping its server about this often at most (heartbeat_interval)
 HOSTS_GRACE_S = 15.0  # after bye, a cluster's hosts end by themselves within this, or they are cancelled
 
 
@@ -74,7 +76,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     bind, advertise = network(cluster, host, advertise_host)
     placement = None
     if cluster.is_local:
-        n_workers = local_worker_count(config)
+        n_workers = local_worker_count(config, probe_fit_seconds(plan) if config.workers < 0 else None)
     else:  # refused here, before anything listens, if the cluster cannot take the hosts
         from fl.runs.cluster import open_placement
 
@@ -136,7 +138,8 @@ def _open(plan: Any, config: RunConfig, placement: Any, n_workers: int, bind: st
                               wait_for_clients=expected, join_timeout_s=join_timeout(config),
                               fewest_to_start=config.min_clients if allows_fewer(config) else config.clients,
                               max_pending_handshakes=max(ServerSettings.max_pending_handshakes, config.clients),
-                              max_pending_per_address=max(ServerSettings.max_pending_per_address, config.clients))
+                              max_pending_per_address=max(ServerSettings.max_pending_per_address, config.clients),
+                              heartbeat_interval_s=heartbeat_interval(config.clients))
     if placement is not None:  # the hosts may be on other machines: TLS, the certificate pinned by its hash
         with tempfile.TemporaryDirectory(prefix="fl-tls-") as directory:  # the key lives on in the context only
             made = make_certificates(directory, [bind if bind not in ("0.0.0.0", "::") else "127.0.0.1"])
@@ -160,6 +163,15 @@ def join_timeout(config: RunConfig) -> float:
     """Seconds every client has to join: the setting, else 60, or 20 ms per client for many (the hosts rebuild
     the data and their clients join one after the other)."""
     return config.join_timeout or max(JOIN_TIMEOUT_S, JOIN_S_PER_CLIENT * config.clients)
+
+
+def heartbeat_interval(clients: int) -> float:
+    """A simulation's heartbeat interval: the default, or longer with many clients, so that together they ping
+    about PINGS_PER_S times a second. 10,000 clients pinging every 5 s are 2,000 pings and 2,000 pongs a second
+    on the cores that train; while the last thousands joined, that traffic stalled the joins (docs/performance.md,
+    "Simulations on a cluster"). A simulation's hosts are processes the run started: one that dies closes its
+    sockets and is seen at once; heartbeats only catch a stalled or unplugged one, a little later."""
+    return max(DEFAULT_INTERVAL_S, clients / PINGS_PER_S)
 
 
 def allows_fewer(config: RunConfig) -> bool:

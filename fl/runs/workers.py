@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,13 @@ from fl.federation.behaviour import Behaviour, assign_behaviours
 from fl.federation.client import ClientResult, ClientSettings, FederatedClient, LocalData
 from fl.federation.session import ClientHost
 
-# Measured (bench/bench_scale.py, docs/performance.md): below this many clients the worker
-# processes' start-up and data rebuild cost more than the second core saves.
+# When the expected training cannot be measured (a model grown from the sites' sums): below this many clients
+# the worker processes' start-up and data rebuild cost more than the second core saves (bench/bench_scale.py).
 AUTO_PROCESSES_FROM = 50
+# What worker processes cost before the first round, beyond an in-process host: spawning, importing the engine
+# and rebuilding the data in each (measured with bench/bench_overhead.py, docs/performance.md "Round overhead").
+PROCESS_START_S = 3.0
+PROBE_ROWS = 2000  # the timing fit of ``probe_fit_seconds`` uses at most this many of a client's rows
 
 _loky_runs = 0
 _loky_lock = threading.Lock()
@@ -44,14 +49,56 @@ class HostSpec:
     pin: str | None = None  # SHA-256 of the server's fresh certificate (a cluster run speaks TLS), or None
 
 
-def worker_count(config: Any) -> int:
-    """How many worker processes: ``config.workers``, or when it is auto (-1) none below AUTO_PROCESSES_FROM
-    clients and one per core from there (0 means the clients run in this process)."""
+def worker_count(config: Any, fit_seconds: float | None = None) -> int:
+    """How many worker processes (0: the clients run in this process): ``config.workers``, or when it is auto
+    (-1), what is fastest for this run by its expected training.
+
+    In-process clients share the server's interpreter and one core; worker processes train on every core
+    but cost PROCESS_START_S before the first round. With ``fit_seconds`` (one client's local training, as
+    ``probe_fit_seconds`` measured it), the run's training is about ``fit_seconds × clients × rounds``; the
+    processes pay when the share of it that the other cores take off exceeds their start. Without a
+    measurement, the client count decides (AUTO_PROCESSES_FROM)."""
     if config.workers >= 0:
         return min(config.workers, config.clients)
-    if config.clients < AUTO_PROCESSES_FROM:
+    cores = os.cpu_count() or 1
+    if cores < 2 or config.clients < 2:
         return 0
-    return max(1, min(os.cpu_count() or 1, config.clients))
+    if fit_seconds is None:
+        processes = config.clients >= AUTO_PROCESSES_FROM
+    else:
+        training = fit_seconds * config.clients * config.rounds
+        processes = training * (1 - 1 / cores) > PROCESS_START_S
+    return max(1, min(cores, config.clients)) if processes else 0
+
+
+def probe_fit_seconds(plan: Any) -> float | None:
+    """One client's local training, timed: the first client's model fitted once (on at most PROBE_ROWS of its
+    rows, scaled to all of them) from the run's initial parameters, for ``worker_count``. A throwaway model
+    with a seed of its own: nothing of it reaches the run. None for models the server grows from sums."""
+    from fl.learning.models import get_model  # noqa: PLC0415 (the learning layer's registry, only when probing)
+    from fl.learning.training import LocalModel  # noqa: PLC0415
+    from fl.data import apply_standardization  # noqa: PLC0415
+
+    config, task, data = plan.config, plan.task, plan.data
+    adapter = get_model(config.model)
+    if data is None or adapter.statistics or not data.parts:
+        return None
+    X, y = data.client_data(0)
+    rows = len(y)
+    if rows == 0:
+        return None
+    take = min(rows, PROBE_ROWS)
+    X, y = apply_standardization(X[:take], task.standardize), y[:take]
+    classes = list(task.classes)
+    model = LocalModel(config.model, task.model_params, classes, task.n_features, seed=config.seed)
+    initial = None if adapter.one_shot else adapter.initial_parameters(task.model_params, classes, task.n_features,
+                                                                       config.seed)
+    started = time.perf_counter()
+    try:
+        model.fit(X, y, global_arrays=initial, epochs=config.local_epochs, config={**config.fit_config(), "seed": 0})
+    except Exception:  # noqa: BLE001 (a probe that cannot fit decides nothing; the run will say why itself)
+        return None
+    return (time.perf_counter() - started) * rows / take
 
 
 def split_indices(n_clients: int, n_hosts: int) -> list[list[int]]:
