@@ -29,7 +29,7 @@ ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
 DATA_FOR_CLIENTS = (SIMULATE, SERVER, CLIENT)  # a client rebuilding "partition i of N" needs these too
 
 
-AUTO = -1  # workers: choose by the number of clients
+AUTO = -1  # workers: choose by the expected training (fl/runs/workers.py worker_count)
 
 
 def workers_flag(text: str) -> int:
@@ -234,8 +234,9 @@ class RunConfig:
                                  label="Archive every round's weights", group="rounds", kind=bool,
                                  widget="checkbox", more=True, shown=_parameters_travel)
     # runtime (how the simulation runs; the numbers are the same whatever it is)
-    workers: int = knob(AUTO, help="worker processes for a simulation's clients: 0 runs them in this process, "
-                                   "auto (-1) does so below 50 clients and uses one process per core from there",
+    workers: int = knob(AUTO, help="worker processes for a simulation's clients: 0 runs them in this process; "
+                                   "auto (-1) times one client's local fit and uses one process per core when "
+                                   "the run's training is long enough to pay for starting them",
                         label="Worker processes (-1 = auto, 0 = none)", group="runtime", kind=int, low=-1, high=256,
                         widget="number", commands=(SIMULATE,), parse=workers_flag)
     join_timeout: float | None = knob(None, help="seconds a simulation's clients have to join; fewer by then fail "
