@@ -104,7 +104,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
             hosts = hosts[:len(placement.slots)]  # a partial run that the user allowed: the hosts that found a slot
         specs = [HostSpec(config.to_dict(), advertise or host_name, port, indices, join_timeout(config),
                           {client_ids[i]: variates[client_ids[i]] for i in indices if client_ids[i] in variates},
-                          index=n, token=token, pin=pin)
+                          index=n, token=token, pin=pin, blas_threads=1 if placement is not None else None)
                  for n, indices in enumerate(hosts)]
         target = functools.partial(placement.run, specs) if placement is not None \
             else functools.partial(run_in_processes, specs)

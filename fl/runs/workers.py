@@ -12,11 +12,14 @@ crosses a process boundary, and clients still reach the server over real TCP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 from fl.federation.behaviour import Behaviour, assign_behaviours
 from fl.federation.client import ClientResult, ClientSettings, FederatedClient, LocalData
@@ -47,6 +50,10 @@ class HostSpec:
     index: int = 0  # which host of the run
     token: str | None = None  # the run's fresh secret: the server admits no client without it
     pin: str | None = None  # SHA-256 of the server's fresh certificate (a cluster run speaks TLS), or None
+    # BLAS threads of the host's process while it runs (None: as they are). Loky gives each worker process
+    # cores // processes; a cluster host gets 1, one per worker slot, as loky's hosts have when they fill the
+    # cores: the same matrix products in the same order, so the numbers equal a local run's on one machine.
+    blas_threads: int | None = None
 
 
 def worker_count(config: Any, fit_seconds: float | None = None) -> int:
@@ -159,10 +166,11 @@ def run_host(spec: HostSpec) -> list[dict[str, Any]]:
     from fl.runs.config import RunConfig
 
     config = RunConfig.from_dict(spec.config)
-    data = load_data(config)
-    clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s,
-                           spec.variates, spec.token, spec.pin)
-    return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
+    with threadpool_limits(spec.blas_threads) if spec.blas_threads else contextlib.nullcontext():
+        data = load_data(config)
+        clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s,
+                               spec.variates, spec.token, spec.pin)
+        return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
 
 
 def run_in_processes(specs: list[HostSpec]) -> list[ClientResult]:
