@@ -25,19 +25,21 @@ def test_an_explicit_count_is_kept_and_capped_by_the_clients():
 
 
 def test_auto_stays_in_process_when_the_training_is_shorter_than_starting_processes(monkeypatch):
-    # Prepare: two cores; 10 clients × 20 rounds of 5 ms fits = 1 s of training, half of it saved < the start
+    # Prepare: two cores; 10 clients × 20 rounds of 5 ms fits: 1.5 s of work with the frames, half saved < the start
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
     # Execute / Assert
     assert worker_count(_config(), fit_seconds=0.005) == 0
 
 
 def test_auto_takes_every_core_when_the_training_outweighs_the_start(monkeypatch):
-    # Prepare: 10 clients × 20 rounds × 80 ms = 16 s of training; the second core saves 8 s > the start
+    # Prepare: 10 clients × 20 rounds of fits long enough that the second core saves 1.25 times the start
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
     fit = 2.5 * PROCESS_START_S / (10 * 20)
     # Execute / Assert
     assert worker_count(_config(), fit_seconds=fit) == 2
     assert worker_count(_config(), fit_seconds=fit / 10) == 0
+    # many clients: processes however short the fits
+    assert worker_count(_config(clients=workers.PROCESSES_FROM_CLIENTS, rounds=1), fit_seconds=0.0) == 2
 
 
 def test_without_a_measurement_the_client_count_decides(monkeypatch):

@@ -28,9 +28,17 @@ from fl.federation.session import ClientHost
 # When the expected training cannot be measured (a model grown from the sites' sums): below this many clients
 # the worker processes' start-up and data rebuild cost more than the second core saves (bench/bench_scale.py).
 AUTO_PROCESSES_FROM = 50
-# What worker processes cost before the first round, beyond an in-process host: spawning, importing the engine
-# and rebuilding the data in each (measured with bench/bench_overhead.py, docs/performance.md "Round overhead").
-PROCESS_START_S = 3.0
+# What worker processes cost a run beyond an in-process host: spawning, importing the engine and rebuilding the
+# data in each, shutting them down (quiet 2 cores, 10 digits clients: 17.0 s against 7.6 s for the whole run, of
+# which 0.65 s the rounds saved; bench/bench_overhead.py, docs/performance.md "Round overhead").
+PROCESS_START_S = 8.0
+# Each client's share of a round beyond its fit, which worker processes also take off the server's core: its
+# frames through the host's event loop and its evaluation (10 digits clients in process: 17.3 ms of the host loop's
+# CPU and 6.3 ms of evaluations a round; docs/performance.md "Round overhead", where a round's CPU goes).
+CLIENT_ROUND_S = 0.0025
+# From this many clients, processes always: one interpreter would hold every client's connection, fit and
+# heartbeat beside the server's (the 1,000- and 10,000-client runs of docs/performance.md "Scale" use processes).
+PROCESSES_FROM_CLIENTS = 1000
 PROBE_ROWS = 2000  # the timing fit of ``probe_fit_seconds`` uses at most this many of a client's rows
 
 _loky_runs = 0
@@ -61,10 +69,10 @@ def worker_count(config: Any, fit_seconds: float | None = None) -> int:
     (-1), what is fastest for this run by its expected training.
 
     In-process clients share the server's interpreter and one core; worker processes train on every core
-    but cost PROCESS_START_S before the first round. With ``fit_seconds`` (one client's local training, as
-    ``probe_fit_seconds`` measured it), the run's training is about ``fit_seconds × clients × rounds``; the
-    processes pay when the share of it that the other cores take off exceeds their start. Without a
-    measurement, the client count decides (AUTO_PROCESSES_FROM)."""
+    but cost PROCESS_START_S. With ``fit_seconds`` (one client's local training, as ``probe_fit_seconds``
+    measured it), the clients' work is about ``(fit_seconds + CLIENT_ROUND_S) × clients × rounds``; the
+    processes pay when the share of it that the other cores take off exceeds their start, and always from
+    PROCESSES_FROM_CLIENTS clients. Without a measurement, the client count decides (AUTO_PROCESSES_FROM)."""
     if config.workers >= 0:
         return min(config.workers, config.clients)
     cores = os.cpu_count() or 1
@@ -73,8 +81,8 @@ def worker_count(config: Any, fit_seconds: float | None = None) -> int:
     if fit_seconds is None:
         processes = config.clients >= AUTO_PROCESSES_FROM
     else:
-        training = fit_seconds * config.clients * config.rounds
-        processes = training * (1 - 1 / cores) > PROCESS_START_S
+        work = (fit_seconds + CLIENT_ROUND_S) * config.clients * config.rounds
+        processes = work * (1 - 1 / cores) > PROCESS_START_S or config.clients >= PROCESSES_FROM_CLIENTS
     return max(1, min(cores, config.clients)) if processes else 0
 
 
