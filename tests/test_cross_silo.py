@@ -29,7 +29,8 @@ from fl.federation.server import ServerSettings
 from fl.federation.task import client_seed
 from fl.runs import hosting
 from fl.runs.config import RunConfig
-from fl.wire import Connection, Error, Hello, ProtocolError, Summary, decode_frame, frame_to_bytes, parse_message
+from fl.wire import Error, Hello, ProtocolError, Summary, decode_frame, frame_to_bytes, parse_message
+from fl.wire.reference_peer import Connection
 from tests.site_helpers import run_sites, site_client as shared_site_client
 
 TARGET = "diagnosis"
