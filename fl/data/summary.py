@@ -20,7 +20,7 @@ import pandas as pd
 
 from fl.data.csvdata import MAX_CATEGORIES, column_report, plan_features
 from fl.data.labels import MAX_CLASSES, label_counts, normalize_labels, text_values
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 from fl.data.summary_checks import MAX_REPORT_ITEMS, MAX_REPORT_TEXT, MAX_TEXT, text_problem
 
 OTHER = "other"  # the pooled count of values rarer than min_category_count (never a feature)
