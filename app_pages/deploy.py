@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from fl.data import DataError
-from fl.federation.checkpoint import CheckpointError
-from fl.runs.config import ConfigError, RunConfig
+from fl.runs.config import RunConfig
+from fl.runs.for_pages import FLError
 from fl.runs.state import RunHandle
 from fl.runs.store import StoredRun
 from ui import deploy, live
@@ -48,7 +47,7 @@ def start_form() -> None:
         with st.spinner("Loading the server's data and opening the port…"):
             hosted = registry().resume(resuming.run_id, settings) if resuming is not None \
                 else registry().host(config, settings)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except FLError as exc:
         server_col.error(f"Cannot host this run: {exc}")
         return
     except OSError as exc:

@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.learning.models import MODELS
-from fl.learning.privacy import NO_PRIVACY
+from fl.runs.for_pages import MODELS, NO_PRIVACY
 from fl.runs.state import RunHandle
 from fl.runs.drift import drift_sentence
 from ui import baselines, charts, class_charts, experiment_charts, privacy
