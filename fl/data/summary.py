@@ -6,7 +6,7 @@ the values the sites name), the global scaler (mean and standard deviation
 from the sums) and the label set (the union: one site may hold one class).
 A site summarises exactly the columns ``plan_features`` would use, so the
 summary and the features it later builds cannot disagree. The wire format is
-``fl/wire/summary.py``; docs/protocol.md, "Data summaries", is the contract.
+``fl/wire/summary_messages.py``; docs/protocol.md, "Data summaries", is the contract.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from fl.wire.messages import (
     MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, MessageStream,
     Ping, Pong, Welcome, parse_message,
 )
-from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # the data-summary extension (docs/protocol.md)
+from fl.wire.summary_messages import SUMMARY_FEATURE, Summarize, Summary  # the data-summary extension (docs/protocol.md)
 
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "ALLOWED_DTYPES", "DEFAULT_MAX_HEADER_BYTES",

@@ -1,7 +1,7 @@
 """What framing and the typed messages share: constants, errors, ``Frame``, and the header-field checks.
 
 Import these names from ``fl.wire``. This module sits at the bottom of the
-wire package (``messages`` and ``frames`` import it), so there is no import
+wire package (``codec``, ``messages`` and ``summary_messages`` import it), so there is no import
 cycle; the checks raise ``ProtocolError("message", ...)`` with the message
 type and the field named.
 """

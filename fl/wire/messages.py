@@ -21,7 +21,7 @@ from fl.wire.fields import (
     CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _counts_matrix, _dict, _fail,
     _float, _int, _payload, _str, json_safe,
 )
-from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
+from fl.wire.summary_messages import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
 
 
 # ----------------------------------------------------------------- messages
