@@ -23,7 +23,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from fl.data import apply_standardization, features_from_frame, load_client_frame, local_holdout
-from fl.data.summary import columns_problem, merge_summaries, summarize_data
+from fl.data.site_summary import columns_problem, merge_summaries, summarize_data
 from fl.federation.client import FederatedClient
 from fl.federation.server import ServerSettings
 from fl.federation.task import client_seed

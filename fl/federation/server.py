@@ -49,7 +49,7 @@ from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat
 from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
 )
-from fl.data.summary import column_disagreements
+from fl.data.site_summary import column_disagreements
 from fl.federation.summaries import TaskBuilder, exchange
 from fl.federation.task import Task
 from fl.wire.tls import peer_names

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from fl.federation.server import ServerSettings
-from fl.data.summary import report_from_data
+from fl.data.site_summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.events import EventType
 from fl.runs.build import RunPlan, build_run

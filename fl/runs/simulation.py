@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable
 
 from fl.data import FederatedData, label_distribution
-from fl.data.summary import report_from_data
+from fl.data.site_summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
