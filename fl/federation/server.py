@@ -46,11 +46,11 @@ from fl.federation.identity import (
     MAX_JOINS_PER_CLIENT, NEW_IDS_PER_CLIENT, JoinRate, identity_problem, joins_per_address,
 )
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
-from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
+from fl.federation.client_registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
 )
 from fl.data.site_summary import column_disagreements
-from fl.federation.summaries import TaskBuilder, exchange
+from fl.federation.summary_exchange import TaskBuilder, exchange
 from fl.federation.task import Task
 from fl.wire.tls import peer_names
 

@@ -36,9 +36,9 @@ from fl.errors import FLError
 from fl.federation.events import EventType
 from fl.federation.identity import RATE
 from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
-from fl.federation.registry import ALREADY_CONNECTED
+from fl.federation.client_registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
-from fl.federation.summaries import await_task, client_summary
+from fl.federation.summary_exchange import await_task, client_summary
 from fl.federation.secure_sum import SECAGG_FEATURE
 from fl.wire import SUMMARY_FEATURE, Bye, Error, Evaluate, EvaluateResult, Fit, FitResult, Hello, Limits, PeerClosed, \
     Ping, Pong, ProtocolError, Summarize, Welcome
