@@ -100,7 +100,7 @@ class FederatedServer(ClientRegistry):
     def __init__(self, task: Task, settings: ServerSettings | None = None, on_event: EventSink | None = None,
                  run_id: str | None = None, builder: TaskBuilder | None = None):
         self.task = task
-        self.builder = builder  # a server without data: the task comes from the clients' summaries (summaries.py)
+        self.builder = builder  # a server without data: the task comes from the clients' summaries (summary_exchange.py)
         self.settings = settings or ServerSettings()
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._sink = on_event
