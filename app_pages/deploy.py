@@ -4,7 +4,7 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from fl.runs.for_pages import FLError
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from fl.runs.store import StoredRun
 from ui import deploy, live
 from ui.state import RESUME_RUN, registry, store

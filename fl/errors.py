@@ -21,7 +21,7 @@ family existed (``ValueError``, ``RuntimeError``, ``ConnectionError``), so
     ├── ClientError                         fl.federation.client: the client cannot take part
     ├── ConfigError (ValueError)            fl.runs.config: a run setting to fix
     │   └── ClusterError                    fl.runs.cluster: a cluster that cannot host the run
-    ├── GridError (ValueError)              fl.runs.sweep: a sweep grid that cannot run
+    ├── GridError (ValueError)              fl.runs.sweep_spec: a sweep grid that cannot run
     └── AuditError                          fl.runs.audit: a run that cannot be audited
 
 Signals that are not errors (a stop asked for, a child to replace) stay

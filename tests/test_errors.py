@@ -16,7 +16,7 @@ from fl.runs.audit import AuditError
 from fl.runs.cluster import ClusterError
 from fl.runs.config import ConfigError
 from fl.runs.for_pages import FLError as FLErrorForPages
-from fl.runs.sweep import GridError
+from fl.runs.sweep_spec import GridError
 from fl.wire import PeerClosed, ProtocolError
 
 

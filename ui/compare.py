@@ -15,7 +15,7 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from fl.runs.for_pages import MODELS, FLError
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from ui import charts
 from ui.format import pct, words
 from ui.state import follow_comparison, registry

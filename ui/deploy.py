@@ -19,7 +19,7 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from fl.runs.knobs import CLIENT, default_of, knobs_of, to_flags
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from fl.runs.for_pages import ServerSettings, default_hosts, parse_client_ids
 from fl.runs.tls_dirs import make_server_tls
 from ui import sidebar

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.for_pages import MODELS, NO_PRIVACY
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from fl.runs.drift import drift_sentence
 from ui import baselines, charts, class_charts, experiment_charts, privacy
 from ui.format import duration, epsilon_shown, is_number, num, pct, size, words

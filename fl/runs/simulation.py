@@ -29,7 +29,7 @@ from fl.runs.baselines_aside import compute_aside, compute_after_rounds
 from fl.runs.build import build_run
 from fl.runs.cluster_spec import ClusterSpec, is_loopback, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.state import RunHandle, launch_rounds, open_run
+from fl.runs.live_run import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore, new_run_id
 from fl.runs.workers import HostSpec, make_clients, roles, run_in_processes, split_indices
 from fl.runs.workers import worker_count as local_worker_count

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from fl.errors import FLError
 from fl.runs.store import RunStore, new_run_id
-from fl.runs.sweep import SweepRun, SweepSpec
+from fl.runs.sweep_spec import SweepRun, SweepSpec
 from fl.runs.sweep_stats import audit_outcome, cells_frame, run_outcome, summary_frame
 from fl.runs.sweep_store import SweepStore, write_csv, write_json
 
