@@ -6,8 +6,8 @@ from fl.runs.config import RunConfig
 from fl.runs.for_pages import FLError
 from fl.runs.live_run import RunHandle
 from fl.runs.store import StoredRun
-from ui import deploy, live
-from ui.state import RESUME_RUN, registry, store
+from ui import deploy_view as deploy, live
+from ui.app_state import RESUME_RUN, registry, store
 
 st.title("Deploy")
 handle = deploy.hosted_handle()

@@ -14,7 +14,7 @@ from ui.format import words
 from fl.runs.for_pages import FLError
 from ui import live, preview, sidebar
 from ui.compare import can_compare, same_settings, show_comparison, start_comparison
-from ui.state import (
+from ui.app_state import (
     DRAFT_CONFIG, PENDING_CONFIG, comparison_handles, follow, new_run, registry, shown_handle, stop_runs, sync_url,
 )
 

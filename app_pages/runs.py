@@ -7,7 +7,7 @@ from ui.format import words
 from fl.runs.for_pages import FLError
 from ui import charts, history
 from ui.live import model_buttons
-from ui.state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
+from ui.app_state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
 from ui.sweep_view import live_run_ids as sweep_live_run_ids
 
 FLASH = "runs_flash"  # a message that must survive the rerun after a delete

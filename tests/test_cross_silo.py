@@ -229,7 +229,7 @@ def test_hello_features_are_optional_and_checked() -> None:
 
 
 def test_clients_page_tables_show_a_single_class_site() -> None:
-    from ui.clients import data_report_tables, status_table
+    from ui.clients_view import data_report_tables, status_table
 
     report = merge_summaries({"A": summarize_data(pd.DataFrame({"x": [1.0, 2.0]}), np.array([0, 1]), 5),
                               "B": summarize_data(pd.DataFrame({"x": [3.0]}), np.array([1]), 5)}, 5).report

@@ -18,7 +18,7 @@ from fl.runs.for_pages import MODELS, FLError
 from fl.runs.live_run import RunHandle
 from ui import charts
 from ui.format import pct, words
-from ui.state import follow_comparison, registry
+from ui.app_state import follow_comparison, registry
 
 RULES = ("fedavg", "median", "trimmed_mean", "krum")
 

@@ -19,7 +19,7 @@ from fl.runs.live_run import RunHandle
 from fl.runs.drift import drift_sentence
 from ui import baselines, charts, class_charts, experiment_charts, privacy
 from ui.format import duration, epsilon_shown, is_number, num, pct, size, words
-from ui.state import store
+from ui.app_state import store
 
 REFRESH_SECONDS = 1.0
 

@@ -24,7 +24,7 @@ from fl.runs.for_pages import (
 )
 from ui import widgets
 from ui.knob_widgets import KNOBS, default, hyper_value_for_widget, hyper_widget, knob_widget, shown
-from ui.state import runs_root
+from ui.app_state import runs_root
 
 TARGET_BIN_CHOICES = [0, 2, 3, 4, 5, 10]
 OWN_WIDGETS = ("model", "model_params", "aggregation")  # drawn by model_widgets itself

@@ -28,7 +28,7 @@ from fl.runs.sweep_store import StoredSweep
 from ui import privacy_charts, sweep_charts
 from ui.format import duration, when, words
 from ui.live import run_title
-from ui.state import DRAFT_CONFIG, runs_root
+from ui.app_state import DRAFT_CONFIG, runs_root
 
 SWEEP_SHOWN = "sweep_shown_id"  # the sweep this tab shows; absent = a new sweep being configured
 URL_SWEEP = "sweep"
