@@ -143,12 +143,9 @@ class AioConnection(MessageStream):
         return self.meter.heard_at
 
     async def recv(self, idle_timeout: float | None = None) -> Message:
-        """Read and parse one message.
-
-        TimeoutError if nothing arrives within idle_timeout (the connection
-        stays usable); PeerClosed on EOF or reset; ProtocolError on a bad
-        frame, after which the stream position is lost: send_error + close.
-        """
+        """One message: TimeoutError when none starts within ``idle_timeout`` (nothing consumed, the stream
+        stays usable), PeerClosed when the peer is gone, ProtocolError for a bad frame (the stream's position
+        is then lost: answer with ``send_error`` and ``close``)."""
         if self._closed:
             raise PeerClosed(f"{self.peer}: connection is closed")
         try:
