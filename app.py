@@ -5,7 +5,7 @@ Page config and navigation only; each page lives in app_pages/.
 
 import streamlit as st
 
-from ui.state import restore_from_url, sync_url
+from ui.app_state import restore_from_url, sync_url
 
 st.set_page_config(page_title="Federated learning workbench", page_icon=":material/hub:", layout="wide")
 

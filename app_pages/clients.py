@@ -10,12 +10,12 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from ui import charts, class_charts, experiment_charts
-from ui.clients import (
+from ui.clients_view import (
     FLAG_MEANING, FLAGGED_ROUNDS_HELP, STATUS_ICONS, client_rounds_frame, data_report_tables, draw_split,
     filter_clients, split_preview, status_table,
 )
 from ui.format import pct, words
-from ui.state import DRAFT_CONFIG, current_handle, store
+from ui.app_state import DRAFT_CONFIG, current_handle, store
 
 st.title("Clients")
 handle = current_handle(kind=None)

@@ -2,13 +2,12 @@
 
 import streamlit as st
 
-from fl.data import DataError
-from fl.federation.checkpoint import CheckpointError
-from fl.runs.config import ConfigError, RunConfig
-from fl.runs.state import RunHandle
+from fl.runs.config import RunConfig
+from fl.runs.for_pages import FLError
+from fl.runs.live_run import RunHandle
 from fl.runs.store import StoredRun
-from ui import deploy, live
-from ui.state import RESUME_RUN, registry, store
+from ui import deploy_view as deploy, live
+from ui.app_state import RESUME_RUN, registry, store
 
 st.title("Deploy")
 handle = deploy.hosted_handle()
@@ -48,7 +47,7 @@ def start_form() -> None:
         with st.spinner("Loading the server's data and opening the port…"):
             hosted = registry().resume(resuming.run_id, settings) if resuming is not None \
                 else registry().host(config, settings)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except FLError as exc:
         server_col.error(f"Cannot host this run: {exc}")
         return
     except OSError as exc:

@@ -11,11 +11,10 @@ import streamlit as st
 
 from ui.format import words
 
-from fl.runs.config import ConfigError
-from fl.data import DataError
+from fl.runs.for_pages import FLError
 from ui import live, preview, sidebar
 from ui.compare import can_compare, same_settings, show_comparison, start_comparison
-from ui.state import (
+from ui.app_state import (
     DRAFT_CONFIG, PENDING_CONFIG, comparison_handles, follow, new_run, registry, shown_handle, stop_runs, sync_url,
 )
 
@@ -70,7 +69,7 @@ if start and config is not None and not running and problem is None:
             follow(registry().start(config))
         sync_url()
         st.rerun()  # redraw the sidebar: locked, Stop enabled, Start disabled
-    except (ConfigError, DataError) as exc:
+    except FLError as exc:
         st.error(f"Cannot start this run: {words(exc)}")
     except OSError as exc:
         st.error(f"Cannot open a local socket for the run ({exc.strerror or exc}). Try again, or stop other runs.")

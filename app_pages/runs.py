@@ -4,12 +4,10 @@ import streamlit as st
 
 from ui.format import words
 
-from fl.data import DataError
-from fl.federation.checkpoint import CheckpointError
-from fl.runs.config import ConfigError
+from fl.runs.for_pages import FLError
 from ui import charts, history
 from ui.live import model_buttons
-from ui.state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
+from ui.app_state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
 from ui.sweep_view import live_run_ids as sweep_live_run_ids
 
 FLASH = "runs_flash"  # a message that must survive the rerun after a delete
@@ -75,7 +73,7 @@ if run.resumable and run.run_id not in live_ids:
                      help="Continue from the last finished round, in this run's directory, under its id."):
             try:
                 follow(registry().resume(run.run_id))
-            except (CheckpointError, ConfigError, DataError) as exc:
+            except FLError as exc:
                 st.error(f"Cannot resume this run: {words(exc)}")
             except OSError as exc:
                 st.error(f"Cannot resume this run: {exc.strerror or exc}")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.format import words
 
-from fl.runs.sweep import GridError
+from fl.runs.sweep_spec import GridError
 from ui import sweep_view
 from ui.sweep_view import SWEEP_SHOWN, URL_SWEEP, sweeps
 

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from bench.bench_robustness import _png  # noqa: E402
 from fl.runs.config import RunConfig  # noqa: E402
-from fl.runs.sweep import make_sweep  # noqa: E402
+from fl.runs.sweep_spec import make_sweep  # noqa: E402
 from fl.runs.sweep_run import start_sweep  # noqa: E402
 from ui.privacy_charts import auc_vs_epsilon_figure  # noqa: E402
 

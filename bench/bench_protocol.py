@@ -49,10 +49,10 @@ for _path in (ROOT, HERE):  # the repo (for fl) and bench/ (for _common), whatev
 import numpy as np  # noqa: E402
 
 from _common import MachineLoad, source_version, table  # noqa: E402
-from fl.wire.connection import Connection  # noqa: E402
 from fl.wire import (  # noqa: E402
-    MAGIC, PREFIX_SIZE, Fit, Limits, PeerClosed, ProtocolError, decode_frame, encode_frame, read_frame,
+    MAGIC, PREFIX_SIZE, Fit, Limits, PeerClosed, ProtocolError, decode_frame, encode_frame,
 )
+from fl.wire.reference_peer import Connection, read_frame  # noqa: E402
 
 MiB = 1 << 20
 SIZES_MIB = (1, 10, 100)

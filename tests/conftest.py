@@ -36,7 +36,7 @@ def app_env(tmp_path, monkeypatch):
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path / "runs"
-    from ui.state import _registry
+    from ui.app_state import _registry
 
     _registry(str(tmp_path / "runs")).stop_all()
     st.cache_resource.clear()

@@ -16,8 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
-from fl.wire import Bye, Connection, Error, Evaluate, Fit, Hello, Limits, PeerClosed, Ping, ProtocolError, Welcome, \
+from fl.wire import Bye, Error, Evaluate, Fit, Hello, Limits, PeerClosed, Ping, ProtocolError, Welcome, \
     frame_to_bytes
+from fl.wire.reference_peer import Connection
 from tests.protocol_helpers import prefix
 
 Raw = tuple[dict, list]  # a header and its arrays

@@ -12,7 +12,8 @@ from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
-from fl.wire import Bye, Connection, Evaluate, EvaluateResult, Fit, FitResult, Hello, PeerClosed, Ping, Pong
+from fl.wire import Bye, Evaluate, EvaluateResult, Fit, FitResult, Hello, PeerClosed, Ping, Pong
+from fl.wire.reference_peer import Connection
 
 INTERVAL_S, MISSES = 0.2, 3  # a silent peer is gone after 0.6 s
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from fl.data import load_client_frame
 from fl.federation.client import LocalData
-from fl.federation.summaries import client_summary
-from fl.wire import Connection, Hello, Ping, Pong, Summarize
+from fl.federation.summary_exchange import client_summary
+from fl.wire import Hello, Ping, Pong, Summarize
+from fl.wire.reference_peer import Connection
 from tests.protocol_helpers import raw_frame
 
 HOSTILE_SOURCE = "127.0.0.2"

@@ -16,7 +16,7 @@ from fl.runs import simulation
 from fl.runs.audit import AUDIT_FILE, LOWER_BOUND, ROC_FILE, read_audit, run_audit
 from fl.runs.cli import build_parser, main
 from fl.runs.config import RunConfig
-from fl.runs.sweep import SweepSpec, make_sweep
+from fl.runs.sweep_spec import SweepSpec, make_sweep
 from fl.runs.sweep_run import audit_run
 from fl.runs.sweep_stats import cells_frame, run_outcome, summary_frame
 from tests.test_cli import ENV, ROOT

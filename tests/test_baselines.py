@@ -16,7 +16,7 @@ from fl.learning.training import LocalModel
 from fl.runs import baselines as baselines_module
 from fl.runs.baselines import compute_baselines, majority_baseline, training_rows
 from fl.runs.config import RunConfig
-from fl.runs.state import RunState
+from fl.runs.live_run import RunState
 from fl.wire import blobs
 
 SMALL = {"random_forest": {"n_estimators": 5}, "gradient_boosting": {"n_estimators": 5}}

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from fl.data import load_dataset
-from fl.data.summary import report_from_data, report_lines
+from fl.data.site_summary import report_from_data, report_lines
 from fl.runs.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,13 +9,13 @@ import types
 
 import pytest
 
-from fl.federation.registry import ClientRegistry
+from fl.federation.client_registry import ClientRegistry
 from fl.runs.cli import main
 from fl.runs.cluster import ClusterError, Placement, code_identity, file_digest
 from fl.runs.cluster_spec import ClusterSpec, cluster_problem, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.simulation import allows_fewer, network
-from fl.runs.sweep import GridError, knob_name
+from fl.runs.sweep_spec import GridError, knob_name
 
 
 @pytest.mark.parametrize("text, spec, address", [

@@ -243,7 +243,7 @@ def test_a_partition_client_told_another_count_is_refused(sites_csv, capsys):
 
 def test_deploy_writes_one_command_per_site(sites_csv):
     # Prepare
-    from ui import deploy
+    from ui import deploy_view as deploy
 
     config = build_run(_config(sites_csv)).config
     # Execute

@@ -1,4 +1,4 @@
-"""Connection (fl.connection): framed socket shared by a reader and senders."""
+"""Connection (fl.wire.reference_peer): framed socket shared by a reader and senders."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from fl.wire import (
-    Connection,
     Fit,
     PeerClosed,
     Ping,
     ProtocolError,
 )
+from fl.wire.reference_peer import Connection
 from tests.protocol_helpers import (
     raw_frame,
 )
@@ -73,11 +73,9 @@ def test_connection_recv_after_peer_close_and_after_own_close(unix_pair):
 
 def test_close_wakes_a_blocked_reader(tcp_pair, monkeypatch):
     # Prepare: socket waits of 30 s, so a reader that close() did not wake would sit there for 30 s
-    import fl.wire.connection
-    import fl.wire.frames
+    import fl.wire.reference_peer
 
-    monkeypatch.setattr(fl.wire.frames, "POLL_S", 30.0)
-    monkeypatch.setattr(fl.wire.connection, "POLL_S", 30.0)
+    monkeypatch.setattr(fl.wire.reference_peer, "POLL_S", 30.0)
     _, server = tcp_pair
     conn = Connection(server)
     outcome: list[tuple[str, float]] = []

@@ -23,13 +23,14 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from fl.data import apply_standardization, features_from_frame, load_client_frame, local_holdout
-from fl.data.summary import columns_problem, merge_summaries, summarize_data
+from fl.data.site_summary import columns_problem, merge_summaries, summarize_data
 from fl.federation.client import FederatedClient
 from fl.federation.server import ServerSettings
 from fl.federation.task import client_seed
 from fl.runs import hosting
 from fl.runs.config import RunConfig
-from fl.wire import Connection, Error, Hello, ProtocolError, Summary, decode_frame, frame_to_bytes, parse_message
+from fl.wire import Error, Hello, ProtocolError, Summary, decode_frame, frame_to_bytes, parse_message
+from fl.wire.reference_peer import Connection
 from tests.site_helpers import run_sites, site_client as shared_site_client
 
 TARGET = "diagnosis"
@@ -228,7 +229,7 @@ def test_hello_features_are_optional_and_checked() -> None:
 
 
 def test_clients_page_tables_show_a_single_class_site() -> None:
-    from ui.clients import data_report_tables, status_table
+    from ui.clients_view import data_report_tables, status_table
 
     report = merge_summaries({"A": summarize_data(pd.DataFrame({"x": [1.0, 2.0]}), np.array([0, 1]), 5),
                               "B": summarize_data(pd.DataFrame({"x": [3.0]}), np.array([1]), 5)}, 5).report

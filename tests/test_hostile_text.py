@@ -22,7 +22,8 @@ from fl.runs import hosting
 from fl.runs.config import RunConfig
 from fl.runs.console import client_printer, progress_printer
 from fl.runs.store import CLIENTS_COLUMNS, MAX_LIST_CELL, RunWriter, _cell, _rows_up_to
-from fl.wire import Connection, Error, Hello, Welcome
+from fl.wire import Error, Hello, Welcome
+from fl.wire.reference_peer import Connection
 from fl.wire.text import MAX_TEXT, capped, safe, shown
 from tests.test_cli import Processes, _listening_port
 

@@ -20,7 +20,8 @@ from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
-from fl.wire import Connection, Error, Hello, Welcome
+from fl.wire import Error, Hello, Welcome
+from fl.wire.reference_peer import Connection
 from fl.wire.tls import client_context, make_certificates, peer_names, server_context
 from tests.test_admission import needs_loopback_aliases
 

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
-from fl.wire import (Connection, Fit, Frame, Hello, Limits, ProtocolError, Welcome, decode_frame, frame_to_bytes,
+from fl.wire import (Fit, Frame, Hello, Limits, ProtocolError, Welcome, decode_frame, frame_to_bytes,
                      parse_message)
+from fl.wire.reference_peer import Connection
 from fl.wire.aio import read_frame_async
 from tests.liveness_helpers import INTERVAL_S, MISSES, OldClient, wait_until
 

@@ -11,7 +11,6 @@ from fl.wire import (
     CLIENT_ID_PATTERN,
     PROTOCOL_VERSION,
     Bye,
-    Connection,
     Error,
     Evaluate,
     EvaluateResult,
@@ -26,6 +25,7 @@ from fl.wire import (
     frame_to_bytes,
     parse_message,
 )
+from fl.wire.reference_peer import Connection
 from tests.protocol_helpers import (
     assert_messages_equal,
     raw_frame,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.apptest_helpers import ROOT, new_app, run_until, texts
 from fl.runs.config import RunConfig
-from ui import deploy
+from ui import deploy_view as deploy
 
 
 def deploy_page(at, *, port: int = 0, rounds: int = 3, partitions: int = 2, wait_for: int = 3):
@@ -30,7 +30,7 @@ def deploy_page(at, *, port: int = 0, rounds: int = 3, partitions: int = 2, wait
 
 
 def hosted(app_env):
-    from ui.state import _registry
+    from ui.app_state import _registry
 
     return _registry(str(app_env)).active(kind="hosted")
 

@@ -150,7 +150,7 @@ def test_delete_needs_confirmation_then_removes_the_run(app_env):
 
 def test_a_run_still_running_is_not_deleted(app_env):
     # Prepare: a hosted run waiting for clients that never come, in the page's own registry
-    from ui.state import _registry
+    from ui.app_state import _registry
 
     handle = _registry(str(app_env)).host(
         RunConfig(model="logreg", partition="iid", dataset="iris", clients=2),
@@ -171,7 +171,7 @@ def test_a_run_still_running_is_not_deleted(app_env):
 
 def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
     # Prepare: a simulated run of 6 rounds, stopped once it has finished 2
-    from ui.state import CURRENT_RUN, _registry
+    from ui.app_state import CURRENT_RUN, _registry
 
     handle = stopped_run(app_env, clients=3, rounds=6)
     assert handle.result.status == "stopped"
@@ -193,7 +193,7 @@ def test_a_stopped_run_can_be_resumed_and_completes_every_round_once(app_env):
 
 def test_a_stopped_hosted_run_is_resumed_from_the_deploy_page(app_env):
     # Prepare: a run stopped after round 2, recorded as hosted (its clients were other machines)
-    from ui.state import DEPLOY_RUN, _registry
+    from ui.app_state import DEPLOY_RUN, _registry
 
     handle = stopped_run(app_env, clients=2, rounds=8)
     summary_path = app_env / handle.run_id / "summary.json"

@@ -1,4 +1,4 @@
-"""Wire protocol v1 framing (fl.wire.frames): frame round trips, malformed frames, timeouts and EOF."""
+"""Wire protocol v1 framing (fl.wire.codec, and fl.wire.reference_peer over sockets): frame round trips, malformed frames, timeouts and EOF."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from fl.wire import (
     encode_frame,
     frame_to_bytes,
     json_safe,
-    read_frame,
-    write_frame,
 )
+from fl.wire.reference_peer import read_frame, write_frame
 from tests.protocol_helpers import (
     assert_arrays_equal,
     expect_code,

@@ -15,7 +15,8 @@ import pytest
 
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import Inbox
-from fl.wire import Connection, Error, EvaluateResult, FitResult, Hello, Welcome
+from fl.wire import Error, EvaluateResult, FitResult, Hello, Welcome
+from fl.wire.reference_peer import Connection
 from tests.liveness_helpers import OldClient, Run, crash, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,7 +10,7 @@ import pytest
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.runs.config import RunConfig
 from fl.data import load_dataset, make_federated_data
-from fl.runs.registry import RunRegistry
+from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore
 from fl.federation.server import ServerSettings
 

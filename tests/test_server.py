@@ -13,7 +13,8 @@ import pytest
 
 from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.runs.config import RunConfig
-from fl.wire import Hello, Limits, frame_to_bytes, read_frame, parse_message, Error
+from fl.wire import Hello, Limits, frame_to_bytes, parse_message, Error
+from fl.wire.reference_peer import read_frame
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.runs.build import build_run

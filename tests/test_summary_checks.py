@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fl.data import DataError, features_from_frame, local_holdout, normalize_labels
-from fl.data.summary import merge_summaries, report_lines, summarize_data
+from fl.data.site_summary import merge_summaries, report_lines, summarize_data
 from fl.data.summary_checks import clean_report, summary_problem, text_problem
 from fl.federation.client import task_labels
-from fl.federation.summaries import SummaryPlan, TaskBuilder
+from fl.federation.summary_exchange import SummaryPlan, TaskBuilder
 from fl.federation.task import Task
 from fl.learning.metrics import score_classifier
 from fl.wire import Summary

@@ -14,7 +14,7 @@ from scipy import stats
 
 from fl.runs.config import RunConfig
 from fl.runs.store import RunStore
-from fl.runs.sweep import GridError, SweepSpec, make_grid, make_sweep, parse_grid_arg, read_grid_file
+from fl.runs.sweep_spec import GridError, SweepSpec, make_grid, make_sweep, parse_grid_arg, read_grid_file
 from fl.runs.sweep_run import start_sweep
 from fl.runs.sweep_stats import mean_std_ci, run_outcome
 from fl.runs.sweep_store import SweepStore

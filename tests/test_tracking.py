@@ -24,7 +24,7 @@ from fl.federation.server import ServerSettings  # noqa: E402
 from fl.runs import hosting, simulation, tracking  # noqa: E402
 from fl.runs.cli import build_parser, main  # noqa: E402
 from fl.runs.config import ConfigError, RunConfig  # noqa: E402
-from fl.runs.registry import RunRegistry  # noqa: E402
+from fl.runs.run_registry import RunRegistry  # noqa: E402
 from fl.runs.store import RunStore  # noqa: E402
 
 SMALL = dict(dataset="iris", clients=3, rounds=3, model="logreg", partition="iid")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from fl.federation.events import describe_event
+from fl.runs.for_pages import describe_event
 from ui.format import is_number
 
 REFERENCE_COLOUR = "#8c8c8c"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from fl.learning.metrics import per_class
+from fl.runs.for_pages import per_class
 from ui.charts import _layout, round_axis
 
 ABSENT = "absent (no rows)"

@@ -13,13 +13,12 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from fl.learning.models import MODELS
-from fl.runs.config import ConfigError, RunConfig
-from fl.data import DataError
-from fl.runs.state import RunHandle
+from fl.runs.config import RunConfig
+from fl.runs.for_pages import MODELS, FLError
+from fl.runs.live_run import RunHandle
 from ui import charts
 from ui.format import pct, words
-from ui.state import follow_comparison, registry
+from ui.app_state import follow_comparison, registry
 
 RULES = ("fedavg", "median", "trimmed_mean", "krum")
 
@@ -42,7 +41,7 @@ def start_comparison(config: RunConfig) -> bool:
             elif rule == "trimmed_mean":  # trim at least the attackers' share from each end
                 extra = {"trim_beta": round(max(config.trim_beta, min(0.45, share + 0.01)), 2)}
             started.append(registry().start(dataclasses.replace(config, aggregation=rule, **extra)))
-    except (ConfigError, DataError) as exc:
+    except FLError as exc:
         for handle in started:
             handle.stop()
         st.error(f"Cannot start the comparison: {words(exc)}")

@@ -24,7 +24,7 @@ def num(value: Any, digits: int = 3) -> str:
 
 def epsilon_shown(value: Any) -> str:
     """Privacy ε as the pages show it: 2 decimals, or ∞ said for what it is (noise multiplier 0)."""
-    from fl.learning.privacy import NO_PRIVACY
+    from fl.runs.for_pages import NO_PRIVACY
 
     return f"∞ ({NO_PRIVACY})" if value == math.inf else num(value, 2)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from fl.runs.registry import RunRegistry
+from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore, StoredRun
 from ui.format import is_number, when
 

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from fl.learning.models import Hyper
 from fl.runs.config import RunConfig
+from fl.runs.for_pages import Hyper
 from fl.runs.knobs import Knob, default_of, knobs_of
 from ui import widgets
 

@@ -14,13 +14,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fl.learning.models import MODELS
-from fl.learning.privacy import NO_PRIVACY
-from fl.runs.state import RunHandle
+from fl.runs.for_pages import MODELS, NO_PRIVACY
+from fl.runs.live_run import RunHandle
 from fl.runs.drift import drift_sentence
 from ui import baselines, charts, class_charts, experiment_charts, privacy
 from ui.format import duration, epsilon_shown, is_number, num, pct, size, words
-from ui.state import store
+from ui.app_state import store
 
 REFRESH_SECONDS = 1.0
 

@@ -17,7 +17,7 @@ from ui.format import words
 
 from fl.runs.config import ConfigError, RunConfig
 from ui import charts, experiment_charts
-from ui.clients import draw_split, split_preview
+from ui.clients_view import draw_split, split_preview
 from ui.sidebar import csv_report
 
 KIND_LABELS = {"target": "label", "numeric": "number", "category": "category", "dropped": "not used",

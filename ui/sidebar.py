@@ -17,17 +17,14 @@ import streamlit as st
 
 from ui.format import words
 
-from fl.data import (
-    PARTITIONERS, SPLIT_REASON, DataError, describe_csv, guess_split_column, guess_target, looks_continuous,
-    read_csv_table, split_candidates, target_rows,
-)
-from fl.data.columns import parse_columns
-from fl.learning.models import MODELS, get_model
-from fl.learning.strategies import strategies_for
 from fl.runs.config import RunConfig
+from fl.runs.for_pages import (
+    MODELS, PARTITIONERS, SPLIT_REASON, DataError, describe_csv, get_model, guess_split_column, guess_target,
+    looks_continuous, parse_columns, read_csv_table, split_candidates, strategies_for, target_rows,
+)
 from ui import widgets
 from ui.knob_widgets import KNOBS, default, hyper_value_for_widget, hyper_widget, knob_widget, shown
-from ui.state import runs_root
+from ui.app_state import runs_root
 
 TARGET_BIN_CHOICES = [0, 2, 3, 4, 5, 10]
 OWN_WIDGETS = ("model", "model_params", "aggregation")  # drawn by model_widgets itself

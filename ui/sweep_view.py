@@ -2,7 +2,7 @@
 
 The base settings are the Run page's sidebar (``DRAFT_CONFIG``), or the
 defaults; the grid's axes and values are drawn from the knobs and read by
-the engine's own parser (fl/runs/sweep.py), so the page accepts exactly what
+the engine's own parser (fl/runs/sweep_spec.py), so the page accepts exactly what
 ``python -m fl sweep`` accepts. A sweep goes on in worker processes; its
 handle lives in a process-wide registry (``st.cache_resource``, like runs),
 and the page only reads its snapshot and its files, once a second while it
@@ -19,7 +19,7 @@ import streamlit as st
 
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.knobs import knobs_of
-from fl.runs.sweep import (
+from fl.runs.sweep_spec import (
     DEFAULT_SEEDS, KNOBS, SET_BY_THE_SWEEP, GridError, SweepSpec, cell_label, make_grid, split_values,
 )
 from fl.runs.sweep_run import SweepHandle, SweepRegistry
@@ -28,7 +28,7 @@ from fl.runs.sweep_store import StoredSweep
 from ui import privacy_charts, sweep_charts
 from ui.format import duration, when, words
 from ui.live import run_title
-from ui.state import DRAFT_CONFIG, runs_root
+from ui.app_state import DRAFT_CONFIG, runs_root
 
 SWEEP_SHOWN = "sweep_shown_id"  # the sweep this tab shows; absent = a new sweep being configured
 URL_SWEEP = "sweep"

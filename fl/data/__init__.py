@@ -23,7 +23,8 @@ from fl.data.labels import (
     quantile_edges, split_target, target_rows,
 )
 from fl.data.target_guess import TargetGuess, guess_target, guess_target_column
-from fl.data.partition import PARTITIONERS, DataError, label_distribution, partition
+from fl.data.errors import DataError
+from fl.data.partition import PARTITIONERS, label_distribution, partition
 from fl.data.resources import ResourceError, check_config_size
 
 __all__ = [

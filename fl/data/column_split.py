@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 MIN_GROUPS, MAX_GROUPS = 2, 50
 MISSING_GROUP = "missing"

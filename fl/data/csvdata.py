@@ -23,7 +23,7 @@ from fl.data.columns import (
 )
 from fl.data.csvread import CsvTable, read_csv_bytes
 from fl.data.labels import label_counts, looks_continuous, prepare_target, target_rows, text_values
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 MAX_CATEGORIES = 50    # text columns with more distinct values are dropped, not one-hot encoded
 

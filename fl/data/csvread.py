@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from fl.data.csvcells import parse_dates, thousands_separators
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 __all__ = ["CsvTable", "read_csv_table", "read_csv_bytes"]
 

@@ -20,7 +20,8 @@ from fl.data.columns import ColumnReport
 from fl.data.csvdata import column_report, frame_to_features, plan_features, unknown_columns
 from fl.data.labels import normalize_labels, prepare_target
 from fl.data.csvread import read_csv_table
-from fl.data.partition import DataError, partition
+from fl.data.errors import DataError
+from fl.data.partition import partition
 
 DATASETS = {
     "iris": "Iris: 150 flowers, 4 features, 3 classes",

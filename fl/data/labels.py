@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 MAX_CLASSES = 100      # a target with more labels is almost surely a continuous column
 

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fl.data.errors import DataError  # re-exported: it was defined here
+
 __all__ = ["DataError", "PARTITIONERS", "partition", "label_distribution"]
 
 PARTITIONERS = {
@@ -25,14 +27,6 @@ PARTITIONERS = {
 }
 
 _DIRICHLET_TRIES = 100
-
-
-class DataError(ValueError):
-    """Bad data or data settings; str(e) is one clear sentence telling the user what to do.
-
-    Defined here (the lowest module of the data layer) so `fl.partition` needs
-    nothing from `fl.data`; `fl.data.DataError` is this same class.
-    """
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:

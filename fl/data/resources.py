@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 WORKING_COPIES = 6  # dataset, split, partitions, standardised partitions, baseline pool, solver scratch
 SHARE_OF_AVAILABLE = 0.5  # leave the other half to the OS, the dashboard and other users

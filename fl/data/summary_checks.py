@@ -22,7 +22,7 @@ import numpy as np
 from fl.data.csvdata import MAX_CATEGORIES
 from fl.data.datasets import training_row_count
 from fl.data.labels import MAX_CLASSES, normalize_labels
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 
 MAX_TEXT = 256  # characters of a label, a column name or a category value
 MAX_REPORT_ITEMS = 200  # entries of each list of a site's report

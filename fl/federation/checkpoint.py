@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fl.errors import FLError
 from fl.wire import json_safe
 
 FORMAT = "fl-checkpoint"
@@ -34,7 +35,7 @@ _META_KEY = "__meta__"
 _ARRAY_TAG = "__array__"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FLError, ValueError):
     """A checkpoint that cannot be read or does not belong to this run; str(e) says which."""
 
 

@@ -5,7 +5,12 @@ server's task, answers ``fit`` with parameters (or a whole fitted model as a
 skops blob) and ``evaluate`` with metrics. The network side (connecting,
 the handshake, serving messages, leaving on ``bye``, ``error`` or when the
 server goes away) is fl/federation/session.py, which runs one client or a
-host of many on an event loop.
+host of many on an event loop. This module imports the session, never the
+other way round: the session drives any client through the public methods
+its ``HostedClient`` names (``prepare``, ``emit``, ``handle_fit``,
+``handle_evaluate``), and ``ClientResult`` and ``ClientError`` (what a
+session ends with, why a client cannot take part) are defined there and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from fl.wire import MAX_CONFUSION_CLASSES, Evaluate, EvaluateResult, Fit, FitMet
     Welcome
 from fl.federation import secagg, secure_sum
 from fl.federation.events import EventType, make_event
+from fl.federation.session import ClientError, ClientHost, ClientResult  # ClientError, ClientResult re-exported
 from fl.federation.task import Task, client_seed
 
 log = logging.getLogger(__name__)
@@ -64,26 +70,6 @@ class LocalData:
     frame: pd.DataFrame | None = None
     target_values: pd.Series | None = None  # the label column as read, for a server that bins it into classes
     data_split: dict | None = None  # how a "partition i of N" client rebuilt its rows (checked against the task's)
-
-
-@dataclass
-class ClientResult:
-    client_id: str
-    reason: str  # why it left: the bye reason, an error, "server gone", "stopped"
-    rounds_trained: int = 0
-    final_metrics: dict | None = None
-    ok: bool = True
-    lost: bool = False  # the server went away mid-run (not a bye, not a refusal): a reconnecting client rejoins
-    # refused for now (its id held by a live session, a join limit): it tries again within its connect window
-    refused_for_now: bool = False
-
-
-class ClientError(Exception):
-    """The client cannot take part (refused, wrong labels, missing columns)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -180,7 +166,8 @@ class FederatedClient:
         # SCAFFOLD's control variate c_i, kept between rounds (a resumed simulation hands it back: ``variate``)
         self.variate: list[np.ndarray] | None = None
 
-    def _emit(self, kind: EventType, **fields: Any) -> None:
+    def emit(self, kind: EventType, **fields: Any) -> None:
+        """Hand an event about this client to ``on_event`` (the run's state, a log); never raises."""
         if self.on_event is not None:
             try:
                 self.on_event(make_event(kind, client_id=self.client_id, **fields))
@@ -194,12 +181,10 @@ class FederatedClient:
         One client on an event loop of its own (fl/federation/session.py);
         a ClientHost runs many on one.
         """
-        from fl.federation.session import ClientHost
-
         return ClientHost([self], stop=self.stop).run()[0]
 
-    def _prepare(self, welcome: Welcome) -> None:
-        """Check the local data against the task; build the local model.
+    def prepare(self, welcome: Welcome) -> None:
+        """Check the local data against the task; build the local model (ClientError if it cannot take part).
 
         Rejoining the same task (a reconnect, or a resumed server) keeps
         everything: the local model with its warm start and the loss
@@ -292,7 +277,7 @@ class FederatedClient:
             "train_loss": self.model.train_metrics_["loss"],
             "train_accuracy": self.model.train_metrics_["accuracy"],
         }
-        self._emit(EventType.FIT, round=msg.round, **metrics)
+        self.emit(EventType.FIT, round=msg.round, **metrics)
         self.loss_history = (self.loss_history + list(self.model.epoch_losses_))[-PLATEAU_EPOCHS:]
         if whole:
             return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics,
@@ -389,7 +374,7 @@ class FederatedClient:
         step = msg.config.get("step")
         metrics = {"step": step if type(step) is int and 0 <= step <= MAX_STEP else None,  # echoed, so checked
                    "train_time_s": round(time.perf_counter() - started, 6)}
-        self._emit(EventType.FIT, round=msg.round, **metrics)
+        self.emit(EventType.FIT, round=msg.round, **metrics)
         return FitResult(round=msg.round, n_samples=len(self.y), metrics=metrics, params=sums)
 
     def _metadata(self, metrics: dict, update_norm: float | None) -> FitMetadata:
@@ -432,7 +417,7 @@ class FederatedClient:
             raise ProtocolError("message", "evaluate carried neither parameters nor a model")
         scores = score_classifier(estimator, self.X_eval, self.y_eval, self.task.classes_array, with_confusion=True)
         matrix = scores.pop("confusion")
-        self._emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **scores)
+        self.emit(EventType.EVALUATE, round=msg.round, n_samples=len(self.y_eval), **scores)
         # The counts, not only the ratios: the server adds them up into the pooled rows' F1 (docs/protocol.md)
         confusion = matrix.tolist() if len(matrix) <= MAX_CONFUSION_CLASSES else None
         return EvaluateResult(round=msg.round, n_samples=len(self.y_eval), metrics=scores, confusion=confusion)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fl.federation.events import ClientStatus
-from fl.federation.registry import ClientSlot
+from fl.federation.client_registry import ClientSlot
 from fl.wire import PeerClosed, Ping
 from fl.wire.aio import AioConnection, encode_message
 

@@ -76,6 +76,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fl.errors import FLError
+
 __all__ = [
     "SecAggError", "SecAggSettings", "ClientSetup", "UnmaskRequest", "SecAggClient", "SecAggServer",
     "flatten", "unflatten", "quantize", "dequantize", "split", "combine", "expand_mask", "neighbour_graph",
@@ -99,7 +101,7 @@ MAX_QUANTIZATION = 2**52  # keeps x * (Q/2) / c exact in float64
 DEFAULT_LABEL = "fl-secagg+v1"
 
 
-class SecAggError(ValueError):
+class SecAggError(FLError, ValueError):
     """A secure-aggregation step that cannot go on: a malformed or unsafe input, or too few survivors.
 
     ``client_id`` names the client whose message was at fault, when one was.

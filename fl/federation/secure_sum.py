@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from fl.errors import FLError
 from fl.federation.global_model import Accepted, GlobalModel, SumSpec
 from fl.federation.secagg import (
     CIPHERTEXT_BYTES, KEY_BYTES, SHARE_BYTES, SecAggError, SecAggServer, SecAggSettings, unflatten,
@@ -52,7 +53,7 @@ def secure(inner: GlobalModel, strategy: Any) -> "SecureSum":
     return SecureSum(inner)
 
 
-class SecureSumFailed(RuntimeError):
+class SecureSumFailed(FLError, RuntimeError):
     """Too few clients are left to finish a secure sum (or to rebuild a secret): the round's sum is lost."""
 
 

@@ -46,11 +46,11 @@ from fl.federation.identity import (
     MAX_JOINS_PER_CLIENT, NEW_IDS_PER_CLIENT, JoinRate, identity_problem, joins_per_address,
 )
 from fl.federation.liveness import DEFAULT_INTERVAL_S, DEFAULT_MISSES, Heartbeat, HeartbeatMonitor
-from fl.federation.registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
+from fl.federation.client_registry import (  # noqa: F401 - ClientSlot, Inbox, ServerStopped: importable from here too
     ALREADY_CONNECTED, ClientRegistry, ClientSlot, Inbox, ServerStopped,
 )
-from fl.data.summary import column_disagreements
-from fl.federation.summaries import TaskBuilder, exchange
+from fl.data.site_summary import column_disagreements
+from fl.federation.summary_exchange import TaskBuilder, exchange
 from fl.federation.task import Task
 from fl.wire.tls import peer_names
 
@@ -100,7 +100,7 @@ class FederatedServer(ClientRegistry):
     def __init__(self, task: Task, settings: ServerSettings | None = None, on_event: EventSink | None = None,
                  run_id: str | None = None, builder: TaskBuilder | None = None):
         self.task = task
-        self.builder = builder  # a server without data: the task comes from the clients' summaries (summaries.py)
+        self.builder = builder  # a server without data: the task comes from the clients' summaries (summary_exchange.py)
         self.settings = settings or ServerSettings()
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._sink = on_event

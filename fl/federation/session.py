@@ -13,6 +13,11 @@ worker answers ``fit`` and ``evaluate`` one at a time on the compute thread:
 so a client is heard however long it trains. With ``reconnect_s`` a client
 that lost its server mid-run rejoins it under the same id, with the same
 local state (``client_session``).
+
+The session drives a client through the public methods ``HostedClient``
+names; ``fl.federation.client.FederatedClient`` is the one client there is,
+and it imports this module (its ``run()`` is a host of one), never the
+other way round.
 """
 
 from __future__ import annotations
@@ -25,18 +30,18 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol
 
-from fl.federation.client import ClientError, ClientResult, ClientSettings, FederatedClient
+from fl.errors import FLError
 from fl.federation.events import EventType
 from fl.federation.identity import RATE
 from fl.federation.liveness import DEFAULT_MISSES, Heartbeat, keep_alive
-from fl.federation.registry import ALREADY_CONNECTED
+from fl.federation.client_registry import ALREADY_CONNECTED
 from fl.federation.server import raise_open_file_limit
-from fl.federation.summaries import await_task, client_summary
+from fl.federation.summary_exchange import await_task, client_summary
 from fl.federation.secure_sum import SECAGG_FEATURE
-from fl.wire import SUMMARY_FEATURE, Bye, Error, Evaluate, Fit, Hello, PeerClosed, Ping, Pong, ProtocolError, Summarize, \
-    Welcome
+from fl.wire import SUMMARY_FEATURE, Bye, Error, Evaluate, EvaluateResult, Fit, FitResult, Hello, Limits, PeerClosed, \
+    Ping, Pong, ProtocolError, Summarize, Welcome
 from fl.wire.aio import AioConnection
 from fl.wire.tls import fingerprint, normalise_pin
 
@@ -47,6 +52,69 @@ RECONNECT_BACKOFF = (0.5, 5.0)  # ... and while rejoining a server that went awa
 # the connections of one address beyond its cap of pending handshakes (max_pending_per_address, 64 by
 # default), so a host of 250 partitions must not knock 250 times at once.
 HANDSHAKES_AT_ONCE = 16
+
+
+@dataclass
+class ClientResult:
+    """How a client's part in a run ended."""
+
+    client_id: str
+    reason: str  # why it left: the bye reason, an error, "server gone", "stopped"
+    rounds_trained: int = 0
+    final_metrics: dict | None = None
+    ok: bool = True
+    lost: bool = False  # the server went away mid-run (not a bye, not a refusal): a reconnecting client rejoins
+    # refused for now (its id held by a live session, a join limit): it tries again within its connect window
+    refused_for_now: bool = False
+
+
+class ClientError(FLError):
+    """The client cannot take part (refused, wrong labels, missing columns)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class DialSettings(Protocol):
+    """What a session reads of a client's settings (``fl.federation.client.ClientSettings`` declares them)."""
+
+    host: str
+    port: int
+    token: str | None
+    connect_timeout_s: float
+    server_up: bool
+    limits: Limits
+    ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
+    reconnect_s: float
+    pin_sha256: str | None
+
+
+class HostedClient(Protocol):
+    """What a session needs of a client (``fl.federation.client.FederatedClient``): its identity, data and
+    settings, the state a session keeps on it, and the four public methods it calls."""
+
+    client_id: str
+    data: Any  # LocalData: X, y
+    settings: DialSettings
+    seed: int
+    behaviour: Any  # Behaviour: delay_s
+    on_attempt: Callable[[int, str, float], None] | None
+    conn: Any  # the session's connection, while it lasts
+    joins: int  # welcomes received
+    task: Any  # the Task it prepared for
+    y: Any  # its training labels, once prepared
+
+    def prepare(self, welcome: Welcome) -> None: ...
+
+    def emit(self, kind: EventType, **fields: Any) -> None: ...
+
+    def handle_fit(self, msg: Fit) -> FitResult: ...
+
+    def handle_evaluate(self, msg: Evaluate) -> EvaluateResult: ...
+
+
 _handshake_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = \
     weakref.WeakKeyDictionary()
 
@@ -79,7 +147,7 @@ class Backoff:
         return base * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
-def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
+def tls_problem(exc: ssl.SSLError, settings: DialSettings) -> str:
     """An SSL error in words a person can act on."""
     where = f"{settings.host}:{settings.port}"
     text = str(exc)
@@ -95,7 +163,7 @@ def tls_problem(exc: ssl.SSLError, settings: ClientSettings) -> str:
     return f"TLS with the server at {where} failed ({getattr(exc, 'reason', None) or text})"
 
 
-def closed_before_welcome(settings: ClientSettings) -> str:
+def closed_before_welcome(settings: DialSettings) -> str:
     """A TLS server that hangs up before answering hello has most likely refused this client's certificate.
 
     Under TLS 1.3 a server checks the client certificate after the client
@@ -117,7 +185,7 @@ def _plain_os_error(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-async def open_stream(settings: ClientSettings, stop: threading.Event,
+async def open_stream(settings: DialSettings, stop: threading.Event,
                       on_attempt: Callable[[int, str, float], None] | None = None, timeout_s: float | None = None,
                       backoff: Backoff | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect, retrying with ``backoff`` (0.05 s doubling to 2 s) for ``timeout_s`` (``connect_timeout_s``).
@@ -161,7 +229,7 @@ async def open_stream(settings: ClientSettings, stop: threading.Event,
         await _sleep_unless(stop, wait)
 
 
-def _check_pin(writer: asyncio.StreamWriter, settings: ClientSettings) -> None:
+def _check_pin(writer: asyncio.StreamWriter, settings: DialSettings) -> None:
     if not settings.pin_sha256:
         return
     ssl_object = writer.get_extra_info("ssl_object")
@@ -171,14 +239,14 @@ def _check_pin(writer: asyncio.StreamWriter, settings: ClientSettings) -> None:
         raise ssl.SSLError("server certificate does not match the pinned SHA-256 fingerprint")
 
 
-async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, stop: threading.Event) -> ClientResult:
+async def client_session(client: HostedClient, compute: ThreadPoolExecutor, stop: threading.Event) -> ClientResult:
     """One client's whole run: connect, hello, welcome, then serve until bye. Never raises.
 
     With ``settings.reconnect_s``, a client that has joined and then lost the
     server (the connection dropped, or the server silent past its heartbeats;
     not a ``bye``, not a refusal) keeps trying to rejoin for that long, with
     backoff and one ``on_attempt`` line per try, under the same id and with
-    the same local model (``FederatedClient._prepare`` keeps it for the same
+    the same local model (``FederatedClient.prepare`` keeps it for the same
     task). Each rejoin opens a new window. A first join refused for now
     (its id held by a live session, a join limit: ``refused_for_now``) is
     tried again, with a line per try, until ``connect_timeout_s`` has passed.
@@ -218,7 +286,7 @@ async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, s
         if client.joins > joins:  # it was in the run: a new window from now
             backoff, lost_why = Backoff(*RECONNECT_BACKOFF), result.reason
             window_end = loop.time() + client.settings.reconnect_s
-            client._emit(EventType.RECONNECTING, reason=result.reason, seconds=client.settings.reconnect_s)
+            client.emit(EventType.RECONNECTING, reason=result.reason, seconds=client.settings.reconnect_s)
             continue
         left, wait = window_end - loop.time(), backoff.pause()  # reached the server, but not through hello
         if left < wait:
@@ -231,7 +299,7 @@ async def client_session(client: FederatedClient, compute: ThreadPoolExecutor, s
             return ClientResult(client.client_id, "stopped", rounds)
 
 
-async def _session(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor,
+async def _session(client: HostedClient, conn: AioConnection, compute: ThreadPoolExecutor,
                    stop: threading.Event, reply_s: float) -> ClientResult:
     loop = asyncio.get_running_loop()
     cid = client.client_id
@@ -247,7 +315,7 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
                 conn.send_error("data", f"cannot summarise the local data: {exc}")
                 return ClientResult(cid, f"cannot summarise the local data: {exc}", ok=False)
             conn.send(summary)
-            client._emit(EventType.SUMMARY_SENT, rows=len(client.data.y))
+            client.emit(EventType.SUMMARY_SENT, rows=len(client.data.y))
             slot_held = False
             handshake_slots().release()  # the wait for the other sites may be long: not a handshake slot's
             reply = await await_task(conn)  # the first sites wait here for the others
@@ -275,20 +343,20 @@ async def _session(client: FederatedClient, conn: AioConnection, compute: Thread
         conn.send_error("message", "expected welcome")
         return ClientResult(cid, "server did not send welcome", ok=False)
     try:
-        await loop.run_in_executor(compute, client._prepare, reply)
+        await loop.run_in_executor(compute, client.prepare, reply)
         client.joins += 1
-        client._emit(EventType.WELCOME, run_id=reply.run_id, model=client.task.model, rejoined=client.joins > 1,
+        client.emit(EventType.WELCOME, run_id=reply.run_id, model=client.task.model, rejoined=client.joins > 1,
                      n_classes=len(client.task.classes), n_features=client.task.n_features, n_samples=len(client.y))
     except ClientError as exc:
         conn.send_error(exc.code, str(exc))
         await conn.drain(2.0)
-        client._emit(EventType.CLIENT_ERROR, code=exc.code, message=str(exc))
+        client.emit(EventType.CLIENT_ERROR, code=exc.code, message=str(exc))
         return ClientResult(cid, f"cannot take part ({exc.code}): {exc}", ok=False)
     timing = Heartbeat(reply.heartbeat_s, reply.heartbeat_misses or DEFAULT_MISSES) if reply.heartbeat_s else None
     return await _serve(client, conn, compute, stop, timing)
 
 
-async def _serve(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor,
+async def _serve(client: HostedClient, conn: AioConnection, compute: ThreadPoolExecutor,
                  stop: threading.Event, timing: Heartbeat | None) -> ClientResult:
     """Read every frame as it comes (a ping is answered at once, mid-fit too) until bye or the end.
 
@@ -335,7 +403,7 @@ class _Outcome:
     result: ClientResult | None = None  # set when the worker ended the session (a local failure)
 
 
-async def _work(client: FederatedClient, conn: AioConnection, compute: ThreadPoolExecutor, stop: threading.Event,
+async def _work(client: HostedClient, conn: AioConnection, compute: ThreadPoolExecutor, stop: threading.Event,
                 requests: asyncio.Queue, done: _Outcome) -> None:
     """Answer fit and evaluate in order on the compute thread; a failure here ends the session."""
     loop = asyncio.get_running_loop()
@@ -375,7 +443,7 @@ async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
 class ClientHost:
     """Many clients on one event loop and one compute thread; ``run()`` blocks until all have left."""
 
-    def __init__(self, clients: list[FederatedClient], stop: threading.Event | None = None, name: str = "host"):
+    def __init__(self, clients: list[HostedClient], stop: threading.Event | None = None, name: str = "host"):
         self.clients = clients
         self.stop = stop or threading.Event()
         self.name = name

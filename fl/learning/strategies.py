@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from fl.errors import ChoiceError
 from fl.learning.aggregation import (
     Arrays, Results, fedavg, krum, median, scaffold, stacking, summed, trimmed_mean, voting,
 )
@@ -370,7 +371,7 @@ def get_strategy(name: str) -> type[Strategy]:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ValueError(f"unknown aggregation {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
+        raise ChoiceError(f"unknown aggregation {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
 
 
 def strategies_for(model: ModelAdapter) -> list[str]:

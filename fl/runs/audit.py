@@ -42,7 +42,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl.data import DataError, FederatedData, apply_standardization, local_holdout
+from fl.errors import FLError
+from fl.data import FederatedData, apply_standardization, local_holdout
 from fl.federation.task import client_seed
 from fl.learning import membership as M
 from fl.learning.metrics import aligned_proba
@@ -70,7 +71,7 @@ LOWER_BOUND = ("An audit is a lower bound on leakage, not a proof of privacy: th
 AUDIT_SEED = 0x5EED_A0D17  # the audit's own randomness, apart from the run's
 
 
-class AuditError(Exception):
+class AuditError(FLError):
     """A run that cannot be audited; str(e) is one sentence saying why."""
 
 
@@ -308,7 +309,7 @@ def run_audit(directory: str | Path, *, n_references: int = N_REFERENCES, save: 
     model = load_model(directory)
     try:
         data = load_data(config)
-    except (DataError, ConfigError, OSError) as exc:
+    except (FLError, OSError) as exc:
         raise AuditError(f"cannot rebuild the run's data from {directory / 'config.json'}: {exc}") from None
     report = audit_data(config, model, data, client_ids_for(data), n_references=n_references)
     report.update(run_id=summary.get("run_id") or directory.name, created_at=time.time(),

@@ -18,7 +18,7 @@ from fl.data import (
     DataError, Dataset, FederatedData, check_config_size, load_dataset, make_federated_data, normalize_labels,
 )
 from fl.federation.rounds import RoundSettings, ServerData
-from fl.federation.summaries import SummaryPlan
+from fl.federation.summary_exchange import SummaryPlan
 from fl.federation.task import Task, make_preprocess
 from fl.learning.models import get_model
 from fl.learning.schedules import parse_schedule
@@ -64,7 +64,7 @@ def build_run(config: RunConfig, *, classes: list | None = None, n_features: int
     With ``classes`` and ``n_features`` (a server without data of its own)
     nothing is loaded: clients bring all the data and evaluation is federated.
     With ``data_at_clients`` (a CSV run without a file here) the task is built
-    from the sites' data summaries before round 1 (fl/federation/summaries.py).
+    from the sites' data summaries before round 1 (fl/federation/summary_exchange.py).
     Raises ConfigError or DataError (ResourceError when the data is too big).
     """
     config.validate(data_at_clients=data_at_clients)

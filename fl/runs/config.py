@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from fl.errors import FLError
 from fl.data import DATASETS, PARTITIONERS
 from fl.federation.behaviour import ATTACKS
 from fl.learning.models import MODELS, get_model
@@ -37,7 +38,7 @@ def workers_flag(text: str) -> int:
     return AUTO if text.strip().lower() == "auto" else int(text)
 
 
-class ConfigError(ValueError):
+class ConfigError(FLError, ValueError):
     """A setting is out of range or inconsistent; str(e) says which and what to do."""
 
 

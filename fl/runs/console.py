@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from fl.data.summary import report_lines
+from fl.data.site_summary import report_lines
 from fl.federation.events import EventType, describe_event
 from fl.runs.words import for_cli
 from fl.learning.privacy import NO_PRIVACY

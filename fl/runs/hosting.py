@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 from fl.federation.server import ServerSettings
-from fl.data.summary import report_from_data
+from fl.data.site_summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.events import EventType
 from fl.runs.build import RunPlan, build_run
 from fl.runs.config import RunConfig
-from fl.runs.state import RunHandle, launch_rounds, open_run
+from fl.runs.live_run import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore
 from fl.runs.tls_dirs import remove_tls_dir
 

@@ -4,7 +4,7 @@ A field's ``Knob`` holds its range or choices, its help text, its widget and
 when that widget is shown, the commands that take it as a flag, and whether
 clients receive it in every ``fit``. The argparse flags (fl/runs/cli.py),
 the validation (RunConfig.validate), the dashboard's widgets (ui/sidebar.py)
-and Deploy's client commands (ui/deploy.py) are all generated from these;
+and Deploy's client commands (ui/deploy_view.py) are all generated from these;
 each default is the dataclass field's own default, written once.
 """
 

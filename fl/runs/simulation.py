@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable
 
 from fl.data import FederatedData, label_distribution
-from fl.data.summary import report_from_data
+from fl.data.site_summary import report_from_data
 from fl.federation.checkpoint import Checkpoint
 from fl.federation.session import ClientHost
 from fl.federation.events import EventType, make_event
@@ -30,7 +30,7 @@ from fl.runs.baselines_aside import compute_aside, compute_after_rounds
 from fl.runs.build import build_run
 from fl.runs.cluster_spec import ClusterSpec, is_loopback, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
-from fl.runs.state import RunHandle, launch_rounds, open_run
+from fl.runs.live_run import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore, new_run_id
 from fl.runs.workers import HostSpec, make_clients, probe_fit_seconds, roles, run_in_processes, split_indices
 from fl.runs.workers import worker_count as local_worker_count

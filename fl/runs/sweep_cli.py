@@ -21,7 +21,7 @@ import pandas as pd
 from fl.runs.cli import UsageError, add_cluster_network_flags, add_knob_flags, config_from_args
 from fl.runs.console import epsilon_text
 from fl.runs.knobs import SIMULATE
-from fl.runs.sweep import DEFAULT_SEEDS, GridError, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
+from fl.runs.sweep_spec import DEFAULT_SEEDS, GridError, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
 from fl.runs.sweep_run import start_sweep
 
 BAR_WIDTH = 20

@@ -26,8 +26,9 @@ from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
+from fl.errors import FLError
 from fl.runs.store import RunStore, new_run_id
-from fl.runs.sweep import SweepRun, SweepSpec
+from fl.runs.sweep_spec import SweepRun, SweepSpec
 from fl.runs.sweep_stats import audit_outcome, cells_frame, run_outcome, summary_frame
 from fl.runs.sweep_store import SweepStore, write_csv, write_json
 
@@ -39,9 +40,8 @@ THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def run_in_worker(task: dict[str, Any]) -> dict[str, Any]:
     """A worker process's job: one run of the sweep, unless Stop came first; returns its summary.csv numbers."""
-    from fl.data import DataError
     from fl.runs import simulation
-    from fl.runs.config import ConfigError, RunConfig
+    from fl.runs.config import RunConfig
 
     stop_file = Path(task["stop_file"])
     if stop_file.exists():
@@ -50,7 +50,7 @@ def run_in_worker(task: dict[str, Any]) -> dict[str, Any]:
     try:
         handle = simulation.start(RunConfig.from_dict(task["config"]), store=RunStore(task["root"]),
                                   run_id=task["run_id"], **task.get("network", {}))
-    except (ConfigError, DataError, OSError) as exc:
+    except (FLError, OSError) as exc:
         return {"status": "failed", "error": str(exc), "worker_pid": os.getpid()}
     assert handle.writer is not None
     handle.writer.update_summary(sweep_id=task["sweep_id"], sweep_cell=task["cell"], sweep_seed=task["seed"])

@@ -1,10 +1,9 @@
 """The wire protocol on an asyncio event loop: one loop serves every connection of a process.
 
-``read_frame_async`` runs exactly the checks of ``read_frame`` (magic and
-lengths before the header, the header before the body is allocated, a
-started frame must keep coming: no gap of ``Limits.frame_timeout_s``
-without a byte), so the server and a client host on an event loop speak the
-same protocol v1 as the blocking code. ``AioConnection`` is one framed
+This is the production transport. ``read_frame_async`` runs the codec's
+checks (``fl.wire.codec``: magic and lengths before the header, the header
+before the body is allocated) and adds the stall rule (a started frame must
+keep coming: no gap of ``Limits.frame_timeout_s`` without a byte). ``AioConnection`` is one framed
 stream: ``recv`` on the loop, ``send`` from any thread (the frame is encoded
 by the caller and written by the loop), byte counters for the round
 statistics, and a ``Meter`` of when the peer was last heard (heartbeats).
@@ -19,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fl.wire.frames import PREFIX_SIZE, Limits, _build, _check_prefix, _parse_header, encode_frame
+from fl.wire.codec import PREFIX_SIZE, Limits, build_frame, encode_frame, parse_header, parse_prefix
 from fl.wire.fields import BLOB_FORMAT_SKOPS, Frame, PeerClosed, ProtocolError
-from fl.wire.messages import Error, Message, parse_message
+from fl.wire.messages import Message, MessageStream, parse_message
 
 WRITE_BUFFER_FACTOR = 2  # a peer whose unsent bytes pass twice the largest frame is not reading: drop it
 
@@ -85,10 +84,10 @@ async def _unless_stalled(reading: asyncio.Future, limits: Limits, meter: Meter)
 async def _rest_of_frame(reader: asyncio.StreamReader, first: bytes, limits: Limits,
                          meter: Meter) -> tuple[Frame, int]:
     prefix = first + bytes(await _read(reader, PREFIX_SIZE - 1, meter))
-    header_len, body_len = _check_prefix(prefix, limits)
-    header, layout, blob_size = _parse_header(await _read(reader, header_len, meter), body_len, limits)
+    header_len, body_len = parse_prefix(prefix, limits)
+    header, layout, blob_size = parse_header(await _read(reader, header_len, meter), body_len, limits)
     body = await _read(reader, body_len, meter) if body_len else b""
-    return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
+    return build_frame(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
 
 
 async def _read(reader: asyncio.StreamReader, n: int, meter: Meter) -> bytes | np.ndarray:
@@ -118,8 +117,9 @@ def encode_message(msg: Message) -> tuple[list[bytes | memoryview], int]:
     return buffers, sum(len(memoryview(b).cast("B")) for b in buffers)
 
 
-class AioConnection:
-    """One framed stream on an event loop. ``recv`` runs on the loop; ``send`` may be called from any thread."""
+class AioConnection(MessageStream):
+    """One framed stream on an event loop. ``recv`` runs on the loop; ``send`` (and ``send_error``, ``close``)
+    may be called from any thread."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits = Limits()):
         self.reader = reader
@@ -143,7 +143,9 @@ class AioConnection:
         return self.meter.heard_at
 
     async def recv(self, idle_timeout: float | None = None) -> Message:
-        """Read and parse one message (TimeoutError, PeerClosed, ProtocolError as ``Connection.recv``)."""
+        """One message: TimeoutError when none starts within ``idle_timeout`` (nothing consumed, the stream
+        stays usable), PeerClosed when the peer is gone, ProtocolError for a bad frame (the stream's position
+        is then lost: answer with ``send_error`` and ``close``)."""
         if self._closed:
             raise PeerClosed(f"{self.peer}: connection is closed")
         try:
@@ -184,18 +186,8 @@ class AioConnection:
         except (TimeoutError, ConnectionError, OSError):
             pass
 
-    def send_error(self, code: str, message: str) -> None:
-        """Tell the peer why it is being dropped; best effort, never raises."""
-        try:
-            self.send(Error(code=code, message=message))
-        except Exception:
-            pass
-
-    def close(self) -> None:
-        """Close the stream; idempotent, from any thread, never raises."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """``close``: the writer closes on the loop, whichever thread asked."""
         if _on_loop(self.loop):
             self._close_now()
         else:

@@ -1,7 +1,7 @@
 """What framing and the typed messages share: constants, errors, ``Frame``, and the header-field checks.
 
 Import these names from ``fl.wire``. This module sits at the bottom of the
-wire package (``messages`` and ``frames`` import it), so there is no import
+wire package (``codec``, ``messages`` and ``summary_messages`` import it), so there is no import
 cycle; the checks raise ``ProtocolError("message", ...)`` with the message
 type and the field named.
 """
@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from fl.errors import FLError
+
 PROTOCOL_VERSION = 1
 # \A...\Z so that .match(), .search() and .fullmatch() all reject "ok\n".
 CLIENT_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
@@ -24,7 +26,7 @@ NamedArrays = list[tuple[str, np.ndarray]]
 """Ordered (name, array) pairs: the order is the order on the wire."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(FLError):
     """A frame or message broke the contract.
 
     ``.code`` is a short machine string (``magic``, ``header_too_large``,
@@ -41,7 +43,7 @@ class ProtocolError(Exception):
         return self.message
 
 
-class PeerClosed(ConnectionError):
+class PeerClosed(FLError, ConnectionError):
     """The peer closed the connection (at a frame boundary or mid-frame)."""
 
 

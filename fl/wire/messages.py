@@ -1,10 +1,9 @@
 """Typed messages of wire protocol v1, and the pieces they share with framing.
 
-Import these names from ``fl.wire``; this module exists only to keep the
-framing code and the message table in files of readable size. It sits *below*
-``fl.wire.frames`` (which imports and re-exports everything here, as
-``fl.wire`` does in turn); the errors, ``Frame``, the constants and the
-field checks are in ``fl.wire.fields``, below both.
+Import these names from ``fl.wire``, which re-exports them with the codec's
+(``fl.wire.codec``: frames as bytes). The errors, ``Frame``, the constants and
+the field checks are in ``fl.wire.fields``, below both. ``MessageStream`` is
+what every framed stream of messages shares (``send_error``, ``close``).
 
 Every ``from_frame`` validates the header fields the contract names and
 raises ``ProtocolError("message", ...)`` on anything wrong, so server and
@@ -22,7 +21,7 @@ from fl.wire.fields import (
     CLIENT_ID_PATTERN, PROTOCOL_VERSION, Frame, NamedArrays, ProtocolError, _check_type, _counts_matrix, _dict, _fail,
     _float, _int, _payload, _str, json_safe,
 )
-from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
+from fl.wire.summary_messages import SUMMARY_FEATURE, Summarize, Summary  # noqa: F401 - re-exported with the others
 
 
 # ----------------------------------------------------------------- messages
@@ -370,3 +369,31 @@ def parse_message(frame: Frame) -> Message:
     if cls is None:
         raise ProtocolError("message", f"unknown message type {t!r}")
     return cls.from_frame(frame)
+
+
+class MessageStream:
+    """What every framed stream of messages shares, whatever carries it (``fl.wire.aio.AioConnection`` on an
+    event loop, ``fl.wire.reference_peer.Connection`` on a blocking socket): a subclass gives ``send`` and
+    ``_release`` (free the transport once) and keeps ``_closed``."""
+
+    _closed: bool
+
+    def send(self, msg: Message) -> int:
+        raise NotImplementedError
+
+    def send_error(self, code: str, message: str) -> None:
+        """Tell the peer why it is being dropped; best effort, never raises."""
+        try:
+            self.send(Error(code=code, message=message))
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Close the stream; idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        raise NotImplementedError

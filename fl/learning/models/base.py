@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
 
+from fl.errors import ChoiceError
+
 NamedArrays = list[tuple[str, np.ndarray]]
 
 MODELS: dict[str, "ModelAdapter"] = {}
@@ -189,11 +191,11 @@ class ModelAdapter:
 
 
 def get_model(name: str) -> ModelAdapter:
-    """The adapter of a model, or a ValueError that lists the known names."""
+    """The adapter of a model, or a ChoiceError (a ValueError) that lists the known names."""
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+        raise ChoiceError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
 
 
 def validate_hyperparameters(estimator: Any) -> None:

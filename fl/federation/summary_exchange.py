@@ -4,7 +4,7 @@ The exchange (docs/protocol.md, "Data summaries") sits between ``hello`` and
 ``welcome``: a client that offers ``"summary"`` in ``hello.features`` gets
 ``summarize`` and answers ``summary``. The clients of the first cohort wait
 for their ``welcome`` until the round loop has enough of them; it then merges
-their summaries (``fl.data.summary.merge_summaries``) into the final task
+their summaries (``fl.data.site_summary.merge_summaries``) into the final task
 (feature names, global scaler, classes) and welcomes them all before round 1.
 A client joining later is checked against that task at once: columns it has
 beyond the task's are ignored, a missing one is refused, naming it.
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fl.data import DataError, local_holdout, normalize_labels
-from fl.data.summary import MergedData, columns_problem, merge_summaries, summarize_data
+from fl.data.site_summary import MergedData, columns_problem, merge_summaries, summarize_data
 from fl.data.summary_checks import clean_report, summary_problem
 from fl.federation.task import Task, client_seed, make_preprocess
 from fl.wire import SUMMARY_FEATURE, Hello, PeerClosed, ProtocolError, Summarize, Summary

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from fl.data import DataError, check_config_size
+from fl.errors import FLError
+from fl.data import check_config_size
 from fl.runs.cluster_spec import LOCAL
-from fl.runs.config import ConfigError, RunConfig
+from fl.runs.config import RunConfig
 from fl.runs.knobs import Knob, check_value, knobs_of
 
 KNOBS = knobs_of(RunConfig)
@@ -38,7 +39,7 @@ SET_BY_THE_SWEEP = {
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-class GridError(ValueError):
+class GridError(FLError, ValueError):
     """A grid, a grid value or a seed count that cannot be swept; str(e) says which and why."""
 
 
@@ -239,7 +240,7 @@ class SweepSpec:
             try:
                 config.validate()
                 check_config_size(config)
-            except (ConfigError, DataError) as exc:
+            except FLError as exc:
                 where = f"the grid cell {cell_label(cell)}" if cell else "the base settings"
                 raise GridError(f"{where} cannot run: {exc}") from None
         return self

@@ -6,7 +6,7 @@ the values the sites name), the global scaler (mean and standard deviation
 from the sums) and the label set (the union: one site may hold one class).
 A site summarises exactly the columns ``plan_features`` would use, so the
 summary and the features it later builds cannot disagree. The wire format is
-``fl/wire/summary.py``; docs/protocol.md, "Data summaries", is the contract.
+``fl/wire/summary_messages.py``; docs/protocol.md, "Data summaries", is the contract.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 
 from fl.data.csvdata import MAX_CATEGORIES, column_report, plan_features
 from fl.data.labels import MAX_CLASSES, label_counts, normalize_labels, text_values
-from fl.data.partition import DataError
+from fl.data.errors import DataError
 from fl.data.summary_checks import MAX_REPORT_ITEMS, MAX_REPORT_TEXT, MAX_TEXT, text_problem
 
 OTHER = "other"  # the pooled count of values rarer than min_category_count (never a feature)

@@ -1,4 +1,4 @@
-"""Wire protocol v1: length-prefixed frames of a JSON header plus raw arrays.
+"""Wire protocol v1, the codec: length-prefixed frames of a JSON header plus raw arrays, as bytes.
 
 This is the Python reference of the contract in docs/protocol.md. A frame is
 
@@ -8,46 +8,36 @@ where the body holds C-contiguous little-endian arrays (six dtypes, nothing
 else) and optionally one opaque blob. Nothing here pickles or unpickles; a
 ``skops`` blob stays bytes until fl.wire.blobs loads it with an allow-list.
 
-A receiver never trusts a length it has not checked: magic and both lengths
-are checked before the header is read, the header before the body is
-allocated. Reading uses per-call socket timeouts so a silent peer costs at
-most ``Limits.frame_timeout_s`` once a frame has started.
+A receiver never trusts a length it has not checked: the codec's three
+public steps say what to read next and are run by every reader (the event
+loop's ``fl.wire.aio`` in production, the blocking ``fl.wire.reference_peer``
+in tests and bench, ``decode_frame`` in memory):
 
-Typed messages live in fl/wire/messages.py; ``fl.wire`` exports both.
+    parse_prefix(16 bytes) -> header_len, body_len   (magic and both lengths checked)
+    parse_header(header bytes, body_len) -> header, layout, blob_size   (before the body is allocated)
+    build_frame(header, layout, blob_size, body) -> Frame
+
+Nothing here touches a socket. Typed messages live in fl/wire/messages.py;
+``fl.wire`` exports both.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import select
-import socket
 import struct
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fl.wire.fields import (  # re-exported: import them from fl.wire
-    BLOB_FORMAT_SKOPS, CLIENT_ID_PATTERN, MAX_CONFUSION_CLASSES, MAX_EXACT_INT, PROTOCOL_VERSION, Frame, NamedArrays,
-    PeerClosed, ProtocolError, json_safe,
-)
-from fl.wire.messages import (  # re-exported: import them from fl.wire
-    MESSAGE_TYPES, Bye, Error, Evaluate, EvaluateResult, Fit, FitMetadata, FitResult, Hello, Message, Ping, Pong,
-    Welcome, parse_message,
-)
-from fl.wire.summary import SUMMARY_FEATURE, Summarize, Summary  # the data-summary extension (docs/protocol.md)
+from fl.wire.fields import BLOB_FORMAT_SKOPS, MAX_EXACT_INT, Frame, NamedArrays, ProtocolError
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAGIC", "ALLOWED_DTYPES", "DEFAULT_MAX_HEADER_BYTES",
-    "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_FRAME_TIMEOUT_S", "CLIENT_ID_PATTERN", "PREFIX_SIZE",
-    "BLOB_FORMAT_SKOPS", "NamedArrays", "ProtocolError", "PeerClosed", "Limits", "Frame",
-    "encode_frame", "frame_to_bytes", "decode_frame", "read_frame", "write_frame", "json_safe",
-    "Hello", "Welcome", "Fit", "FitMetadata", "FitResult", "Evaluate", "EvaluateResult", "Ping", "Pong", "Bye",
-    "Error", "Message", "MESSAGE_TYPES", "parse_message", "Summarize", "Summary", "SUMMARY_FEATURE",
-    "MAX_CONFUSION_CLASSES",
+    "MAGIC", "ALLOWED_DTYPES", "DEFAULT_MAX_HEADER_BYTES", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_FRAME_TIMEOUT_S",
+    "PREFIX_SIZE", "Limits", "FrameLayout", "encode_frame", "frame_to_bytes", "parse_prefix", "parse_header",
+    "build_frame", "decode_frame",
 ]
 
 MAGIC = b"FLW1"
@@ -62,12 +52,6 @@ _DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}
 _CANONICAL = {("f", 8): "<f8", ("f", 4): "<f4", ("i", 8): "<i8", ("i", 4): "<i4",
               ("u", 1): "|u1", ("b", 1): "|b1"}
 _MAX_NDIM = 32
-# Longest a single socket call blocks. Deadlines are re-checked between calls,
-# and a sender thread sharing the socket never waits longer than this per try.
-POLL_S = 1.0
-# Largest slice handed to one send(): keeps TLS writes small enough to finish
-# within one socket timeout, so "no progress" really means a stalled peer.
-_SEND_CHUNK = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -157,13 +141,14 @@ def frame_to_bytes(header: dict, arrays: Iterable[tuple[str, np.ndarray]] = (),
 
 
 # ----------------------------------------------------------------- decoding
-# _check_prefix -> _parse_header -> _build: shared by decode_frame and read_frame
-# so in-memory fuzzing exercises exactly the checks the socket path runs.
+# parse_prefix -> parse_header -> build_frame: run by decode_frame and by every
+# socket reader, so in-memory fuzzing exercises exactly the checks the socket path runs.
 
-_Layout = list[tuple[str, np.dtype, tuple[int, ...], int]]  # name, dtype, shape, nbytes
+FrameLayout = list[tuple[str, np.dtype, tuple[int, ...], int]]  # per array: name, dtype, shape, nbytes
 
 
-def _check_prefix(prefix: bytes | bytearray | memoryview, limits: Limits) -> tuple[int, int]:
+def parse_prefix(prefix: bytes | bytearray | memoryview, limits: Limits) -> tuple[int, int]:
+    """The 16-byte prefix's ``header_len`` and ``body_len``, after checking the magic and both lengths."""
     magic, header_len, body_len = _PREFIX.unpack(prefix)
     if magic != MAGIC:
         raise ProtocolError("magic", f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
@@ -223,8 +208,8 @@ def _check_strings(value: Any) -> None:
             stack.extend(item)
 
 
-def _parse_header(raw: bytes | bytearray | memoryview, body_len: int,
-                  limits: Limits) -> tuple[dict, _Layout, int | None]:
+def parse_header(raw: bytes | bytearray | memoryview, body_len: int,
+                 limits: Limits) -> tuple[dict, FrameLayout, int | None]:
     """Validate the header and its descriptors against body_len, before any body is read."""
     try:
         header = json.loads(bytes(raw).decode("utf-8"), parse_float=_strict_float, parse_int=_exact_int,
@@ -239,7 +224,7 @@ def _parse_header(raw: bytes | bytearray | memoryview, body_len: int,
         descs = []
     if not isinstance(descs, list):
         raise ProtocolError("json", "'arrays' must be a list")
-    layout: _Layout = []
+    layout: FrameLayout = []
     total = 0
     for d in descs:
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
@@ -272,8 +257,8 @@ def _parse_header(raw: bytes | bytearray | memoryview, body_len: int,
     return header, layout, blob_size
 
 
-def _build(header: dict, layout: _Layout, blob_size: int | None,
-           body: bytes | bytearray | memoryview) -> Frame:
+def build_frame(header: dict, layout: FrameLayout, blob_size: int | None,
+                body: bytes | bytearray | memoryview) -> Frame:
     """Slice the body into arrays and the blob (a copy).
 
     Arrays are views into the body (no copy) when their offset suits their
@@ -296,127 +281,16 @@ def _build(header: dict, layout: _Layout, blob_size: int | None,
 def decode_frame(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> Frame:
     """Decode exactly one whole frame held in memory (tests, fuzzing).
 
-    Runs the same checks as read_frame; truncated or trailing bytes are a
+    Runs the same checks as every socket reader; truncated or trailing bytes are a
     ``length`` error. Arrays are views into ``data`` (read-only for bytes)
     or, when unaligned, writable copies.
     """
     view = memoryview(data).cast("B")
     if len(view) < PREFIX_SIZE:
         raise ProtocolError("length", f"{len(view)} bytes is shorter than the {PREFIX_SIZE}-byte prefix")
-    header_len, body_len = _check_prefix(view[:PREFIX_SIZE], limits)
+    header_len, body_len = parse_prefix(view[:PREFIX_SIZE], limits)
     end = PREFIX_SIZE + header_len
     if len(view) != end + body_len:
         raise ProtocolError("length", f"frame declares {end + body_len} bytes, got {len(view)}")
-    header, layout, blob_size = _parse_header(view[PREFIX_SIZE:end], body_len, limits)
-    return _build(header, layout, blob_size, view[end:])
-
-
-# ------------------------------------------------------------------ sockets
-
-
-def _recv_first(sock: socket.socket, view: memoryview, idle_timeout: float | None) -> int:
-    """Wait up to idle_timeout for the first bytes of a frame; consume none on timeout."""
-    deadline = math.inf if idle_timeout is None else time.monotonic() + max(idle_timeout, 0.0)
-    while True:
-        sock.settimeout(min(max(deadline - time.monotonic(), 1e-3), POLL_S))
-        try:
-            n = sock.recv_into(view, len(view))
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no frame within {idle_timeout} s") from None
-            continue
-        if n == 0:
-            raise PeerClosed("peer closed the connection")
-        return n
-
-
-class _FrameClock:
-    """When a started frame has stalled: no byte of it for ``frame_timeout_s``."""
-
-    def __init__(self, limits: Limits):
-        self.stall_s = limits.frame_timeout_s
-        self.until = time.monotonic() + self.stall_s
-
-    def progress(self) -> None:
-        self.until = time.monotonic() + self.stall_s
-
-
-def _recv_exact(sock: socket.socket, view: memoryview, clock: _FrameClock) -> None:
-    """Fill view completely (recv_into, no concatenation); every byte that comes re-arms the stall timeout."""
-    got, size = 0, len(view)
-    while got < size:
-        remaining = clock.until - time.monotonic()
-        if remaining <= 0:
-            raise ProtocolError("timeout", "peer stalled mid-frame")
-        sock.settimeout(min(remaining, POLL_S))
-        try:
-            n = sock.recv_into(view[got:], size - got)
-        except TimeoutError:
-            continue
-        if n == 0:
-            raise PeerClosed(f"peer closed the connection mid-frame ({got} of {size} bytes)")
-        got += n
-        clock.progress()
-
-
-def read_frame(sock: socket.socket, limits: Limits = Limits(),
-               idle_timeout: float | None = None) -> tuple[Frame, int]:
-    """Read one frame; return it and the number of bytes it took (16 + header + body).
-
-    Waits up to ``idle_timeout`` (None: forever) for the first byte and raises
-    TimeoutError, consuming nothing, if none comes. From then on the frame
-    must keep coming: no gap of ``limits.frame_timeout_s`` without a byte
-    (else ProtocolError "timeout"). EOF raises PeerClosed. The body is one bytearray and the
-    arrays are *writable* views into it (see _build): no copy of a 100 MB
-    model, at the price that all arrays of a frame keep the body alive.
-    Leaves the socket in timeout mode (never blocking), see POLL_S.
-    """
-    prefix = memoryview(bytearray(PREFIX_SIZE))
-    got = _recv_first(sock, prefix, idle_timeout)
-    clock = _FrameClock(limits)
-    _recv_exact(sock, prefix[got:], clock)
-    header_len, body_len = _check_prefix(prefix, limits)
-    raw_header = bytearray(header_len)
-    _recv_exact(sock, memoryview(raw_header), clock)
-    header, layout, blob_size = _parse_header(raw_header, body_len, limits)
-    # Allocated only now that body_len is proven consistent; np.empty, not
-    # bytearray, because zero-filling 100 MB first costs half the read time.
-    body = np.empty(body_len, dtype=np.uint8)
-    _recv_exact(sock, memoryview(body), clock)
-    return _build(header, layout, blob_size, body), PREFIX_SIZE + header_len + body_len
-
-
-def send_buffers(sock: socket.socket, buffers: Iterable[bytes | memoryview], stall_timeout: float) -> int:
-    """Send every buffer fully; TimeoutError if no byte goes out for stall_timeout.
-
-    A loop of send() rather than sendall(): sendall's budget would be whatever
-    timeout the reader thread last set on the shared socket.
-    """
-    total = 0
-    for buf in buffers:
-        view = memoryview(buf).cast("B")
-        offset, last_progress = 0, time.monotonic()
-        while offset < len(view):
-            try:
-                offset += sock.send(view[offset:offset + _SEND_CHUNK])
-                last_progress = time.monotonic()
-                continue
-            except TimeoutError:
-                pass
-            except BlockingIOError:  # socket in non-blocking mode: wait here instead
-                select.select([], [sock], [], POLL_S)
-            if time.monotonic() - last_progress > stall_timeout:
-                raise TimeoutError(f"peer accepted no data for {stall_timeout} s")
-        total += len(view)
-    return total
-
-
-def write_frame(sock: socket.socket, header: dict, arrays: Iterable[tuple[str, np.ndarray]] = (),
-                blob: bytes | None = None, blob_format: str = BLOB_FORMAT_SKOPS,
-                stall_timeout: float = DEFAULT_FRAME_TIMEOUT_S) -> int:
-    """Encode and send one frame; return bytes written.
-
-    Raises TimeoutError if the peer accepts nothing for ``stall_timeout``
-    (only detectable when the socket has a timeout, as Connection ensures).
-    """
-    return send_buffers(sock, encode_frame(header, arrays, blob, blob_format), stall_timeout)
+    header, layout, blob_size = parse_header(view[PREFIX_SIZE:end], body_len, limits)
+    return build_frame(header, layout, blob_size, view[end:])

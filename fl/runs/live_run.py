@@ -20,7 +20,7 @@ from fl.federation.events import ClientStatus, EventType, RunStatus, make_event
 from fl.federation.rounds import RoundRunner, RunResult
 from fl.federation.secure_sum import SECAGG_FEATURE
 from fl.federation.server import FederatedServer, ServerSettings
-from fl.federation.summaries import TaskBuilder
+from fl.federation.summary_exchange import TaskBuilder
 from fl.federation.task import Task
 from fl.runs.build import RunPlan
 from fl.runs.archive import WeightsArchive

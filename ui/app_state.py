@@ -16,9 +16,9 @@ import os
 
 import streamlit as st
 
-from fl.runs.registry import RunRegistry
+from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from fl.runs.tls_dirs import clean_stale
 
 CURRENT_RUN = "current_run_id"  # the run this tab shows on the Run page; absent = a new run being configured

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from fl.runs.config import ConfigError, RunConfig
-from fl.data import DataError
+from fl.runs.for_pages import FLError
 from fl.runs.build import client_ids_for, clients_of_split, data_inputs, load_data
 from fl.runs.simulation import partition_summary
 from ui import charts
@@ -88,7 +88,7 @@ def _split_summary(inputs: dict[str, Any], _config: RunConfig) -> dict[str, Any]
     try:
         data = load_data(_config)
         clients_of_split(_config, data)  # a column split's count against min_clients, Krum's f, ...
-    except (ConfigError, DataError) as exc:
+    except FLError as exc:
         return str(exc)
     return partition_summary(data, client_ids_for(data))
 

@@ -19,15 +19,13 @@ import streamlit as st
 
 from fl.runs.config import RunConfig
 from fl.runs.knobs import CLIENT, default_of, knobs_of, to_flags
-from fl.runs.state import RunHandle
-from fl.federation.identity import parse_client_ids
-from fl.federation.server import ServerSettings
+from fl.runs.live_run import RunHandle
+from fl.runs.for_pages import ServerSettings, default_hosts, parse_client_ids
 from fl.runs.tls_dirs import make_server_tls
-from fl.wire.tls import default_hosts
 from ui import sidebar
-from ui.clients import STATUS_ICONS
+from ui.clients_view import STATUS_ICONS
 from ui import widgets
-from ui.state import DEPLOY_RUN, registry, runs_root
+from ui.app_state import DEPLOY_RUN, registry, runs_root
 
 SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
                                    "max_clients": 100, "expected": ""}

@@ -13,7 +13,7 @@ from fl.runs import hosting
 from fl.runs import simulation
 from fl.runs.config import RunConfig
 from fl.runs.store import RunStore
-from fl.runs.state import RunHandle
+from fl.runs.live_run import RunHandle
 from fl.federation.server import ServerSettings
 
 
