@@ -46,6 +46,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import threading
@@ -94,6 +95,11 @@ FLUSH_S = 1.0
 MAX_PENDING = 20_000
 CHECKPOINT_SYNC_S = 2.0  # the checkpoint is renamed over every round, fsynced at most this often
 _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds a new one per call
+
+
+def default_root() -> str:
+    """Where the runs of this machine are kept: FL_RUNS_DIR, else ``runs`` (the dashboard's store too)."""
+    return os.environ.get("FL_RUNS_DIR") or "runs"
 
 
 def new_run_id() -> str:
