@@ -65,6 +65,12 @@ def list_runs(store: RunStore) -> list[RunView]:
     return [view(run) for run in store.list()]
 
 
+def live_ids(runs: list[StoredRun]) -> set[str]:
+    """The runs that some process of this machine is running now (any process: the CLI's, a sweep's, this
+    dashboard's)."""
+    return {run.run_id for run in runs if view(run).state.live}
+
+
 def find_run(store: RunStore, ref: str) -> StoredRun:
     """The run whose id is ``ref``, or the only one whose id starts or ends with it."""
     try:
