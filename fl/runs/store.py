@@ -24,6 +24,9 @@ directory):
                    predicted, count (non-zero cells only: a thousand clients stay small)
     audit.json, audit_roc.csv  a privacy audit of the final model, when one was asked for
                    (``python -m fl audit DIR``, the Run page's Privacy section: fl/runs/audit.py)
+    live.json      while the run goes on: the pid and host running it, its mtime a heartbeat
+    stop.request   another process asks the live run to stop (``python -m fl runs stop``):
+                   both fl/runs/control.py, both removed when the run ends
 
 CSV and event lines are appended in batches: the per-client events of a round
 (``BULK_EVENTS``: a result, a join, a status per client; 10,000 of each at
