@@ -103,13 +103,15 @@ def test_a_simulate_without_out_is_kept_in_the_store_and_listed(finished):
     assert not (root / run_id / control.LIVE_FILE).exists()  # an ended run leaves no live file
 
 
-def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(finished):
+def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(finished, tmp_path):
     # Prepare
     root, run_id = finished
     # Execute
     text = fl(root, "runs", "show", run_id[-6:])
     as_json = fl(root, "runs", "show", run_id, "--json", "--rounds", "1")
+    by_path = fl(tmp_path, "runs", "show", str(root / run_id))  # a run directory anywhere (--out DIR)
     # Assert
+    assert by_path.returncode == 0 and f"run {run_id}  (simulation, completed)" in by_path.stdout
     assert text.returncode == 0, text.stderr
     assert f"run {run_id}  (simulation, completed)" in text.stdout
     assert "rounds    2/2" in text.stdout and "round 2/2  accuracy" in text.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from fl.runs.store import RunStore, StoredRun
 # What a run directory may hold that its zip takes (those present, nothing else: no temp or live files).
 RUN_FILES = ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
              "best_model.joblib", "baselines.json", "partition.json", "weights.npz", "weights.csv")
+FOLLOW_CHUNK = 8 << 20  # bytes of events.jsonl read at once
 SHOWN_EVENTS = ('"type": "round"', '"type": "resumed"', '"type": "done"')  # what following a run prints
 
 
@@ -72,7 +74,16 @@ def live_ids(runs: list[StoredRun]) -> set[str]:
 
 
 def find_run(store: RunStore, ref: str) -> StoredRun:
-    """The run whose id is ``ref``, or the only one whose id starts or ends with it."""
+    """The run whose id is ``ref``, or the only one whose id starts or ends with it; a path with a slash
+    names a run directory anywhere (``--out DIR``)."""
+    if "/" in ref or (os.sep in ref):
+        path = Path(ref)
+        if not (path / "config.json").is_file():
+            raise RunsError(f"{ref} is not a run directory (it has no config.json)")
+        try:
+            return RunStore(path.resolve().parent).load(path.resolve().name)
+        except (OSError, ValueError) as exc:
+            raise RunsError(f"the run in {ref} cannot be read ({exc})") from None
     try:
         return store.load(ref)
     except (FileNotFoundError, NotADirectoryError):
@@ -133,9 +144,10 @@ def follow(directory: str | Path, poll_s: float = POLL_S,
                 if fh.seek(0, 2) < offset:  # shorter than what was read: replaced, start again
                     offset, partial = 0, b""
                 fh.seek(offset)
-                chunk = fh.read()
+                chunk = fh.read(FOLLOW_CHUNK)
         except FileNotFoundError:
             chunk = b""
+        more = len(chunk) == FOLLOW_CHUNK  # a long file (thousands of clients): read on before sleeping
         offset += len(chunk)
         *lines, partial = (partial + chunk).split(b"\n")
         for line in lines:
@@ -148,6 +160,8 @@ def follow(directory: str | Path, poll_s: float = POLL_S,
                 continue
             if isinstance(event, dict) and event.get("type") in ("round", "resumed", "done"):
                 yield event
+        if more:
+            continue
         if ended or should_stop():
             return
         time.sleep(poll_s)

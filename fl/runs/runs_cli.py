@@ -41,7 +41,8 @@ def add_runs_parser(sub: Any) -> None:
     def command(name: str, help: str, with_id: bool = True) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help, description=help)
         if with_id:
-            parser.add_argument("run_id", metavar="ID", help="a run id, or a part only it starts or ends with")
+            parser.add_argument("run_id", metavar="ID", help="a run id, or a part only it starts or ends with, "
+                                                             "or a run directory's path (--out DIR)")
         parser.add_argument("--runs-dir", metavar="DIR",
                             help="the run store (default: FL_RUNS_DIR, else runs/; the dashboard's)")
         return parser
@@ -137,8 +138,8 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
     if summary.get("error"):
         print(f"  error     {shown(summary['error'])}")
     print("config")
-    for key in sorted(run.config):
-        print(f"  {key:<22} {shown(json.dumps(run.config[key]) if isinstance(run.config[key], (dict, list)) else run.config[key])}")
+    for key, value in sorted(run.config.items()):
+        print(f"  {key:<22} {shown(json.dumps(value) if isinstance(value, (dict, list)) else value)}")
     print(f"last {len(rounds)} rounds" if rounds else "no rounds yet")
     total = r["rounds"] or 0
     for record in rounds:
