@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,10 +75,11 @@ def one_line_error(done: subprocess.CompletedProcess, needle: str) -> None:
     assert needle in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
 
 
-@pytest.fixture
-def finished(tmp_path):
-    """A completed CLI run, started without --out: kept in the store."""
-    root = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A completed CLI run, started without --out: kept in the store (one for the module's tests that only
+    read it)."""
+    root = tmp_path_factory.mktemp("store") / "runs"
     done = fl(root, "simulate", *QUICK)
     assert done.returncode == 0, done.stderr
     run_id = one_run(root)
@@ -85,10 +87,18 @@ def finished(tmp_path):
     return root, run_id
 
 
+@pytest.fixture
+def finished(stored, tmp_path):
+    """The completed run, in a store of this test's own (it may delete it)."""
+    root, run_id = stored
+    shutil.copytree(root, tmp_path / "runs")
+    return tmp_path / "runs", run_id
+
+
 # ---------------------------------------------------------------------- finished runs
-def test_a_simulate_without_out_is_kept_in_the_store_and_listed(finished):
+def test_a_simulate_without_out_is_kept_in_the_store_and_listed(stored):
     # Prepare
-    root, run_id = finished
+    root, run_id = stored
     # Execute
     table = fl(root, "runs", "list")
     as_json = fl(root, "runs", "list", "--json")
@@ -103,9 +113,9 @@ def test_a_simulate_without_out_is_kept_in_the_store_and_listed(finished):
     assert not (root / run_id / control.LIVE_FILE).exists()  # an ended run leaves no live file
 
 
-def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(finished, tmp_path):
+def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(stored, tmp_path):
     # Prepare
-    root, run_id = finished
+    root, run_id = stored
     # Execute
     text = fl(root, "runs", "show", run_id[-6:])
     as_json = fl(root, "runs", "show", run_id, "--json", "--rounds", "1")
@@ -121,11 +131,11 @@ def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(finished,
     assert [r["round"] for r in shown["rounds"]] == [2] and shown["live"] is False
 
 
-def test_export_writes_the_runs_page_zip(finished, tmp_path):
+def test_export_writes_the_runs_page_zip(stored, tmp_path):
     # Prepare
     from ui.history import zip_run
 
-    root, run_id = finished
+    root, run_id = stored
     # Execute
     into_dir = fl(root, "runs", "export", run_id, "--zip", str(tmp_path))
     named = fl(root, "runs", "export", run_id, "--zip", str(tmp_path / "named.zip"))
@@ -163,9 +173,9 @@ def test_stop_of_an_ended_run_says_so_and_delete_removes_it(finished):
     (["runs", "follow"], "the following arguments are required: ID"),
     (["runs", "stop", "RUN", "--wait", "soon"], "invalid float value"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(finished, args, needle):
+def test_bad_input_is_one_line_and_exit_code_2(stored, args, needle):
     # Prepare
-    root, run_id = finished
+    root, run_id = stored
     # Execute
     done = fl(root, *[run_id if a == "RUN" else a for a in args])
     # Assert

@@ -78,6 +78,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except RunsError as exc:
         _error(str(exc))
         return 2
+    except KeyboardInterrupt:  # e.g. while stop waits: the request stands, only the waiting ends
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _error(message: str) -> None:
