@@ -167,7 +167,8 @@ def test_stop_of_an_ended_run_says_so_and_delete_removes_it(finished):
 
 @pytest.mark.parametrize("args, needle", [
     (["runs", "show", "nothing-here"], "no run 'nothing-here'"),
-    (["runs", "delete", "../x"], "is not a run id"),
+    (["runs", "delete", "bad id"], "is not a run id"),
+    (["runs", "show", "../nowhere"], "is not a run directory"),
     (["runs", "export", "RUN"], "add --zip"),
     (["runs"], "say what to do"),
     (["runs", "follow"], "the following arguments are required: ID"),
