@@ -388,3 +388,35 @@ def test_the_runs_page_sees_live_runs_of_other_processes(tmp_path):
     assert live == {writer.run_id}
     assert runs_frame(store.list(), live)["Status"].tolist() == ["running"]
     assert refused is not None and "running in another process" in refused and writer.dir.exists()
+
+
+def test_the_runs_page_stops_a_run_of_another_process(app_env):
+    # Prepare: a live run of "another process" in the page's store (its live file, its status)
+    from tests.apptest_helpers import new_app
+
+    writer = RunStore(app_env).create("20990101-000000-abcdef", RunConfig(dataset="iris").to_dict())
+    control.mark_live(writer.dir, writer.run_id)
+    at = new_app()
+    at.switch_page("app_pages/runs.py").run()
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    # Execute
+    at.button(key=f"stop_{writer.run_id}").click().run()
+    # Assert
+    assert not at.exception
+    assert (writer.dir / control.STOP_FILE).exists()
+    assert any("Asked run 20990101-000000-abcdef to stop" in i.value for i in at.info)
+
+
+def test_a_server_without_out_is_kept_in_the_store_and_resumed_only_as_a_hosted_run(tmp_path):
+    # Prepare: a hosted run that no client joins (it fails after --wait)
+    root = tmp_path / "runs"
+    served = fl(root, "server", "--dataset", "iris", "--port", "0", "--wait", "1", "--rounds", "2")
+    run_id = one_run(root)
+    # Execute
+    listed = json.loads(fl(root, "runs", "list", "--json").stdout)
+    resumed = fl(root, "runs", "resume", run_id)
+    # Assert
+    assert served.returncode == 1 and f"run {run_id} kept in" in served.stderr
+    assert listed[0]["kind"] == "hosted" and listed[0]["status"] == "failed"
+    one_line_error(resumed, f"run {run_id} is a hosted run: resume it with python -m fl server --out")
