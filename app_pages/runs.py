@@ -5,6 +5,7 @@ import streamlit as st
 from ui.format import words
 
 from fl.runs.for_pages import FLError
+from fl.runs import manage
 from ui import charts, history
 from ui.live import model_buttons
 from ui.app_state import PENDING_CONFIG, RESUME_RUN, follow, registry, store
@@ -22,7 +23,7 @@ if not runs:
             "to compare, download or run again.")
     st.stop()
 
-live_ids = {h.run_id for h in registry().active()} | sweep_live_run_ids()
+live_ids = {h.run_id for h in registry().active()} | sweep_live_run_ids() | manage.live_ids(runs)  # any process
 st.caption(f"{len(runs)} run{'s' if len(runs) != 1 else ''}, newest first. Select rows to compare them; "
            "select one to download, reload or delete it.")
 event = st.dataframe(
@@ -50,6 +51,11 @@ if len(chosen) > 1:
 
 run = chosen[0]
 st.caption(f"Run `{run.run_id}`")
+if run.run_id in live_ids and st.button("Stop this run", key=f"stop_{run.run_id}",
+                                        help="It ends within its round, whichever process runs it: this "
+                                             "dashboard, a sweep or the command line (python -m fl runs stop)."):
+    manage.stop(run.path, wait_s=0)  # a stop request in its directory (fl/runs/control.py)
+    st.info(f"Asked run {run.run_id} to stop; it ends within its round.")
 c1, c2, c3 = st.columns(3)
 c1.download_button("Download run (zip)", lambda: history.zip_run(run), file_name=f"{run.run_id}.zip",
                    mime="application/zip", on_click="ignore", key="download_zip", width="stretch",

@@ -1,4 +1,4 @@
-"""``python -m fl simulate | server | client | certs | sweep | audit`` (see fl/runs/cli.py)."""
+"""``python -m fl simulate | server | client | certs | sweep | audit | runs`` (see fl/runs/cli.py)."""
 
 import sys
 

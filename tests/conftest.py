@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -10,6 +14,11 @@ import pytest
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]
+# A run without --out is kept in the run store: the tests' (and their subprocesses') is a temporary one, never
+# the repository's runs/ (set at import, before test modules copy os.environ for their subprocesses)
+if "FL_RUNS_DIR" not in os.environ:
+    os.environ["FL_RUNS_DIR"] = _TEST_RUNS = tempfile.mkdtemp(prefix="fl-test-runs-")
+    atexit.register(shutil.rmtree, _TEST_RUNS, ignore_errors=True)
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def test_audit_is_a_subcommand_of_python_m_fl(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     # Assert
-    assert "{simulate,server,client,certs,sweep,audit}" in capsys.readouterr().out
+    assert "{simulate,server,client,certs,sweep,audit,runs}" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------- sweeps

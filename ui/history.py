@@ -7,20 +7,15 @@ thin layout and the logic is testable without a browser.
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from collections.abc import Iterable
 
 import pandas as pd
 
+from fl.runs.control import liveness
+from fl.runs.manage import RUN_FILES, zip_run  # noqa: F401 - the page's download is the engine's zip
 from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore, StoredRun
 from ui.format import is_number, when
-
-# What a run directory may hold; the zip takes those present, nothing else
-# (no stray temp files such as summary.json.tmp).
-RUN_FILES = ("config.json", "summary.json", "metrics.csv", "clients.csv", "events.jsonl", "model.joblib",
-             "best_model.joblib", "baselines.json", "partition.json", "weights.npz", "weights.csv")
 TABLE_COLUMNS = ["Started", "Dataset", "Model", "Aggregation", "Clients", "Rounds done", "Final accuracy",
                  "Status", "Run id"]
 
@@ -117,17 +112,6 @@ def curves(runs: list[StoredRun]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def zip_run(run: StoredRun) -> bytes:
-    """The run directory's files in one zip, built in memory, under a folder named after the run."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in RUN_FILES:
-            path = run.path / name
-            if path.is_file():
-                zf.write(path, arcname=f"{run.run_id}/{name}")
-    return buf.getvalue()
-
-
 def delete_run(store: RunStore, registry: RunRegistry, run_id: str) -> str | None:
     """Delete a finished run from disk and memory; an error sentence if it must not or cannot be."""
     handle = registry.get(run_id)
@@ -135,6 +119,10 @@ def delete_run(store: RunStore, registry: RunRegistry, run_id: str) -> str | Non
         where = "Deploy" if handle.kind == "hosted" else "Run"
         return (f"Run {run_id} is still running. Stop it first (Stop button on the {where} page), "
                 "then delete it.")
+    elsewhere = liveness(store.root / run_id)
+    if elsewhere.live:  # a run of another process (the command line, a sweep)
+        return (f"Run {run_id} is running in another process ({elsewhere.where}). Stop it first "
+                f"(python -m fl runs stop {run_id}), then delete it.")
     try:
         store.delete(run_id)
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m fl simulate | server | client | certs | sweep | audit``.
+"""The command line: ``python -m fl simulate | server | client | certs | sweep | audit | runs``.
 
 The run's flags are generated from RunConfig's knobs (their defaults, ranges,
 choices and help live there); only the network flags are written here.
@@ -28,6 +28,8 @@ from fl.runs.console import (
     HeldUntilReleased, baselines_lines, client_printer, column_notes, epsilon_text, fmt, progress_printer, split_note,
 )
 from fl.runs.knobs import CLIENT, SERVER, SIMULATE, default_of, knobs_of
+from fl.runs.runs_cli import add_runs_parser, cmd_runs
+from fl.runs.store import RunStore, default_root
 from fl.wire.text import shown
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fl.runs import cli_tls  # its own module, which imports this one
 
     parser = OneLineParser(prog="python -m fl", description="Federated learning over real sockets.")
-    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep,audit}",
+    sub = parser.add_subparsers(dest="command", metavar="{simulate,server,client,certs,sweep,audit,runs}",
                                 parser_class=OneLineParser)
     sim = sub.add_parser("simulate", help="a whole run in one process: server + N client threads")
     sim.add_argument("--config", metavar="JSON", help="rerun a saved config.json (flags beside it override)")
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fl.runs.audit_cli import add_audit_parser
 
     add_audit_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 
@@ -250,15 +253,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     resumable = resume_from_args(args)
     config = resumable.config if resumable else config_from_args(args)
     try:
-        handle = simulation.start(config, out_dir=args.out, run_id=resumable.run_id if resumable else None,
+        handle = simulation.start(config, out_dir=args.out, store=_store(args),
+                                  run_id=resumable.run_id if resumable else None,
                                   resume=resumable.checkpoint if resumable else None, with_baselines=args.baselines,
                                   on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20),
                                   host=args.host, advertise_host=args.advertise_host)
     except (DataError, ConfigError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
-    _say(split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)))
+    _say(split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)) + _kept(args, handle))
     _say(column_notes(handle.plan))
     return _wait_and_finish(handle)
+
+
+def _store(args: argparse.Namespace) -> RunStore | None:
+    """Without --out a run is kept in the run store (FL_RUNS_DIR, else runs/), beside the dashboard's."""
+    return None if args.out else RunStore(default_root())
+
+
+def _kept(args: argparse.Namespace, handle: Any) -> list[str]:
+    """Where a run without --out is kept, and how to manage it from another terminal."""
+    if args.out or handle.writer is None:
+        return []
+    return [f"run {handle.run_id} kept in {handle.writer.dir} (python -m fl runs follow|stop {handle.run_id})"]
 
 
 def _say(lines: list[str]) -> None:
@@ -347,7 +363,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     classes = [c for c in args.classes.split(",")] if not has_data else None
     printer = HeldUntilReleased(progress_printer(config.effective_rounds))  # "listening on" is the first line
     try:
-        handle = hosting.host(config, settings, out_dir=args.out, classes=classes,
+        handle = hosting.host(config, settings, out_dir=args.out, store=_store(args), classes=classes,
                               n_features=args.features if not has_data else None, on_event=printer,
                               run_id=resumable.run_id if resumable else None,
                               resume=resumable.checkpoint if resumable else None, data_at_clients=data_at_clients)
@@ -359,7 +375,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     host, port = handle.server.address
     print(f"listening on {host}:{port}", flush=True)
     printer.release()  # then what the run said before it (its data report, a resume), on stderr
-    _say(column_notes(handle.plan))
+    _say(column_notes(handle.plan) + _kept(args, handle))
     return _wait_and_finish(handle)
 
 
@@ -463,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fl.runs.sweep_cli import cmd_sweep
 
         commands = {"simulate": cmd_simulate, "server": cmd_server, "client": cmd_client, "certs": cmd_certs,
-                    "sweep": cmd_sweep, "audit": cmd_audit}
+                    "sweep": cmd_sweep, "audit": cmd_audit, "runs": cmd_runs}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {for_cli(str(exc))}", file=sys.stderr)

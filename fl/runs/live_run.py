@@ -25,6 +25,7 @@ from fl.federation.task import Task
 from fl.runs.build import RunPlan
 from fl.runs.archive import WeightsArchive
 from fl.runs.config import ConfigError, RunConfig
+from fl.runs.control import RunWatcher, mark_live
 from fl.runs.store import RunStore, RunWriter, new_run_id
 from fl.runs.tracking import MlflowTracker, open_tracker
 
@@ -219,6 +220,7 @@ class RunHandle:
     tracker: MlflowTracker | None = None  # MLflow, when the config asks for it (fl/runs/tracking.py)
     resume: Checkpoint | None = None  # the checkpoint this run continues from
     on_end: list[Callable[[], None]] = field(default_factory=list)  # run once the run has ended, however it ended
+    watcher: RunWatcher | None = None  # heartbeat and stop requests of other processes (fl/runs/control.py)
 
     @property
     def config(self) -> RunConfig:
@@ -307,6 +309,7 @@ def open_run(plan: RunPlan, settings: ServerSettings, *, kind: str, store: RunSt
         writer = RunWriter(out_dir, plan.config.to_dict(), run_id, resume=resume) if out_dir is not None \
             else store.create(run_id, plan.config.to_dict(), resume=resume)
         writer.update_summary(kind=kind)  # a resume knows whether it needs clients of its own (simulation)
+        mark_live(writer.dir, run_id)  # other processes see it live (and may ask it to stop) from now on
         for event in early:
             writer.on_event(event)
     if tracker is not None:
@@ -339,6 +342,8 @@ def launch_rounds(handle: RunHandle) -> None:
         if handle.writer is not None:
             handle.writer.finish(result.status, model=result.model, error=result.error,
                                  extra={"baselines": handle.state.baselines}, best=result.best)
+        if handle.watcher is not None:  # after the end is recorded: never "running" without a live.json
+            handle.watcher.close()
         for hook in handle.on_end:  # e.g. deleting a hosted server's TLS keys (fl/runs/tls_dirs.py)
             hook()
         handle.result = result  # after the hooks: a run seen done has cleaned up
@@ -347,5 +352,10 @@ def launch_rounds(handle: RunHandle) -> None:
                                  model=result.model, baselines=handle.state.baselines)
 
     driver = threading.Thread(target=drive, name=f"fl-run-{handle.run_id}", daemon=True)
+    if handle.writer is not None:  # `python -m fl runs stop ID` from any process of this machine
+        handle.watcher = RunWatcher(handle.writer.dir, handle.run_id, handle.stop, running=driver.is_alive)
     driver.start()
     handle.threads.insert(0, driver)
+    if handle.watcher is not None:
+        handle.watcher.start()
+        handle.threads.append(handle.watcher.thread)

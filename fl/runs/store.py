@@ -24,6 +24,9 @@ directory):
                    predicted, count (non-zero cells only: a thousand clients stay small)
     audit.json, audit_roc.csv  a privacy audit of the final model, when one was asked for
                    (``python -m fl audit DIR``, the Run page's Privacy section: fl/runs/audit.py)
+    live.json      while the run goes on: the pid and host running it, its mtime a heartbeat
+    stop.request   another process asks the live run to stop (``python -m fl runs stop``):
+                   both fl/runs/control.py, both removed when the run ends
 
 CSV and event lines are appended in batches: the per-client events of a round
 (``BULK_EVENTS``: a result, a join, a status per client; 10,000 of each at
@@ -46,6 +49,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import threading
@@ -94,6 +98,11 @@ FLUSH_S = 1.0
 MAX_PENDING = 20_000
 CHECKPOINT_SYNC_S = 2.0  # the checkpoint is renamed over every round, fsynced at most this often
 _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds a new one per call
+
+
+def default_root() -> str:
+    """Where the runs of this machine are kept: FL_RUNS_DIR, else ``runs`` (the dashboard's store too)."""
+    return os.environ.get("FL_RUNS_DIR") or "runs"
 
 
 def new_run_id() -> str:
