@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from fl.errors import FLError
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.control import POLL_S, Liveness, liveness, request_stop, wait_until_ended
 from fl.runs.store import RunStore, StoredRun
@@ -29,7 +30,7 @@ FOLLOW_CHUNK = 8 << 20  # bytes of events.jsonl read at once
 SHOWN_EVENTS = ('"type": "round"', '"type": "resumed"', '"type": "done"')  # what following a run prints
 
 
-class RunsError(Exception):
+class RunsError(FLError):
     """One sentence: why the run cannot be found or this cannot be done to it."""
 
 
@@ -210,8 +211,6 @@ def resume(store: RunStore, run: StoredRun, on_event: Callable[[dict], None] | N
     server --out DIR --resume`` or on the Deploy page, and refused here with that sentence.
     """
     # here, not at the top: listing and showing runs need not load the data and learning layers
-    from fl.data import DataError
-    from fl.federation.checkpoint import CheckpointError
     from fl.runs import simulation
     from fl.runs.resume import open_resume
 
@@ -226,7 +225,7 @@ def resume(store: RunStore, run: StoredRun, on_event: Callable[[dict], None] | N
         resumable = open_resume(run.path)
         return simulation.start(resumable.config, store=store, run_id=resumable.run_id,
                                 resume=resumable.checkpoint, with_baselines=True, on_event=on_event)
-    except (CheckpointError, ConfigError, DataError) as exc:
+    except FLError as exc:
         raise RunsError(f"cannot resume run {run.run_id}: {exc}") from None
     except OSError as exc:
         raise RunsError(f"cannot resume run {run.run_id}: {exc.strerror or exc}") from None
