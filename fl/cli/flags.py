@@ -18,6 +18,7 @@ from fl.runs.config import ConfigError, RunConfig
 from fl.runs.knobs import default_of, knobs_of
 from fl.runs.network import TLS, NetSetting
 from fl.runs.resume import Resumable, open_resume
+from fl.runs.words import for_cli
 
 GROUP_TITLES = {"data": "data", "split": "split across clients", "model": "model and aggregation",
                 "rounds": "rounds and evaluation", "optimizer": "server optimisers and FedProx",
@@ -60,7 +61,7 @@ def add_network_flags(network: Any, tls: Any, specs: Sequence[NetSetting]) -> No
         if s.flag is None:
             continue
         group = tls if s.group == TLS else network
-        kw: dict[str, Any] = {"dest": s.name, "default": s.default, "help": s.flag_help()}
+        kw: dict[str, Any] = {"dest": s.name, "default": s.default, "help": for_cli(s.flag_help())}
         if s.metavar:
             kw["metavar"] = s.metavar
         group.add_argument(s.flag_name(), type=s.parse or (None if s.kind is str else s.kind), **kw)

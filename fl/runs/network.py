@@ -89,6 +89,7 @@ class NetSetting:
     low: float | None = None  # a number widget's range and step
     high: float | None = None
     step: float | None = None
+    example: str = ""  # the Deploy form's placeholder
     always: bool = False  # written in every client command Deploy writes, even at its default
 
     def flag_name(self) -> str | None:
@@ -97,7 +98,8 @@ class NetSetting:
         return self.flag or "--" + self.name.replace("_", "-")
 
     def flag_help(self) -> str:
-        """The help, with the default said when there is one to say."""
+        """The help, with the default said when there is one to say (settings named in it are «markers»: the
+        command line renders them as flags, fl/runs/words.py)."""
         if self.default in (None, "", ()) or self.kind is bool:
             return self.help
         shown = f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
@@ -115,16 +117,16 @@ SERVER_NETWORK: tuple[NetSetting, ...] = (
     NetSetting("wait_for", 2, "rounds start by themselves once this many clients have joined", kind=int, flag=None,
                setting="wait_for_clients", label="Clients to wait for", widget="number", low=1, high=1000),
     NetSetting("wait", 300.0, "seconds to wait for clients to join: after this long, rounds start with the "
-               "clients already there (at least --min-clients), or the run fails if too few joined", kind=float,
+               "clients already there (at least «min_clients»), or the run fails if too few joined", kind=float,
                metavar="SECONDS", setting="join_timeout_s", label="Wait at most (s)", widget="number", low=5,
                high=86_400, step=30),
     NetSetting("max_clients", 1000, "the most clients accepted", kind=int, metavar="N", setting="max_clients",
                label="Most clients accepted", widget="number", low=1, high=100_000),
     NetSetting("expected", (), "only these client ids may join (others are refused); rounds start once all have "
-               "joined, or after --wait with at least --min-clients. Anyone with the token can still say a listed "
+               "joined, or after «wait» with at least «min_clients». Anyone with the token can still say a listed "
                "name first (only client certificates, mutual TLS, bind a name to a site)", kind=tuple,
                flag="--expect-clients", parse=client_id_list, metavar="ID,ID,...", setting="expected_clients",
-               label="Expected sites (optional)", widget="text"),
+               label="Expected sites (optional)", widget="text", example="biscoe, dream, torgersen"),
     NetSetting("heartbeat", DEFAULT_INTERVAL_S, "ping clients this often, in seconds; 0 turns heartbeats off",
                kind=float, parse=seconds, metavar="SECONDS", setting="heartbeat_interval_s"),
     NetSetting("heartbeat_misses", DEFAULT_MISSES, "a client silent for N heartbeat intervals is gone", kind=int,
@@ -136,7 +138,7 @@ SERVER_NETWORK: tuple[NetSetting, ...] = (
     NetSetting("max_joins_per_client", MAX_JOINS_PER_CLIENT, "joins of one client id from one address in any "
                "60 s; more are refused", kind=int, parse=at_least_one, metavar="N", setting="max_joins_per_client"),
     NetSetting("max_joins_per_address", None, "joins of any ids from one address in any 60 s (default: twice "
-               "--max-clients, at least 20)", kind=int, parse=at_least_one, metavar="N",
+               "«max_clients», at least 20)", kind=int, parse=at_least_one, metavar="N",
                setting="max_joins_per_address"),
     NetSetting("tls_cert", None, "serve TLS with this certificate (with --tls-key)", metavar="PEM", group=TLS),
     NetSetting("tls_key", None, "the certificate's private key", metavar="PEM", group=TLS),
@@ -194,7 +196,7 @@ def _engine_values(specs: Sequence[NetSetting], values: dict[str, Any]) -> dict[
             value = s.kind(value)
         elif s.kind is tuple:
             value = tuple(value or ())
-        elif s.kind is str and value == "":
+        elif s.kind is str and value == "" and s.default is None:
             value = None  # an empty token is no token
         out[s.setting] = value
     return out
