@@ -13,6 +13,7 @@ from fl.federation.client import ClientSettings
 from fl.federation.server import ServerSettings
 from fl.runs.config import RunConfig
 from fl.runs.network import CLIENT_NETWORK, SERVER_NETWORK, client_settings, form_fields, server_settings
+from tests.apptest_helpers import new_app
 from ui import deploy_view as deploy
 
 SERVER_ARGS = ["server", "--dataset", "iris"]
@@ -103,8 +104,6 @@ def test_the_deploy_forms_defaults_come_from_the_declaration():
 
 
 def test_the_deploy_pages_widgets_start_at_the_declared_defaults(app_env):
-    from tests.apptest_helpers import new_app
-
     # Execute
     at = new_app()
     at.switch_page("app_pages/deploy.py").run()
@@ -113,13 +112,10 @@ def test_the_deploy_pages_widgets_start_at_the_declared_defaults(app_env):
     for name, value in deploy.form_defaults().items():
         if name == "token":
             continue  # drawn at random once per session (test_page_deploy)
-        widget = at.checkbox(key=f"deploy_{name}") if name == "tls" else \
-            at.number_input(key=f"deploy_{name}") if declared_number(name) else at.text_input(key=f"deploy_{name}")
+        kind = form_fields()[name].widget
+        widget = at.checkbox(key=f"deploy_{name}") if kind == "checkbox" else \
+            at.number_input(key=f"deploy_{name}") if kind == "number" else at.text_input(key=f"deploy_{name}")
         assert widget.value == value, name
-
-
-def declared_number(name: str) -> bool:
-    return form_fields()[name].widget == "number"
 
 
 def test_the_form_values_make_the_settings_the_cli_would():
