@@ -5,7 +5,7 @@ A thin entry point to ``python -m fl client``.
 
 import sys
 
-from fl.runs.cli import main
+from fl.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["client", *sys.argv[1:]]))

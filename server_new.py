@@ -5,7 +5,7 @@ A thin entry point to ``python -m fl server``.
 
 import sys
 
-from fl.runs.cli import main
+from fl.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["server", *sys.argv[1:]]))

@@ -45,7 +45,7 @@ def one_run(interval: float) -> float:
     """The simulate command with the server's heartbeat interval set; the sum of its rounds' seconds."""
     import fl.runs.simulation as simulation
     from fl.federation.server import ServerSettings
-    from fl.runs.cli import main
+    from fl.cli.main import main
 
     class WithInterval(ServerSettings):
         def __post_init__(self) -> None:

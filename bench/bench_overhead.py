@@ -111,7 +111,8 @@ def sequential_training(args: list[str]) -> float:
     """The job's local training replayed one client after the other in this process (bench_scale's replay)."""
     import bench_scale
     from fl.runs.build import build_run
-    from fl.runs.cli import build_parser, config_from_args
+    from fl.cli.main import build_parser
+    from fl.cli.flags import config_from_args
 
     parsed = build_parser().parse_args(["simulate", *args])
     config = config_from_args(parsed)

@@ -1,8 +1,8 @@
-"""``python -m fl simulate | server | client | certs | sweep | audit | runs`` (see fl/runs/cli.py)."""
+"""``python -m fl simulate | server | client | certs | sweep | audit | runs`` (see fl/cli/main.py)."""
 
 import sys
 
-from fl.runs.cli import main
+from fl.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

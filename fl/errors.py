@@ -1,10 +1,10 @@
 """The engine's one exception family: every error the engine raises on purpose is an ``FLError``.
 
 This module sits outside the layers (``fl.wire``, ``fl.data``, ``fl.learning``,
-``fl.federation``, ``fl.runs``) and imports nothing, so every layer may
-import it. A caller that only needs "the engine said no, in words" catches
-``FLError`` once; a caller that must tell the cases apart catches the
-subclass. Each subclass keeps the built-in base code relied on before the
+``fl.federation``, ``fl.runs``, and the command line ``fl.cli`` above them)
+and imports nothing, so every layer may import it. A caller that only needs
+"the engine said no, in words" catches ``FLError`` once; a caller that must
+tell the cases apart catches the subclass. Each subclass keeps the built-in base code relied on before the
 family existed (``ValueError``, ``RuntimeError``, ``ConnectionError``), so
 ``except ValueError`` still catches what it caught. The tree (docs/engine.md,
 "Errors"):
@@ -22,7 +22,9 @@ family existed (``ValueError``, ``RuntimeError``, ``ConnectionError``), so
     ├── ConfigError (ValueError)            fl.runs.config: a run setting to fix
     │   └── ClusterError                    fl.runs.cluster: a cluster that cannot host the run
     ├── GridError (ValueError)              fl.runs.sweep_spec: a sweep grid that cannot run
-    └── AuditError                          fl.runs.audit: a run that cannot be audited
+    ├── AuditError                          fl.runs.audit: a run that cannot be audited
+    ├── RunsError                           fl.runs.manage: a stored run not found, or not to be done to it
+    └── UsageError                          fl.cli.usage: flags to fix (the command line catches FLError once)
 
 Signals that are not errors (a stop asked for, a child to replace) stay
 plain exceptions: ``ServerStopped``, ``BaselinesCancelled``, ``ChildFailed``.

@@ -15,7 +15,7 @@ from fl.federation.behaviour import Behaviour, assign_behaviours
 from fl.runs.config import RunConfig
 from fl.learning.fedprox import prox_logreg, proximal_step
 from fl.learning.privacy import PrivacyAccountant, add_gaussian_noise, clip_update, update_norm
-from fl.runs.cli import main
+from fl.cli.main import main
 from ui.charts import metrics_table
 from ui.format import epsilon_shown
 

@@ -14,7 +14,7 @@ import pytest
 from fl.learning import membership as M
 from fl.runs import simulation
 from fl.runs.audit import AUDIT_FILE, LOWER_BOUND, ROC_FILE, read_audit, run_audit
-from fl.runs.cli import build_parser, main
+from fl.cli.main import build_parser, main
 from fl.runs.config import RunConfig
 from fl.runs.sweep_spec import SweepSpec, make_sweep
 from fl.runs.sweep_run import audit_run
@@ -245,7 +245,7 @@ def test_a_sweep_can_audit_its_runs_and_keeps_the_aucs_and_epsilon(mlp_run, tmp_
 
 
 def test_the_sweep_command_line_takes_audit_and_says_each_runs_auc_and_epsilon():
-    from fl.runs.sweep_cli import progress_line, spec_from_args
+    from fl.cli.sweep import progress_line, spec_from_args
 
     # Prepare
     argv = ["sweep", "--dataset", "iris", "--model", "logreg", "--dp", "client", "--grid",

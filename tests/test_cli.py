@@ -17,7 +17,7 @@ import pytest
 
 from fl.data import load_dataset
 from fl.data.site_summary import report_from_data, report_lines
-from fl.runs.cli import main
+from fl.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -271,7 +271,7 @@ def test_simulate_without_baselines_says_nothing_of_them(tmp_path, capsys):
 
 def test_a_missing_baseline_is_printed_with_its_reason():
     # Prepare: the centralized fit failed, one client is left out of the local-only mean
-    from fl.runs.console import baselines_lines
+    from fl.cli.console import baselines_lines
 
     baselines = {"centralized": {"accuracy": None, "loss": None, "f1_macro": None, "reason": "out of memory"},
                  "local_only": {"accuracy": 0.612, "n_clients": 9, "clients_total": 10,

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fl.runs import simulation
-from fl.runs.cli import main
+from fl.cli.main import main
 from fl.runs.cluster import ClusterError
 from fl.runs.config import RunConfig
 from tests.apptest_helpers import new_app, run_until, texts

@@ -10,7 +10,7 @@ import types
 import pytest
 
 from fl.federation.client_registry import ClientRegistry
-from fl.runs.cli import main
+from fl.cli.main import main
 from fl.runs.cluster import ClusterError, Placement, code_identity, file_digest
 from fl.runs.cluster_spec import ClusterSpec, cluster_problem, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig

@@ -17,7 +17,7 @@ from fl.data import (
 )
 from fl.runs import simulation
 from fl.runs.build import build_run
-from fl.runs.cli import main
+from fl.cli.main import main
 from fl.runs.config import ConfigError, RunConfig
 from fl.wire import CLIENT_ID_PATTERN
 from tests.column_split_helpers import SITE_IDS, SITES, write_sites_csv

@@ -233,7 +233,7 @@ def test_a_client_builds_exactly_the_servers_columns_and_never_an_excluded_one(t
 
 def test_the_keep_columns_knob_is_a_flag_of_simulate_server_and_client():
     # Prepare
-    from fl.runs.cli import build_parser
+    from fl.cli.main import build_parser
 
     parser = build_parser()
 
@@ -282,7 +282,7 @@ def test_a_row_number_in_a_file_sorted_by_label_no_longer_fakes_the_accuracy(tmp
 
 def test_the_command_line_says_once_which_columns_it_excluded(tmp_path, capsys):
     # Prepare
-    from fl.runs.cli import main
+    from fl.cli.main import main
 
     path = _sorted_export(tmp_path, True)
 

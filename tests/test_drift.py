@@ -45,7 +45,7 @@ def test_remedies_leave_out_what_the_run_already_does() -> None:
 def test_the_cli_says_it_on_stderr_and_on_its_last_line(capsys) -> None:
     from types import SimpleNamespace
 
-    from fl.runs.cli import _wait_and_finish
+    from fl.cli.outcome import wait_and_finish as _wait_and_finish
     from fl.runs.config import RunConfig
 
     # Prepare: a finished run whose accuracy fell from 0.95 to 0.80

@@ -20,7 +20,7 @@ from fl.federation.events import EventType, describe_event, make_event
 from fl.federation.server import ServerSettings
 from fl.runs import hosting
 from fl.runs.config import RunConfig
-from fl.runs.console import client_printer, progress_printer
+from fl.cli.console import client_printer, progress_printer
 from fl.runs.store import CLIENTS_COLUMNS, MAX_LIST_CELL, RunWriter, _cell, _rows_up_to
 from fl.wire import Error, Hello, Welcome
 from fl.wire.reference_peer import Connection

@@ -379,7 +379,7 @@ def _bad_flags(made: dict) -> list[tuple[list[str], str]]:
 
 
 def test_bad_identity_flags_exit_2_with_one_line(cli_certs, capsys):
-    from fl.runs.cli import main
+    from fl.cli.main import main
 
     for argv, needle in _bad_flags(cli_certs):
         # Execute

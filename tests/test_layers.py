@@ -1,4 +1,4 @@
-"""The engine's layers hold: runs on federation on learning / data / wire, and no Streamlit in fl/;
+"""The engine's layers hold: cli on runs on federation on learning / data / wire, and no Streamlit in fl/;
 pages reach only the run layer; no module imports itself in a loop.
 
 The contracts live in .importlinter; these tests run import-linter's own

@@ -18,7 +18,7 @@ from fl.federation.client import ClientSettings, FederatedClient, LocalData
 from fl.federation.rounds import RoundRunner
 from fl.federation.server import FederatedServer, ServerSettings
 from fl.runs.build import build_run
-from fl.runs.cli import main
+from fl.cli.main import main
 from fl.runs.config import RunConfig
 from fl.wire.tls import client_context, issue_client_certificates, make_certificates, server_context
 from tests.test_cli import ENV, ROOT, Processes, _listening_port

@@ -164,7 +164,8 @@ def test_a_client_built_from_the_commands_gets_the_servers_split(tmp_path):
     # Bug: a stacking client rebuilt "partition i of N" without the server's validation split, so it trained on
     # the rows the meta-learner is fitted on. Now the commands carry the split and the client rebuilds it.
     from fl.runs.build import build_run, client_partition, data_split
-    from fl.runs.cli import build_parser, config_from_args
+    from fl.cli.main import build_parser
+    from fl.cli.flags import config_from_args
 
     config = RunConfig(dataset="breast_cancer", clients=3, model="random_forest", aggregation="stacking")
     plan = build_run(config)

@@ -27,7 +27,7 @@ from fl.learning.server_opt import make_server_optimizer
 from fl.learning.strategies import FedAvg
 from fl.learning.wrappers import WithDifferentialPrivacy, WithServerOptimizer
 from fl.runs import simulation
-from fl.runs.cli import main
+from fl.cli.main import main
 from fl.runs.config import RunConfig
 from fl.runs.resume import open_resume
 from fl.runs.store import CHECKPOINT_FILE

@@ -131,7 +131,7 @@ def test_adding_a_rule_is_one_class(tmp_path):
     # Prepare: a rule with no parameter (the coordinate-wise maximum, a bad idea but a valid rule), one class
     from fl.learning.strategies import STRATEGIES, ParameterStrategy
     from fl.runs import simulation
-    from fl.runs.cli import build_parser
+    from fl.cli.main import build_parser
 
     class CoordinateMax(ParameterStrategy):
         name = "coordinate_max_test"

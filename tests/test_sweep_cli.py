@@ -10,8 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from fl.runs.cli import build_parser, main
-from fl.runs.sweep_cli import spec_from_args
+from fl.cli.main import build_parser, main
+from fl.cli.sweep import spec_from_args
 from tests.test_cli import ENV, ROOT
 
 

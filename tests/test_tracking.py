@@ -22,7 +22,7 @@ from fl.data import load_dataset, make_federated_data  # noqa: E402
 from fl.federation.client import ClientSettings, FederatedClient, LocalData  # noqa: E402
 from fl.federation.server import ServerSettings  # noqa: E402
 from fl.runs import hosting, simulation, tracking  # noqa: E402
-from fl.runs.cli import build_parser, main  # noqa: E402
+from fl.cli.main import build_parser, main  # noqa: E402
 from fl.runs.config import ConfigError, RunConfig  # noqa: E402
 from fl.runs.run_registry import RunRegistry  # noqa: E402
 from fl.runs.store import RunStore  # noqa: E402

@@ -21,14 +21,15 @@ from fl.runs.config import RunConfig
 from fl.runs.knobs import CLIENT, default_of, knobs_of, to_flags
 from fl.runs.live_run import RunHandle
 from fl.runs.for_pages import ServerSettings, default_hosts, parse_client_ids
+from fl.runs.network import NetSetting, client_flags, form_fields
+from fl.runs.network import server_settings as network_settings
+from fl.runs.words import for_page
 from fl.runs.tls_dirs import make_server_tls
 from ui import sidebar
 from ui.clients_view import STATUS_ICONS
 from ui import widgets
 from ui.app_state import DEPLOY_RUN, registry, runs_root
 
-SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8080, "wait_for": 2, "wait_s": 300,
-                                   "max_clients": 100, "expected": ""}
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -60,38 +61,59 @@ def new_token() -> str:
             return token
 
 
+# The form's settings, their defaults, labels, help and ranges: the server's network settings (fl/runs/network.py);
+# here only where each sits (rows of (name, column width)) and what the page adds to a help.
+FORM_ROWS = ((("host", 2), ("port", 1)), (("token", 1),), (("wait_for", 1), ("wait", 1), ("max_clients", 1)),
+             (("expected", 1),), (("tls", 1),))
+PAGE_NOTES = {"expected": "The client commands below are named after them, partition i after the i-th. Empty: any "
+                          "id may join."}
+
+
+def form_default(spec: NetSetting) -> Any:
+    """A setting's declared default as its widget holds it (a list of ids as text, a whole number as an int)."""
+    if spec.kind is tuple:
+        return ", ".join(spec.default)
+    if spec.default is None:
+        return ""
+    if spec.widget == "number" and float(spec.default).is_integer():
+        return int(spec.default)
+    return spec.default
+
+
+def form_defaults() -> dict[str, Any]:
+    """Every form setting's default (the token's: none; the form draws one per session, ``new_token``)."""
+    return {name: form_default(spec) for name, spec in form_fields().items()}
+
+
+def _help(spec: NetSetting) -> str:
+    text = for_page(spec.help)
+    return " ".join(part for part in (text[:1].upper() + text[1:] + ".", PAGE_NOTES.get(spec.name, "")) if part)
+
+
+def _widget(spec: NetSetting, where: Any) -> Any:
+    """The widget the declaration asks for, under key ``deploy_<name>`` (its value set once per session)."""
+    key, label, help = _key(spec.name), spec.label, _help(spec)
+    if spec.widget == "checkbox":
+        return where.checkbox(label, key=key, help=help)
+    if spec.widget == "number":
+        whole = all(float(v).is_integer() for v in (spec.default, spec.low, spec.high, spec.step or 1))
+        cast = int if whole else float
+        return where.number_input(label, cast(spec.low), cast(spec.high), step=cast(spec.step) if spec.step else None,
+                                  key=key, help=help)
+    return where.text_input(label, key=key, help=help, placeholder=spec.example or None)
+
+
 def server_widgets() -> dict[str, Any]:
     """Address, token and when to start; the token is drawn once per session, not per rerun."""
-    for name, value in SERVER_DEFAULTS.items():
+    fields = form_fields()
+    st.session_state.setdefault(_key("token"), new_token())  # before the defaults: the declared one is none
+    for name, value in form_defaults().items():
         st.session_state.setdefault(_key(name), value)
-    st.session_state.setdefault(_key("token"), new_token())
     out: dict[str, Any] = {}
-    c1, c2 = st.columns([2, 1])
-    out["host"] = c1.text_input("Listen on (host)", key=_key("host"),
-                                help="127.0.0.1 accepts clients on this machine only; use 0.0.0.0 to accept "
-                                     "other machines (every network interface).")
-    out["port"] = c2.number_input("Port", 0, 65535, key=_key("port"), help="0 picks a free port.")
-    out["token"] = st.text_input("Token (shared secret)", key=_key("token"),
-                                 help="Clients must present it to join. Leave empty to let anyone who can "
-                                      "reach the port join.")
-    c3, c4, c5 = st.columns(3)
-    out["wait_for"] = c3.number_input("Clients to wait for", 1, 1000, key=_key("wait_for"),
-                                      help="Rounds start by themselves once this many clients have joined.")
-    out["wait_s"] = c4.number_input("Wait at most (s)", 5, 86_400, step=30, key=_key("wait_s"),
-                                    help="After this long, rounds start with the clients already here, or "
-                                         "the run fails if too few joined.")
-    out["max_clients"] = c5.number_input("Most clients accepted", 1, 1000, key=_key("max_clients"))
-    out["expected"] = st.text_input("Expected sites (optional)", key=_key("expected"),
-                                    placeholder="biscoe, dream, torgersen",
-                                    help="Only these client ids may join (ServerSettings.expected_clients, "
-                                         "--expect-clients); the client commands below are named after them, "
-                                         "partition i after the i-th. Empty: any id may join. Anyone with the "
-                                         "token can still say a listed name first (only client certificates, "
-                                         "mutual TLS, bind a name to a site).")
-    out["tls"] = st.checkbox("Encrypt with TLS", key=_key("tls"),
-                             help="A fresh certificate is made for this server; the client commands pin its "
-                                  "fingerprint (--tls-pin), so the token and parameters never cross in clear. "
-                                  "The certificate and its key are deleted when the server ends.")
+    for row in FORM_ROWS:
+        places = st.columns([width for _, width in row]) if len(row) > 1 else [st]
+        for (name, _), where in zip(row, places):
+            out[name] = _widget(fields[name], where)
     return out
 
 
@@ -189,10 +211,9 @@ def unexpected_sites(handle: RunHandle) -> list[str]:
 
 
 def server_settings(values: dict[str, Any]) -> ServerSettings:
-    settings = ServerSettings(host=str(values["host"]).strip(), port=int(values["port"]),
-                              token=values["token"] or None, max_clients=int(values["max_clients"]),
-                              wait_for_clients=int(values["wait_for"]), join_timeout_s=float(values["wait_s"]),
-                              expected_clients=parse_client_ids(str(values.get("expected") or "")))
+    """The form's values as the server's settings (fl/runs/network.py); with TLS, a certificate for it."""
+    settings = network_settings({**values, "host": str(values["host"]).strip(),
+                                 "expected": parse_client_ids(str(values.get("expected") or ""))})
     if values.get("tls"):  # certificates for this server alone, deleted when its run ends (fl/runs/tls_dirs.py)
         make_server_tls(settings, runs_root(), sorted({settings.host, *default_hosts()} - {"0.0.0.0", "::", ""}))
     return settings
@@ -226,12 +247,9 @@ RECONNECT_S = 600  # the commands' clients rejoin for 10 minutes after losing th
 
 
 def _base(host: str, port: int, token: str | None, pin: str | None = None) -> list[str]:
-    args = ["python", "client_new.py", "--host", host, "--port", str(port), "--reconnect", str(RECONNECT_S)]
-    if token:
-        args += ["--token", token]
-    if pin:
-        args += ["--tls-pin", pin]
-    return args
+    """``python client_new.py`` and its network flags (generated from the client's network settings)."""
+    return ["python", "client_new.py", *client_flags({"host": host, "port": port, "token": token,
+                                                      "reconnect": RECONNECT_S, "tls_pin": pin})]
 
 
 def data_flags(config: RunConfig) -> list[str]:

@@ -74,10 +74,13 @@ class LocalData:
 
 @dataclass
 class ClientSettings:
+    """Network side of a client. What a person sets is declared once above this layer (fl/runs/network.py); the
+    defaults here are the same (tests/test_network_settings.py), but the port: 0 for a client built in code."""
+
     host: str = "127.0.0.1"
     port: int = 0
     token: str | None = None
-    connect_timeout_s: float = 30.0  # keep retrying (with backoff) this long while the server is not up
+    connect_timeout_s: float = 60.0  # keep retrying (with backoff) this long while the server is not up
     # The server was listening before this client was made (a simulation's own clients): a refused connection
     # then means it has gone (the run stopped), so the client leaves at once instead of retrying for a minute.
     server_up: bool = False

@@ -61,14 +61,19 @@ HANDSHAKE_LIMITS = Limits(max_header_bytes=64 << 10, max_message_bytes=64 << 10,
 
 @dataclass
 class ServerSettings:
-    """Network side of a server; kept out of RunConfig (the token is a secret)."""
+    """Network side of a server; kept out of RunConfig (the token is a secret).
+
+    What a person sets is declared once above this layer (fl/runs/network.py: the command line's flags and the
+    Deploy form come from it); the defaults here are the same (tests/test_network_settings.py), but the port:
+    0, a free one, for a server built in code (a simulation's).
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
     token: str | None = None
     max_clients: int = 1000
     wait_for_clients: int = 1  # rounds start once this many have joined ...
-    join_timeout_s: float = 120.0  # ... or this long has passed with at least min_clients
+    join_timeout_s: float = 300.0  # ... or this long has passed with at least min_clients
     fewest_to_start: int = 0  # a run that has fewer (and fewer than min_clients) when the time is up fails
     hello_timeout_s: float = 10.0  # TLS handshake and the whole hello frame, from accept: one deadline
     # Connections accepted but not yet past hello prove nothing and hold a socket each: at most this many

@@ -2,7 +2,7 @@
 
 A field's ``Knob`` holds its range or choices, its help text, its widget and
 when that widget is shown, the commands that take it as a flag, and whether
-clients receive it in every ``fit``. The argparse flags (fl/runs/cli.py),
+clients receive it in every ``fit``. The argparse flags (fl/cli/flags.py),
 the validation (RunConfig.validate), the dashboard's widgets (ui/sidebar.py)
 and Deploy's client commands (ui/deploy_view.py) are all generated from these;
 each default is the dataclass field's own default, written once.
@@ -106,7 +106,7 @@ def _check_range(name: str, k: Knob, value: float) -> str | None:
 def to_flags(config: Any, command: str, skip: Sequence[str] = ()) -> list[str]:
     """The flags of ``command`` that rebuild ``config``: every knob it takes whose value is not the default.
 
-    The inverse of the parser fl/runs/cli.py generates; the Deploy page writes
+    The inverse of the parser fl/cli/flags.py generates; the Deploy page writes
     its client commands with it.
     """
     out: list[str] = []

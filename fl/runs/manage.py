@@ -1,6 +1,6 @@
 """Managing the stored runs of this machine: list, show, follow, stop, resume, delete, export.
 
-The same operations whoever asks: ``python -m fl runs ...`` (fl/runs/runs_cli.py)
+The same operations whoever asks: ``python -m fl runs ...`` (fl/cli/runs.py)
 and the Runs page. They read only the run store (``FL_RUNS_DIR``, default
 ``runs/``) and a run's own files, so they work on runs of any process:
 liveness and stop requests go through the files of fl/runs/control.py.

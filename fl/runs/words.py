@@ -14,9 +14,12 @@ import re
 
 from fl.runs.config import RunConfig
 from fl.runs.knobs import knobs_of
+from fl.runs.network import CLIENT_NETWORK, SERVER_NETWORK
 
 MARKER = re.compile(r"«([a-z][a-z0-9_]*)(?:=([^»]*))?»")
-# Settings that are flags of a command but no RunConfig knob (the server's and client's own)
+# The network settings (fl/runs/network.py): their flags and the Deploy form's labels
+NETWORK = {s.name: s for s in (*CLIENT_NETWORK, *SERVER_NETWORK)}  # a name both have: the server's
+# Settings that are flags of a command but neither a RunConfig knob nor a network setting
 OTHER_LABELS = {"num_partitions": "number of partitions", "classes": "class labels", "features": "number of features",
                 "partition_id": "partition"}
 
@@ -32,8 +35,9 @@ def for_cli(text: str) -> str:
 
     def flag(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
-        k = knobs.get(name)
-        shown = k.flag_name(name) if k is not None else "--" + name.replace("_", "-")
+        k, net = knobs.get(name), NETWORK.get(name)
+        shown = k.flag_name(name) if k is not None else net.flag_name() if net is not None and net.flag is not None \
+            else "--" + name.replace("_", "-")
         return shown + (f" {value}" if value else "")
 
     return MARKER.sub(flag, str(text))
@@ -45,8 +49,9 @@ def for_page(text: str) -> str:
 
     def label(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
-        k = knobs.get(name)
-        shown = (k.label if k is not None and k.label else None) or OTHER_LABELS.get(name) or name.replace("_", " ")
+        k, net = knobs.get(name), NETWORK.get(name)
+        shown = (k.label if k is not None and k.label else None) or (net.label if net is not None else None) \
+            or OTHER_LABELS.get(name) or name.replace("_", " ")
         return f"“{shown}”" + (f" ({value})" if value else "")
 
     return MARKER.sub(label, str(text))

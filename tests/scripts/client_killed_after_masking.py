@@ -8,7 +8,7 @@ import os
 import sys
 
 from fl.federation.client import FederatedClient
-from fl.runs.cli import main
+from fl.cli.main import main
 
 _fit = FederatedClient.handle_fit
 

@@ -1,4 +1,6 @@
-"""The TLS part of the command line: the server's and the client's TLS flags, and ``python -m fl certs``.
+"""The TLS flags of the command line, read: the server's and the client's TLS context, the client's id from
+its certificate. (The flags themselves are declared with the other network settings, fl/runs/network.py;
+``python -m fl certs`` is fl/cli/certs.py.)
 
 Server: ``--tls-cert`` and ``--tls-key`` turn TLS on; ``--tls-client-ca``
 adds mutual TLS (every client must present a certificate that CA signed).
@@ -14,36 +16,10 @@ from __future__ import annotations
 import argparse
 import ssl
 from pathlib import Path
-from typing import Any
 
-from fl.runs.cli import UsageError
-
-
-def add_server_tls_flags(group: Any) -> None:
-    group.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (with --tls-key)")
-    group.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
-    group.add_argument("--tls-client-ca", metavar="PEM",
-                       help="mutual TLS: require every client to present a certificate signed by this CA "
-                            "(python -m fl certs --client NAME issues them)")
-
-
-def add_client_tls_flags(group: Any) -> None:
-    group.add_argument("--tls-ca", metavar="PEM", help="use TLS; verify the server against this CA file")
-    group.add_argument("--tls-pin", metavar="SHA256", help="use TLS; accept only this server certificate fingerprint")
-    group.add_argument("--tls-client-cert", metavar="PEM",
-                       help="this client's certificate, for a server that requires one (with --tls-client-key)")
-    group.add_argument("--tls-client-key", metavar="PEM", help="the client certificate's private key")
-
-
-def add_certs_parser(sub: Any) -> None:
-    certs = sub.add_parser("certs", help="make a CA, a server certificate and client certificates for TLS")
-    certs.add_argument("--out", default="certs", help="directory for ca.pem, ca.key, server.pem, server.key")
-    certs.add_argument("--host", action="append", help="server name or IP (repeat); default localhost, "
-                                                        "127.0.0.1 and this machine's name")
-    certs.add_argument("--client", action="append", metavar="NAME",
-                       help="also issue client-NAME.pem and client-NAME.key for mutual TLS (repeat); when --out "
-                            "already holds a CA (ca.pem, ca.key), only these are made, signed by it")
-    certs.add_argument("--days", type=int, default=365)
+from fl.cli.usage import UsageError
+from fl.wire import CLIENT_ID_PATTERN
+from fl.wire.tls import certificate_names, client_context, normalise_pin, server_context
 
 
 def _readable(path: str, flag: str) -> str:
@@ -77,8 +53,6 @@ def server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         return None
     if not (args.tls_cert and args.tls_key):
         raise UsageError("TLS needs both --tls-cert and --tls-key")
-    from fl.wire.tls import server_context
-
     cert, key = _readable(args.tls_cert, "--tls-cert"), _readable(args.tls_key, "--tls-key")
     client_ca = _readable(args.tls_client_ca, "--tls-client-ca") if args.tls_client_ca else None
     try:
@@ -103,14 +77,10 @@ def client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     if own and not (args.tls_client_cert and args.tls_client_key):
         raise UsageError("a client certificate needs both --tls-client-cert and --tls-client-key")
     if args.tls_pin:
-        from fl.wire.tls import normalise_pin
-
         pin = normalise_pin(args.tls_pin)
         if len(pin) != 64 or any(ch not in "0123456789abcdef" for ch in pin):
             raise UsageError(f"--tls-pin {args.tls_pin!r} must be the 64 hex digits of a SHA-256 fingerprint "
                              "(python -m fl certs prints it)")
-    from fl.wire.tls import client_context
-
     cafile = _readable(args.tls_ca, "--tls-ca") if args.tls_ca else None
     try:
         client_context(cafile=cafile, pin_sha256=args.tls_pin)
@@ -133,9 +103,6 @@ def certificate_id(args: argparse.Namespace) -> str | None:
     client certificates would refuse the client) or the certificate names no usable id."""
     if not args.tls_client_cert:
         return None
-    from fl.wire import CLIENT_ID_PATTERN
-    from fl.wire.tls import certificate_names
-
     try:
         names = certificate_names(args.tls_client_cert)
     except ValueError as exc:
@@ -152,39 +119,3 @@ def certificate_id(args: argparse.Namespace) -> str | None:
                          f"({', '.join(repr(n) for n in names) or 'no common name'}): issue one with "
                          "python -m fl certs --client NAME")
     return usable[0]
-
-
-def cmd_certs(args: argparse.Namespace) -> int:
-    """Make a CA and a server certificate (and client certificates); or, into a CA kept in --out, clients only."""
-    from fl.wire.tls import default_hosts, has_ca, issue_client_certificates, make_certificates
-
-    clients = args.client or []
-    if args.days < 1:
-        raise UsageError(f"--days must be at least 1, not {args.days}")
-    out = Path(args.out)
-    try:
-        if clients and has_ca(out):
-            if args.host:
-                raise UsageError(f"{out} already holds a CA: --client issues client certificates with it; drop "
-                                 "--host, or make a new CA and server certificate in another --out")
-            made = issue_client_certificates(out, clients, days=args.days)
-            print(f"client certificates signed by the CA in {out / 'ca.pem'} (servers: --tls-client-ca)")
-        else:
-            if clients and (out / "ca.pem").exists():
-                raise UsageError(f"{out / 'ca.pem'} has no ca.key beside it, so no client certificate can be signed "
-                                 "by that CA: make a new CA with another --out")
-            made = make_certificates(out, args.host or default_hosts(), days=args.days, clients=clients)
-            print(f"CA certificate (give to clients, --tls-ca): {made['ca']}")
-            print(f"server certificate and key (--tls-cert, --tls-key): {made['cert']} {made['key']}")
-            print(f"or pin the server certificate on clients: --tls-pin {made['pin']}")
-            print(f"CA key (keep it private; it signs client certificates): {made['ca_key']}")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write the certificates to --out {args.out} ({exc.strerror or exc})") from None
-    for name in clients:
-        print(f"client {name} (--tls-client-cert, --tls-client-key): {made[f'client:{name}']} "
-              f"{made[f'client_key:{name}']}")
-    if clients:
-        print(f"require client certificates on the server: --tls-client-ca {out / 'ca.pem'}")
-    return 0

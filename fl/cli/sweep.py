@@ -18,10 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from fl.runs.cli import UsageError, add_cluster_network_flags, add_knob_flags, config_from_args
-from fl.runs.console import epsilon_text
+from fl.cli.console import epsilon_text
+from fl.cli.flags import add_cluster_network_flags, add_knob_flags, config_from_args
+from fl.cli.usage import UsageError
+from fl.runs.audit import LOWER_BOUND
 from fl.runs.knobs import SIMULATE
-from fl.runs.sweep_spec import DEFAULT_SEEDS, GridError, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
+from fl.runs.sweep_spec import DEFAULT_SEEDS, cell_label, make_grid, parse_grid_arg, read_grid_file, SweepSpec
 from fl.runs.sweep_run import start_sweep
 
 BAR_WIDTH = 20
@@ -52,17 +54,14 @@ def add_sweep_parser(sub: Any) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
-    """The validated sweep the flags describe; UsageError (exit 2) with one line otherwise."""
+    """The validated sweep the flags describe; a ConfigError or GridError (exit 2, one line) otherwise."""
     base = config_from_args(args)
-    try:
-        grid, seeds = read_grid_file(args.grid_file) if args.grid_file else ({}, None)
-        for text in args.grid:
-            name, values = parse_grid_arg(text)
-            grid[name] = values
-        seeds = args.seeds if args.seeds is not None else seeds if seeds is not None else DEFAULT_SEEDS
-        return SweepSpec(base, make_grid(grid), seeds, audit=bool(getattr(args, "audit", False))).validate()
-    except GridError as exc:
-        raise UsageError(str(exc)) from None
+    grid, seeds = read_grid_file(args.grid_file) if args.grid_file else ({}, None)
+    for text in args.grid:
+        name, values = parse_grid_arg(text)
+        grid[name] = values
+    seeds = args.seeds if args.seeds is not None else seeds if seeds is not None else DEFAULT_SEEDS
+    return SweepSpec(base, make_grid(grid), seeds, audit=bool(getattr(args, "audit", False))).validate()
 
 
 def progress_line(row: dict, done: int, total: int) -> str:
@@ -125,8 +124,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         handle = start_sweep(spec, root, parallel=args.parallel, on_result=on_result,
                              network={"host": args.host, "advertise_host": args.advertise_host})
-    except GridError as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write the sweep under {root} ({exc.strerror or exc})") from None
     print(f"sweep {handle.sweep_id}: {len(spec.cells())} cells x {spec.seeds} seeds = {spec.n_runs} runs, "
@@ -142,8 +139,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           "runs completed", flush=True)
     print(cells_table(stored.cells(), list(spec.grid)))
     if spec.audit:
-        from fl.runs.audit import LOWER_BOUND
-
         print(f"\naudit: membership inference AUC (0.5: the attack cannot tell members from non-members). "
               f"{LOWER_BOUND}", flush=True)
     print(f"\nsummary: {stored.path / 'summary.csv'}\ncells:   {stored.path / 'cells.csv'}", flush=True)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fl.runs.console import fmt, progress_printer, round_line
+from fl.cli.console import fmt, progress_printer, round_line
 from fl.runs.manage import (
     RunsError, delete, find_run, follow, last_rounds, list_runs, resume, row, stop, view, zip_run,
 )
@@ -74,10 +74,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 2
     store = RunStore(args.runs_dir or default_root())
     try:
-        return handlers[args.runs_command](store, args)
-    except RunsError as exc:
-        _error(str(exc))
-        return 2
+        return handlers[args.runs_command](store, args)  # a RunsError is main's one line, exit code 2
     except KeyboardInterrupt:  # e.g. while stop waits: the request stands, only the waiting ends
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fl.runs.console import epsilon_text, fmt
+from fl.cli.console import epsilon_text, fmt
+from fl.cli.usage import UsageError
+from fl.runs.audit import AUDIT_FILE, ROC_FILE, run_audit
 from fl.wire.text import shown
 
 MAX_CLIENT_LINES = 10
@@ -93,15 +95,9 @@ def audit_lines(report: dict[str, Any], directory: str | Path) -> list[str]:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from fl.runs.audit import AUDIT_FILE, ROC_FILE, AuditError, run_audit
-    from fl.runs.cli import UsageError
-
     if args.references < 0:
         raise UsageError(f"--references must be 0 or more, got {args.references}")
-    try:
-        report = run_audit(args.run_dir, n_references=args.references)
-    except AuditError as exc:
-        raise UsageError(str(exc)) from None
+    report = run_audit(args.run_dir, n_references=args.references)  # an AuditError is the usage error's line
     directory = Path(args.run_dir)
     print("\n".join(audit_lines(report, directory)), flush=True)
     print(f"written: {directory / AUDIT_FILE}, {directory / ROC_FILE} ({report['seconds']:.1f} s)", file=sys.stderr)
