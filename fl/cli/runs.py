@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fl.cli.console import fmt, progress_printer, round_line
+from fl.cli.outcome import wait_and_finish
 from fl.runs.manage import (
     RunsError, delete, find_run, follow, last_rounds, list_runs, resume, row, stop, view, zip_run,
 )
@@ -219,21 +220,7 @@ def _resume(store: RunStore, args: argparse.Namespace) -> int:
     handle = resume(store, run, on_event=progress_printer(total))
     print(f"resuming run {run.run_id} after round {handle.resume.round}; Ctrl-C stops it", file=sys.stderr,
           flush=True)
-    try:
-        handle.wait()
-    except KeyboardInterrupt:
-        handle.stop()
-        handle.wait(10)
-    result = handle.result
-    if result is None:
-        print("run did not finish", file=sys.stderr)
-        return 1
-    final = result.final_metrics or {}
-    print(f"{result.status}: accuracy {fmt(final.get('accuracy'))}  loss {fmt(final.get('loss'))}  "
-          f"f1 {fmt(final.get('f1_macro'))}", flush=True)
-    if result.error:
-        print(f"error: {shown(result.error)}", file=sys.stderr)
-    return 0 if result.status == "completed" else 1
+    return wait_and_finish(handle)  # the same last lines as a run that was never interrupted
 
 
 def _delete(store: RunStore, args: argparse.Namespace) -> int:
