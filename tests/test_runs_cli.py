@@ -200,7 +200,8 @@ def test_resume_continues_a_stopped_run_as_the_runs_page_does(tmp_path):
     # Assert
     assert done.returncode == 0, done.stderr
     assert f"resuming run {handle.run_id} after round {before}" in done.stderr
-    assert done.stdout.count("round ") == 5 - before and done.stdout.splitlines()[-1].startswith("completed:")
+    round_lines = [line for line in done.stdout.splitlines() if line.startswith("round ")]
+    assert len(round_lines) == 5 - before and done.stdout.splitlines()[-1].startswith("completed:")
     summary = RunStore(root).load(handle.run_id).summary
     assert summary["status"] == "completed" and summary["rounds_done"] == 5
     assert summary["resumed_after_rounds"] == [before]
