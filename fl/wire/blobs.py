@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import skops.io as sio
-
 from fl.wire.fields import ProtocolError
 
 # Types beyond skops' defaults that the supported models need. Each entry is
@@ -37,9 +35,18 @@ EXTRA_TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
+def _skops_io() -> Any:
+    """skops.io, imported on first use: it costs 0.7 s of every process's start (it walks scikit-learn for its
+    trusted types), and only whole-model runs (trees, stacking, voting, saved models) need it; the parameter
+    runs of the default models never do (docs/performance.md, "Round overhead")."""
+    import skops.io
+
+    return skops.io
+
+
 def dump_model(estimator: Any) -> bytes:
     """Serialise a fitted estimator for the wire."""
-    return sio.dumps(estimator)
+    return _skops_io().dumps(estimator)
 
 
 def load_model(blob: bytes, trusted: tuple[str, ...] = EXTRA_TRUSTED_TYPES) -> Any:
@@ -48,6 +55,7 @@ def load_model(blob: bytes, trusted: tuple[str, ...] = EXTRA_TRUSTED_TYPES) -> A
     Raises ProtocolError("blob") for bytes that are not a skops file or that
     name an untrusted type, so the caller can answer `error` and drop the peer.
     """
+    sio = _skops_io()
     try:
         untrusted = sio.get_untrusted_types(data=blob)
     except Exception as exc:  # skops raises many kinds on garbage input
