@@ -179,3 +179,5 @@ def test_the_client_command_says_each_attempt_and_rejoins_a_restarted_server(run
     attempts = [line for line in out.splitlines() if "waiting for the server (attempt" in line]
     assert len(attempts) >= 2 and all("connection refused" in line for line in attempts), out
     assert "site: rejoined run" in out and "site: left (run finished) after" in out
+    # and nothing about retrying once the run has ended: leaving is its last word
+    assert out.strip().splitlines()[-1].startswith("site: left (run finished) after"), out
