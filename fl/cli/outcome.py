@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from fl.cli.console import baselines_lines, epsilon_text, fmt
 from fl.runs.drift import drift_sentence, find_drift
@@ -35,8 +35,13 @@ def say(lines: list[str]) -> None:
         sys.stderr.flush()
 
 
-def wait_and_finish(handle: Any) -> int:
+def wait_and_finish(handle: Any, first: Callable[[], None] | None = None) -> int:
+    """Wait for the run, stopping it on Ctrl-C, then print its last lines; the exit code. ``first`` prints what
+    comes before the wait (the server's ``listening on``): a Ctrl-C while it prints stops the run the same way,
+    instead of leaving the run's threads to hold the process until its join timeout."""
     try:
+        if first is not None:
+            first()
         handle.wait()
     except KeyboardInterrupt:
         handle.stop()

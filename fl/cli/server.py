@@ -65,8 +65,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return 1
-    host, port = handle.server.address
-    print(f"listening on {host}:{port}", flush=True)
-    printer.release()  # then what the run said before it (its data report, a resume), on stderr
-    say(column_notes(handle.plan) + kept(args, handle))
-    return wait_and_finish(handle)
+
+    def announce() -> None:
+        host, port = handle.server.address
+        print(f"listening on {host}:{port}", flush=True)
+        printer.release()  # then what the run said before it (its data report, a resume), on stderr
+        say(column_notes(handle.plan) + kept(args, handle))
+
+    return wait_and_finish(handle, first=announce)

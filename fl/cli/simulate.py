@@ -32,6 +32,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               resume=resumable.checkpoint if resumable else None, with_baselines=args.baselines,
                               on_event=progress_printer(config.effective_rounds, quiet_joins=config.clients > 20),
                               host=args.host, advertise_host=args.advertise_host)
-    say(split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)) + kept(args, handle))
-    say(column_notes(handle.plan))
-    return wait_and_finish(handle)
+    return wait_and_finish(handle, first=lambda: say(
+        split_note(handle.config, handle.plan.client_ids, getattr(args, "clients", None)) + kept(args, handle)
+        + column_notes(handle.plan)))
