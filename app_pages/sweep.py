@@ -30,7 +30,7 @@ if shown:
         st.session_state.pop(SWEEP_SHOWN, None)
         del st.query_params[URL_SWEEP]
         st.rerun()
-    sweep_view.show(shown)
+    sweep_view.show(shown, running)
     st.stop()
 
 spec, parallel = sweep_view.configure()

@@ -135,7 +135,11 @@ def _first_lines(proc: subprocess.Popen, n: int, timeout: float) -> list[str]:
 
 def test_a_server_says_where_it_listens_first_then_what_data_it_holds(procs):
     # Prepare / Execute: a server with its own data, its stderr in the same pipe (what a terminal shows)
-    server = subprocess.Popen([sys.executable, "-m", "fl", "server", "--dataset", "digits", "--port", "0",
+    # (Ctrl-C's handler set first: a process started in the background by a shell without job control
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt at all)
+    with_ctrl_c = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+                  "runpy.run_module('fl', run_name='__main__')"
+    server = subprocess.Popen([sys.executable, "-c", with_ctrl_c, "server", "--dataset", "digits", "--port", "0",
                                "--wait", "60"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     procs.procs.append(server)

@@ -307,15 +307,19 @@ def downloads(stored: StoredSweep) -> None:
                        help="sweep.json, summary.csv, cells.csv and every run's files")
 
 
-def show(sweep_id: str) -> None:
-    """One sweep: live (a fragment polling once a second) while it goes, static with downloads once done."""
+def show(sweep_id: str, running: bool) -> None:
+    """One sweep: live (a fragment polling once a second) while it goes, static with downloads once done.
+
+    ``running`` is what the page's Stop and New sweep buttons were drawn for: a sweep that ends between
+    them and this view stays live for one more poll, whose rerun redraws the buttons, rather than showing
+    "completed" beside an enabled Stop."""
     handle = sweeps().get(sweep_id)
     try:
         stored = sweeps().store.load(sweep_id)
     except (OSError, ValueError):
         st.error(f"Sweep {sweep_id} is no longer on disk (deleted?). Press New sweep.")
         return
-    if handle is None or handle.done:
+    if handle is None or not running:
         status = status_of(stored, handle)
         draw_sweep(stored, None, status)
         downloads(stored)
