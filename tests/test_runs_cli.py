@@ -126,6 +126,7 @@ def test_show_gives_config_summary_and_last_rounds_by_a_part_of_the_id(stored, t
     assert f"run {run_id}  (simulation, completed)" in text.stdout
     assert "rounds    2/2" in text.stdout and "round 2/2  accuracy" in text.stdout
     assert "dataset                iris" in text.stdout
+    assert "took part 3 of 3 clients" in text.stdout  # summary.json's count, said by the CLI too
     shown = json.loads(as_json.stdout)
     assert shown["config"]["model"] == "logreg" and shown["summary"]["status"] == "completed"
     assert [r["round"] for r in shown["rounds"]] == [2] and shown["live"] is False

@@ -132,6 +132,16 @@ def _show(store: RunStore, args: argparse.Namespace) -> int:
     for key in ("n_clients", "best_round", "epsilon", "resumed_after_rounds"):
         if summary.get(key) not in (None, "", []):
             print(f"  {key:<9} {shown(summary[key])}")
+    if summary.get("clients_planned") is not None:
+        print(f"  took part {shown(summary.get('clients_took_part'))} of {shown(summary['clients_planned'])} clients")
+    if summary.get("cluster"):
+        print(f"  cluster   {shown(summary['cluster'])}: {shown(summary.get('hosts_placed'))} of "
+              f"{shown(summary.get('hosts_wanted'))} hosts placed")
+        for host in summary.get("hosts") or []:
+            if isinstance(host, dict):
+                print(f"    host {shown(host.get('host'))} ({shown(host.get('clients'))}) on "
+                      f"{shown(host.get('worker'))} ({shown(host.get('name'))}, pid {shown(host.get('pid'))}); "
+                      f"left: {shown(host.get('left'))}")
     for name, base in sorted((summary.get("baselines") or {}).items()):
         if isinstance(base, dict):
             print(f"  baseline  {name} {fmt(base.get('accuracy'))}"
