@@ -18,7 +18,6 @@ from enum import StrEnum
 from typing import Any, Callable
 
 from fl.federation.events import ClientStatus, EventType
-from fl.wire import PeerClosed
 from fl.wire.aio import AioConnection, encode_message
 
 REPLACED = "replaced by a reconnect"  # why a dead session ended when its client id joined again
@@ -162,20 +161,20 @@ class ClientRegistry:
         can answer it, or fail it by leaving.
         """
         buffers, size = encode_message(msg)
-        sent, failed = [], {}
+        sent, failed, conns = [], {}, []
         for cid in client_ids:
             slot = self.slot(cid)
             if slot is None or slot.status == ClientStatus.GONE:
                 failed[cid] = "gone before the round"
                 continue
-            try:
-                slot.conn.send_encoded(buffers, size)
-            except PeerClosed as exc:
-                failed[cid] = f"send failed: {exc}"
+            if slot.conn.closed:
+                failed[cid] = f"send failed: {slot.conn.peer}: connection is closed"
                 continue
+            conns.append(slot.conn)
             sent.append(cid)
             if sessions is not None:
                 sessions[cid] = slot.conn
+        AioConnection.send_encoded_to_all(conns, buffers, size)  # one wake-up of the loop for all of them
         return sent, failed
 
     def is_current(self, client_id: str, conn: AioConnection) -> bool:

@@ -114,6 +114,7 @@ class RoundRunner:
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round (a resumable run)
         self.start_round = 0  # the last round a resumed run had finished before
+        self._test_scaled: tuple[Any, np.ndarray] | None = None  # (the scaler, the test rows it scaled)
 
     def _bind_task(self) -> None:
         """The server's task decides the classes, the scaler and the global model."""
@@ -487,21 +488,29 @@ class RoundRunner:
         """
         if self.model.estimator is None:
             return {k: math.nan for k in METRIC_KEYS}, {}
+        asked = None
+        if self.data is None or (self.settings.client_eval and self.model.cheap_to_send):
+            asked = self._ask_clients_to_evaluate(round_no)  # first: they score while the server does
         metrics = None
         if self.data is not None:
-            metrics = score_classifier(self.model.estimator, self._scale(self.data.X_test), self.data.y_test,
+            metrics = score_classifier(self.model.estimator, self._scaled_test(), self.data.y_test,
                                        self.classes, with_confusion=True)
-        per_client: dict[str, dict] = {}
-        if self.data is None or (self.settings.client_eval and self.model.cheap_to_send):
-            per_client = self._evaluate_on_clients(round_no)
+        per_client = self._evaluate_on_clients(round_no, *asked) if asked is not None else {}
         if metrics is None:
             metrics = federated_metrics(per_client, len(self.classes))
         return metrics, per_client
 
-    def _evaluate_on_clients(self, round_no: int) -> dict[str, dict]:
+    def _scaled_test(self) -> np.ndarray:
+        """The server's test rows as the model sees them: scaled once for the run (the scaler is fixed)."""
+        if self._test_scaled is None or self._test_scaled[0] is not self.scaler:
+            self._test_scaled = (self.scaler, self._scale(self.data.X_test))
+        return self._test_scaled[1]
+
+    def _ask_clients_to_evaluate(self, round_no: int) -> tuple[list[str], dict[str, str]]:
         payload = self.model.evaluate_payload()
-        sent, failures = self._send(self.server.active_ids(), Evaluate(round=round_no, **payload),
-                                    ClientStatus.EVALUATING)
+        return self._send(self.server.active_ids(), Evaluate(round=round_no, **payload), ClientStatus.EVALUATING)
+
+    def _evaluate_on_clients(self, round_no: int, sent: list[str], failures: dict[str, str]) -> dict[str, dict]:
         results, late = self._collect(round_no, EvaluateResult, sent)
         failures.update(late)
         self._set_status(sent, ClientStatus.IDLE)

@@ -56,6 +56,9 @@ class Frame:
     blob: bytes | None = None
 
 
+_PLAIN = frozenset((int, str, bool, type(None)))  # already what json writes (float is not: it may be NaN)
+
+
 def json_safe(obj: Any) -> Any:
     """Return ``obj`` ready for ``json.dumps(allow_nan=False)``.
 
@@ -76,7 +79,7 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {(k.item() if isinstance(k, np.generic) else k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return [v if type(v) in _PLAIN else json_safe(v) for v in obj]  # a confusion row: no call per count
     if isinstance(obj, np.ndarray):
         return json_safe(obj.tolist())
     return obj
