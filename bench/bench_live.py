@@ -13,7 +13,10 @@ time from the engine's own record of the round's end (the ``round`` event's
 "N/M rounds done" (or "Finished M rounds" for the last). The page polls the
 run once a second, so about 0.5 s on average and 1 s at worst are expected,
 plus the time the browser takes to draw. Also: the time from the click on
-Start to the first read that shows the run's progress.
+Start to the first read that shows the run's progress, and from the click to
+the server's first event (the run is built and listens), to the engine's
+record of round 1's end, and to the first read that shows round 1 done (the
+issue's "Start to the first plotted round").
 
 The browser runs on the same machine as the server and the run here, so on
 2 cores it takes CPU from both; a user's browser usually runs elsewhere.
@@ -138,12 +141,17 @@ def one(page, url: str, runs_dir: Path, clients: int) -> dict:
         "worst latency s": f"{max(latencies):.2f}",
         "rounds shown within 1 s": f"{sum(lat <= 1.0 for lat in latencies)}/{len(latencies)}",
         "Start to the live view s": f"{seen[0] - clicked:.2f}",
+        "Start to the server listening s": f"{events[0]['t'] - clicked:.2f}",
+        "Start to round 1's end s": f"{ended[1] - clicked:.2f}",
+        "Start to round 1 shown s": f"{seen[1] - clicked:.2f}" if 1 in seen else "-",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, action="append", choices=sorted(CASES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case on the same app (the first one "
+                                                                 "in a fresh app pays its first imports)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -157,10 +165,11 @@ def main() -> None:
                                            "--disable-background-networking"])
         try:
             for clients in args.clients or sorted(CASES):
-                page = browser.new_page(viewport={"width": 1440, "height": 1300})
-                rows.append(one(page, url, runs_dir, clients))
-                page.close()
-                print(rows[-1], flush=True)
+                for n in range(args.repeat):
+                    page = browser.new_page(viewport={"width": 1440, "height": 1300})
+                    rows.append({"app": "fresh" if n == 0 else "warm", **one(page, url, runs_dir, clients)})
+                    page.close()
+                    print(rows[-1], flush=True)
         finally:
             browser.close()
             proc.terminate()

@@ -6,7 +6,7 @@ lines get a fixed mid-grey that reads on both backgrounds.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import math
 
@@ -37,28 +37,49 @@ def accuracy_range(values: Iterable[float]) -> list[float]:
     return [min(bottom, 0.8), 1.02]
 
 
-def round_axis(fig: go.Figure, total_rounds: int | None, fixed_range: bool = True) -> None:
-    """Whole-number round ticks (never 1.5), over the run's full length when it is known."""
+def round_axis_spec(total_rounds: int | None, fixed_range: bool = True) -> dict:
+    """Whole-number round ticks (never 1.5), over the run's full length when it is known: an x axis."""
     last = max(1, total_rounds or 1)
-    fig.update_xaxes(title_text="Round", tick0=1, dtick=max(1, math.ceil(last / 10)), tickformat="d")
+    axis = {"title": {"text": "Round"}, "tick0": 1, "dtick": max(1, math.ceil(last / 10)), "tickformat": "d"}
     if fixed_range:
-        fig.update_xaxes(range=[0.5, last + 0.5])
+        axis["range"] = [0.5, last + 0.5]
+    return axis
 
 
-def _last_round(fig: go.Figure) -> int | None:
-    rounds = [x for trace in fig.data for x in (trace.x if trace.x is not None else ()) if is_number(x)]
+def round_axis(fig: go.Figure, total_rounds: int | None, fixed_range: bool = True) -> None:
+    fig.update_layout(xaxis=round_axis_spec(total_rounds, fixed_range))
+
+
+def last_round(traces: Iterable[dict]) -> int | None:
+    rounds = [x for trace in traces for x in (trace.get("x") if trace.get("x") is not None else ()) if is_number(x)]
     return int(max(rounds)) if rounds else None
+
+
+def layout_spec(title: str, y_title: str, *, percent: bool = False, height: int = 340, values: Iterable[float] = (),
+                total_rounds: int | None = None, last: int | None = None) -> dict:
+    """The layout of a per-round chart as one nested dict (``last``: the last round drawn, when the run's
+    length is not known). The live view redraws its charts every second: a figure built in one step from
+    dicts (``figure``) costs a fifth of one assembled by ``add_trace`` and ``update_*`` calls."""
+    yaxis: dict = {"title": {"text": y_title}}
+    if percent:
+        yaxis.update(tickformat=".0%", range=accuracy_range(values))
+    return {"title": {"text": title, "x": 0, "xanchor": "left"}, "height": height,
+            "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "hovermode": "x unified",
+            "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+            "xaxis": round_axis_spec(total_rounds or last, fixed_range=total_rounds is not None), "yaxis": yaxis}
+
+
+def figure(traces: list[dict], layout: dict) -> go.Figure:
+    """A figure from plain trace and layout dicts, validated once."""
+    return go.Figure({"data": traces, "layout": layout})
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, *, percent: bool = False, height: int = 340,
             values: Iterable[float] = (), total_rounds: int | None = None) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    round_axis(fig, total_rounds or _last_round(fig), fixed_range=total_rounds is not None)
-    fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
-    if percent:
-        fig.update_yaxes(range=accuracy_range(values))
+    """``layout_spec`` applied to a figure built trace by trace."""
+    traces = [{"x": trace.x} for trace in fig.data]
+    fig.update_layout(layout_spec(title, y_title, percent=percent, height=height, values=values,
+                                  total_rounds=total_rounds, last=last_round(traces)))
     return fig
 
 
@@ -72,8 +93,10 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
     """The global model's metric per round, with the baselines as reference lines."""
     xs = [r["round"] for r in rounds]
     ys = [r.get(metric) if is_number(r.get(metric)) else None for r in rounds]
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="Federated (global model)",
-                               hovertemplate="%{y:.3f}" if metric == "loss" else "%{y:.1%}"))
+    traces = [{"type": "scatter", "x": xs, "y": ys, "mode": "lines+markers", "name": "Federated (global model)",
+               "hovertemplate": "%{y:.3f}" if metric == "loss" else "%{y:.1%}"}]
+    shapes: list[dict] = []
+    notes: list[dict] = []
     curve = [y for y in ys if y is not None]
     # A loss baseline far above the curve (local models that never saw some
     # classes) would flatten it: keep the axis on the curve and say so.
@@ -84,23 +107,29 @@ def global_metric_figure(rounds: list[dict], metric: str, baselines: dict | None
             continue
         text = f"{label} {value:.1%}" if metric != "loss" else f"{label} {value:.3f}"
         if ceiling is not None and value > ceiling:
-            fig.add_annotation(text=f"{text} (above the chart)", xref="paper", yref="paper", x=1, y=1,
-                               xanchor="right", yanchor="top", showarrow=False, font=dict(color=REFERENCE_COLOUR))
+            notes.append({"text": f"{text} (above the chart)", "xref": "paper", "yref": "paper", "x": 1, "y": 1,
+                          "xanchor": "right", "yanchor": "top", "showarrow": False,
+                          "font": {"color": REFERENCE_COLOUR}})
             continue
         # A shape and a label: half the cost of add_hline (which walks the subplots), and this is redrawn each second.
-        fig.add_shape(type="line", xref="paper", x0=0, x1=1, yref="y", y0=value, y1=value,
-                      line=dict(color=REFERENCE_COLOUR, dash=dash, width=1.5))
-        fig.add_annotation(text=text, xref="paper", x=1, yref="y", y=value, xanchor="right", showarrow=False,
-                           yanchor="top" if metric != "loss" else "bottom", font=dict(color=REFERENCE_COLOUR))
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": value, "y1": value,
+                       "line": {"color": REFERENCE_COLOUR, "dash": dash, "width": 1.5}})
+        notes.append({"text": text, "xref": "paper", "x": 1, "yref": "y", "y": value, "xanchor": "right",
+                      "showarrow": False, "yanchor": "top" if metric != "loss" else "bottom",
+                      "font": {"color": REFERENCE_COLOUR}})
     references = [((baselines or {}).get(k) or {}).get(metric) for k, _, _ in BASELINE_LINES]
-    fig = _layout(fig, f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
-                  percent=metric != "loss", values=curve + [v for v in references if is_number(v)],
-                  total_rounds=max(total_rounds or 0, len(xs)) or None)
+    layout = layout_spec(f"Global {METRIC_LABELS.get(metric, metric).lower()}", METRIC_LABELS.get(metric, metric),
+                         percent=metric != "loss", values=curve + [v for v in references if is_number(v)],
+                         total_rounds=max(total_rounds or 0, len(xs)) or None, last=last_round(traces))
+    if shapes:
+        layout["shapes"] = shapes
+    if notes:
+        layout["annotations"] = notes
     if ceiling is not None:
-        fig.update_yaxes(range=[0, ceiling])
+        layout["yaxis"]["range"] = [0, ceiling]
     elif metric == "loss" and not curve:  # nothing yet: an empty axis from 0, not plotly's -1..4
-        fig.update_yaxes(range=[0, 1])
-    return fig
+        layout["yaxis"]["range"] = [0, 1]
+    return figure(traces, layout)
 
 
 def one_shot_figure(final: dict, baselines: dict | None, metric: str, method: str) -> go.Figure:
@@ -152,21 +181,32 @@ def client_band_figure(rounds: list[dict], total_rounds: int | None = None) -> g
         return [r.get(key) if is_number(r.get(key)) else None for r in rounds]
 
     xs = [r["round"] for r in rounds]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_p90"), mode="lines", line=dict(width=0),
-                             name="90th percentile", showlegend=False, hovertemplate="90th: %{y:.1%}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_p10"), mode="lines", line=dict(width=0), fill="tonexty",
-                             name="10th to 90th percentile of clients", hovertemplate="10th: %{y:.1%}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=xs, y=series("client_accuracy_median"), mode="lines+markers", name="median client",
-                             hovertemplate="median: %{y:.1%}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=xs, y=series("worst_client_accuracy"), mode="lines", name="worst client",
-                             line=dict(dash="dot", color=REFERENCE_COLOUR),
-                             hovertemplate="worst: %{y:.1%}<extra></extra>"))
+    traces = _band_traces(xs, series("client_accuracy_p10"), series("client_accuracy_median"),
+                          series("client_accuracy_p90"), series("worst_client_accuracy"), ".1%")
     values = [v for key in ("worst_client_accuracy", "client_accuracy_p90") for v in series(key) if v is not None]
     label = METRIC_LABELS["eval_accuracy"]
-    fig = _layout(fig, f"{label} across clients", label, percent=True, values=values, total_rounds=total_rounds)
-    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
-    return fig
+    layout = layout_spec(f"{label} across clients", label, percent=True, values=values, total_rounds=total_rounds,
+                         last=last_round(traces))
+    layout["legend"] = dict(RIGHT_LEGEND)
+    return figure(traces, layout)
+
+
+# A vertical legend on the right never covers the title, whatever the number of clients.
+RIGHT_LEGEND = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1.0, "yanchor": "top"}
+
+
+def _band_traces(xs: Any, p10: Any, p50: Any, p90: Any, worst: Any, fmt: str) -> list[dict]:
+    """A 10th-90th percentile band, the median and the worst client, per round."""
+    return [
+        {"type": "scatter", "x": xs, "y": p90, "mode": "lines", "line": {"width": 0}, "name": "90th percentile",
+         "showlegend": False, "hovertemplate": f"90th: %{{y:{fmt}}}<extra></extra>"},
+        {"type": "scatter", "x": xs, "y": p10, "mode": "lines", "line": {"width": 0}, "fill": "tonexty",
+         "name": "10th to 90th percentile of clients", "hovertemplate": f"10th: %{{y:{fmt}}}<extra></extra>"},
+        {"type": "scatter", "x": xs, "y": p50, "mode": "lines+markers", "name": "median client",
+         "hovertemplate": f"median: %{{y:{fmt}}}<extra></extra>"},
+        {"type": "scatter", "x": xs, "y": worst, "mode": "lines", "name": "worst client",
+         "line": {"dash": "dot", "color": REFERENCE_COLOUR}, "hovertemplate": f"worst: %{{y:{fmt}}}<extra></extra>"},
+    ]
 
 
 def split_overview_figures(counts: list[list[int]], clients: list[str], classes: list) -> list[go.Figure]:
@@ -199,27 +239,24 @@ def client_metric_figure(client_rows: list[dict], metric: str = "eval_accuracy",
     ``eval_accuracy`` is the global model of the round on the client's own
     data: where non-IID data hurts, a client's line falls below the others.
     """
-    fig = go.Figure()
     df = _client_frame(client_rows, metric)
     clients = sorted(df["client_id"].unique()) if len(df) else []
+    traces: list[dict] = []
     if len(clients) > MAX_CLIENT_LINES:
-        _band(fig, df, metric)
+        traces = _band(df, metric)
     else:
         marked = set(highlight)
-        for cid in clients:
-            part = df[df["client_id"] == cid].sort_values("round")
-            fig.add_trace(go.Scatter(
-                x=part["round"], y=part[metric], mode="lines+markers", name=cid,
-                line=dict(width=2, dash="dot" if cid in marked else None),
-                hovertemplate=f"{cid}: %{{y:.3f}}<extra></extra>"))
+        for cid, part in df.sort_values("round", kind="stable").groupby("client_id", sort=True):
+            line = {"width": 2, "dash": "dot"} if cid in marked else {"width": 2}
+            traces.append({"type": "scatter", "x": part["round"].to_numpy(), "y": part[metric].to_numpy(),
+                           "mode": "lines+markers", "name": cid, "line": line,
+                           "hovertemplate": f"{cid}: %{{y:.3f}}<extra></extra>"})
     values = df[metric].tolist() if len(df) else []
     label = METRIC_LABELS.get(metric, metric)
-    fig = _layout(fig, f"{label} per client", label, percent="accuracy" in metric, values=values,
-                  total_rounds=total_rounds)
-    # A vertical legend on the right never covers the title, whatever the number of clients.
-    fig.update_layout(showlegend=bool(fig.data), legend=dict(orientation="v", x=1.02, xanchor="left", y=1,
-                                                             yanchor="top"))
-    return fig
+    layout = layout_spec(f"{label} per client", label, percent="accuracy" in metric, values=values,
+                         total_rounds=total_rounds, last=last_round(traces))
+    layout.update(showlegend=bool(traces), legend=dict(RIGHT_LEGEND))
+    return figure(traces, layout)
 
 
 def _client_frame(client_rows: list[dict], metric: str) -> pd.DataFrame:
@@ -232,20 +269,13 @@ def _client_frame(client_rows: list[dict], metric: str) -> pd.DataFrame:
     return df.assign(**{metric: df[metric].astype(float)})
 
 
-def _band(fig: go.Figure, df: pd.DataFrame, metric: str) -> None:
+def _band(df: pd.DataFrame, metric: str) -> list[dict]:
     """10th/50th/90th percentile across clients per round, and the worst client."""
     stats = df.groupby("round")[metric].agg(
         p10=lambda v: float(np.percentile(v, 10)), p50="median", p90=lambda v: float(np.percentile(v, 90)),
         worst="min", n="count").reset_index()
-    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p90"], mode="lines", line=dict(width=0),
-                             name="90th percentile", showlegend=False, hovertemplate="90th: %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p10"], mode="lines", line=dict(width=0), fill="tonexty",
-                             name="10th to 90th percentile of clients", hovertemplate="10th: %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=stats["round"], y=stats["p50"], mode="lines+markers", name="median client",
-                             hovertemplate="median: %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=stats["round"], y=stats["worst"], mode="lines", name="worst client",
-                             line=dict(dash="dot", color=REFERENCE_COLOUR),
-                             hovertemplate="worst: %{y:.3f}<extra></extra>"))
+    return _band_traces(stats["round"].to_numpy(), stats["p10"].to_numpy(), stats["p50"].to_numpy(),
+                        stats["p90"].to_numpy(), stats["worst"].to_numpy(), ".3f")
 
 
 def class_balance_figure(class_counts: dict) -> go.Figure:
@@ -262,8 +292,9 @@ def epsilon_figure(rounds: list[dict], delta: float | None) -> go.Figure:
     """Privacy spent so far: ε at the chosen δ after each round."""
     xs = [r["round"] for r in rounds]
     ys = [r.get("epsilon") if is_number(r.get("epsilon")) else None for r in rounds]
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="ε", hovertemplate="ε = %{y:.2f}"))
-    return _layout(fig, f"Privacy spent: ε at δ = {delta:g}" if delta else "Privacy spent (ε)", "ε")
+    traces = [{"type": "scatter", "x": xs, "y": ys, "mode": "lines+markers", "name": "ε", "hovertemplate": "ε = %{y:.2f}"}]
+    return figure(traces, layout_spec(f"Privacy spent: ε at δ = {delta:g}" if delta else "Privacy spent (ε)", "ε",
+                                      last=last_round(traces)))
 
 
 def label_heatmap(counts: list[list[int]], clients: list[str], classes: list) -> go.Figure:

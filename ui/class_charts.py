@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fl.runs.for_pages import per_class
-from ui.charts import _layout, round_axis
+from ui.charts import figure, layout_spec, round_axis_spec
 
 ABSENT = "absent (no rows)"
 
@@ -32,18 +32,18 @@ def confusion_figure(counts: list[list[int]], classes: list[Any], title: str) ->
     support = m.sum(axis=1, keepdims=True)
     share = np.divide(m, support, out=np.full_like(m, np.nan), where=support > 0)
     text = [[f"{int(v):,}" if s[0] > 0 else "" for v in row] for row, s in zip(m, support)]
-    fig = go.Figure(go.Heatmap(
-        z=share, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1,
-        colorbar=dict(title="share of<br>the true<br>class", tickformat=".0%"),
-        hovertemplate="true %{y}, predicted %{x}: %{text} rows (%{z:.1%} of the class)<extra></extra>"))
-    for i, s in enumerate(support[:, 0]):
-        if s == 0:
-            fig.add_annotation(x=labels[len(labels) // 2], y=labels[i], text=ABSENT, showarrow=False,
-                               font=dict(color="#666"))
-    _layout(fig, title, "true class", height=max(300, 60 + 40 * len(labels)))
-    fig.update_xaxes(title="predicted class", type="category", side="bottom")
-    fig.update_yaxes(type="category", autorange="reversed")
-    return fig
+    heatmap = {"type": "heatmap", "z": share, "x": labels, "y": labels, "text": text, "texttemplate": "%{text}",
+               "colorscale": "Blues", "zmin": 0, "zmax": 1,
+               "colorbar": {"title": {"text": "share of<br>the true<br>class"}, "tickformat": ".0%"},
+               "hovertemplate": "true %{y}, predicted %{x}: %{text} rows (%{z:.1%} of the class)<extra></extra>"}
+    layout = layout_spec(title, "true class", height=max(300, 60 + 40 * len(labels)))
+    absent = [{"x": labels[len(labels) // 2], "y": labels[i], "text": ABSENT, "showarrow": False,
+               "font": {"color": "#666"}} for i, s in enumerate(support[:, 0]) if s == 0]
+    if absent:
+        layout["annotations"] = absent
+    layout["xaxis"].update(title={"text": "predicted class"}, type="category", side="bottom")
+    layout["yaxis"].update(type="category", autorange="reversed")
+    return figure([heatmap], layout)
 
 
 def recall_frame(rounds: list[dict]) -> pd.DataFrame:
@@ -61,16 +61,17 @@ def recall_frame(rounds: list[dict]) -> pd.DataFrame:
 def recall_figure(rounds: list[dict], total_rounds: int | None) -> go.Figure:
     """Each class's recall per round: which classes the global model gets right, and which it gives up."""
     df = recall_frame(rounds)
-    fig = go.Figure()
-    for cls, part in df.groupby("class", sort=False):
-        fig.add_trace(go.Scatter(x=part["round"], y=part["recall"], mode="lines+markers", name=cls,
-                                 connectgaps=False, hovertemplate=f"class {cls}, round %{{x}}: %{{y:.1%}}<extra></extra>"))
-    _layout(fig, "Recall of each class per round", "recall", percent=True, height=max(340, 300 + 8 * len(fig.data)),
-            values=df["recall"].dropna())
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0, title="class"),
-                      margin=dict(b=40))
-    round_axis(fig, total_rounds)
-    return fig
+    traces = [{"type": "scatter", "x": part["round"].to_numpy(), "y": part["recall"].to_numpy(),
+               "mode": "lines+markers", "name": cls, "connectgaps": False,
+               "hovertemplate": f"class {cls}, round %{{x}}: %{{y:.1%}}<extra></extra>"}
+              for cls, part in df.groupby("class", sort=False)]
+    layout = layout_spec("Recall of each class per round", "recall", percent=True,
+                         height=max(340, 300 + 8 * len(traces)), values=df["recall"].dropna())
+    layout["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0,
+                        "title": {"text": "class"}}
+    layout["margin"]["b"] = 40
+    layout["xaxis"] = round_axis_spec(total_rounds)
+    return figure(traces, layout)
 
 
 def per_class_table(counts: list[list[int]], classes: list[Any]) -> pd.DataFrame:
