@@ -137,6 +137,26 @@ def test_a_round_starts_from_the_global_weights_with_a_fresh_optimiser(digits):
         np.testing.assert_allclose(arr_a, arr_b)
 
 
+def test_a_fresh_network_is_a_copy_of_one_built_once_and_trains_as_a_newly_built_one(digits):
+    # Pins MLPAdapter.fresh's templates: each call hands out its own copy, equal to a network built anew
+    # (same weights, same random state), so training a copy changes neither the template nor a later copy.
+    X, y = digits
+    adapter = get_model("mlp")
+    built = adapter._build_fresh({}, CLASSES, 64, 7)
+    # Execute
+    first = adapter.fresh({}, CLASSES, 64, 7)
+    adapter.fit_local(first, {}, X[:200], y[:200], CLASSES, 64, None, 2, {}, 7)
+    second = adapter.fresh({}, CLASSES, 64, 7)
+    # Assert
+    assert second is not first and second.coefs_[0] is not first.coefs_[0]
+    for a, b in zip(built.coefs_ + built.intercepts_, second.coefs_ + second.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    trained_new = adapter.fit_local(built, {}, X[:200], y[:200], CLASSES, 64, None, 2, {}, 7)
+    trained_copy = adapter.fit_local(second, {}, X[:200], y[:200], CLASSES, 64, None, 2, {}, 7)
+    for a, b in zip(trained_new.coefs_, trained_copy.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_adding_a_model_is_one_adapter():
     # Prepare: an adapter class that names itself is registered (then removed again)
     from sklearn.linear_model import RidgeClassifier

@@ -9,6 +9,8 @@ for one full rerun, which draws the final, static view with downloads.
 from __future__ import annotations
 
 import json
+import time
+from contextlib import nullcontext
 from typing import Any
 
 import pandas as pd
@@ -22,6 +24,8 @@ from ui.format import duration, epsilon_shown, is_number, num, pct, size, words
 from ui.app_state import store
 
 REFRESH_SECONDS = 1.0
+FIRST_ROUND_WAIT_S = 1.5  # before round 1 a draw waits up to this long for it, so it shows when it ends, not a poll later
+WAIT_TICK_S = 0.25  # while waiting, the progress is redrawn this often: each redraw is where a click (Stop) ends the wait
 
 
 def run_title(config: dict[str, Any], total_rounds: int | None = None) -> str:
@@ -80,6 +84,10 @@ def headline(snap: dict) -> None:
 
 def charts_block(snap: dict, key: str, done: bool = True) -> None:
     rounds, base, total = snap["rounds"], snap.get("baselines"), snap["total_rounds"]
+    if not rounds:  # empty axes say nothing, and drawing them takes the browser's time as round 1 begins
+        if not done:
+            st.caption("The charts begin when round 1 ends.")
+        return
     if total == 1:
         _one_shot_charts(snap, key)
         return
@@ -279,12 +287,14 @@ def final_summary(snap: dict) -> None:
     st.caption(f"Network: {size(sent)} sent to clients, {size(received)} received from them. {what}")
 
 
-def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True) -> None:
-    """Everything about one run, from a snapshot; ``done`` once nothing of it is still computed."""
+def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True, top: Any = None) -> None:
+    """Everything about one run, from a snapshot; ``done`` once nothing of it is still computed. ``top``: a
+    placeholder already showing the progress, to draw it in again."""
     if done:
         final_summary(snap)
     else:
-        progress(snap)
+        with top if top is not None else nullcontext():
+            progress(snap)
         if snap.get("error"):
             st.warning(words(snap["error"]))
     headline(snap)
@@ -319,8 +329,30 @@ def show_run(handle: RunHandle) -> None:
     @st.fragment(run_every=REFRESH_SECONDS)
     def live() -> None:
         snap = handle.snapshot(client_rows=few)
+        top = None
+        if not snap["rounds"] and not handle.done:
+            top = st.empty()
+            snap = await_first_round(handle, snap, few, top)
         if handle.done:
             st.rerun(scope="app")  # one full rerun draws the final view with downloads
-        draw(snap, handle, key=f"live-{handle.run_id}", done=False)
+        draw(snap, handle, key=f"live-{handle.run_id}", done=False, top=top)
 
     live()
+
+
+def await_first_round(handle: RunHandle, snap: dict, few: bool, top: Any) -> dict:
+    """Before round 1: show the progress and wait for the round's end here, up to FIRST_ROUND_WAIT_S.
+
+    A page that only polled would show round 1 up to a whole poll after it
+    ended, on top of the Start click's own rerun; waiting for it in the draw
+    that is already under way shows it at once. The progress is redrawn
+    every WAIT_TICK_S (clients joining), and each redraw is a point where
+    Streamlit ends the script for a click, so Stop is never held up longer.
+    """
+    deadline = time.monotonic() + FIRST_ROUND_WAIT_S
+    while not snap["rounds"] and not handle.done and time.monotonic() < deadline:
+        with top:
+            progress(snap)
+        handle.state.wait_for_rounds(1, min(WAIT_TICK_S, deadline - time.monotonic()))
+        snap = handle.snapshot(client_rows=few)
+    return snap

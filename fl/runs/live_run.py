@@ -38,6 +38,7 @@ class RunState:
 
     def __init__(self, run_id: str, config: RunConfig, client_ids: list[str], n_samples: dict[str, int]):
         self._lock = threading.Lock()
+        self._ended_round = threading.Condition(self._lock)  # a round recorded, or the run over
         self.run_id = run_id
         self.config = config
         self.status = RunStatus.STARTING
@@ -154,6 +155,7 @@ class RunState:
 
     def _on_round(self, event: dict, client: dict | None) -> None:
         self.rounds.append(event)
+        self._ended_round.notify_all()
 
     def _on_error(self, event: dict, client: dict | None) -> None:
         self.error = event.get("message")
@@ -163,9 +165,17 @@ class RunState:
         self.error = event.get("error") or self.error
         self.final_metrics = event.get("final_metrics") or {}
         self.finished_at = time.time()
+        self._ended_round.notify_all()
         for c in self.clients.values():
             if c.get("status") not in (ClientStatus.GONE, ClientStatus.WAITING):
                 c["status"] = ClientStatus.FINISHED  # left after bye; "gone" means lost mid-run, "waiting" never came
+
+    def wait_for_rounds(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` rounds are recorded or the run is over, at most ``timeout`` seconds (a page
+        draws round 1 the moment it ends with this, not at its next poll); False if the time ran out."""
+        with self._ended_round:
+            return self._ended_round.wait_for(lambda: len(self.rounds) >= count or self.finished_at is not None,
+                                              max(0.0, timeout))
 
     # ------------------------------------------------------------------ set from outside the event stream
     def set_roles(self, roles: dict[str, str]) -> None:
