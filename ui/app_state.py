@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import streamlit as st
+from threadpoolctl import threadpool_limits
 
 from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore
@@ -38,7 +39,16 @@ def runs_root() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _registry(root: str) -> RunRegistry:
-    """Once per process (the app starting): the TLS keys of hosted servers no longer running go first."""
+    """Once per process (the app starting): the TLS keys of hosted servers no longer running go first.
+
+    BLAS runs on one thread in this process: its runs' in-process clients
+    share the cores with this server and, often, the browser; OpenBLAS's
+    other threads spin between a client's small matrix products and took a
+    core for no gain (20 rounds of the default run: 11-14 s with two
+    threads, 4.4-5 s with one, same numbers; docs/performance.md). Worker
+    processes set their own (loky: cores // processes).
+    """
+    threadpool_limits(1, user_api="blas")
     clean_stale(root)
     return RunRegistry(RunStore(root))
 
