@@ -15,7 +15,8 @@ from fl.runs.for_pages import FLError
 from ui import live, preview, sidebar
 from ui.compare import can_compare, same_settings, show_comparison, start_comparison
 from ui.app_state import (
-    DRAFT_CONFIG, PENDING_CONFIG, comparison_handles, follow, new_run, registry, shown_handle, stop_runs, sync_url,
+    DRAFT_CONFIG, PENDING_CONFIG, START_REFUSED, comparison_handles, follow, new_run, registry, shown_handle, stop_runs,
+    sync_url,
 )
 
 if PENDING_CONFIG in st.session_state:  # a reload of a run, or "load into Run page" from Runs
@@ -25,10 +26,13 @@ handle = shown_handle()
 comparison = comparison_handles()
 shown = comparison or ([handle] if handle is not None else [])
 running = any(not h.done for h in shown)
+# Start pressed (its value holds for this script run): the settings are drawn locked at once and the run starts
+# below, in this same run; a second script run would send the whole sidebar to the browser again
+starting = bool(st.session_state.get("start_run")) and not running
 
 with st.sidebar:
     buttons = st.container()  # Start/Stop on top, drawn once the settings below are read
-    config = sidebar.config_sidebar(locked=running)
+    config = sidebar.config_sidebar(locked=running or starting)
 
 if config is not None:
     st.session_state[DRAFT_CONFIG] = config.to_dict()
@@ -38,10 +42,28 @@ if shown and not running and not same_settings(config, shown):
 # Settings that cannot run: Start is off, and the one reason is said beside it (not again on the page)
 problem = preview.start_problem(config) if config is not None and not shown else None
 
+if starting:
+    why_not = None
+    if config is not None and problem is None:
+        try:
+            with st.spinner("Preparing data and starting the clients…"):
+                started = registry().start(config)
+            follow(started)
+            handle, comparison, shown, running = started, [], [started], True
+            sync_url()
+        except FLError as exc:
+            why_not = f"Cannot start this run: {words(exc)}"
+        except OSError as exc:
+            why_not = (f"Cannot open a local socket for the run ({exc.strerror or exc}). "
+                       "Try again, or stop other runs.")
+    if not running:  # nothing started: the settings were drawn locked for nothing; again, open, saying why
+        st.session_state[START_REFUSED] = why_not
+        st.rerun()
+
 with buttons:
     start_col, stop_col = st.columns(2)
-    start = start_col.button("Start", type="primary", disabled=config is None or running or problem is not None,
-                             width="stretch", key="start_run", help="Train with these settings.")
+    start_col.button("Start", type="primary", disabled=config is None or running or problem is not None,
+                     width="stretch", key="start_run", help="Train with these settings.")  # read above, as `starting`
     stop = stop_col.button("Stop", disabled=not running, width="stretch", key="stop_run",
                            help="End the run now; the rounds done so far are kept.",
                            on_click=stop_runs, args=([h.run_id for h in shown],))
@@ -63,16 +85,8 @@ if fresh and not running:
     new_run()
     st.rerun()
 
-if start and config is not None and not running and problem is None:
-    try:
-        with st.spinner("Preparing data and starting the clients…"):
-            follow(registry().start(config))
-        sync_url()
-        st.rerun()  # redraw the sidebar: locked, Stop enabled, Start disabled
-    except FLError as exc:
-        st.error(f"Cannot start this run: {words(exc)}")
-    except OSError as exc:
-        st.error(f"Cannot open a local socket for the run ({exc.strerror or exc}). Try again, or stop other runs.")
+if refused := st.session_state.pop(START_REFUSED, None):
+    st.error(refused)
 
 if compare and config is not None and not running:
     if start_comparison(config):

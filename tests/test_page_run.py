@@ -79,6 +79,26 @@ def test_start_locks_the_sidebar_and_stop_ends_the_run(app_env):
     assert not at.sidebar.button(key="start_run").disabled and at.sidebar.button(key="stop_run").disabled
 
 
+def test_a_start_the_engine_refuses_says_why_and_leaves_the_settings_open(app_env, monkeypatch):
+    # Prepare: the engine refuses the run when it is built (what the page's own checks cannot see)
+    from fl.runs.config import ConfigError
+    from fl.runs.run_registry import RunRegistry
+
+    def refuse(self, config):
+        raise ConfigError("the machine has no room for this run")
+
+    monkeypatch.setattr(RunRegistry, "start", refuse)
+    at = new_app()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("iris").run()
+    # Execute
+    at.sidebar.button(key="start_run").click().run()
+    # Assert: the reason on the page, no traceback, the settings and Start usable again, nothing running
+    assert not at.exception
+    assert any("Cannot start this run" in e.value and "no room for this run" in e.value for e in at.error)
+    assert not at.sidebar.selectbox(key="cfg_dataset").disabled
+    assert not at.sidebar.button(key="start_run").disabled and at.sidebar.button(key="stop_run").disabled
+
+
 def test_changing_a_setting_after_a_run_turns_the_view_into_a_new_run(app_env):
     # Prepare
     at = new_app()

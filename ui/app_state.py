@@ -26,6 +26,7 @@ CURRENT_RUN = "current_run_id"  # the run this tab shows on the Run page; absent
 COMPARISON = "comparison_run_ids"  # the runs of a rule comparison this tab started
 PENDING_CONFIG = "pending_config"  # a config dict to put into the sidebar before it is drawn
 DRAFT_CONFIG = "draft_config"  # the Run page's sidebar settings, for the Clients page preview
+START_REFUSED = "start_refused"  # why the Start just pressed started nothing, for the page's next script run
 DEPLOY_RUN = "deploy_run_id"  # the hosted run this tab started or found (Deploy page)
 RESUME_RUN = "deploy_resume_run_id"  # a stored hosted run the Runs page sent to Deploy to be resumed
 RESTORED = "restored_from_url"  # the URL has been read once for this session
