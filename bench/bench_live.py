@@ -1,8 +1,8 @@
-"""How soon a finished round shows in the browser, at 10 and 1,000 clients.
+"""How soon a finished round shows in the browser, at 10, 100 and 1,000 clients.
 
 Run from the repository root (needs Debian's chromium and Playwright):
 
-    python bench/bench_live.py                  # 10 and 1,000 clients (~2 min)
+    python bench/bench_live.py                  # 10, 100 and 1,000 clients (~3 min)
     python bench/bench_live.py --clients 1000
 
 Starts ``streamlit run app.py`` on a free loopback port, sets the run up in
@@ -16,7 +16,9 @@ plus the time the browser takes to draw. Also: the time from the click on
 Start to the first read that shows the run's progress, and from the click to
 the server's first event (the run is built and listens), to the engine's
 record of round 1's end, and to the first read that shows round 1 done (the
-issue's "Start to the first plotted round").
+issue's "Start to the first plotted round"). The cases: the default run (digits, MLP, 10 clients, Dirichlet,
+20 rounds); 100 clients of it with logistic regression and 10 rounds; 1,000 clients on 100,000 synthetic rows,
+logistic regression, 8 rounds. The clients column is read from the run's config.json (what the sidebar set).
 
 The browser runs on the same machine as the server and the run here, so on
 2 cores it takes CPU from both; a user's browser usually runs elsewhere.
@@ -46,6 +48,7 @@ from _common import MachineLoad, source_version, table  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CASES = {
     10: dict(dataset=None, rows=None, clients=None, model=None, rounds=None),  # the default run: MLP, 20 rounds
+    100: dict(dataset=None, rows=None, clients=100, model="Logistic regression", rounds=10),  # digits, Dirichlet
     1000: dict(dataset="Synthetic: any size (make_classification)", rows="100000", clients="End",
                model="Logistic regression", rounds=8),
 }
@@ -133,8 +136,9 @@ def one(page, url: str, runs_dir: Path, clients: int) -> dict:
     # A round seen in the same read as the next one was shown late only by the page's skipping: count them all.
     latencies = [seen[n] - ended[n] for n in sorted(ended) if n in seen and n > 0]
     durations = [e["duration_s"] for e in events if e["type"] == "round"]
+    ran = json.loads((runs_dir / run_id / "config.json").read_text())  # what the sidebar really set
     return {
-        "clients": f"{clients:,}",
+        "clients": f"{ran['clients']:,}",
         "rounds": len(latencies),
         "median round s": f"{statistics.median(durations):.2f}",
         "median latency s": f"{statistics.median(latencies):.2f}",
