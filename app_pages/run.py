@@ -78,7 +78,7 @@ with buttons:
 if stop and running:
     with st.spinner("Stopping…"):  # stop_runs already asked them to stop, before this rerun began
         for h in shown:
-            h.wait(10)
+            h.wait_until_done(10)  # the rounds' end, not the worker processes' (they end on their own)
     st.rerun()
 
 if fresh and not running:

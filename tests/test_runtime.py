@@ -94,8 +94,10 @@ def test_stop_ends_a_run_with_worker_processes_within_seconds(no_thread_leaks):
     # Execute
     asked = time.monotonic()
     handle.stop()
+    done = handle.wait_until_done(10)  # what the Run page waits for before it says "Stopped"
     result = handle.wait(30)
     # Assert: stopped promptly; no thread (fixture) and no process (below) left
+    assert done is True
     assert result is not None and result.status == "stopped"
     assert time.monotonic() - asked < 10
     deadline = time.monotonic() + 10

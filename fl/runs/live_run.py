@@ -259,6 +259,15 @@ class RunHandle:
         self.server.stop()
         self.client_stop.set()
 
+    def wait_until_done(self, timeout: float) -> bool:
+        """Until ``done`` (rounds and baselines over), at most ``timeout`` seconds: what a page waits for after
+        Stop. The run's worker processes may still be ending then (a second or a few, while they start up);
+        ``wait`` joins them."""
+        deadline = time.monotonic() + timeout
+        while not self.done and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.done
+
     def wait(self, timeout: float | None = None) -> RunResult | None:
         """Block until the run ends (or the timeout passes); returns the result or None."""
         deadline = None if timeout is None else time.monotonic() + timeout
