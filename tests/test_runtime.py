@@ -18,8 +18,9 @@ from tests.test_cli import procs  # noqa: F401 - the fixture
 def _children() -> list[int]:
     """Live worker processes of this test process (from /proc; zombies excluded).
 
-    joblib's loky keeps one resource-tracker process per parent process, for
-    the process's lifetime, whatever the runs: not a worker, not counted.
+    multiprocessing's (and loky's) resource tracker and the forkserver that
+    starts worker processes (fl/runs/processes.py) live once per parent
+    process, for its lifetime, whatever the runs: not workers, not counted.
     """
     mine, out = os.getpid(), []
     for entry in Path("/proc").iterdir():
@@ -33,7 +34,7 @@ def _children() -> list[int]:
         if fields.get("PPid", "").strip() != str(mine) or fields.get("State", "").startswith("Z"):
             continue
         try:
-            if "resource_tracker" in (entry / "cmdline").read_text():
+            if any(name in (entry / "cmdline").read_text() for name in ("resource_tracker", "forkserver")):
                 continue
         except OSError:
             continue

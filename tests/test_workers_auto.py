@@ -10,7 +10,8 @@ from fl.runs import workers
 from fl.runs.build import build_run
 from fl.runs.config import RunConfig
 from fl.runs.simulation import PINGS_PER_S, heartbeat_interval
-from fl.runs.workers import PROCESS_START_S, probe_fit_seconds, worker_count
+from fl.runs import processes
+from fl.runs.workers import probe_fit_seconds, worker_count
 
 
 def _config(**kw) -> SimpleNamespace:
@@ -25,19 +26,22 @@ def test_an_explicit_count_is_kept_and_capped_by_the_clients():
 
 
 def test_auto_stays_in_process_when_the_training_is_shorter_than_starting_processes(monkeypatch):
-    # Prepare: two cores; 10 clients × 20 rounds of 5 ms fits: 1.5 s of work with the frames, half saved < the start
+    # Prepare: two cores; 10 clients × 5 rounds of 2 ms fits: 0.225 s of work with the frames, half saved < the
+    # start of warm processes; 20 rounds of 5 ms fits save more than that, not more than a cold start
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
     # Execute / Assert
-    assert worker_count(_config(), fit_seconds=0.005) == 0
+    assert worker_count(_config(rounds=5), fit_seconds=0.002, start_s=processes.WARM_START_S) == 0
+    assert worker_count(_config(), fit_seconds=0.005, start_s=processes.WARM_START_S) == 2
+    assert worker_count(_config(), fit_seconds=0.005, start_s=processes.COLD_START_S) == 0
 
 
 def test_auto_takes_every_core_when_the_training_outweighs_the_start(monkeypatch):
     # Prepare: 10 clients × 20 rounds of fits long enough that the second core saves 1.25 times the start
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
-    fit = 2.5 * PROCESS_START_S / (10 * 20)
+    fit = 2.5 * processes.SPAWN_START_S / (10 * 20)
     # Execute / Assert
-    assert worker_count(_config(), fit_seconds=fit) == 2
-    assert worker_count(_config(), fit_seconds=fit / 10) == 0
+    assert worker_count(_config(), fit_seconds=fit, start_s=processes.SPAWN_START_S) == 2
+    assert worker_count(_config(), fit_seconds=fit / 10, start_s=processes.SPAWN_START_S) == 0
     # many clients: processes however short the fits
     assert worker_count(_config(clients=workers.PROCESSES_FROM_CLIENTS, rounds=1), fit_seconds=0.0) == 2
 

@@ -17,6 +17,7 @@ import os
 import streamlit as st
 from threadpoolctl import threadpool_limits
 
+from fl.runs.processes import warm_up
 from fl.runs.run_registry import RunRegistry
 from fl.runs.store import RunStore
 from fl.runs.live_run import RunHandle
@@ -47,9 +48,14 @@ def _registry(root: str) -> RunRegistry:
     other threads spin between a client's small matrix products and took a
     core for no gain (20 rounds of the default run: 11-14 s with two
     threads, 4.4-5 s with one, same numbers; docs/performance.md). Worker
-    processes set their own (loky: cores // processes).
+    processes set their own (cores // processes).
+
+    The forkserver that starts runs' worker processes starts here, importing
+    the engine in its own process while the page draws, so that the first
+    run's workers start warm (fl/runs/processes.py).
     """
     threadpool_limits(1, user_api="blas")
+    warm_up()
     clean_stale(root)
     return RunRegistry(RunStore(root))
 

@@ -1,6 +1,6 @@
 """What ``--cluster`` says: where a simulation's client hosts run, read and checked without any cluster library.
 
-``local`` (the default) runs them in loky worker processes on this machine;
+``local`` (the default) runs them in worker processes on this machine (fl/runs/processes.py);
 ``dask://HOST:PORT`` on the workers of a running Dask scheduler;
 ``ray://HOST:PORT`` on a Ray cluster through Ray Client, and ``ray`` on the
 Ray cluster of this machine (``ray start --head``, or ``RAY_ADDRESS``), else

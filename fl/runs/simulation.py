@@ -26,13 +26,13 @@ from fl.federation.liveness import DEFAULT_INTERVAL_S
 from fl.federation.rounds import RunResult
 from fl.federation.server import ServerSettings
 from fl.learning.strategies import Scaffold
-from fl.runs.baselines_aside import compute_aside, compute_after_rounds
+from fl.runs.baselines_aside import compute_aside, compute_after_rounds, start_aside
 from fl.runs.build import build_run
 from fl.runs.cluster_spec import ClusterSpec, is_loopback, parse_cluster, route_address
 from fl.runs.config import ConfigError, RunConfig
 from fl.runs.live_run import RunHandle, launch_rounds, open_run
 from fl.runs.store import RunStore, new_run_id
-from fl.runs.workers import HostSpec, make_clients, probe_fit_seconds, roles, run_in_processes, split_indices
+from fl.runs.workers import HostProcesses, HostSpec, make_clients, probe_fit_seconds, roles, split_indices
 from fl.runs.workers import worker_count as local_worker_count
 from fl.wire.tls import make_certificates, server_context
 
@@ -84,12 +84,17 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                                    min(config.workers, len(client_ids)) if config.workers > 0 else None,
                                    len(client_ids), allow_fewer=allows_fewer(config))
         n_workers = placement.n_hosts
+    # Worker processes start before the server listens: forked while this process may still run one thread,
+    # they inherit no socket and no thread of the server's (fl/runs/processes.py)
+    processes = HostProcesses(n_workers) if placement is None and n_workers else None
+    aside = start_aside() if with_baselines and processes is not None else None
     try:
         handle = _open(plan, config, placement, n_workers, bind, store=store, out_dir=out_dir, run_id=run_id,
                        on_event=on_event, resume=resume)
     except BaseException:
-        if placement is not None:
-            placement.close()
+        for opened in (placement, processes, aside):
+            if opened is not None:
+                opened.close()
         raise
     host_name, port = handle.server.address
     variates = Scaffold.variates_in(resume.strategy) if resume is not None else {}  # clients' state, resumed
@@ -106,8 +111,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                           {client_ids[i]: variates[client_ids[i]] for i in indices if client_ids[i] in variates},
                           index=n, token=token, pin=pin, blas_threads=1 if placement is not None else None)
                  for n, indices in enumerate(hosts)]
-        target = functools.partial(placement.run, specs) if placement is not None \
-            else functools.partial(run_in_processes, specs)
+        target = functools.partial((placement or processes).run, specs)
     hosts_thread = threading.Thread(target=target, name=f"fl-hosts-{handle.run_id}", daemon=True)
     if placement is not None:
         handle.server.join_note = placement.note
@@ -117,7 +121,7 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
     handle.server.clients_alive = hosts_thread.is_alive
     if with_baselines:
         handle.state.set_baselines(None, "computing")
-        compute = functools.partial(compute_aside, rounds_over=handle.client_stop.is_set) if n_workers \
+        compute = functools.partial(compute_aside, rounds_over=handle.client_stop.is_set, child=aside) if n_workers \
             else functools.partial(compute_after_rounds, rounds_over=handle.client_stop)
         handle.baselines_thread = threading.Thread(target=_baselines, args=(handle, client_ids, compute),
                                                    name=f"fl-baselines-{handle.run_id}", daemon=True)

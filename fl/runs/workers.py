@@ -1,9 +1,10 @@
 """Where a simulation's clients run: one host in this process, or hosts in worker processes.
 
 A host (fl/federation/session.py) runs many clients on one event loop and
-one compute thread. A small simulation has one host in a thread of the
-server's own process; a large one spreads its clients over K worker
-processes launched through joblib (loky), or, with ``--cluster``, as
+one compute thread. A short simulation has one host in a thread of the
+server's own process; a longer one spreads its clients over K worker
+processes (``HostProcesses``: forked, or from a warm forkserver, with the
+engine already imported; fl/runs/processes.py), or, with ``--cluster``, as
 long-running tasks on a Dask or Ray cluster (fl/runs/cluster.py).
 Every worker rebuilds the run's data from its config (the split is a pure,
 seeded function of it) and takes only its clients' partitions: no data
@@ -13,6 +14,7 @@ crosses a process boundary, and clients still reach the server over real TCP.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -28,10 +30,6 @@ from fl.federation.session import ClientHost
 # When the expected training cannot be measured (a model grown from the sites' sums): below this many clients
 # the worker processes' start-up and data rebuild cost more than the second core saves (bench/bench_scale.py).
 AUTO_PROCESSES_FROM = 50
-# What worker processes cost a run beyond an in-process host: spawning, importing the engine and rebuilding the
-# data in each, shutting them down (quiet 2 cores, 10 digits clients: 17.0 s against 7.6 s for the whole run, of
-# which 0.65 s the rounds saved; bench/bench_overhead.py, docs/performance.md "Round overhead").
-PROCESS_START_S = 8.0
 # Each client's share of a round beyond its fit, which worker processes also take off the server's core: its
 # frames through the host's event loop and its evaluation (10 digits clients in process: 17.3 ms of the host loop's
 # CPU and 6.3 ms of evaluations a round; docs/performance.md "Round overhead", where a round's CPU goes).
@@ -40,9 +38,6 @@ CLIENT_ROUND_S = 0.0025
 # heartbeat beside the server's (the 1,000- and 10,000-client runs of docs/performance.md "Scale" use processes).
 PROCESSES_FROM_CLIENTS = 1000
 PROBE_ROWS = 2000  # the timing fit of ``probe_fit_seconds`` uses at most this many of a client's rows
-
-_loky_runs = 0
-_loky_lock = threading.Lock()
 
 
 @dataclass
@@ -58,18 +53,19 @@ class HostSpec:
     index: int = 0  # which host of the run
     token: str | None = None  # the run's fresh secret: the server admits no client without it
     pin: str | None = None  # SHA-256 of the server's fresh certificate (a cluster run speaks TLS), or None
-    # BLAS threads of the host's process while it runs (None: as they are). Loky gives each worker process
-    # cores // processes; a cluster host gets 1, one per worker slot, as loky's hosts have when they fill the
-    # cores: the same matrix products in the same order, so the numbers equal a local run's on one machine.
+    # BLAS threads of the host's process while it runs (None: as they are). A local worker process gets
+    # cores // processes (``HostProcesses``); a cluster host gets 1, one per worker slot, as local hosts have
+    # when they fill the cores: the same matrix products in the same order, so the numbers equal a local run's.
     blas_threads: int | None = None
 
 
-def worker_count(config: Any, fit_seconds: float | None = None) -> int:
+def worker_count(config: Any, fit_seconds: float | None = None, start_s: float | None = None) -> int:
     """How many worker processes (0: the clients run in this process): ``config.workers``, or when it is auto
     (-1), what is fastest for this run by its expected training.
 
     In-process clients share the server's interpreter and one core; worker processes train on every core
-    but cost PROCESS_START_S. With ``fit_seconds`` (one client's local training, as ``probe_fit_seconds``
+    but cost ``start_s`` to start (by default what fl/runs/processes.py says they would cost now: forked or
+    from a warm forkserver, a few tenths of a second). With ``fit_seconds`` (one client's local training, as ``probe_fit_seconds``
     measured it), the clients' work is about ``(fit_seconds + CLIENT_ROUND_S) × clients × rounds``; the
     processes pay when the share of it that the other cores take off exceeds their start, and always from
     PROCESSES_FROM_CLIENTS clients. Without a measurement, the client count decides (AUTO_PROCESSES_FROM)."""
@@ -82,7 +78,11 @@ def worker_count(config: Any, fit_seconds: float | None = None) -> int:
         processes = config.clients >= AUTO_PROCESSES_FROM
     else:
         work = (fit_seconds + CLIENT_ROUND_S) * config.clients * config.rounds
-        processes = work * (1 - 1 / cores) > PROCESS_START_S or config.clients >= PROCESSES_FROM_CLIENTS
+        if start_s is None:
+            from fl.runs.processes import start_seconds
+
+            start_s = start_seconds()
+        processes = work * (1 - 1 / cores) > start_s or config.clients >= PROCESSES_FROM_CLIENTS
     return max(1, min(cores, config.clients)) if processes else 0
 
 
@@ -181,28 +181,96 @@ def run_host(spec: HostSpec) -> list[dict[str, Any]]:
         return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
 
 
-def run_in_processes(specs: list[HostSpec]) -> list[ClientResult]:
-    """Run the hosts in worker processes through joblib; blocks until every host has ended.
+class HostProcesses:
+    """Worker processes for a run's hosts, started before its server listens (fl/runs/processes.py: forked, or
+    from the warm forkserver, with the engine already imported); each waits for the HostSpec that says where to
+    connect and which clients to run, then runs them and sends back their results.
 
-    With joblib's default backend (loky) its worker processes are shut down
-    when no simulation uses them any more, so a finished run leaves no
-    process behind. A cluster's hosts are placed by fl/runs/cluster.py instead.
+    The spec goes to the child pickled over a pipe of our own (parent to child, as multiprocessing does); the
+    results come back as JSON. A child that ends without its results (killed, crashed) is an error.
     """
-    global _loky_runs
-    from joblib import Parallel, delayed
-    from joblib._parallel_backends import LokyBackend
-    from joblib.parallel import get_active_backend
 
-    loky = isinstance(get_active_backend()[0], LokyBackend)
-    with _loky_lock:
-        _loky_runs += loky
+    def __init__(self, n: int) -> None:
+        from fl.runs.processes import context
+
+        ctx = context()
+        self.blas_threads = max(1, (os.cpu_count() or 1) // max(1, n))
+        self.pipes, self.procs = [], []
+        for i in range(n):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_host_main, args=(theirs,), name=f"fl-host-{i}", daemon=True)
+            proc.start()
+            theirs.close()
+            self.pipes.append(mine)
+            self.procs.append(proc)
+
+    def run(self, specs: list[HostSpec]) -> list[ClientResult]:
+        """Hand each process its host, wait until every host has ended, return every client's result."""
+        from multiprocessing.connection import wait
+
+        try:
+            waiting = {}
+            for pipe, proc, spec in zip(self.pipes, self.procs, specs):
+                spec.blas_threads = spec.blas_threads or self.blas_threads
+                try:
+                    pipe.send(spec)
+                except OSError:  # it is gone already: said below, with its exit code
+                    pass
+                waiting[pipe] = proc
+            outputs: list[dict[str, Any]] = []
+            while waiting:
+                for ready in wait(list(waiting)):
+                    proc = waiting.pop(ready)
+                    try:
+                        answer = json.loads(ready.recv_bytes())
+                    except (EOFError, OSError, ValueError):
+                        proc.join(5)
+                        raise RuntimeError(f"worker process {proc.name} ended (exit code {proc.exitcode}) "
+                                           "without its clients' results") from None
+                    if "error" in answer:
+                        raise RuntimeError(f"worker process {proc.name}: {answer['error']}")
+                    outputs.extend(answer["results"])
+            return [ClientResult(**result) for result in outputs]
+        finally:
+            self.close()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Processes given no host end now; the others are waited for (their clients have ended), then killed."""
+        for pipe in self.pipes:
+            try:  # a child still waiting for its spec ends (an EOF alone may not come: a forked sibling holds a copy)
+                pipe.send(None)
+            except OSError:
+                pass
+            pipe.close()
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+
+
+def _host_main(pipe: Any) -> None:
+    """A worker process: wait for its host's spec (None: the run did not need it), run it, answer in JSON."""
+    from fl.runs.processes import parent_gone_exits
+
+    parent_gone_exits()
     try:
-        outputs = Parallel(n_jobs=len(specs))(delayed(run_host)(spec) for spec in specs)
-    finally:
-        with _loky_lock:
-            _loky_runs -= loky
-            if loky and _loky_runs == 0:
-                from joblib.externals.loky import get_reusable_executor
+        spec = pipe.recv()  # from the run's own process, which started this one
+    except (EOFError, OSError):
+        return
+    if spec is None:  # the run did not need this host
+        return
+    try:
+        answer: dict[str, Any] = {"results": run_host(spec)}
+    except Exception as exc:  # noqa: BLE001 (the run reports it; the clients' sockets are closed already)
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        pipe.send_bytes(json.dumps(answer, default=_plain).encode())
+    except OSError:  # the run's process is gone
+        pass
 
-                get_reusable_executor().shutdown(wait=True, kill_workers=True)
-    return [ClientResult(**result) for output in outputs for result in output]
+
+def _plain(value: Any) -> Any:
+    """numpy's scalars and arrays in a client's result, as JSON has them."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)

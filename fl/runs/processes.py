@@ -1,0 +1,103 @@
+"""How a run starts its worker processes (hosts of clients, the baselines' child): warm, not from scratch.
+
+A process started from scratch (a fresh Python importing scikit-learn and the
+engine, as loky's or ``subprocess``'s are) costs 2 to 4 s of CPU before it
+does anything; at 10 clients that was more than the second core saved, so
+small runs kept their clients in the server's process, where they share one
+interpreter lock with it (docs/performance.md, "Round overhead"). Two ways
+avoid that start, both from the standard library's multiprocessing:
+
+* **fork**, when this process runs a single thread (the command line, before
+  its server starts): the child is a copy of a process that has already
+  imported everything, ready in milliseconds. Forking a process with other
+  threads can copy a lock one of them holds, so fork is used only then, and
+  only on Linux (macOS's system libraries are not fork-safe).
+* **forkserver** otherwise (the dashboard, a sweep's parallel runs, tests): a
+  single-threaded server process, started once per process with the engine
+  imported (``warm_up``), forks each child. The app starts it when it starts,
+  so its runs find it warm; it holds no data and no socket, and ends with
+  this process. Its children never run the parent's main script
+  (fl/runs/forkserver_preload.py): the dashboard's is app.py.
+
+Children are started before the run's server listens (``start``'s callers
+start them first), so a forked child inherits no listening socket and no
+thread of the server's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+from multiprocessing.context import BaseContext
+
+# What a host of clients and the baselines' child import: the forkserver imports them once, so that every child
+# it forks starts with them (measured: a host's run imports nothing more but two of scikit-learn's data modules).
+PRELOAD = ["fl.runs.forkserver_preload", "fl.runs.workers", "fl.runs.build", "fl.runs.baselines",
+           "fl.runs.baselines_aside"]
+
+# What starting a run's worker processes costs, by how they start (quiet 2 cores, 2 hosts of 10 digits clients,
+# from ``start`` to the first client joined; docs/performance.md "Round overhead"): forked or from the warm
+# forkserver 0.20-0.24 s (0.05 s of it the server's own start); from a forkserver still importing the engine
+# 2.5 s; a fresh Python each (spawn, as loky's were) about 8 s of a whole run beside the baselines' child.
+WARM_START_S = 0.3
+COLD_START_S = 2.5
+SPAWN_START_S = 8.0
+
+_lock = threading.Lock()
+_warm = False
+
+
+def context() -> BaseContext:
+    """fork when it is safe and cheapest (Linux, this process on one thread), else the warm forkserver, else
+    (a platform without either) spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        warm_up()
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def start_seconds() -> float:
+    """What a run's worker processes would cost to start now, by the way ``context`` would start them."""
+    methods = multiprocessing.get_all_start_methods()
+    if (sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1) or _warm:
+        return WARM_START_S
+    return COLD_START_S if "forkserver" in methods else SPAWN_START_S
+
+
+def warm_up() -> None:
+    """Start this process's forkserver with the engine imported, once; it imports in its own process, so this
+    returns at once. The dashboard calls it when it starts, so that its first run does not wait for it."""
+    global _warm
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    with _lock:
+        if _warm:
+            return
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        from multiprocessing import forkserver  # noqa: PLC0415 (POSIX only)
+
+        forkserver.ensure_running()
+        _warm = True
+
+
+def parent_gone_exits() -> None:
+    """In a child: end this process as soon as the one that started it is gone (killed, or ended without
+    stopping us), instead of running on as an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait  # noqa: PLC0415
+
+        wait([parent.sentinel])
+        import os  # noqa: PLC0415
+
+        os._exit(0)
+
+    threading.Thread(target=watch, name="fl-parent-watch", daemon=True).start()

@@ -1,0 +1,151 @@
+"""Worker processes started warm: forked or from the forkserver, waiting for their job, never left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from fl.runs import processes
+from fl.runs.baselines import compute_baselines
+from fl.runs.baselines_aside import AsideChild, compute_aside
+from fl.runs.build import build_run
+from fl.runs.config import RunConfig
+from fl.runs.workers import HostProcesses, HostSpec
+from tests.test_cli import ENV, ROOT
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "State:\tZ" not in status.read()
+    except OSError:
+        return False
+
+
+def test_fork_only_while_this_process_runs_one_thread(monkeypatch):
+    # Prepare: a second thread
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        # Execute
+        with_thread = processes.context().get_start_method()
+        monkeypatch.setattr(processes.threading, "active_count", lambda: 1)
+        alone = processes.context().get_start_method()
+    finally:
+        release.set()
+        other.join()
+    # Assert: a copy of a threaded process could hold another thread's lock: the forkserver then
+    assert with_thread == "forkserver"
+    assert alone == ("fork" if sys.platform.startswith("linux") else "forkserver")
+    assert processes.start_seconds() == processes.WARM_START_S  # the forkserver has been started: warm
+
+
+def test_host_processes_the_run_did_not_need_end_when_closed():
+    # Prepare
+    hosts = HostProcesses(2)
+    pids = [proc.pid for proc in hosts.procs]
+    # Execute: the run ended before it gave them a host (its server could not start)
+    started = time.monotonic()
+    hosts.close()
+    # Assert: they read the end of their pipe and left by themselves, at once
+    assert time.monotonic() - started < 5
+    assert [proc.exitcode for proc in hosts.procs] == [0, 0]
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_host_that_fails_says_why_and_one_that_died_says_its_exit_code():
+    # Prepare: a host whose config cannot be read, and one killed before it was given its host
+    failing, dead = HostProcesses(1), HostProcesses(1)
+    spec = HostSpec(config={"dataset": "no such dataset"}, host="127.0.0.1", port=9, indices=[0])
+    dead.procs[0].kill()
+    dead.procs[0].join(5)
+    # Execute / Assert: errors, not a wait for results that never come
+    with pytest.raises(RuntimeError, match="worker process fl-host-0: "):
+        failing.run([spec])
+    with pytest.raises(RuntimeError, match=r"ended \(exit code -9\) without its clients' results"):
+        dead.run([spec])
+    assert not any(proc.is_alive() for proc in failing.procs + dead.procs)
+
+
+def test_the_baselines_child_gives_the_numbers_of_this_process():
+    # Prepare
+    plan = build_run(RunConfig(dataset="breast_cancer", clients=3, rounds=1, model="logreg", seed=3))
+    # Execute: in a child started before (as a run starts it), and here
+    aside = compute_aside(plan.config, plan.data, plan.client_ids, child=AsideChild(nice=0))
+    here = compute_baselines(plan.config, plan.data, plan.client_ids)
+    # Assert
+    assert aside == here
+
+
+def test_a_baselines_child_that_died_leaves_the_work_to_this_process():
+    # Prepare
+    plan = build_run(RunConfig(dataset="iris", clients=2, rounds=1, model="logreg"))
+    child = AsideChild(nice=0)
+    child.proc.kill()
+    child.proc.join(5)
+    # Execute
+    result = compute_aside(plan.config, plan.data, plan.client_ids, child=child)
+    # Assert: computed here, the same numbers
+    assert result == compute_baselines(plan.config, plan.data, plan.client_ids)
+
+
+def test_children_end_when_the_process_that_started_them_is_killed():
+    # Prepare: a process that starts a host and a baselines child, as a run does, then waits
+    script = textwrap.dedent("""
+        import sys, time
+        from fl.runs.baselines_aside import AsideChild
+        from fl.runs.workers import HostProcesses
+        if __name__ == "__main__":
+            hosts, aside = HostProcesses(1), AsideChild(nice=0)
+            print(hosts.procs[0].pid, aside.proc.pid, flush=True)
+            time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    try:
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        # Execute: the parent is killed (no chance to stop its children)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        # Assert: no orphan runs on
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+
+
+def test_a_forkserver_child_does_not_run_the_main_script_again(tmp_path):
+    # Prepare: a main script that notes every run of itself, with a thread (so the forkserver, not fork, starts
+    # the child), as the dashboard's app.py is Streamlit's main module
+    mark = tmp_path / "runs.txt"
+    script = tmp_path / "main_script.py"
+    script.write_text(textwrap.dedent(f"""
+        import threading
+        open({str(mark)!r}, "a").write(__name__ + "\\n")
+        if __name__ == "__main__":
+            threading.Thread(target=threading.Event().wait, daemon=True).start()
+            from fl.runs.workers import HostProcesses
+            hosts = HostProcesses(1)
+            print(hosts.procs[0].is_alive(), flush=True)
+            hosts.close()
+            print(hosts.procs[0].exitcode, flush=True)
+    """))
+    # Execute
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                         timeout=120)
+    # Assert: the child started and ended cleanly; the script ran once, as the parent's main, never as a child's
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "0"]
+    assert mark.read_text().split() == ["__main__"]
