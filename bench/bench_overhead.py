@@ -14,12 +14,15 @@ for 1,000 / 10,000 clients; ``--solver lbfgs`` by default, the issue's job):
   training rows, one client after the other in this process, every round
   from the global parameters the run would have (FedAvg of the previous
   round), training metrics included, as the clients do it; the median over
-  rounds of the sum over clients (bench/bench_scale.py's replay);
+  rounds of the sum over clients (bench/bench_scale.py's replay), replayed
+  before every turn of CLI runs and the median of those taken (the same
+  replay ran 31 to 44 ms on one quiet machine within an hour);
 * ours per round: the median of metrics.csv's ``duration_s`` of a whole
   ``python -m fl simulate ... --out DIR`` process (baselines on, as the CLI
   runs by default), and the process's wall time;
-* peak memory: the largest sum, sampled every 0.2 s, of the resident memory
-  of the CLI process and all its descendants.
+* peak memory: the largest sum, sampled every 0.2 s, of the proportional
+  set size (PSS) of the CLI process and all its descendants: a page that
+  forked workers share with their parent counts once.
 
 With ``--vs DIR`` the same command also runs from that checkout, the two in
 turn (new, old, new, old ...), so both see the same machine load.
@@ -62,7 +65,9 @@ def job_args(clients: int, solver: str, extra: list[str]) -> list[str]:
 
 
 def tree_rss_kib(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants (Linux /proc)."""
+    """Memory of ``root`` and all its descendants (Linux /proc): the sum of their proportional set sizes (PSS),
+    so that pages a forked worker shares with its parent count once, not once per process as resident sizes
+    (RSS) would; RSS where the kernel gives no PSS."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -84,7 +89,18 @@ def tree_rss_kib(root: int) -> int:
         kids = [p for p, parent in parents.items() if parent == pid and p not in tree]
         tree.update(kids)
         frontier += kids
-    return sum(rss.get(p, 0) for p in tree)
+    return sum(pss_kib(p) or rss.get(p, 0) for p in tree)
+
+
+def pss_kib(pid: int) -> int:
+    """A process's proportional set size in KiB (0 when /proc does not say)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_cli(repo: str, args: list[str]) -> dict:
@@ -133,13 +149,16 @@ def main() -> None:
     rows = []
     for n in args.clients or [10, 100]:
         cli_args = job_args(n, args.solver, args.extra.split())
-        local = sequential_training(cli_args)
         repos = [("this", ROOT)] + ([("vs", os.path.abspath(args.vs))] if args.vs else [])
         runs: dict[str, list[dict]] = {name: [] for name, _ in repos}
-        for _ in range(args.runs):
+        replays = []
+        for _ in range(args.runs):  # the replay beside every turn: the machine's speed drifts over minutes
+            replays.append(sequential_training(cli_args))
+            print(f"  {n} clients, sequential local training: {replays[-1] * 1000:.1f} ms", file=sys.stderr)
             for name, repo in repos:
                 runs[name].append(run_cli(repo, cli_args))
                 print(f"  {n} clients, {name}: {runs[name][-1]}", file=sys.stderr)
+        local = statistics.median(replays)
         for name, _ in repos:
             got = runs[name]
             median_round = statistics.median(r["median_round"] for r in got)

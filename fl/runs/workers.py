@@ -218,6 +218,7 @@ class HostProcesses:
                     pass
                 waiting[pipe] = proc
             outputs: list[dict[str, Any]] = []
+            errors: list[str] = []  # said once every host has ended: a failed host does not end the others
             while waiting:
                 for ready in wait(list(waiting)):
                     proc = waiting.pop(ready)
@@ -225,11 +226,15 @@ class HostProcesses:
                         answer = json.loads(ready.recv_bytes())
                     except (EOFError, OSError, ValueError):
                         proc.join(5)
-                        raise RuntimeError(f"worker process {proc.name} ended (exit code {proc.exitcode}) "
-                                           "without its clients' results") from None
+                        errors.append(f"worker process {proc.name} ended (exit code {proc.exitcode}) without its "
+                                      "clients' results")
+                        continue
                     if "error" in answer:
-                        raise RuntimeError(f"worker process {proc.name}: {answer['error']}")
-                    outputs.extend(answer["results"])
+                        errors.append(f"worker process {proc.name}: {answer['error']}")
+                    else:
+                        outputs.extend(answer["results"])
+            if errors:
+                raise RuntimeError("; ".join(errors))
             return [ClientResult(**result) for result in outputs]
         finally:
             self.close()
