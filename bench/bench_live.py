@@ -4,6 +4,7 @@ Run from the repository root (needs Debian's chromium and Playwright):
 
     python bench/bench_live.py                  # 10, 100 and 1,000 clients (~3 min)
     python bench/bench_live.py --clients 1000
+    python bench/bench_live.py --clients 10 --root /path/to/old/checkout   # that checkout's app
 
 Starts ``streamlit run app.py`` on a free loopback port, sets the run up in
 the sidebar as a user would (dataset, rows, clients, model, rounds), presses
@@ -60,12 +61,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_streamlit(runs_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_streamlit(runs_dir: Path, root: str = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**os.environ, "FL_RUNS_DIR": str(runs_dir)}, stdout=subprocess.DEVNULL,
+        cwd=root, env={**os.environ, "FL_RUNS_DIR": str(runs_dir)}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, action="append", choices=sorted(CASES))
     parser.add_argument("--repeat", type=int, default=1, help="runs of each case on the same app (the first one "
                                                                  "in a fresh app pays its first imports)")
+    parser.add_argument("--root", default=ROOT, help="the checkout whose app to run (its app.py imports its fl/)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -163,7 +165,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         runs_dir = Path(tmp) / "runs"
-        proc, url = start_streamlit(runs_dir)
+        proc, url = start_streamlit(runs_dir, os.path.abspath(args.root))
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=["--headless", "--no-sandbox", "--disable-gpu",
                                            "--disable-background-networking"])
@@ -178,7 +180,7 @@ def main() -> None:
             browser.close()
             proc.terminate()
             proc.wait(timeout=30)
-    print(f"\n{source_version()}; {load.summary()}\n")
+    print(f"\n{source_version() if args.root == ROOT else args.root}; {load.summary()}\n")
     print(table(list(rows[0]), [list(r.values()) for r in rows]))
 
 

@@ -168,14 +168,15 @@ def describe_role(behaviour: Behaviour) -> str:
     return ", ".join(parts)
 
 
-def run_host(spec: HostSpec) -> list[dict[str, Any]]:
-    """A worker process's job: rebuild the data, run its clients until the server says bye."""
+def run_host(spec: HostSpec, data: Any = None) -> list[dict[str, Any]]:
+    """A worker process's job: rebuild the data (unless ``data``, rebuilt from the same config, is given), run
+    its clients until the server says bye."""
     from fl.runs.build import load_data
     from fl.runs.config import RunConfig
 
     config = RunConfig.from_dict(spec.config)
     with threadpool_limits(spec.blas_threads) if spec.blas_threads else contextlib.nullcontext():
-        data = load_data(config)
+        data = data if data is not None else load_data(config)
         clients = make_clients(config, data, spec.indices, spec.host, spec.port, None, spec.connect_timeout_s,
                                spec.variates, spec.token, spec.pin)
         return [vars(result) for result in ClientHost(clients, name=f"w{spec.indices[0]}").run()]
@@ -190,7 +191,9 @@ class HostProcesses:
     results come back as JSON. A child that ends without its results (killed, crashed) is an error.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, config: dict[str, Any] | None = None) -> None:
+        """``config``: the run's (``RunConfig.to_dict``), so that each child rebuilds the data while the run's
+        server starts, not after."""
         from fl.runs.processes import context
 
         ctx = context()
@@ -198,7 +201,7 @@ class HostProcesses:
         self.pipes, self.procs = [], []
         for i in range(n):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_host_main, args=(theirs,), name=f"fl-host-{i}", daemon=True)
+            proc = ctx.Process(target=_host_main, args=(theirs, config), name=f"fl-host-{i}", daemon=True)
             proc.start()
             theirs.close()
             self.pipes.append(mine)
@@ -255,11 +258,21 @@ class HostProcesses:
                 proc.join(1)
 
 
-def _host_main(pipe: Any) -> None:
-    """A worker process: wait for its host's spec (None: the run did not need it), run it, answer in JSON."""
+def _host_main(pipe: Any, config: dict[str, Any] | None) -> None:
+    """A worker process: rebuild the run's data, wait for its host's spec (None: the run did not need it), run
+    it, answer in JSON."""
     from fl.runs.processes import parent_gone_exits
 
     parent_gone_exits()
+    data, failure = None, None
+    if config is not None:
+        from fl.runs.build import load_data
+        from fl.runs.config import RunConfig
+
+        try:
+            data = load_data(RunConfig.from_dict(config))
+        except Exception as exc:  # noqa: BLE001 (said when the host is asked for)
+            failure = exc
     try:
         spec = pipe.recv()  # from the run's own process, which started this one
     except (EOFError, OSError):
@@ -267,7 +280,9 @@ def _host_main(pipe: Any) -> None:
     if spec is None:  # the run did not need this host
         return
     try:
-        answer: dict[str, Any] = {"results": run_host(spec)}
+        if failure is not None:
+            raise failure
+        answer: dict[str, Any] = {"results": run_host(spec, data if spec.config == config else None)}
     except Exception as exc:  # noqa: BLE001 (the run reports it; the clients' sockets are closed already)
         answer = {"error": f"{type(exc).__name__}: {exc}"}
     try:
