@@ -84,7 +84,9 @@ def main() -> None:
 
         def fit(self, parameters, config):  # noqa: ANN001
             self.set(parameters)
-            self.model.fit(self.X, self.y)
+            with warnings.catch_warnings():  # one iteration never converges: no warning per fit through Ray's logs
+                warnings.simplefilter("ignore")
+                self.model.fit(self.X, self.y)
             return self.get_parameters(config), len(self.y), {}
 
         def evaluate(self, parameters, config):  # noqa: ANN001

@@ -48,13 +48,18 @@ _lock = threading.Lock()
 _warm = False
 
 
+def can_fork() -> bool:
+    """Whether a child may be forked from this process now: on Linux, while it runs a single thread."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1)
+
+
 def context() -> BaseContext:
-    """fork when it is safe and cheapest (Linux, this process on one thread), else the warm forkserver, else
-    (a platform without either) spawn."""
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+    """fork when it is safe and cheapest (``can_fork``), else the warm forkserver, else (a platform without
+    either) spawn."""
+    if can_fork():
         return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
+    if "forkserver" in multiprocessing.get_all_start_methods():
         warm_up()
         return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")
@@ -62,10 +67,9 @@ def context() -> BaseContext:
 
 def start_seconds() -> float:
     """What a run's worker processes would cost to start now, by the way ``context`` would start them."""
-    methods = multiprocessing.get_all_start_methods()
-    if (sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1) or _warm:
+    if can_fork() or _warm:
         return WARM_START_S
-    return COLD_START_S if "forkserver" in methods else SPAWN_START_S
+    return COLD_START_S if "forkserver" in multiprocessing.get_all_start_methods() else SPAWN_START_S
 
 
 def warm_up() -> None:
