@@ -149,3 +149,32 @@ def test_a_forkserver_child_does_not_run_the_main_script_again(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "0"]
     assert mark.read_text().split() == ["__main__"]
+
+
+def test_ctrl_c_stops_a_run_with_worker_processes_cleanly(tmp_path):
+    # Prepare: a long run with two worker processes, in a process group of its own, as in a terminal (Ctrl-C's
+    # handler set first: a shell without job control starts background processes with SIGINT ignored)
+    with_ctrl_c = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+                  "runpy.run_module('fl', run_name='__main__')"
+    run = subprocess.Popen([sys.executable, "-c", with_ctrl_c, "simulate", "--dataset", "digits", "--clients", "20",
+                            "--rounds", "500", "--model", "logreg", "--workers", "2",
+                            "--out", str(tmp_path / "run")], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        while not any(line.startswith("round 3/") for line in lines) and time.monotonic() < deadline:
+            lines.append(run.stdout.readline())
+        # Execute: Ctrl-C, which a terminal sends to the whole foreground group, the workers included
+        os.killpg(run.pid, signal.SIGINT)
+        rest, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+    # Assert: the run stopped and said so, no worker's traceback, nothing left of the group
+    assert "stopped: accuracy" in rest, rest[-2000:]
+    assert "Traceback" not in rest and "run did not finish" not in rest
+    assert '"status": "stopped"' in (tmp_path / "run" / "summary.json").read_text()
+    left = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout.split()
+    assert left == []

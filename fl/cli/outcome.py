@@ -45,6 +45,9 @@ def wait_and_finish(handle: Any, first: Callable[[], None] | None = None) -> int
         handle.wait()
     except KeyboardInterrupt:
         handle.stop()
+        # Polled, not joined: a join the Ctrl-C interrupted can return at once ever after (CPython gh-90882),
+        # which printed "run did not finish" over a run that was stopping cleanly
+        handle.wait_until_done(10)
         handle.wait(5)
     result = handle.result
     if result is None:

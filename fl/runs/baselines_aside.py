@@ -167,10 +167,10 @@ def _lower_priority(nice: int) -> None:
 
 def _child_main(pipe: Any, nice: int) -> None:
     """The child: wait for the job, rebuild the data, compute, answer."""
-    from fl.runs.processes import parent_gone_exits
+    from fl.runs.processes import child_setup
 
     _lower_priority(nice)
-    parent_gone_exits()
+    child_setup()
     try:
         request = pipe.recv()  # from the run's own process, which started this one
     except (EOFError, OSError):

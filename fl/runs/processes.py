@@ -89,9 +89,13 @@ def warm_up() -> None:
         _warm = True
 
 
-def parent_gone_exits() -> None:
-    """In a child: end this process as soon as the one that started it is gone (killed, or ended without
-    stopping us), instead of running on as an orphan."""
+def child_setup() -> None:
+    """In a child, first: Ctrl-C is the run's to handle (a terminal sends it to the whole process group; the run
+    stops, says bye, and the children end with their clients), and the child ends as soon as the process that
+    started it is gone (killed, or ended without stopping it), instead of running on as an orphan."""
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
         return

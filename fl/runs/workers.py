@@ -261,9 +261,9 @@ class HostProcesses:
 def _host_main(pipe: Any, config: dict[str, Any] | None) -> None:
     """A worker process: rebuild the run's data, wait for its host's spec (None: the run did not need it), run
     it, answer in JSON."""
-    from fl.runs.processes import parent_gone_exits
+    from fl.runs.processes import child_setup
 
-    parent_gone_exits()
+    child_setup()
     data, failure = None, None
     if config is not None:
         from fl.runs.build import load_data
