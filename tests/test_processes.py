@@ -178,3 +178,24 @@ def test_ctrl_c_stops_a_run_with_worker_processes_cleanly(tmp_path):
     assert '"status": "stopped"' in (tmp_path / "run" / "summary.json").read_text()
     left = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+def test_forked_workers_give_the_numbers_of_clients_in_the_run_s_own_process(tmp_path):
+    # Prepare: the command line forks its workers, which take the run's data as it is (no rebuild)
+    flags = ["simulate", "--dataset", "digits", "--clients", "12", "--rounds", "3", "--model", "logreg",
+             "--partition", "dirichlet", "--alpha", "0.5", "--seed", "4", "--no-baselines"]
+    # Execute
+    for workers in ("0", "2"):
+        done = subprocess.run([sys.executable, "-m", "fl", *flags, "--workers", workers,
+                               "--out", str(tmp_path / workers)], cwd=ROOT, env=ENV, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    # Assert: every round's and every client's numbers equal
+    import pandas as pd
+
+    here, there = (pd.read_csv(tmp_path / w / "metrics.csv") for w in ("0", "2"))
+    assert here[["accuracy", "loss", "f1_macro"]].equals(there[["accuracy", "loss", "f1_macro"]])
+    a, b = (pd.read_csv(tmp_path / w / "clients.csv") for w in ("0", "2"))
+    columns = ["round", "client_id", "train_loss", "eval_accuracy"]
+    assert a[columns].sort_values(columns[:2]).reset_index(drop=True).equals(
+        b[columns].sort_values(columns[:2]).reset_index(drop=True))
