@@ -199,3 +199,31 @@ def test_forked_workers_give_the_numbers_of_clients_in_the_run_s_own_process(tmp
     columns = ["round", "client_id", "train_loss", "eval_accuracy"]
     assert a[columns].sort_values(columns[:2]).reset_index(drop=True).equals(
         b[columns].sort_values(columns[:2]).reset_index(drop=True))
+
+
+def test_a_forkserver_started_from_another_folder_still_finds_the_engine(tmp_path):
+    # Prepare: a main script outside the project, run from there, with no PYTHONPATH, that finds the engine by
+    # its own sys.path (as `streamlit run /path/to/app.py` from elsewhere), and a thread. (Where the engine is
+    # installed, as `pip install -e .` does in CI, the forkserver finds it anyway; without the install this
+    # failed before the forkserver was given the engine's folder: the script ran again in the child.)
+    mark = tmp_path / "runs.txt"
+    script = tmp_path / "elsewhere.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, threading
+        sys.path.insert(0, {str(ROOT)!r})
+        open({str(mark)!r}, "a").write(__name__ + "\\n")
+        if __name__ == "__main__":
+            threading.Thread(target=threading.Event().wait, daemon=True).start()
+            from fl.runs.workers import HostProcesses
+            hosts = HostProcesses(1)
+            hosts.close()
+            print(hosts.procs[0].exitcode, flush=True)
+    """))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    # Execute
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    # Assert: the child started and ended; the script never ran again in it (the forkserver preloaded the engine)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]
+    assert mark.read_text().split() == ["__main__"]

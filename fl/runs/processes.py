@@ -27,6 +27,7 @@ thread of the server's.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import threading
 from multiprocessing.context import BaseContext
@@ -85,7 +86,20 @@ def warm_up() -> None:
         ctx.set_forkserver_preload(PRELOAD)
         from multiprocessing import forkserver  # noqa: PLC0415 (POSIX only)
 
-        forkserver.ensure_running()
+        # The forkserver is a fresh `python -c` that does not take this process's sys.path (Python 3.11 passes
+        # it and ignores it): it finds the engine from its working directory or an install. An app started
+        # from elsewhere (`streamlit run /path/to/app.py`) would preload nothing, and its children would run
+        # app.py again; the engine's own folder goes first on its PYTHONPATH, for its start only.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([before] if before else []))
+        try:
+            forkserver.ensure_running()
+        finally:
+            if before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = before
         _warm = True
 
 
@@ -104,8 +118,6 @@ def child_setup() -> None:
         from multiprocessing.connection import wait  # noqa: PLC0415
 
         wait([parent.sentinel])
-        import os  # noqa: PLC0415
-
         os._exit(0)
 
     threading.Thread(target=watch, name="fl-parent-watch", daemon=True).start()
