@@ -106,7 +106,7 @@ def test_a_stopped_run_leaves_no_worker_process_behind(tmp_path):
     # Prepare: 60 clients in worker processes, stopped before they have all joined
     import time
 
-    from tests.test_runtime import _children
+    from tests.test_runtime import _children, _described
 
     registry = RunRegistry(RunStore(tmp_path))
     handle = registry.start(RunConfig(dataset="digits", clients=60, model="logreg", rounds=500, partition="iid"))
@@ -117,4 +117,4 @@ def test_a_stopped_run_leaves_no_worker_process_behind(tmp_path):
     deadline = time.monotonic() + 10
     while _children() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _children() == []
+    assert _children() == [], _described(_children())

@@ -16,13 +16,15 @@ from tests.test_cli import procs  # noqa: F401 - the fixture
 
 
 def _children() -> list[int]:
-    """Live worker processes of this test process (from /proc; zombies excluded).
+    """Live worker processes of this test process (from /proc; zombies excluded): its children, and the
+    children of its forkserver, which starts a run's workers when this process runs threads.
 
-    multiprocessing's (and loky's) resource tracker and the forkserver that
-    starts worker processes (fl/runs/processes.py) live once per parent
-    process, for its lifetime, whatever the runs: not workers, not counted.
+    multiprocessing's (and loky's) resource tracker and the forkserver itself
+    (fl/runs/processes.py) live once per parent process, for its lifetime,
+    whatever the runs: not workers, not counted.
     """
-    mine, out = os.getpid(), []
+    mine = os.getpid()
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -31,14 +33,39 @@ def _children() -> list[int]:
         except OSError:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() != str(mine) or fields.get("State", "").startswith("Z"):
+        if fields.get("State", "").startswith("Z"):
+            continue
+        parents[int(entry.name)] = int(fields.get("PPid", "0").strip() or 0)
+    out = []
+    for pid, parent in parents.items():
+        if parent != mine:
             continue
         try:
-            if any(name in (entry / "cmdline").read_text() for name in ("resource_tracker", "forkserver")):
-                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text()
         except OSError:
             continue
-        out.append(int(entry.name))
+        if "resource_tracker" in cmdline:
+            continue
+        if "forkserver" in cmdline:  # not a worker; its children are
+            out += [child for child, grand in parents.items() if grand == pid]
+            continue
+        out.append(pid)
+    return out
+
+
+def _described(pids: list[int]) -> list[str]:
+    """What each leftover process is, for an assertion's message: pid, parent, threads, start time, command."""
+    out = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            cmd = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120]
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append(f"{pid} ppid {fields.get('PPid', '?').strip()} threads {fields.get('Threads', '?').strip()} "
+                       f"state {fields.get('State', '?').strip()} started {stat[19]} ticks: {cmd}")
+        except OSError:
+            out.append(f"{pid}: gone")
     return out
 
 

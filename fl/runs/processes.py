@@ -4,24 +4,22 @@ A process started from scratch (a fresh Python importing scikit-learn and the
 engine, as loky's or ``subprocess``'s are) costs 2 to 4 s of CPU before it
 does anything; at 10 clients that was more than the second core saved, so
 small runs kept their clients in the server's process, where they share one
-interpreter lock with it (docs/performance.md, "Round overhead"). Two ways
-avoid that start, both from the standard library's multiprocessing:
+interpreter lock with it (docs/performance.md, "Round overhead").
 
-* **fork**, when this process runs a single thread (the command line, before
-  its server starts): the child is a copy of a process that has already
-  imported everything, ready in milliseconds. Forking a process with other
-  threads can copy a lock one of them holds, so fork is used only then, and
-  only on Linux (macOS's system libraries are not fork-safe).
-* **forkserver** otherwise (the dashboard, a sweep's parallel runs, tests): a
-  single-threaded server process, started once per process with the engine
-  imported (``warm_up``), forks each child. The app starts it when it starts,
-  so its runs find it warm; it holds no data and no socket, and ends with
-  this process. Its children never run the parent's main script
-  (fl/runs/forkserver_preload.py): the dashboard's is app.py.
+Instead, a **forkserver** from the standard library's multiprocessing: a
+single-threaded process, started once per process with the engine imported
+(``warm_up``), forks each child, which starts with everything imported. The
+app starts it when it starts, and ``python -m fl simulate`` before it imports
+the engine itself (fl/__main__.py), so that runs find it warm. It holds no
+data and no socket, and ends with its process. Its children never run the
+parent's main script (fl/runs/forkserver_preload.py): the dashboard's is
+app.py.
 
-Children are started before the run's server listens (``start``'s callers
-start them first), so a forked child inherits no listening socket and no
-thread of the server's.
+Not fork from the run's own process: tried, and a forked host hung in a
+test run (it inherited a lock held by a thread that ``threading`` does not
+list); scikit-learn's OpenMP pool is not fork-safe either, and the command
+line has one by the time it starts a run. The forkserver never runs those
+threads, so its children inherit no such lock.
 """
 
 from __future__ import annotations
@@ -38,9 +36,9 @@ PRELOAD = ["fl.runs.forkserver_preload", "fl.runs.workers", "fl.runs.build", "fl
            "fl.runs.baselines_aside"]
 
 # What starting a run's worker processes costs, by how they start (quiet 2 cores, 2 hosts of 10 digits clients,
-# from ``start`` to the first client joined; docs/performance.md "Round overhead"): forked or from the warm
-# forkserver 0.20-0.24 s (0.05 s of it the server's own start); from a forkserver still importing the engine
-# 2.5 s; a fresh Python each (spawn, as loky's were) about 8 s of a whole run beside the baselines' child.
+# from ``start`` to the first client joined; docs/performance.md "Round overhead"): from the warm forkserver
+# 0.14-0.23 s (0.05 s of it the server's own start); from a forkserver still importing the engine 2.5 s; a fresh
+# Python each (spawn, as loky's were) about 8 s of a whole run beside the baselines' child.
 WARM_START_S = 0.3
 COLD_START_S = 2.5
 SPAWN_START_S = 8.0
@@ -49,17 +47,8 @@ _lock = threading.Lock()
 _warm = False
 
 
-def can_fork() -> bool:
-    """Whether a child may be forked from this process now: on Linux, while it runs a single thread."""
-    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-            and threading.active_count() == 1)
-
-
 def context() -> BaseContext:
-    """fork when it is safe and cheapest (``can_fork``), else the warm forkserver, else (a platform without
-    either) spawn."""
-    if can_fork():
-        return multiprocessing.get_context("fork")
+    """The warm forkserver, or (a platform without one) spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         warm_up()
         return multiprocessing.get_context("forkserver")
@@ -68,7 +57,7 @@ def context() -> BaseContext:
 
 def start_seconds() -> float:
     """What a run's worker processes would cost to start now, by the way ``context`` would start them."""
-    if can_fork() or _warm:
+    if _warm:
         return WARM_START_S
     return COLD_START_S if "forkserver" in multiprocessing.get_all_start_methods() else SPAWN_START_S
 

@@ -84,9 +84,9 @@ def start(config: RunConfig, *, store: RunStore | None = None, out_dir: str | No
                                    min(config.workers, len(client_ids)) if config.workers > 0 else None,
                                    len(client_ids), allow_fewer=allows_fewer(config))
         n_workers = placement.n_hosts
-    # Worker processes start before the server listens: forked while this process may still run one thread,
-    # they inherit no socket and no thread of the server's (fl/runs/processes.py)
-    processes = HostProcesses(n_workers, config.to_dict(), data) if placement is None and n_workers else None
+    # Worker processes start before the server listens, so that they rebuild the data meanwhile
+    # (fl/runs/processes.py)
+    processes = HostProcesses(n_workers, config.to_dict()) if placement is None and n_workers else None
     aside = start_aside() if with_baselines and processes is not None else None
     try:
         handle = _open(plan, config, placement, n_workers, bind, store=store, out_dir=out_dir, run_id=run_id,

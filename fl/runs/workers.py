@@ -183,29 +183,25 @@ def run_host(spec: HostSpec, data: Any = None) -> list[dict[str, Any]]:
 
 
 class HostProcesses:
-    """Worker processes for a run's hosts, started before its server listens (fl/runs/processes.py: forked, or
-    from the warm forkserver, with the engine already imported); each waits for the HostSpec that says where to
+    """Worker processes for a run's hosts, started before its server listens (fl/runs/processes.py: from the
+    warm forkserver, with the engine already imported); each waits for the HostSpec that says where to
     connect and which clients to run, then runs them and sends back their results.
 
     The spec goes to the child pickled over a pipe of our own (parent to child, as multiprocessing does); the
     results come back as JSON. A child that ends without its results (killed, crashed) is an error.
     """
 
-    def __init__(self, n: int, config: dict[str, Any] | None = None, data: Any = None) -> None:
+    def __init__(self, n: int, config: dict[str, Any] | None = None) -> None:
         """``config``: the run's (``RunConfig.to_dict``), so that each child rebuilds the data while the run's
-        server starts, not after. ``data``: the run's own, built from that config: a forked child takes it as
-        it is (a copy-on-write page of this process, no rebuild: 3.5 s and a copy each at 10,000 clients); a
-        child of the forkserver, which would have to be sent it, rebuilds it."""
+        server starts, not after."""
         from fl.runs.processes import context
 
         ctx = context()
-        inherited = data if ctx.get_start_method() == "fork" else None
         self.blas_threads = max(1, (os.cpu_count() or 1) // max(1, n))
         self.pipes, self.procs = [], []
         for i in range(n):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_host_main, args=(theirs, config, inherited), name=f"fl-host-{i}",
-                               daemon=True)
+            proc = ctx.Process(target=_host_main, args=(theirs, config), name=f"fl-host-{i}", daemon=True)
             proc.start()
             theirs.close()
             self.pipes.append(mine)
@@ -262,14 +258,14 @@ class HostProcesses:
                 proc.join(1)
 
 
-def _host_main(pipe: Any, config: dict[str, Any] | None, data: Any = None) -> None:
-    """A worker process: rebuild the run's data (unless it came with the fork), wait for its host's spec (None:
-    the run did not need it), run it, answer in JSON."""
+def _host_main(pipe: Any, config: dict[str, Any] | None) -> None:
+    """A worker process: rebuild the run's data, wait for its host's spec (None: the run did not need it), run
+    it, answer in JSON."""
     from fl.runs.processes import child_setup
 
     child_setup()
-    failure = None
-    if data is None and config is not None:
+    data, failure = None, None
+    if config is not None:
         from fl.runs.build import load_data
         from fl.runs.config import RunConfig
 
