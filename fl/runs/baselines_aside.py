@@ -7,7 +7,7 @@ doubled the first rounds of a 10-client run (docs/performance.md, "Round
 overhead"). Beside worker processes, which keep every core busy, they run
 in a child process at the lowest priority, so that they wait for the
 rounds instead of slowing them; the child is started as the workers are
-(fl/runs/processes.py: forked, or from the warm forkserver, before the
+(fl/runs/processes.py: from the warm forkserver, before the
 run's server listens), with the engine already imported. When the clients
 share the run's process they are computed in a thread once the rounds are
 over (``compute_after_rounds``): in this interpreter they would slow every
@@ -57,7 +57,7 @@ class AsideChild:
 
     def close(self) -> None:
         """Kill the child if it is still there, and reap it."""
-        self.pipe.close()  # (a child forked later may hold a copy of this end: no EOF to wait for)
+        self.pipe.close()
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)

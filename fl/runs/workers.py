@@ -3,7 +3,7 @@
 A host (fl/federation/session.py) runs many clients on one event loop and
 one compute thread. A short simulation has one host in a thread of the
 server's own process; a longer one spreads its clients over K worker
-processes (``HostProcesses``: forked, or from a warm forkserver, with the
+processes (``HostProcesses``: from a warm forkserver, with the
 engine already imported; fl/runs/processes.py), or, with ``--cluster``, as
 long-running tasks on a Dask or Ray cluster (fl/runs/cluster.py).
 Every worker rebuilds the run's data from its config (the split is a pure,
@@ -64,9 +64,9 @@ def worker_count(config: Any, fit_seconds: float | None = None, start_s: float |
     (-1), what is fastest for this run by its expected training.
 
     In-process clients share the server's interpreter and one core; worker processes train on every core
-    but cost ``start_s`` to start (by default what fl/runs/processes.py says they would cost now: forked or
-    from a warm forkserver, a few tenths of a second). With ``fit_seconds`` (one client's local training, as ``probe_fit_seconds``
-    measured it), the clients' work is about ``(fit_seconds + CLIENT_ROUND_S) × clients × rounds``; the
+    but cost ``start_s`` to start (by default what fl/runs/processes.py says they would cost now: from a
+    warm forkserver, a few tenths of a second). With ``fit_seconds`` (one client's local training, as
+    ``probe_fit_seconds`` measured it), the clients' work is about ``(fit_seconds + CLIENT_ROUND_S) × clients × rounds``; the
     processes pay when the share of it that the other cores take off exceeds their start, and always from
     PROCESSES_FROM_CLIENTS clients. Without a measurement, the client count decides (AUTO_PROCESSES_FROM)."""
     if config.workers >= 0:
@@ -245,7 +245,7 @@ class HostProcesses:
     def close(self, timeout_s: float = 5.0) -> None:
         """Processes given no host end now; the others are waited for (their clients have ended), then killed."""
         for pipe in self.pipes:
-            try:  # a child still waiting for its spec ends (an EOF alone may not come: a forked sibling holds a copy)
+            try:  # a child still waiting for its spec ends (told, not left to wait for an EOF)
                 pipe.send(None)
             except OSError:
                 pass
