@@ -64,7 +64,7 @@ def job_args(clients: int, solver: str, extra: list[str]) -> list[str]:
     return CASES[clients] + JOB + ["--model-params", json.dumps({"local_solver": solver})] + extra
 
 
-def tree_rss_kib(root: int) -> int:
+def tree_memory_kib(root: int) -> int:
     """Memory of ``root`` and all its descendants (Linux /proc): the sum of their proportional set sizes (PSS),
     so that pages a forked worker shares with its parent count once, not once per process as resident sizes
     (RSS) would; RSS where the kernel gives no PSS."""
@@ -111,7 +111,7 @@ def run_cli(repo: str, args: list[str]) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "fl", "simulate", *args, "--out", out], cwd=repo,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+            peak[0] = max(peak[0], tree_memory_kib(proc.pid))
             time.sleep(0.2)
         wall = time.perf_counter() - started
         with open(Path(out) / "metrics.csv", newline="") as fh:
