@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import threading
 from multiprocessing.context import BaseContext
 
