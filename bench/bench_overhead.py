@@ -25,7 +25,10 @@ for 1,000 / 10,000 clients; ``--solver lbfgs`` by default, the issue's job):
   forked workers share with their parent counts once.
 
 With ``--vs DIR`` the same command also runs from that checkout, the two in
-turn (new, old, new, old ...), so both see the same machine load.
+turn (new, old, new, old ...), so both see the same machine load; the ratio
+of the two median rounds of each turn, and the median of those, say the
+change with the machine's drift (a third within minutes here) cancelled.
+``--extra '--rounds 300'`` runs longer jobs (a later flag wins).
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     load = MachineLoad()
     rows = []
+    turns: list[str] = []
     for n in args.clients or [10, 100]:
         cli_args = job_args(n, args.solver, args.extra.split())
         repos = [("this", ROOT)] + ([("vs", os.path.abspath(args.vs))] if args.vs else [])
@@ -159,6 +163,10 @@ def main() -> None:
                 runs[name].append(run_cli(repo, cli_args))
                 print(f"  {n} clients, {name}: {runs[name][-1]}", file=sys.stderr)
         local = statistics.median(replays)
+        if args.vs:  # turn by turn: both ran within seconds of each other, so the machine's drift cancels
+            ratios = [a["median_round"] / b["median_round"] for a, b in zip(runs["this"], runs["vs"])]
+            turns.append(f"{n:,} clients: this / vs by turn {statistics.median(ratios):.2f} (median; "
+                         f"{min(ratios):.2f} to {max(ratios):.2f} over {len(ratios)} turns)")
         for name, _ in repos:
             got = runs[name]
             median_round = statistics.median(r["median_round"] for r in got)
@@ -174,6 +182,8 @@ def main() -> None:
     print(table(["clients", "checkout", "ours per round (median)", "sequential local training", "ours / training",
                  "process wall (median)", "peak memory MiB", "failures", "final accuracy"], rows))
     print()
+    for line in turns:
+        print(line)
     print(load.summary())
 
 

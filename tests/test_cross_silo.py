@@ -145,7 +145,8 @@ def test_cli_server_without_data_needs_no_classes_or_features(sites: list[Path],
 
 
 def test_old_client_and_late_client_with_other_columns_are_refused(sites: list[Path], tmp_path: Path) -> None:
-    config = RunConfig(dataset="csv", target=TARGET, model="logreg", rounds=30, min_clients=2, clients=2,
+    # rounds enough to outlast the late site's arrival on a loaded machine (the run is stopped at the end)
+    config = RunConfig(dataset="csv", target=TARGET, model="logreg", rounds=2000, min_clients=2, clients=2,
                        round_timeout=5)
     handle = hosting.host(config, ServerSettings(port=0, wait_for_clients=2, join_timeout_s=30),
                           data_at_clients=True)

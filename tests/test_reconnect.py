@@ -52,7 +52,9 @@ def test_a_reconnecting_client_rejoins_after_its_connection_is_cut_and_trains_on
     assert ok_rounds(run, "c1")[-1] == 6 and len(ok_rounds(run, "c1")) >= 4
     wait_until(lambda: "c1" in run.results, 10, "c1 to leave")
     assert run.results["c1"].ok and run.results["c1"].reason == "run finished"
-    assert run.results["c1"].rounds_trained == len(ok_rounds(run, "c1"))
+    # the fit of round 3 was out when the connection was cut (it goes out while round 2 is evaluated): an answer
+    # the client wrote as it was cut may be lost, so the client may count one round more than the server merged
+    assert run.results["c1"].rounds_trained - len(ok_rounds(run, "c1")) in (0, 1)
 
 
 def test_a_client_rejoins_a_server_restarted_on_the_same_port(runs):

@@ -32,6 +32,7 @@ from fl.wire import json_safe
 FORMAT = "fl-checkpoint"
 VERSION = 1
 _META_KEY = "__meta__"
+_ROUNDS_KEY = "__rounds__"  # the round records, one JSON array apart from the rest (older files: in the meta)
 _ARRAY_TAG = "__array__"
 
 
@@ -51,6 +52,10 @@ class Checkpoint:
     best: dict | None = None  # {"round", "score", "selected_on", "metrics", "arrays" | "blob"}
     task: dict = field(default_factory=dict)  # the task the run was serving: a resume must serve the same
     run_id: str = ""
+    # ``rounds`` as ``round_json`` encoded them, when the caller kept them encoded (the round loop encodes each
+    # record once): a checkpoint after round R then encodes one record, not R, and a long run's checkpoints
+    # stop costing time in proportion to the rounds so far
+    rounds_json: list[str] | None = field(default=None, repr=False, compare=False)
 
     def task_problem(self, task: dict) -> str | None:
         """Why this checkpoint cannot continue a run serving ``task`` (Task.to_dict()), or None."""
@@ -64,8 +69,12 @@ class Checkpoint:
     def to_bytes(self) -> bytes:
         """One .npz: every array under its own key, the rest as a JSON document (no pickle anywhere)."""
         arrays: dict[str, np.ndarray] = {}
+        encoded = self.rounds_json
+        if encoded is None or len(encoded) != len(self.rounds):
+            encoded = [round_json(r) for r in self.rounds]
+        arrays[_ROUNDS_KEY] = np.frombuffer(("[" + ",".join(encoded) + "]").encode(), np.uint8)
         doc = {"format": FORMAT, "version": VERSION, "round": self.round, "run_id": self.run_id,
-               "rounds": self.rounds, "rng_state": self.rng_state, "task": self.task,
+               "rng_state": self.rng_state, "task": self.task,
                "model": _pack(self.model, "model", arrays), "strategy": _pack(self.strategy, "strategy", arrays),
                "best": _pack(self.best, "best", arrays)}
         arrays[_META_KEY] = np.frombuffer(json.dumps(doc, allow_nan=True, default=_json_default).encode(), np.uint8)
@@ -79,6 +88,8 @@ class Checkpoint:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
             doc = json.loads(arrays.pop(_META_KEY).tobytes().decode())
+            if _ROUNDS_KEY in arrays:
+                doc["rounds"] = json.loads(arrays.pop(_ROUNDS_KEY).tobytes().decode())
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise CheckpointError(f"the checkpoint cannot be read ({exc})") from None
         if doc.get("format") != FORMAT or doc.get("version") != VERSION:
@@ -86,6 +97,11 @@ class Checkpoint:
         return cls(round=int(doc["round"]), rounds=doc["rounds"], rng_state=doc["rng_state"],
                    model=_unpack(doc["model"], arrays), strategy=_unpack(doc["strategy"], arrays),
                    best=_unpack(doc["best"], arrays), task=doc.get("task") or {}, run_id=doc.get("run_id") or "")
+
+
+def round_json(record: dict) -> str:
+    """One round's record as a checkpoint stores it."""
+    return json.dumps(record, allow_nan=True, default=_json_default)
 
 
 def _pack(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:

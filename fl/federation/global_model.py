@@ -52,6 +52,9 @@ class GlobalModel:
     # Whether sending it to every client to score costs little next to a round: parameter arrays do; an
     # ensemble of N fitted models is N times a model, loaded N times.
     cheap_to_send: bool = True
+    # Whether a round is one fit exchange from the global model as it stands after the previous round: then
+    # the next round's fit can go out while this round is evaluated (the round loop overlaps the two).
+    one_step_rounds: bool = False
 
     def step_config(self) -> dict[str, Any]:
         """Keys the next ``fit`` adds to its config: what this step of the round asks (several steps a round:
@@ -104,6 +107,8 @@ class GlobalModel:
 
 
 class ParameterModel(GlobalModel):
+    one_step_rounds = True
+
     def __init__(self, strategy: ParameterStrategy, task: Task, model: ModelAdapter, seed: int):
         self.strategy = strategy
         self.task = task

@@ -1,5 +1,12 @@
 """The round loop: sample, fit, collect, check, aggregate, evaluate, report.
 
+A round of one fit exchange (parameter models, not secure) overlaps the next:
+once round r is merged, ``evaluate`` of r and ``fit`` of r+1 go out together,
+so the clients train r+1 while the server scores r, records it and writes
+its checkpoint (each client answers its requests in order, as
+docs/protocol.md asks; results of r+1 that come in before r's evaluation is
+complete wait for their collection).
+
 It runs in the thread that calls ``RoundRunner.run`` and talks to clients
 only through the FederatedServer (its registry and inbox). It knows neither
 model names nor rule names: the strategy aggregates, the global model keeper
@@ -20,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fl.data import training_row_count
-from fl.federation.checkpoint import Checkpoint, CheckpointError
+from fl.federation.checkpoint import Checkpoint, CheckpointError, round_json
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
 from fl.federation.secure_sum import SecureSum, SecureSumFailed, secure
@@ -95,6 +102,22 @@ def fixed_scaler(stats: dict, n_features: int) -> StandardScaler:
     return scaler
 
 
+@dataclass
+class OpenRound:
+    """A round whose fit is under way: what it chose and asked, and where its time and traffic count from."""
+
+    number: int
+    chosen: list[str]
+    config: dict[str, Any]
+    n_available: int
+    since: float  # time.monotonic() its span starts: its opening, or the previous round's record when later
+    sent0: int
+    received0: int
+    # The first fit exchange when it went out ahead (while the previous round was evaluated): (step config,
+    # clients it reached, clients it could not reach and why)
+    ahead: tuple[dict[str, Any], list[str], dict[str, str]] | None = None
+
+
 class RoundRunner:
     """Drives the run's rounds on a bound FederatedServer."""
 
@@ -108,7 +131,9 @@ class RoundRunner:
         if server.task_ready:  # else the task is built from the clients' summaries once they are here (run)
             self._bind_task()
         self.rounds: list[dict] = []
-        self.stragglers = 0  # late results seen in the current round
+        self._rounds_json: list[str] = []  # each record as the checkpoint stores it, encoded once
+        self.stragglers = 0  # late results seen since the last round was recorded
+        self._early: list[tuple[Any, str, Any, Any]] = []  # inbox items of the round ahead, come during evaluation
         self.sessions: dict[str, Any] = {}  # the connection each client's last request went out on
         self.best: BestRound | None = None
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
@@ -188,30 +213,44 @@ class RoundRunner:
             self.server.set_status(client_ids, status)
             self.server.emit(EventType.CLIENT_STATUS, clients=list(client_ids), status=status)
 
-    def _collect(self, round_no: int, kind: type, waiting: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    def _collect(self, round_no: int, kind: type, waiting: list[str],
+                 ahead: OpenRound | None = None) -> tuple[dict[str, Any], dict[str, str]]:
         """Results of ``kind`` for ``round_no`` until all arrived or the round timeout.
 
         Results of other rounds are stragglers: counted and reported, never merged.
         Only the session a request went out on can answer it or fail it (by
         leaving, or by missing its heartbeats: at once, not at the timeout);
         a client that reconnected is not charged for its earlier session.
+        With ``ahead`` (the next round, whose fit went out while this round
+        is evaluated), what its clients send for it, or their leaving, is
+        kept for its own collection.
         """
         results: dict[str, Any] = {}
         failures: dict[str, str] = {}
         pending = set(waiting)
+        early, self._early = self._early, []  # what came for this exchange while the previous one was collected
+        ahead_ids = set(ahead.ahead[1]) if ahead is not None and ahead.ahead is not None else set()
         deadline = time.monotonic() + self.settings.round_timeout
         while pending:
             self._stop_if_asked()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                for cid in pending:
-                    failures[cid] = f"no answer within {self.settings.round_timeout:g} s"
-                break
-            try:
-                item_kind, cid, payload, conn = self.server.inbox.get(timeout=min(remaining, 0.1))
-            except queue.Empty:
-                continue
+            if early:
+                item_kind, cid, payload, conn = early.pop(0)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    for cid in pending:
+                        failures[cid] = f"no answer within {self.settings.round_timeout:g} s"
+                    break
+                try:
+                    item_kind, cid, payload, conn = self.server.inbox.get(timeout=min(remaining, 0.1))
+                except queue.Empty:
+                    continue
             asked = cid in pending and conn is self.sessions.get(cid)
+            if cid in ahead_ids and conn is self.sessions.get(cid) and (
+                    item_kind == Inbox.GONE or (isinstance(payload, FitResult) and payload.round == ahead.number)):
+                self._early.append((item_kind, cid, payload, conn))  # the next round's: kept for it
+                if item_kind != Inbox.GONE:
+                    continue
             if item_kind == Inbox.GONE:
                 if asked:
                     pending.discard(cid)
@@ -236,8 +275,10 @@ class RoundRunner:
             if not self.server.task_ready:  # federated preprocessing: the sites' summaries make the task
                 self.server.build_task()
                 self._bind_task()
-            for round_no in range(self.start_round + 1, self.total_rounds + 1):
-                self._one_round(round_no)
+            next_round = (self._announce(self._open_round(self.start_round + 1))
+                          if self.start_round < self.total_rounds else None)
+            while next_round is not None:
+                next_round = self._play_round(next_round)
         except ServerStopped:
             status = RunStatus.STOPPED
         except Exception as exc:  # a bug or an impossible state: report it, don't hang clients
@@ -262,27 +303,41 @@ class RoundRunner:
             return self.model.estimator
         return Pipeline([("standardize", self.scaler), ("model", self.model.estimator)])
 
-    def _one_round(self, round_no: int) -> None:
+    def _open_round(self, round_no: int) -> OpenRound:
+        """Draw the round's clients and make its fit config (the fit goes out in ``_fit_steps``, or ahead). Its
+        ``round_start`` event is ``_announce``'s: listeners see it after the previous round's ``round``."""
         self._stop_if_asked()  # a Stop during the last evaluation starts no new round
-        started = time.monotonic()
-        sent0, recv0 = self.server.bytes_totals()
-        self.stragglers = 0
+        sent0, received0 = self.server.bytes_totals()
         chosen = self._sample()
-        self.server.emit(EventType.ROUND_START, round=round_no, clients=chosen)
         pool_rows = self._pool_rows()
         self.strategy.begin_round(round_no, pool_rows)
         config = {**self.settings.fit_config, "seed": self.settings.seed + round_no, "pool_rows": pool_rows,
                   **self.strategy.fit_config()}
         if self.settings.learning_rate is not None:  # from the initial rate and the round, never the last rate
             config["learning_rate"] = self.settings.learning_rate(round_no)
-        n_available = len(self.server.active_ids())
-        rows, failures, scrutiny_note = self._fit_steps(round_no, chosen, config, n_available)
+        return OpenRound(round_no, chosen, config, len(self.server.active_ids()), time.monotonic(), sent0, received0)
+
+    def _announce(self, rnd: OpenRound) -> OpenRound:
+        self.server.emit(EventType.ROUND_START, round=rnd.number, clients=rnd.chosen)
+        return rnd
+
+    def _play_round(self, rnd: OpenRound) -> OpenRound | None:
+        """Finish ``rnd``: its fit, its evaluation, its record. Returns the next round, opened (and its fit sent
+        while this one is evaluated, when a round is one fit exchange), or None after the last."""
+        round_no = rnd.number
+        rows, failures, scrutiny_note = self._fit_steps(rnd)
         if self.on_global is not None and self.model.arrays_named() is not None:
             self.on_global(round_no, self.model.arrays_named())  # every round's global parameters (an archive)
         elif self.model.estimator is None and self.strategy.one_shot:
             raise RuntimeError("no client returned a usable model")
         self._stop_if_asked()
-        metrics, per_client = self._evaluate(round_no)
+        asked = self._ask_clients_to_evaluate(round_no) if self._clients_evaluate() else None
+        resume_point = (self.rng.bit_generator.state, self.strategy.state())  # before the next round draws
+        upcoming = None
+        if round_no < self.total_rounds and self.model.one_step_rounds:
+            upcoming = self._open_round(round_no + 1)
+            upcoming.ahead = self._send_step(upcoming, upcoming.chosen)
+        metrics, per_client = self._evaluate(round_no, asked, upcoming)
         self._keep_if_best(round_no, metrics)
         for cid, scores in per_client.items():
             rows.setdefault(cid, {"client_id": cid, "n_samples": scores["n_samples"], "status": "not sampled"})
@@ -295,7 +350,8 @@ class RoundRunner:
             self.server.emit(EventType.CLIENT_RESULT, round=round_no, **rows[cid],
                              bytes_sent=slot.conn.bytes_sent if slot else None,
                              bytes_received=slot.conn.bytes_received if slot else None)
-        sent1, recv1 = self.server.bytes_totals()
+        sent1, received1 = self.server.bytes_totals()
+        now = time.monotonic()
         record = {
             "round": round_no,
             **{k: metrics.get(k) for k in METRIC_KEYS},
@@ -303,11 +359,13 @@ class RoundRunner:
             "n_fit_clients": sum(1 for row in rows.values() if row.get("status") == "ok"),
             "n_failures": len(failures),
             "n_stragglers": self.stragglers,
-            "duration_s": round(time.monotonic() - started, 4),
-            "bytes_sent": sent1 - sent0,
-            "bytes_received": recv1 - recv0,
+            # The wall time and traffic the round added: from its opening, or from the previous round's record
+            # when it opened before that (its fit went out during that round's evaluation); they add up to the run's.
+            "duration_s": round(now - rnd.since, 4),
+            "bytes_sent": sent1 - rnd.sent0,
+            "bytes_received": received1 - rnd.received0,
             "epsilon": None,
-            "learning_rate": config.get("learning_rate"),
+            "learning_rate": rnd.config.get("learning_rate"),
             **self.strategy.round_metrics(),
             **(self.model.round_metrics() if isinstance(self.model, SecureSum) else {}),
         }
@@ -319,38 +377,45 @@ class RoundRunner:
             record["confusion"] = {"classes": json_safe(list(self.classes)), "counts": metrics["confusion"].tolist(),
                                    "source": "server" if self.data is not None else "sites"}
         self.rounds.append(record)
+        self._rounds_json.append(round_json(record))
+        self.stragglers = 0
+        if upcoming is not None:  # its span starts where this one's ends
+            upcoming.since, upcoming.sent0, upcoming.received0 = now, sent1, received1
         if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
-            self.on_checkpoint(self.checkpoint())
+            self.on_checkpoint(self.checkpoint(*resume_point))
         self.server.emit(EventType.ROUND, **record)
+        if upcoming is None and round_no < self.total_rounds:
+            upcoming = self._open_round(round_no + 1)
+        return self._announce(upcoming) if upcoming is not None else None
 
-    def _fit_steps(self, round_no: int, chosen: list[str], config: dict[str, Any],
-                   n_available: int) -> tuple[dict[str, dict], dict[str, str], str | None]:
+    def _fit_steps(self, rnd: OpenRound) -> tuple[dict[str, dict], dict[str, str], str | None]:
         """The round's fit exchanges: one for most models; for boosted trees, one per step (a sketch, then a
         level of the trees at a time) until the model says the round is complete. Returns every client's row,
         its failures (a client failing a step is out of the round's later steps) and the scrutiny note."""
+        round_no, chosen = rnd.number, rnd.chosen
         rows: dict[str, dict] = {}
         failures: dict[str, str] = {}
         scrutiny_note = None
         secure = isinstance(self.model, SecureSum)
         while True:
             asked = [cid for cid in chosen if cid not in failures]
-            if secure:
-                try:
-                    self.model.begin_step(asked, {cid: self._rows_of(cid) for cid in asked})
-                except SecureSumFailed as exc:  # too few clients left for a secure sum: the round has no update
-                    if not self.model.inner.round_complete:
-                        raise
-                    self.model.failure = str(exc)
-                    self.model.last = {"secagg_failure": str(exc)}
-                    for cid in asked:
-                        failures[cid] = str(exc)
-                        rows.setdefault(cid, {"client_id": cid}).update(status="failed", reason=str(exc))
-                        self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=str(exc))
-                    break
-            step = self.model.step_config()
-            payload = self.model.fit_payload()
-            fit = Fit(round=round_no, config={**config, **step}, **payload)
-            sent, missed = self._send_fit(asked, fit) if secure else self._send(asked, fit, ClientStatus.TRAINING)
+            if rnd.ahead is not None:  # the first exchange went out while the previous round was evaluated
+                (step, sent, missed), rnd.ahead = rnd.ahead, None
+            else:
+                if secure:
+                    try:
+                        self.model.begin_step(asked, {cid: self._rows_of(cid) for cid in asked})
+                    except SecureSumFailed as exc:  # too few clients left for a secure sum: the round has no update
+                        if not self.model.inner.round_complete:
+                            raise
+                        self.model.failure = str(exc)
+                        self.model.last = {"secagg_failure": str(exc)}
+                        for cid in asked:
+                            failures[cid] = str(exc)
+                            rows.setdefault(cid, {"client_id": cid}).update(status="failed", reason=str(exc))
+                            self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=str(exc))
+                        break
+                step, sent, missed = self._send_step(rnd, asked)
             results, late = self._collect(round_no, FitResult, sent)
             missed.update(late)
             step_rows, accepted = self._accept_results(results, missed)
@@ -381,7 +446,7 @@ class RoundRunner:
                     failures[cid] = reason
                     self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=reason)
             if self.model.round_complete:
-                self.strategy.end_round(n_available, len(chosen))
+                self.strategy.end_round(rnd.n_available, len(chosen))
                 if self.model.measurable:
                     self._scrutinize(round_no, before, accepted, rows)
                     scrutiny_note = cannot_judge(len(accepted)) if before is not None else None
@@ -390,16 +455,27 @@ class RoundRunner:
                 break
         return rows, failures, scrutiny_note
 
+    def _send_step(self, rnd: OpenRound, asked: list[str]) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+        """Send the round's next fit exchange to ``asked``: (its step config, whom it reached, whom it did not)."""
+        step = self.model.step_config()
+        fit = Fit(round=rnd.number, config={**rnd.config, **step}, **self.model.fit_payload())
+        if isinstance(self.model, SecureSum):
+            return (step, *self._send_fit(asked, fit))
+        return (step, *self._send(asked, fit, ClientStatus.TRAINING))
+
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self) -> Checkpoint:
-        """Everything the rounds after this one depend on (fl/federation/checkpoint.py)."""
+    def checkpoint(self, rng_state: dict | None = None, strategy_state: dict | None = None) -> Checkpoint:
+        """Everything the rounds after this one depend on (fl/federation/checkpoint.py); ``rng_state`` and
+        ``strategy_state`` as they were when the last round ended, when the next one has begun since."""
         best = None
         if self.best is not None:
             best = {"round": self.best.round, "score": self.best.score, "selected_on": self.best.selected_on,
                     "metrics": self.best.metrics, "model": self.best.state}
         return Checkpoint(round=self.rounds[-1]["round"] if self.rounds else 0, rounds=list(self.rounds),
-                          rng_state=self.rng.bit_generator.state, model=self.model.state(),
-                          strategy=self.strategy.state(), best=best, task=json_safe(self.task.to_dict()),
+                          rounds_json=list(self._rounds_json),
+                          rng_state=rng_state if rng_state is not None else self.rng.bit_generator.state,
+                          model=self.model.state(),
+                          strategy=strategy_state if strategy_state is not None else self.strategy.state(), best=best, task=json_safe(self.task.to_dict()),
                           run_id=self.server.run_id)
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -408,6 +484,7 @@ class RoundRunner:
         if problem:
             raise CheckpointError(problem)
         self.rounds = [dict(r) for r in ckpt.rounds]
+        self._rounds_json = [round_json(r) for r in self.rounds]
         self.start_round = ckpt.round
         self.rng.bit_generator.state = ckpt.rng_state
         self.model.load_state(ckpt.model)
@@ -476,26 +553,30 @@ class RoundRunner:
         self.best = BestRound(round_no, float(score), selected_on, {k: metrics.get(k) for k in METRIC_KEYS},
                               self.final_model(), self.model.state() if self.on_checkpoint is not None else {})
 
-    def _evaluate(self, round_no: int) -> tuple[dict[str, float], dict[str, dict]]:
+    def _clients_evaluate(self) -> bool:
+        """Whether the clients score the global model this round: when the server has no test data of its own,
+        or when client_eval is on and the model is cheap to send (parameter arrays, not an ensemble of whole
+        models); never before there is a global model."""
+        return self.model.estimator is not None and (
+            self.data is None or (self.settings.client_eval and self.model.cheap_to_send))
+
+    def _evaluate(self, round_no: int, asked: tuple[list[str], dict[str, str]] | None,
+                  upcoming: OpenRound | None = None) -> tuple[dict[str, float], dict[str, dict]]:
         """(global metrics, per-client scores of the global model on each client's own held-out rows).
 
         The global metrics come from the server's test split when it has
         one, else from the clients (sample-weighted mean): federated
-        evaluation. Clients are asked only when needed, or when client_eval
-        is on and the global model is cheap to send (parameter arrays, not an
-        ensemble of whole models); a client that fails to answer is
-        reported, never fatal.
+        evaluation. ``asked``: the clients sent ``evaluate`` (they score
+        while the server does); a client that fails to answer is reported,
+        never fatal. ``upcoming``: the next round, whose fit is out already.
         """
         if self.model.estimator is None:
             return {k: math.nan for k in METRIC_KEYS}, {}
-        asked = None
-        if self.data is None or (self.settings.client_eval and self.model.cheap_to_send):
-            asked = self._ask_clients_to_evaluate(round_no)  # first: they score while the server does
         metrics = None
         if self.data is not None:
             metrics = score_classifier(self.model.estimator, self._scaled_test(), self.data.y_test,
                                        self.classes, with_confusion=True)
-        per_client = self._evaluate_on_clients(round_no, *asked) if asked is not None else {}
+        per_client = self._evaluate_on_clients(round_no, *asked, upcoming) if asked is not None else {}
         if metrics is None:
             metrics = federated_metrics(per_client, len(self.classes))
         return metrics, per_client
@@ -510,10 +591,12 @@ class RoundRunner:
         payload = self.model.evaluate_payload()
         return self._send(self.server.active_ids(), Evaluate(round=round_no, **payload), ClientStatus.EVALUATING)
 
-    def _evaluate_on_clients(self, round_no: int, sent: list[str], failures: dict[str, str]) -> dict[str, dict]:
-        results, late = self._collect(round_no, EvaluateResult, sent)
+    def _evaluate_on_clients(self, round_no: int, sent: list[str], failures: dict[str, str],
+                             upcoming: OpenRound | None = None) -> dict[str, dict]:
+        results, late = self._collect(round_no, EvaluateResult, sent, upcoming)
         failures.update(late)
-        self._set_status(sent, ClientStatus.IDLE)
+        training = set(upcoming.ahead[1]) if upcoming is not None and upcoming.ahead is not None else set()
+        self._set_status([cid for cid in sent if cid not in training], ClientStatus.IDLE)
         scores = {}
         for cid, result in sorted(results.items()):
             score, problem = self._client_scores(cid, result)
