@@ -129,20 +129,20 @@ def test_only_the_session_a_request_went_to_can_answer_or_fail_it(runs):
     wait_until(lambda: run.server.active_ids() == ["c0"], what="c0")
     current, earlier = run.server.slot("c0").conn, object()
     runner = RoundRunner(run.server, run.plan.settings, run.plan.strategy(), run.plan.server_data)
-    runner.sessions = {"c0": current}
+    runner.collector.sessions = {"c0": current}
     answer = FitResult(round=1, n_samples=10, metrics={})
     run.server.inbox.put((Inbox.GONE, "c0", "disconnected", earlier))
     run.server.inbox.put((Inbox.RESULT, "c0", answer, earlier))
     run.server.inbox.put((Inbox.RESULT, "c0", answer, current))
     # Execute
-    results, failures = runner._collect(1, FitResult, ["c0"])
+    results, failures = runner.collector.collect(1, FitResult, ["c0"])
     # Assert: the stale departure and the stale answer are not the new session's
-    assert results == {"c0": answer} and failures == {} and runner.stragglers == 0
+    assert results == {"c0": answer} and failures == {} and runner.collector.stragglers == 0
     # ... while the departure of the session that was asked fails it at once, not at the round timeout
-    runner.sessions = {"c0": earlier}
+    runner.collector.sessions = {"c0": earlier}
     run.server.inbox.put((Inbox.GONE, "c0", "replaced by a reconnect", earlier))
     started = time.monotonic()
-    results, failures = runner._collect(2, EvaluateResult, ["c0"])
+    results, failures = runner.collector.collect(2, EvaluateResult, ["c0"])
     assert results == {} and failures == {"c0": "left mid-round: replaced by a reconnect"}
     assert time.monotonic() - started < 1.0
 

@@ -17,7 +17,6 @@ model names nor rule names: the strategy aggregates, the global model keeper
 from __future__ import annotations
 
 import math
-import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fl.data import training_row_count
 from fl.federation.checkpoint import Checkpoint, CheckpointError, round_json
+from fl.federation.collection import Collector
 from fl.federation.events import ClientStatus, EventType, RunStatus
 from fl.federation.global_model import GlobalModel, make_global_model
 from fl.federation.secure_sum import SecureSum, SecureSumFailed, secure
@@ -36,7 +36,7 @@ from fl.federation.round_stats import (
     metric_problem,
 )
 from fl.federation.scrutiny import cannot_judge, scrutinize
-from fl.federation.server import FederatedServer, Inbox, ServerStopped
+from fl.federation.server import FederatedServer, ServerStopped
 from fl.learning.metrics import metrics_from_confusion, score_classifier
 from fl.learning.strategies import Strategy
 from fl.wire import Evaluate, EvaluateResult, Fit, FitResult, json_safe
@@ -132,9 +132,8 @@ class RoundRunner:
             self._bind_task()
         self.rounds: list[dict] = []
         self._rounds_json: list[str] = []  # each record as the checkpoint stores it, encoded once
-        self.stragglers = 0  # late results seen since the last round was recorded
-        self._early: list[tuple[Any, str, Any, Any]] = []  # inbox items of the round ahead, come during evaluation
-        self.sessions: dict[str, Any] = {}  # the connection each client's last request went out on
+        # answers, departures and stragglers (counted since the last round was recorded)
+        self.collector = Collector(server, settings.round_timeout, self._stop_if_asked)
         self.best: BestRound | None = None
         self.on_global: Callable[[int, list[tuple[str, np.ndarray]]], None] | None = None  # e.g. a weights archive
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round (a resumable run)
@@ -183,7 +182,7 @@ class RoundRunner:
 
     def _send(self, client_ids: list[str], msg: Any, status: ClientStatus) -> tuple[list[str], dict[str, str]]:
         """Send one message (encoded once) to every client; those that cannot be reached fail at once."""
-        sent, failed = self.server.broadcast(client_ids, msg, self.sessions)
+        sent, failed = self.server.broadcast(client_ids, msg, self.collector.sessions)
         self._set_status(sent, status)
         return sent, failed
 
@@ -197,7 +196,7 @@ class RoundRunner:
             msg = Fit(round=fit.round, config={**fit.config, **extra_config},
                       params=[*(fit.params or []), *extra_arrays] if (fit.params or extra_arrays) else None,
                       blob=fit.blob)
-            ok, bad = self.server.broadcast([cid], msg, self.sessions)
+            ok, bad = self.server.broadcast([cid], msg, self.collector.sessions)
             sent += ok
             failed.update(bad)
         self._set_status(sent, ClientStatus.TRAINING)
@@ -212,59 +211,6 @@ class RoundRunner:
         if client_ids:
             self.server.set_status(client_ids, status)
             self.server.emit(EventType.CLIENT_STATUS, clients=list(client_ids), status=status)
-
-    def _collect(self, round_no: int, kind: type, waiting: list[str],
-                 ahead: OpenRound | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-        """Results of ``kind`` for ``round_no`` until all arrived or the round timeout.
-
-        Results of other rounds are stragglers: counted and reported, never merged.
-        Only the session a request went out on can answer it or fail it (by
-        leaving, or by missing its heartbeats: at once, not at the timeout);
-        a client that reconnected is not charged for its earlier session.
-        With ``ahead`` (the next round, whose fit went out while this round
-        is evaluated), what its clients send for it, or their leaving, is
-        kept for its own collection.
-        """
-        results: dict[str, Any] = {}
-        failures: dict[str, str] = {}
-        pending = set(waiting)
-        early, self._early = self._early, []  # what came for this exchange while the previous one was collected
-        ahead_ids = set(ahead.ahead[1]) if ahead is not None and ahead.ahead is not None else set()
-        deadline = time.monotonic() + self.settings.round_timeout
-        while pending:
-            self._stop_if_asked()
-            if early:
-                item_kind, cid, payload, conn = early.pop(0)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    for cid in pending:
-                        failures[cid] = f"no answer within {self.settings.round_timeout:g} s"
-                    break
-                try:
-                    item_kind, cid, payload, conn = self.server.inbox.get(timeout=min(remaining, 0.1))
-                except queue.Empty:
-                    continue
-            asked = cid in pending and conn is self.sessions.get(cid)
-            if cid in ahead_ids and conn is self.sessions.get(cid) and (
-                    item_kind == Inbox.GONE or (isinstance(payload, FitResult) and payload.round == ahead.number)):
-                self._early.append((item_kind, cid, payload, conn))  # the next round's: kept for it
-                if item_kind != Inbox.GONE:
-                    continue
-            if item_kind == Inbox.GONE:
-                if asked:
-                    pending.discard(cid)
-                    failures[cid] = f"left mid-round: {payload}"
-                continue  # another session's departure (an earlier one, or one not asked this round)
-            if not asked and not self.server.is_current(cid, conn):
-                continue  # from an earlier session under this id (e.g. one refused for its data)
-            if not asked or payload.round != round_no or not isinstance(payload, kind):
-                self.stragglers += 1
-                self.server.emit(EventType.STRAGGLER, client_id=cid, round=payload.round, open_round=round_no)
-                continue
-            pending.discard(cid)
-            results[cid] = payload
-        return results, failures
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
@@ -358,7 +304,7 @@ class RoundRunner:
             **client_spread(per_client),
             "n_fit_clients": sum(1 for row in rows.values() if row.get("status") == "ok"),
             "n_failures": len(failures),
-            "n_stragglers": self.stragglers,
+            "n_stragglers": self.collector.stragglers,
             # The wall time and traffic the round added: from its opening, or from the previous round's record
             # when it opened before that (its fit went out during that round's evaluation); they add up to the run's.
             "duration_s": round(now - rnd.since, 4),
@@ -378,7 +324,7 @@ class RoundRunner:
                                    "source": "server" if self.data is not None else "sites"}
         self.rounds.append(record)
         self._rounds_json.append(round_json(record))
-        self.stragglers = 0
+        self.collector.stragglers = 0
         if upcoming is not None:  # its span starts where this one's ends
             upcoming.since, upcoming.sent0, upcoming.received0 = now, sent1, received1
         if self.on_checkpoint is not None:  # before the round is reported: a reported round can be resumed
@@ -416,7 +362,7 @@ class RoundRunner:
                             self.server.emit(EventType.FAILURE, round=round_no, client_id=cid, reason=str(exc))
                         break
                 step, sent, missed = self._send_step(rnd, asked)
-            results, late = self._collect(round_no, FitResult, sent)
+            results, late = self.collector.collect(round_no, FitResult, sent)
             missed.update(late)
             step_rows, accepted = self._accept_results(results, missed)
             for cid, row in step_rows.items():  # a later step's row keeps what an earlier one said (its training)
@@ -593,9 +539,10 @@ class RoundRunner:
 
     def _evaluate_on_clients(self, round_no: int, sent: list[str], failures: dict[str, str],
                              upcoming: OpenRound | None = None) -> dict[str, dict]:
-        results, late = self._collect(round_no, EvaluateResult, sent, upcoming)
+        ahead = (upcoming.number, upcoming.ahead[1]) if upcoming is not None and upcoming.ahead is not None else None
+        results, late = self.collector.collect(round_no, EvaluateResult, sent, ahead)
         failures.update(late)
-        training = set(upcoming.ahead[1]) if upcoming is not None and upcoming.ahead is not None else set()
+        training = set(ahead[1]) if ahead is not None else set()  # those training the next round stay so
         self._set_status([cid for cid in sent if cid not in training], ClientStatus.IDLE)
         scores = {}
         for cid, result in sorted(results.items()):
