@@ -136,3 +136,19 @@ def test_round_times_add_up_to_the_runs_time(tmp_path, no_thread_leaks):
     start = next(e["t"] for e in events if e["type"] == "round_start")
     assert [e["type"] for e in events if e["type"] in ("round_start", "round")] == ["round_start", "round"] * 5
     assert sum(r["duration_s"] for r in rounds) == pytest.approx(rounds[-1]["t"] - start, abs=0.05)
+
+
+def test_a_stop_asked_as_a_round_is_recorded_starts_no_new_round_though_its_fit_went_out(runs):
+    # Prepare: round 2's fit is out while round 1 is recorded; the stop comes as round 1's record goes out
+    run = runs(n_clients=2, rounds=5)
+    run.client(0)
+    run.client(1)
+    run.listeners.append(lambda event: run.server.stop() if event["type"] == "round" and event["round"] == 1
+                         else None)
+    # Execute
+    run.start()
+    result = run.wait()
+    # Assert: stopped after round 1, whose record stands; round 2 never started for the listeners
+    assert result.status == "stopped"
+    assert [r["round"] for r in result.rounds] == [1]
+    assert [e["round"] for e in run.of("round_start")] == [1]

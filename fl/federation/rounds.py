@@ -264,6 +264,7 @@ class RoundRunner:
         return OpenRound(round_no, chosen, config, len(self.server.active_ids()), time.monotonic(), sent0, received0)
 
     def _announce(self, rnd: OpenRound) -> OpenRound:
+        self._stop_if_asked()  # a Stop while the previous round was recorded starts no new round, even one sent
         self.server.emit(EventType.ROUND_START, round=rnd.number, clients=rnd.chosen)
         return rnd
 
