@@ -105,12 +105,14 @@ def test_a_client_reads_the_next_fit_before_it_answers_an_evaluate_and_may_answe
 
 
 def test_a_client_that_leaves_during_an_evaluation_fails_the_next_rounds_fit_at_once(no_thread_leaks):
-    # Prepare: a peer that trains round 1 and leaves when asked to evaluate it, after fit(2) went out to it;
-    # the round timeout is long, so only its departure, kept for round 2, can end round 2 in time
+    # Prepare: a peer that trains round 1 and, asked to evaluate it, leaves once fit(2) has come too (so it was
+    # drawn for round 2); the round timeout is long, so only its departure, kept for round 2, ends round 2 in time
     def script(peer, conn, msg, welcome):
         if isinstance(msg, Fit):
             conn.send(answer_fit(msg))
         elif isinstance(msg, Evaluate):
+            ahead = peer.recv(conn)
+            assert isinstance(ahead, Fit) and ahead.round == 2, ahead
             return "leave"
 
     peer = Peer("leaver", script)

@@ -39,7 +39,11 @@ def test_a_reconnecting_client_rejoins_after_its_connection_is_cut_and_trains_on
             cut.append(run.server.slot("c1").conn)
             cut[0].abort()
 
-    run.listeners.append(cut_after_round_2)
+    def hold_round_3_until_it_is_back(event: dict) -> None:  # rounds take milliseconds: the rejoin must not race
+        if event["type"] == "round" and event["round"] == 3:  # the run's end (the round thread emits this)
+            wait_until(lambda: back.joins == 2, 10, "c1 to rejoin")
+
+    run.listeners += [cut_after_round_2, hold_round_3_until_it_is_back]
     wait_until(lambda: len(run.server.active_ids()) == 2 and back.joins == 1, what="both clients")
     model = back.model
     # Execute

@@ -251,8 +251,8 @@ class RoundRunner:
 
     def _open_round(self, round_no: int) -> OpenRound:
         """Draw the round's clients and make its fit config (the fit goes out in ``_fit_steps``, or ahead). Its
-        ``round_start`` event is ``_announce``'s: listeners see it after the previous round's ``round``."""
-        self._stop_if_asked()  # a Stop during the last evaluation starts no new round
+        ``round_start`` event is ``_announce``'s: listeners see it after the previous round's ``round``, and a
+        Stop asked before then starts no new round."""
         sent0, received0 = self.server.bytes_totals()
         chosen = self._sample()
         pool_rows = self._pool_rows()
