@@ -169,7 +169,31 @@ def _one_shot_charts(snap: dict, key: str) -> None:
         st.plotly_chart(charts.client_bars_figure(snap["client_rows"], per_client), key=f"{key}-clients")
 
 
-def tables_block(snap: dict) -> None:
+LATEST_EVENTS = 3  # while the run goes and its tables are not asked for, the newest events as lines of text
+
+
+def event_line(client: Any, detail: str) -> str:
+    """An event's sentence, led by its client's id when the sentence does not name it (a client's result)."""
+    named = not isinstance(client, str) or not client or client in detail
+    return detail if named else f"{client}: {detail}"
+
+
+def tables_block(snap: dict, key: str, done: bool = True) -> None:
+    """The metrics per round and the event log, as tables.
+
+    While the run goes they are drawn only on request: a table redrawn every
+    second cost the browser more than the three charts (bench/bench_live.py;
+    docs/performance.md "The dashboard's live tables"), and on a machine whose
+    cores train the run, that put the page a poll behind. Without them the
+    newest events show as lines of text, so a failure is still seen as it comes.
+    """
+    if not done and not st.toggle("Tables, live: metrics per round and event log", key=f"{key}-tables",
+                                  help="Both tables as the rounds come; drawn once more when the run ends."):
+        latest = charts.events_table(snap["events"], limit=4 * LATEST_EVENTS).head(LATEST_EVENTS)
+        if len(latest):
+            st.text("\n".join(f"{row.Time}  {event_line(row.Client, row.Detail)}"
+                               for row in latest.itertuples()))  # plain text: a client id is not markdown
+        return
     tab_metrics, tab_events = st.tabs(["Metrics per round", "Event log"])
     with tab_metrics:
         st.dataframe(charts.metrics_table(snap["rounds"]), hide_index=True)
@@ -303,7 +327,7 @@ def draw(snap: dict, handle: RunHandle | None, key: str, done: bool = True, top:
         importance_block(handle, key)
         privacy.privacy_block(handle.writer.dir if handle.writer is not None else None,
                               handle.result is not None and handle.result.model is not None, key)
-    tables_block(snap)
+    tables_block(snap, key, done)
     if done:
         downloads(snap, handle)
 
