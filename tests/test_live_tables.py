@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from ui import live
+
 
 def _tables_app(done: bool) -> None:
     """The tables block of a run two rounds in, with a client whose id markdown would mangle."""
@@ -17,7 +19,7 @@ def _tables_app(done: bool) -> None:
                "bytes_received": 1024} for r in (1, 2)]
     events = [{"type": "join", "t": now, "client_id": "site_a_1"}, rounds[0],
               {"type": "failure", "t": now + 1.5, "client_id": "site_b_2", "round": 2,
-               "reason": "timed out after 60 s"},
+               "reason": "timed out after 60 s" + " (waiting for its answer)" * 20},
               {"type": "client_result", "t": now + 1.8, "client_id": "site_a_1", "round": 2, "status": "ok"},
               rounds[1]]
     live.tables_block({"rounds": rounds, "events": events}, key="t", done=done)
@@ -35,6 +37,7 @@ def test_while_the_run_goes_the_tables_wait_to_be_asked_for_and_the_newest_event
     assert len(lines) == 3 and lines[0].split("  ", 1)[1].startswith("round 2")
     assert lines[1].split("  ", 1)[1].startswith("site_a_1: round 2")  # a sentence without the id is led by it
     assert lines[2].split("  ", 1)[1].startswith("round 2: site_b_2 failed: timed out")  # the id as it is
+    assert len(lines[2].split("  ", 1)[1]) == live.EVENT_LINE_CHARS and lines[2].endswith("…")  # a long one, cut
     assert at.toggle(key="t-tables").value is False
 
 

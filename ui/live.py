@@ -170,12 +170,15 @@ def _one_shot_charts(snap: dict, key: str) -> None:
 
 
 LATEST_EVENTS = 3  # while the run goes and its tables are not asked for, the newest events as lines of text
+EVENT_LINE_CHARS = 160  # ... each cut to this many characters
 
 
-def event_line(client: Any, detail: str) -> str:
-    """An event's sentence, led by its client's id when the sentence does not name it (a client's result)."""
+def event_line(client: Any, detail: str, width: int = EVENT_LINE_CHARS) -> str:
+    """An event's sentence, led by its client's id when the sentence does not name it (a client's result), cut
+    to ``width`` characters: plain text does not wrap, and the event log table has the whole sentence."""
     named = not isinstance(client, str) or not client or client in detail
-    return detail if named else f"{client}: {detail}"
+    line = detail if named else f"{client}: {detail}"
+    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def tables_block(snap: dict, key: str, done: bool = True) -> None:
