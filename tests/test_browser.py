@@ -35,34 +35,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def streamlit_url(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "FL_RUNS_DIR": str(tmp_path / "runs")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+def _start_streamlit(env: dict, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on a free loopback port, healthy; a start that fails says why (its output),
+    and a port taken between choosing it and binding it (another test's server) is chosen again."""
+    for _ in range(3):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+             str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return proc, url
             except OSError:
                 time.sleep(0.3)
-        else:
-            pytest.fail("streamlit did not come up")
+        _stop(proc)
+        log = proc.stdout.read() if proc.stdout else ""
+        if "is not available" not in log and "already in use" not in log:  # Streamlit's words for a taken port
+            pytest.fail(f"streamlit did not come up within {timeout_s:.0f} s (exit code {proc.returncode}):\n{log}")
+    pytest.fail("streamlit found no free port in 3 tries")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def streamlit_url(tmp_path):
+    proc, url = _start_streamlit({**os.environ, "FL_RUNS_DIR": str(tmp_path / "runs")})
+    try:
         yield url, tmp_path / "runs"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(proc)
         if proc.stdout:
             log = proc.stdout.read()
             assert "Traceback" not in log, log
