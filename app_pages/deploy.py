@@ -152,11 +152,12 @@ if handle is None:
     st.stop()
 
 st.caption(f"Hosted run `{handle.run_id}` · {live.run_title(handle.config.to_dict())}")
-if handle.done:
+done = handle.done  # read once: the buttons and the view below must agree though the run may end meanwhile
+if done:
     if st.button("Host a new run", type="primary", key="host_new"):
         st.session_state.pop(deploy.DEPLOY_RUN, None)
         st.rerun()
 else:
     connection_info(handle)
     client_panel(handle)
-live.show_run(handle)
+live.show_run(handle, done=done)

@@ -99,6 +99,6 @@ if comparison:
     show_comparison(comparison)
 elif handle is not None:
     st.caption(f"Run `{handle.run_id}` · {live.run_title(handle.config.to_dict(), handle.config.effective_rounds)}")
-    live.show_run(handle)
+    live.show_run(handle, done=not running)  # as the buttons above were drawn, though it may end meanwhile
 else:
     preview.new_run_view(config, problem)

@@ -346,10 +346,16 @@ def importance_block(handle: RunHandle, key: str) -> None:
     st.plotly_chart(charts.importance_figure(names, list(importances)), key=f"{key}-importances")
 
 
-def show_run(handle: RunHandle) -> None:
-    """Live while running (fragment polling the snapshot), static once done."""
+def show_run(handle: RunHandle, done: bool | None = None) -> None:
+    """Live while running (fragment polling the snapshot), static once done.
+
+    ``done``: whether the run had ended as the page read it at the top of
+    this script run, which drew its buttons by it. A run that ended since is
+    drawn live once more: the fragment's first draw then reruns the whole
+    page, so a page never shows the final view beside a run's Stop button.
+    """
     few = handle.config.clients <= charts.MAX_CLIENT_LINES  # many clients: a band from the round records
-    if handle.done:
+    if handle.done if done is None else done:
         draw(handle.snapshot(client_rows=few), handle, key=f"static-{handle.run_id}")
         return
 
