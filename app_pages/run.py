@@ -96,7 +96,7 @@ if compare and config is not None and not running:
 sync_url()
 st.title("Federated learning workbench")
 if comparison:
-    show_comparison(comparison)
+    show_comparison(comparison, done=not running)
 elif handle is not None:
     st.caption(f"Run `{handle.run_id}` · {live.run_title(handle.config.to_dict(), handle.config.effective_rounds)}")
     live.show_run(handle, done=not running)  # as the buttons above were drawn, though it may end meanwhile

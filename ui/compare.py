@@ -83,8 +83,9 @@ def _curves(handles: list[RunHandle], metric: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def show_comparison(handles: list[RunHandle]) -> None:
-    """The comparison's chart and final numbers, live until every run has ended."""
+def show_comparison(handles: list[RunHandle], done: bool | None = None) -> None:
+    """The comparison's chart and final numbers, live until every run has ended. ``done``: as the page read it
+    when it drew its buttons (``live.show_run`` says why)."""
     cfg = handles[0].config
     st.subheader("FedAvg against robust rules")
     trimmed = next((h.config.trim_beta for h in handles if h.config.aggregation == "trimmed_mean"), None)
@@ -100,7 +101,7 @@ def show_comparison(handles: list[RunHandle]) -> None:
         for col, (rule, acc) in zip(cols, finals.items()):
             col.metric(rule, pct(acc))
 
-    if all(h.done for h in handles):
+    if all(h.done for h in handles) if done is None else done:
         draw()
         return
 
