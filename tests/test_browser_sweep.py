@@ -54,7 +54,9 @@ def test_a_sweep_in_the_browser_shows_its_table_and_charts(streamlit_url):  # no
             # 2. The Sweep page (through the app's navigation: the same session keeps the settings)
             page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Sweep").click()
             page.get_by_text("Base settings").first.wait_for(timeout=30_000)
-            assert "logreg · fedavg · 10 clients · dirichlet · 3 rounds" in page.inner_text("body")
+            # the base run's settings, from the Run page's sidebar: waited for, as the page draws in pieces (read
+            # at once after "Base settings" showed, the clean-clone CI once found only the heading)
+            page.get_by_text("logreg · fedavg · 10 clients · dirichlet · 3 rounds").first.wait_for(timeout=30_000)
             _choose(page, "Axis 1", "aggregation: Aggregation")
             _choose(page, "Values of aggregation", "Coordinate-wise median (robust)")
             page.keyboard.press("Escape")
@@ -89,9 +91,9 @@ def test_a_sweep_in_the_browser_shows_its_table_and_charts(streamlit_url):  # no
             page.get_by_role("button", name="Start sweep").click()
             page.get_by_role("button", name="Stop", exact=True).click()
             page.get_by_text("Sweep stopped").first.wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            assert "The charts appear as the first runs complete" not in body
-            assert "nothing to chart" in body or "Mean final accuracy" in body
+            _wait_for(page, lambda: any(words in page.inner_text("body") for words in
+                                        ("nothing to chart", "Mean final accuracy")), 30, "the stopped sweep's view")
+            assert "The charts appear as the first runs complete" not in page.inner_text("body")
         finally:
             browser.close()
     assert len(list(runs_dir.glob("*/summary.json"))) >= 8
