@@ -83,7 +83,7 @@ def _curves(handles: list[RunHandle], metric: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def show_comparison(handles: list[RunHandle], done: bool | None = None) -> None:
+def show_comparison(handles: list[RunHandle], done: bool) -> None:
     """The comparison's chart and final numbers, live until every run has ended. ``done``: as the page read it
     when it drew its buttons (``live.show_run`` says why)."""
     cfg = handles[0].config
@@ -101,7 +101,7 @@ def show_comparison(handles: list[RunHandle], done: bool | None = None) -> None:
         for col, (rule, acc) in zip(cols, finals.items()):
             col.metric(rule, pct(acc))
 
-    if all(h.done for h in handles) if done is None else done:
+    if done:
         draw()
         return
 

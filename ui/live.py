@@ -186,7 +186,7 @@ def tables_block(snap: dict, key: str, done: bool = True) -> None:
 
     While the run goes they are drawn only on request: a table redrawn every
     second cost the browser more than the three charts (bench/bench_live.py;
-    docs/performance.md "The dashboard's live tables"), and on a machine whose
+    docs/performance.md "The live tables on request"), and on a machine whose
     cores train the run, that put the page a poll behind. Without them the
     newest events show as lines of text, so a failure is still seen as it comes.
     """
@@ -346,7 +346,7 @@ def importance_block(handle: RunHandle, key: str) -> None:
     st.plotly_chart(charts.importance_figure(names, list(importances)), key=f"{key}-importances")
 
 
-def show_run(handle: RunHandle, done: bool | None = None) -> None:
+def show_run(handle: RunHandle, done: bool) -> None:
     """Live while running (fragment polling the snapshot), static once done.
 
     ``done``: whether the run had ended as the page read it at the top of
@@ -355,7 +355,7 @@ def show_run(handle: RunHandle, done: bool | None = None) -> None:
     page, so a page never shows the final view beside a run's Stop button.
     """
     few = handle.config.clients <= charts.MAX_CLIENT_LINES  # many clients: a band from the round records
-    if handle.done if done is None else done:
+    if done:
         draw(handle.snapshot(client_rows=few), handle, key=f"static-{handle.run_id}")
         return
 
