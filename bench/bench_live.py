@@ -15,10 +15,10 @@ time from the engine's own record of the round's end (the ``round`` event's
 run once a second, so about 0.5 s on average and 1 s at worst are expected,
 plus the time the browser takes to draw; a round shown more than two
 polls after its end counts as "over a poll behind". Also: the time from the click on
-Start to the first read that shows the run's progress, and from the click to
-the server's first event (the run is built and listens), to the engine's
-record of round 1's end, and to the first read that shows round 1 done (the
-issue's "Start to the first plotted round"). The cases: the default run (digits, MLP, 10 clients, Dirichlet,
+Start to the first time the page shows the run's progress, and from the click
+to the server's first event (the run is built and listens), to the engine's
+record of round 1's end, and to the first time the page shows round 1 done
+(the issue's "Start to the first plotted round"). The cases: the default run (digits, MLP, 10 clients, Dirichlet,
 20 rounds); 100 clients of it with logistic regression and 10 rounds; 1,000 clients on 100,000 synthetic rows,
 logistic regression, 8 rounds. The clients column is read from the run's config.json (what the sidebar set).
 
